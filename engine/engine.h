@@ -1,0 +1,57 @@
+#pragma once
+// The engine: a loaded model on a compute backend, its tokenizer and the paged
+// KV cache's block pool. Generation loops (plain, Medusa) and the scheduler run
+// on top of it. Knows nothing of gRPC.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/kv/block_allocator.h"
+#include "engine/model/config.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/backend.h"
+
+namespace medusa {
+
+struct EngineOptions {
+  std::string model_path;
+  std::string tokenizer_path;  // llama2.c models only; GGUF models carry their vocabulary
+  kernels::BackendOptions backend;
+  int64_t kv_cache_bytes = 512ll << 20;  // memory budget for the paged KV cache
+  int kv_block_size = 16;                // tokens per KV block
+  int prefill_chunk = 512;               // prompt tokens per forward pass
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+
+  const ModelConfig& config() const { return backend_->config(); }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  kernels::Backend& backend() { return *backend_; }
+  kv::BlockAllocator& kv_allocator() { return *kv_allocator_; }
+  const EngineOptions& options() const { return options_; }
+  int kv_block_size() const { return options_.kv_block_size; }
+
+  // A new, empty KV sequence drawing blocks from this engine's pool.
+  kv::SequenceKv NewSequence() { return kv::SequenceKv(kv_allocator_.get(), options_.kv_block_size); }
+
+ private:
+  Engine() = default;
+  EngineOptions options_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<kv::BlockAllocator> kv_allocator_;
+};
+
+// Finds the tokenizer for a model: the explicit path if given (a SentencePiece
+// .model or a llama2.c tokenizer.bin), the GGUF's own vocabulary, or a
+// tokenizer.model / tokenizer.bin / tok*.bin beside a llama2.c checkpoint.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& model_path,
+                                                            const std::string& tokenizer_path,
+                                                            const gguf::File* gguf_file,
+                                                            int vocab_size);
+
+}  // namespace medusa

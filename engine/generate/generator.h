@@ -1,0 +1,68 @@
+#pragma once
+// One request's generation loop on an Engine: prefill in chunks over the paged
+// KV cache, then decoding step by step, streaming text as it becomes final.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/engine.h"
+#include "engine/sampling/sampler.h"
+
+namespace medusa {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_ids;
+  int max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<std::string> stop_strings;
+  bool ignore_eos = false;  // keep going past EOS (benchmarks, fixed-length comparisons)
+};
+
+// Why generation ended: "stop" (a stop token or stop string) or "length"
+// (max_tokens or the model's context).
+struct GenerationResult {
+  int prompt_tokens = 0;
+  std::vector<int32_t> token_ids;  // every generated token, a final stop token included
+  std::string text;                // their text, without a stop token or stop string
+  // Decoding steps: forward passes that produced tokens; the last prefill pass
+  // is the first step (it yields the first token), so plain decoding takes one
+  // step per token and new_tokens / steps is the acceleration rate.
+  int steps = 0;
+  double prefill_seconds = 0;  // prompt processing up to the first token
+  double decode_seconds = 0;   // after the first token, to the end
+  std::string finish_reason;
+
+  int new_tokens() const { return static_cast<int>(token_ids.size()); }
+  double acceleration_rate() const { return steps > 0 ? double(new_tokens()) / steps : 0.0; }
+  // Tokens made by decoding passes (all but the first) per second of decoding.
+  double tokens_per_second() const {
+    return decode_seconds > 0 ? (new_tokens() - 1) / decode_seconds : 0.0;
+  }
+  double mean_step_ms() const { return steps > 1 ? 1e3 * decode_seconds / (steps - 1) : 0.0; }
+};
+
+// Receives text as it becomes final, with the ids generated since the last call.
+using StreamCallback =
+    std::function<void(absl::Span<const int32_t> new_ids, std::string_view new_text)>;
+
+// InvalidArgument for an empty prompt, ids outside the vocabulary, a prompt
+// that leaves no room in the context, max_tokens < 1 or bad sampling values.
+absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& request);
+
+// Plain (one token per step) decoding.
+absl::StatusOr<GenerationResult> GeneratePlain(Engine& engine, const GenerationRequest& request,
+                                               const StreamCallback& on_text = nullptr);
+
+// Tokenizes a prompt (with BOS when the tokenizer wants it); `chat` applies the
+// model's chat template to a single user message first.
+absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, std::string_view text,
+                                                  bool chat);
+absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer,
+                                                absl::Span<const ChatMessage> messages);
+
+}  // namespace medusa

@@ -1,0 +1,45 @@
+#pragma once
+// Turns generated token ids into streamed text: emits only complete UTF-8
+// characters, stops at stop tokens and stop strings, and holds back text that
+// could still turn out to be the start of a stop string (so a stop string is
+// never partly streamed).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/types/span.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace medusa {
+
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop_strings,
+             absl::Span<const int32_t> stop_ids);
+
+  // Adds one generated token. Returns true once generation must stop: the token
+  // is a stop id or completed a stop string. Tokens after that are ignored.
+  bool Push(int32_t id);
+  bool stopped() const { return stopped_; }
+
+  // Text that is final now, removed from the pending buffer.
+  std::string TakeReady();
+  // Everything still pending, at the end of generation.
+  std::string TakeRest();
+
+ private:
+  // Length of the longest suffix of pending_ that is a proper prefix of a stop string.
+  size_t HeldBack() const;
+  // Cuts pending_ at the earliest stop string, if any; returns whether one was found.
+  bool CutAtStopString();
+
+  StreamingDetokenizer detokenizer_;
+  std::vector<std::string> stop_strings_;
+  absl::flat_hash_set<int32_t> stop_ids_;
+  std::string pending_;
+  bool stopped_ = false;
+};
+
+}  // namespace medusa

@@ -1,0 +1,110 @@
+#pragma once
+// The one small interface every compute backend (CPU, CUDA) implements.
+//
+// A backend owns the model weights and the KV cache storage in its own memory.
+// The engine owns the bookkeeping: which blocks belong to which sequence (block
+// tables), and what each token of a batch attends to. A forward pass takes any
+// mix of tokens from many sequences: prefill chunks, single decode tokens and
+// (for Medusa) trees of candidate tokens.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
+
+namespace medusa::kernels {
+
+// Geometry of the paged KV cache. Each block holds `block_size` token slots of
+// K and V for every layer.
+struct KvCacheSpec {
+  int num_blocks = 0;
+  int block_size = 16;
+};
+
+// One token of a forward batch.
+//
+// Attention rule: the token attends to the logical cache indices
+// [0, attend_prefix) of its sequence, plus the indices listed in
+// batch.extra_indices[extra_begin, extra_begin + extra_count).
+// Every token's own K/V is written at `kv_index` before any attention runs, so
+// a causal prefill token uses attend_prefix = kv_index + 1, and a Medusa tree
+// node at kv_index = ctx + j uses attend_prefix = ctx with its ancestors and
+// itself as extras.
+struct BatchToken {
+  int32_t token = 0;
+  int32_t position = 0;       // RoPE position
+  int32_t seq = 0;            // index into ForwardBatch::block_tables
+  int32_t kv_index = 0;       // logical slot (in the sequence) receiving this token's K/V
+  int32_t attend_prefix = 0;
+  int32_t extra_begin = 0;
+  int32_t extra_count = 0;
+};
+
+struct ForwardBatch {
+  std::vector<BatchToken> tokens;
+  // Per sequence: physical block ids, in logical order. Logical index i lives in
+  // block block_tables[seq][i / block_size], slot i % block_size.
+  std::vector<absl::Span<const int32_t>> block_tables;
+  std::vector<int32_t> extra_indices;
+  // Rows (indices into tokens) whose outputs are wanted, in the order returned.
+  std::vector<int32_t> output_rows;
+  bool want_logits = true;   // classifier outputs for output_rows
+  bool want_hidden = false;  // final-normed hidden states for output_rows (Medusa heads)
+
+  void Clear() {
+    tokens.clear();
+    block_tables.clear();
+    extra_indices.clear();
+    output_rows.clear();
+  }
+};
+
+struct ForwardResult {
+  std::vector<float> logits;  // [output_rows.size(), vocab_size]
+  std::vector<float> hidden;  // [output_rows.size(), dim]
+};
+
+// A copy of one KV slot to another (all layers), for KV compaction.
+struct KvSlotCopy {
+  int32_t src_block, src_slot, dst_block, dst_slot;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;
+
+  // Takes the weights (moved: the CPU backend keeps them, others upload and drop them).
+  virtual absl::Status LoadWeights(const ModelConfig& config, ModelWeights weights) = 0;
+  // Allocates KV storage. Must be called after LoadWeights.
+  virtual absl::Status AllocateKvCache(const KvCacheSpec& spec) = 0;
+  // Bytes one KV block takes (all layers, K and V), for sizing the cache from a budget.
+  virtual size_t KvBytesPerBlock(int block_size) const = 0;
+
+  // Runs the batch through the model. Returns InvalidArgument for a malformed batch.
+  virtual absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) = 0;
+
+  // Copies KV slots (every layer, K and V). Sources are read before any destination is written.
+  virtual absl::Status CopyKvSlots(absl::Span<const KvSlotCopy> copies) = 0;
+  // Reads one slot's K and V of one layer (for tests): each kv_dim floats.
+  virtual absl::Status ReadKvSlot(int layer, int block, int slot, std::vector<float>* k,
+                                  std::vector<float>* v) const = 0;
+
+  virtual const ModelConfig& config() const = 0;
+};
+
+struct BackendOptions {
+  std::string device = "cpu";  // "cpu" or "cuda"
+  int threads = 0;             // 0: all cores
+};
+
+// Creates the named backend; NotFound/Unavailable with a clear message otherwise.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
+
+}  // namespace medusa::kernels

@@ -1,0 +1,126 @@
+// The `medusa generate` command as a user runs it: JSON per the CLI contract,
+// the same text as in-process generation, and clear errors with exit codes.
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/test_models.h"
+
+namespace medusa {
+namespace {
+
+using testing::BinaryPath;
+using testing::kStoriesModel;
+using testing::kStoriesTokenizer;
+
+struct Run {
+  int exit_code;
+  std::string out;  // stdout and stderr
+};
+
+Run RunMedusa(const std::string& args, bool merge_stderr = true) {
+  std::string command = BinaryPath("bin/medusa") + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string StoriesArgs() {
+  return "generate --model " + kStoriesModel + " --tokenizer " + kStoriesTokenizer;
+}
+
+TEST(CliTest, GenerateJsonHasTheContractFieldsAndMatchesInProcessText) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  Run run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 30 --json", false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  nlohmann::json j = nlohmann::json::parse(run.out);
+  for (const char* field : {"prompt_tokens", "new_tokens", "token_ids", "text", "steps",
+                            "acceleration_rate", "decode_seconds", "tokens_per_second",
+                            "mean_step_ms", "finish_reason"}) {
+    EXPECT_TRUE(j.contains(field)) << field;
+  }
+  EXPECT_EQ(j["new_tokens"], 30);
+  EXPECT_EQ(j["token_ids"].size(), 30u);
+  EXPECT_EQ(j["steps"], 30);
+  EXPECT_DOUBLE_EQ(j["acceleration_rate"].get<double>(), 1.0);
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_GT(j["tokens_per_second"].get<double>(), 0.0);
+
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 16 << 20;
+  auto engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationRequest request;
+  request.prompt_ids = *EncodePrompt((*engine)->tokenizer(), "Once upon a time", false);
+  request.max_tokens = 30;
+  auto expected = GeneratePlain(**engine, request);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(j["prompt_tokens"], expected->prompt_tokens);
+  EXPECT_EQ(j["token_ids"].get<std::vector<int32_t>>(), expected->token_ids);
+  EXPECT_EQ(j["text"], expected->text);
+}
+
+TEST(CliTest, StreamsTextWithoutJson) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  Run run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 20", false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_GT(run.out.size(), 20u);
+  EXPECT_EQ(run.out.find('{'), std::string::npos) << "plain text, not JSON";
+}
+
+TEST(CliTest, PromptsFileGivesOneObjectPerPrompt) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  std::string path = ::testing::TempDir() + "/prompts.jsonl";
+  std::ofstream(path) << "{\"prompt\": \"Tom had a red ball\"}\n\n{\"prompt\": \"The sun was hot\"}\n";
+  Run run = RunMedusa(StoriesArgs() + " --prompts " + path + " --max-tokens 5 --json", false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  std::istringstream lines(run.out);
+  std::string line;
+  int objects = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    EXPECT_EQ(nlohmann::json::parse(line)["new_tokens"], 5);
+    ++objects;
+  }
+  EXPECT_EQ(objects, 2);
+}
+
+TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  struct Case {
+    std::string args;
+    std::string expect;
+  };
+  std::string bad_jsonl = ::testing::TempDir() + "/bad.jsonl";
+  std::ofstream(bad_jsonl) << "{\"prompt\": \"ok\"}\nnot json\n";
+  for (const Case& c : std::vector<Case>{
+           {"generate --prompt hi", "--model"},
+           {StoriesArgs(), "--prompt"},
+           {StoriesArgs() + " --prompt hi --max-tokens 0", "max_tokens"},
+           {StoriesArgs() + " --prompt hi --temperature -1", "temperature"},
+           {StoriesArgs() + " --prompt hi --top-p 2", "top_p"},
+           {StoriesArgs() + " --prompts " + bad_jsonl, "bad.jsonl:2"},
+           {"generate --model /nonexistent.gguf --prompt hi", "/nonexistent.gguf"},
+           {StoriesArgs() + " --prompt hi --heads h.safetensors", "not available yet"},
+           {"frobnicate", "unknown command"},
+       }) {
+    Run run = RunMedusa(c.args);
+    EXPECT_NE(run.exit_code, 0) << c.args;
+    EXPECT_NE(run.out.find(c.expect), std::string::npos) << c.args << "\n" << run.out;
+  }
+}
+
+}  // namespace
+}  // namespace medusa

@@ -1,0 +1,28 @@
+#pragma once
+// Paths of the model fixtures the set-up script prepares under models/.
+
+#include <filesystem>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace medusa::testing {
+
+inline std::string SourcePath(const std::string& relative) {
+  return std::string(MEDUSA_SOURCE_DIR) + "/" + relative;
+}
+inline std::string BinaryPath(const std::string& relative) {
+  return std::string(MEDUSA_BINARY_DIR) + "/" + relative;
+}
+
+inline const std::string kStoriesModel = SourcePath("models/stories260K/stories260K.bin");
+inline const std::string kStoriesTokenizer = SourcePath("models/stories260K/tok512.bin");
+inline const std::string kStoriesGolden = SourcePath("models/stories260K/expected_greedy_200.txt");
+inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+
+// Model files are test inputs the set-up script always provides: their absence is a failure.
+#define ASSERT_MODEL_PRESENT(path)                                                      \
+  ASSERT_TRUE(std::filesystem::exists(path))                                            \
+      << (path) << " is missing: run scripts/setup.sh to prepare the model fixtures"
+
+}  // namespace medusa::testing

@@ -1,0 +1,8 @@
+#pragma once
+// Subcommands of the `medusa` tool. Each returns the process exit code.
+
+namespace medusa::tools {
+
+int RunGenerate();
+
+}  // namespace medusa::tools

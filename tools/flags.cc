@@ -1,0 +1,47 @@
+#include "tools/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin");
+ABSL_FLAG(std::string, tokenizer, "",
+          "Tokenizer for llama2.c models: SentencePiece .model or llama2.c tokenizer.bin "
+          "(default: found beside the model; GGUF models carry their own)");
+ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors)");
+ABSL_FLAG(std::string, tree, "", "Medusa tree: a preset name, a JSON file of paths, or auto");
+ABSL_FLAG(bool, no_medusa, false, "Plain decoding (one token per step)");
+ABSL_FLAG(std::string, prompt, "", "Prompt text");
+ABSL_FLAG(std::string, prompts, "",
+          "JSONL file of prompts: {\"prompt\": ...} or {\"messages\": [{\"role\", \"content\"}]} per line");
+ABSL_FLAG(bool, chat, false, "Apply the model's chat template to --prompt / \"prompt\" entries");
+ABSL_FLAG(int32_t, max_tokens, 256, "Most tokens to generate per prompt");
+ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy decoding");
+ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling mass, in (0, 1]");
+ABSL_FLAG(int32_t, top_k, 0, "Sample among the k most likely tokens; 0 for all");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed (same seed, same output)");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
+ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens (benchmarks)");
+ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 for every core");
+ABSL_FLAG(int32_t, kv_cache_mb, 512, "Memory for the paged KV cache, in MiB");
+ABSL_FLAG(int32_t, kv_block_size, 16, "Tokens per KV cache block");
+ABSL_FLAG(bool, json, false, "Print one JSON object per prompt instead of streaming text");
+ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, error");
+
+namespace medusa::tools {
+
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& arg = args[i];
+    if (arg == "--") break;  // the rest are positional
+    if (arg.rfind("--", 0) != 0) continue;
+    size_t end = arg.find('=');
+    if (end == std::string::npos) end = arg.size();
+    for (size_t c = 2; c < end; ++c) {
+      if (arg[c] == '-') arg[c] = '_';
+    }
+  }
+  return args;
+}
+
+}  // namespace medusa::tools

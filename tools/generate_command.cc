@@ -1,0 +1,118 @@
+// `medusa generate`: in-process generation on the local engine.
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands.h"
+#include "tools/flags.h"
+#include "tools/prompts.h"
+
+namespace medusa::tools {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "medusa: %s\n", std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+absl::StatusOr<std::vector<PromptSpec>> CollectPrompts() {
+  const std::string text = absl::GetFlag(FLAGS_prompt);
+  const std::string file = absl::GetFlag(FLAGS_prompts);
+  if (text.empty() == file.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
+  }
+  if (!file.empty()) return ReadPromptsFile(file);
+  return std::vector<PromptSpec>{{.text = text, .messages = {}}};
+}
+
+absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const PromptSpec& spec) {
+  GenerationRequest request;
+  absl::StatusOr<std::vector<int32_t>> ids =
+      spec.messages.empty() ? EncodePrompt(tokenizer, spec.text, absl::GetFlag(FLAGS_chat))
+                            : EncodeChat(tokenizer, spec.messages);
+  if (!ids.ok()) return ids.status();
+  request.prompt_ids = *std::move(ids);
+  request.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  request.sampling.seed = absl::GetFlag(FLAGS_seed);
+  request.stop_strings = absl::GetFlag(FLAGS_stop);
+  request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  return request;
+}
+
+nlohmann::json ResultJson(const GenerationResult& r) {
+  return {
+      {"prompt_tokens", r.prompt_tokens},
+      {"new_tokens", r.new_tokens()},
+      {"token_ids", r.token_ids},
+      {"text", r.text},
+      {"steps", r.steps},
+      {"acceleration_rate", r.acceleration_rate()},
+      {"prefill_seconds", r.prefill_seconds},
+      {"prefill_tokens_per_second", r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0},
+      {"decode_seconds", r.decode_seconds},
+      {"tokens_per_second", r.tokens_per_second()},
+      {"mean_step_ms", r.mean_step_ms()},
+      {"finish_reason", r.finish_reason},
+  };
+}
+
+}  // namespace
+
+int RunGenerate() {
+  if (absl::GetFlag(FLAGS_model).empty()) return Fail(absl::InvalidArgumentError("--model is required"));
+  if (!absl::GetFlag(FLAGS_no_medusa) &&
+      (!absl::GetFlag(FLAGS_heads).empty() || !absl::GetFlag(FLAGS_tree).empty())) {
+    return Fail(absl::UnimplementedError(
+        "Medusa decoding (--heads, --tree) is not available yet; run with --no-medusa or without them"));
+  }
+  absl::StatusOr<std::vector<PromptSpec>> prompts = CollectPrompts();
+  if (!prompts.ok()) return Fail(prompts.status());
+
+  EngineOptions options;
+  options.model_path = absl::GetFlag(FLAGS_model);
+  options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  options.backend.device = absl::GetFlag(FLAGS_device);
+  options.backend.threads = absl::GetFlag(FLAGS_threads);
+  options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
+  options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  if (!engine.ok()) return Fail(engine.status());
+
+  const bool json = absl::GetFlag(FLAGS_json);
+  for (const PromptSpec& spec : *prompts) {
+    absl::StatusOr<GenerationRequest> request = BuildRequest((*engine)->tokenizer(), spec);
+    if (!request.ok()) return Fail(request.status());
+    StreamCallback print_text = nullptr;
+    if (!json) {
+      print_text = [](absl::Span<const int32_t>, std::string_view text) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      };
+    }
+    absl::StatusOr<GenerationResult> result = GeneratePlain(**engine, *request, print_text);
+    if (!result.ok()) return Fail(result.status());
+    if (json) {
+      std::cout << ResultJson(*result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << std::endl;
+    } else {
+      std::fprintf(stderr,
+                   "\n[%d prompt tokens, %d new tokens in %d steps; prefill %.1f tok/s, decode %.1f "
+                   "tok/s; %s]\n",
+                   result->prompt_tokens, result->new_tokens(), result->steps,
+                   result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0.0,
+                   result->tokens_per_second(), result->finish_reason.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace medusa::tools

@@ -1,0 +1,50 @@
+// The `medusa` tool: medusa <command> [flags]. Commands: generate.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "medusa <command> [flags]\n"
+    "Commands:\n"
+    "  generate   generate text in-process: --model PATH (--prompt TEXT | --prompts FILE.jsonl)\n"
+    "             [--tokenizer PATH] [--chat] [--max-tokens N] [--temperature T] [--top-p P]\n"
+    "             [--top-k K] [--seed S] [--stop A,B] [--device cpu|cuda] [--threads N] [--json]\n"
+    "Run `medusa <command> --help` for every flag.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::puts(kUsage);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  // Parse the flags after the command; dashes in flag names become underscores.
+  std::vector<std::string> args = medusa::tools::NormalizeFlagNames(argc - 1, argv + 1);
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "medusa %s: unexpected argument '%s'\n", command.c_str(), positional[1]);
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::set_default_logger(spdlog::stderr_color_mt("medusa"));
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+
+  if (command == "generate") return medusa::tools::RunGenerate();
+  std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
+  return 2;
+}
