@@ -22,7 +22,7 @@ enum class ValueType : uint32_t {
 };
 
 // "uint8", ..., "array" (the spec's names).
-std::string_view ValueTypeName(ValueType type);
+const char* ValueTypeName(ValueType type);
 
 // ggml tensor types the engine reads. Others are rejected with a clear error.
 enum class TensorType : uint32_t {
@@ -54,7 +54,7 @@ class File {
   uint64_t alignment() const;
 
   bool Has(std::string_view key) const;
-  ValueType TypeOf(std::string_view key) const;  // precondition: Has(key)
+  ValueType TypeOf(std::string_view key) const;  // precondition: Has(key) (else no valid type)
   // Scalar getters convert between integer widths; NotFound when absent,
   // InvalidArgument (naming the key) when the type does not fit.
   absl::StatusOr<int64_t> GetInt(std::string_view key) const;
@@ -73,9 +73,13 @@ class File {
 
   const std::vector<TensorInfo>& tensors() const;
   const TensorInfo* FindTensor(std::string_view name) const;
-  // Dequantizes a tensor (F32, F16, BF16, Q8_0, Q4_0, Q4_1) into float32, row-major in ggml order.
+  // Dequantizes a tensor (F32, F16, BF16, Q8_0, Q4_0, Q4_1) into float32, row-major in ggml order;
+  // Unimplemented (naming the tensor and its type) for other types. Large tensors are
+  // converted on several OpenMP threads.
   absl::Status ReadTensor(const TensorInfo& info, std::vector<float>* out) const;
-  // Raw bytes of a tensor, for quantized compute later.
+  // Raw bytes of a tensor (info.bytes long, no alignment promised beyond alignment()),
+  // for quantized compute later; valid while this File lives. Both calls look the
+  // tensor up by info.name in this file (NotFound for a tensor it does not hold).
   absl::StatusOr<const uint8_t*> TensorData(const TensorInfo& info) const;
 
  private:

@@ -1,0 +1,241 @@
+// GGUF "llama" models: configuration from the llama.* metadata, weights from the
+// token_embd / blk.N.* / output_norm / output tensors, dequantized to float32.
+//
+// GGUF dims are in ggml order (dims[0] is the row length, i.e. the input features),
+// so a tensor with dims [in, out] is exactly our row-major [out, in] matrix. Q and K
+// rows are already in the adjacent-pair RoPE order (convert_hf_to_gguf permutes them),
+// so no permutation is needed.
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/model/dequant.h"
+#include "engine/model/loader.h"
+#include "spdlog/spdlog.h"
+
+namespace medusa {
+namespace {
+
+class GgufModelReader {
+ public:
+  GgufModelReader(const gguf::File& file, const std::string& path) : file_(file), path_(path) {}
+
+  absl::StatusOr<ModelConfig> ReadConfig() const;
+  absl::Status ReadWeights(const ModelConfig& config, ModelWeights* weights) const;
+
+ private:
+  absl::Status Invalid(absl::string_view message) const {
+    return absl::InvalidArgumentError(absl::StrCat("GGUF model '", path_, "': ", message));
+  }
+  // A required positive integer that must fit in int; missing keys are an invalid model.
+  absl::StatusOr<int> RequiredSize(const char* key) const;
+  absl::StatusOr<int> OptionalSize(const char* key, int fallback) const;
+  absl::StatusOr<int> VocabSize() const;
+  absl::Status CheckRopeIsPlain() const;
+  // Reads one tensor into `out` after checking its ggml-order dims.
+  absl::Status ReadTensor(const std::string& name, std::vector<int64_t> expected_dims,
+                          std::vector<float>* out) const;
+
+  const gguf::File& file_;
+  const std::string& path_;
+};
+
+absl::StatusOr<int> GgufModelReader::RequiredSize(const char* key) const {
+  if (!file_.Has(key)) return Invalid(absl::StrCat("missing required metadata key '", key, "'"));
+  absl::StatusOr<int64_t> v = file_.GetInt(key);
+  if (!v.ok()) return v.status();
+  if (*v <= 0 || *v > std::numeric_limits<int>::max()) {
+    return Invalid(absl::StrCat("metadata key '", key, "' = ", *v, " is not a positive size"));
+  }
+  return static_cast<int>(*v);
+}
+
+absl::StatusOr<int> GgufModelReader::OptionalSize(const char* key, int fallback) const {
+  return file_.Has(key) ? RequiredSize(key) : fallback;
+}
+
+absl::StatusOr<int> GgufModelReader::VocabSize() const {
+  if (file_.Has("llama.vocab_size")) return RequiredSize("llama.vocab_size");
+  if (file_.Has("tokenizer.ggml.tokens")) {
+    absl::StatusOr<uint64_t> n = file_.ArrayLength("tokenizer.ggml.tokens");
+    if (!n.ok()) return n.status();
+    if (*n == 0 || *n > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+      return Invalid(absl::StrCat("tokenizer.ggml.tokens has ", *n, " entries"));
+    }
+    return static_cast<int>(*n);
+  }
+  return Invalid(
+      "missing required metadata key 'llama.vocab_size' (and no 'tokenizer.ggml.tokens')");
+}
+
+// The engine implements plain RoPE; files asking for frequency scaling would run
+// silently wrong, so they are refused.
+absl::Status GgufModelReader::CheckRopeIsPlain() const {
+  if (file_.Has("llama.rope.scaling.type")) {
+    absl::StatusOr<std::string> type = file_.GetString("llama.rope.scaling.type");
+    if (!type.ok()) return type.status();
+    if (*type != "none") {
+      return absl::UnimplementedError(
+          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", *type, "' is not supported"));
+    }
+  }
+  if (file_.FindTensor("rope_freqs.weight") != nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "GGUF model '", path_, "': RoPE frequency factors (rope_freqs.weight) are not supported"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
+  if (!file_.Has("general.architecture")) {
+    return Invalid("missing required metadata key 'general.architecture'");
+  }
+  absl::StatusOr<std::string> arch = file_.GetString("general.architecture");
+  if (!arch.ok()) return arch.status();
+  if (*arch != "llama") {
+    return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': architecture '", *arch,
+                                                 "' is not supported (only 'llama')"));
+  }
+  ModelConfig c;
+  c.architecture = *arch;
+  absl::StatusOr<std::string> name = file_.GetString("general.name");
+  c.name = name.ok() ? *name : std::filesystem::path(path_).stem().string();
+
+  const struct {
+    const char* key;
+    int* field;
+  } required[] = {{"llama.context_length", &c.max_seq_len},
+                  {"llama.embedding_length", &c.dim},
+                  {"llama.block_count", &c.n_layers},
+                  {"llama.feed_forward_length", &c.hidden_dim},
+                  {"llama.attention.head_count", &c.n_heads}};
+  for (const auto& r : required) {
+    absl::StatusOr<int> v = RequiredSize(r.key);
+    if (!v.ok()) return v.status();
+    *r.field = *v;
+  }
+  absl::StatusOr<int> kv_heads = OptionalSize("llama.attention.head_count_kv", c.n_heads);
+  if (!kv_heads.ok()) return kv_heads.status();
+  c.n_kv_heads = *kv_heads;
+  absl::StatusOr<int> vocab = VocabSize();
+  if (!vocab.ok()) return vocab.status();
+  c.vocab_size = *vocab;
+
+  // head_dim: key_length when given, else dim / n_heads. Value heads and the rotated
+  // part must match it: the engine has no partial rotary or distinct value width.
+  if (!file_.Has("llama.attention.key_length") && c.dim % c.n_heads != 0) {
+    return Invalid(absl::StrCat("embedding_length ", c.dim, " is not a multiple of head_count ",
+                                c.n_heads, " and no llama.attention.key_length is given"));
+  }
+  absl::StatusOr<int> head_dim = OptionalSize("llama.attention.key_length", c.dim / c.n_heads);
+  if (!head_dim.ok()) return head_dim.status();
+  c.head_dim = *head_dim;
+  for (const char* key : {"llama.attention.value_length", "llama.rope.dimension_count"}) {
+    absl::StatusOr<int> v = OptionalSize(key, c.head_dim);
+    if (!v.ok()) return v.status();
+    if (*v != c.head_dim) {
+      return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': ", key, " = ", *v,
+                                                   " differs from the head size ", c.head_dim,
+                                                   " (not supported)"));
+    }
+  }
+
+  if (!file_.Has("llama.attention.layer_norm_rms_epsilon")) {
+    return Invalid("missing required metadata key 'llama.attention.layer_norm_rms_epsilon'");
+  }
+  absl::StatusOr<double> eps = file_.GetFloat("llama.attention.layer_norm_rms_epsilon");
+  if (!eps.ok()) return eps.status();
+  c.rms_eps = static_cast<float>(*eps);
+  c.rope_theta = 10000.0f;
+  if (file_.Has("llama.rope.freq_base")) {
+    absl::StatusOr<double> theta = file_.GetFloat("llama.rope.freq_base");
+    if (!theta.ok()) return theta.status();
+    c.rope_theta = static_cast<float>(*theta);
+  }
+  if (absl::Status s = CheckRopeIsPlain(); !s.ok()) return s;
+  c.tied_classifier = file_.FindTensor("output.weight") == nullptr;
+  if (absl::Status s = c.Validate(); !s.ok()) return Invalid(s.message());
+  return c;
+}
+
+absl::Status GgufModelReader::ReadTensor(const std::string& name,
+                                         std::vector<int64_t> expected_dims,
+                                         std::vector<float>* out) const {
+  const gguf::TensorInfo* info = file_.FindTensor(name);
+  if (info == nullptr) return Invalid(absl::StrCat("missing tensor '", name, "'"));
+  if (info->dims != expected_dims) {
+    return Invalid(absl::StrCat("tensor '", name, "' has shape [", absl::StrJoin(info->dims, ", "),
+                                "], expected [", absl::StrJoin(expected_dims, ", "),
+                                "] (ggml order: row length first)"));
+  }
+  return file_.ReadTensor(*info, out);
+}
+
+absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w) const {
+  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+  const int64_t vocab = c.vocab_size;
+  if (absl::Status s = ReadTensor("token_embd.weight", {dim, vocab}, &w->token_embedding);
+      !s.ok()) {
+    return s;
+  }
+  w->layers.resize(c.n_layers);
+  for (int i = 0; i < c.n_layers; ++i) {
+    LayerWeights& l = w->layers[i];
+    const std::string blk = absl::StrCat("blk.", i, ".");
+    const struct {
+      const char* name;
+      std::vector<int64_t> dims;
+      std::vector<float>* out;
+    } tensors[] = {
+        {"attn_norm", {dim}, &l.attn_norm},     {"attn_q", {dim, q}, &l.wq},
+        {"attn_k", {dim, kv}, &l.wk},           {"attn_v", {dim, kv}, &l.wv},
+        {"attn_output", {q, dim}, &l.wo},       {"ffn_norm", {dim}, &l.ffn_norm},
+        {"ffn_gate", {dim, hidden}, &l.w_gate}, {"ffn_down", {hidden, dim}, &l.w_down},
+        {"ffn_up", {dim, hidden}, &l.w_up},
+    };
+    for (const auto& t : tensors) {
+      if (absl::Status s = ReadTensor(absl::StrCat(blk, t.name, ".weight"), t.dims, t.out);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (absl::Status s = ReadTensor("output_norm.weight", {dim}, &w->final_norm); !s.ok()) return s;
+  if (!c.tied_classifier) {
+    if (absl::Status s = ReadTensor("output.weight", {dim, vocab}, &w->classifier); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Tensors that are neither read nor known to be harmless are worth a warning: a
+// file with, say, attention biases would otherwise run silently wrong.
+void WarnAboutUnusedTensors(const gguf::File& file, const ModelConfig& c, const std::string& path) {
+  const size_t used = 2 + 9 * static_cast<size_t>(c.n_layers) + (c.tied_classifier ? 0 : 1);
+  if (file.tensors().size() > used) {
+    spdlog::warn("GGUF model '{}': {} tensors are not used by the llama loader", path,
+                 file.tensors().size() - used);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> LoadGguf(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path);
+  if (!file.ok()) return file.status();
+  GgufModelReader reader(**file, path);
+  absl::StatusOr<ModelConfig> config = reader.ReadConfig();
+  if (!config.ok()) return config.status();
+  LoadedModel model{ModelFormat::kGguf, *config, {}, nullptr};
+  if (absl::Status s = reader.ReadWeights(*config, &model.weights); !s.ok()) return s;
+  WarnAboutUnusedTensors(**file, *config, path);
+  model.gguf = *std::move(file);
+  return model;
+}
+
+}  // namespace medusa
