@@ -36,6 +36,14 @@ absl::Status ForwardCausal(Engine& engine, kv::SequenceKv& seq, absl::Span<const
 
 }  // namespace
 
+std::vector<int32_t> StopTokenIds(const Tokenizer& tokenizer) {
+  std::vector<int32_t> ids = tokenizer.stop_ids();
+  if (tokenizer.bos_id() >= 0 && std::find(ids.begin(), ids.end(), tokenizer.bos_id()) == ids.end()) {
+    ids.push_back(tokenizer.bos_id());
+  }
+  return ids;
+}
+
 absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& request) {
   const ModelConfig& config = engine.config();
   if (request.prompt_ids.empty()) return absl::InvalidArgumentError("prompt is empty");
@@ -69,7 +77,7 @@ absl::StatusOr<GenerationResult> GeneratePlain(Engine& engine, const GenerationR
   result.prompt_tokens = prompt_len;
   result.token_ids.reserve(max_tokens);
   std::vector<int32_t> stop_ids;
-  if (!request.ignore_eos) stop_ids = tokenizer.stop_ids();
+  if (!request.ignore_eos) stop_ids = StopTokenIds(tokenizer);
   TextStream stream(tokenizer, request.stop_strings, stop_ids);
   Sampler sampler(request.sampling);
   kv::SequenceKv seq = engine.NewSequence();  // blocks return when this goes out of scope

@@ -46,6 +46,11 @@ struct GenerationResult {
   double mean_step_ms() const { return steps > 1 ? 1e3 * decode_seconds / (steps - 1) : 0.0; }
 };
 
+// Tokens that end generation: the tokenizer's end-of-sequence and end-of-turn
+// tokens, and BOS (a model that starts a new document has finished this one;
+// llama2.c models delimit stories with BOS).
+std::vector<int32_t> StopTokenIds(const Tokenizer& tokenizer);
+
 // Receives text as it becomes final, with the ids generated since the last call.
 using StreamCallback =
     std::function<void(absl::Span<const int32_t> new_ids, std::string_view new_text)>;

@@ -1,10 +1,10 @@
 #include "engine/kv/block_allocator.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "spdlog/spdlog.h"
 
 namespace medusa::kv {
 
@@ -32,7 +32,7 @@ absl::Status BlockAllocator::Allocate(int count, std::vector<int32_t>* out) {
 void BlockAllocator::Free(absl::Span<const int32_t> blocks) {
   for (int32_t block : blocks) {
     if (block < 0 || block >= num_blocks() || !in_use_[block]) {
-      spdlog::critical("KV block {} freed twice or never allocated", block);
+      std::fprintf(stderr, "KV block %d freed twice or never allocated\n", block);
       std::abort();
     }
     in_use_[block] = false;
@@ -73,7 +73,7 @@ absl::Status SequenceKv::Reserve(int slots) {
 
 void SequenceKv::SetLength(int length) {
   if (length < 0 || length > capacity()) {
-    spdlog::critical("SequenceKv::SetLength({}) outside capacity {}", length, capacity());
+    std::fprintf(stderr, "SequenceKv::SetLength(%d) outside capacity %d\n", length, capacity());
     std::abort();
   }
   length_ = length;

@@ -18,12 +18,12 @@ using testing::BinaryPath;
 using testing::kStoriesModel;
 using testing::kStoriesTokenizer;
 
-struct Run {
+struct CliRun {
   int exit_code;
   std::string out;  // stdout and stderr
 };
 
-Run RunMedusa(const std::string& args, bool merge_stderr = true) {
+CliRun RunMedusa(const std::string& args, bool merge_stderr = true) {
   std::string command = BinaryPath("bin/medusa") + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return {-1, "popen failed"};
@@ -41,7 +41,7 @@ std::string StoriesArgs() {
 
 TEST(CliTest, GenerateJsonHasTheContractFieldsAndMatchesInProcessText) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
-  Run run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 30 --json", false);
+  CliRun run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 30 --json", false);
   ASSERT_EQ(run.exit_code, 0) << run.out;
   nlohmann::json j = nlohmann::json::parse(run.out);
   for (const char* field : {"prompt_tokens", "new_tokens", "token_ids", "text", "steps",
@@ -74,7 +74,7 @@ TEST(CliTest, GenerateJsonHasTheContractFieldsAndMatchesInProcessText) {
 
 TEST(CliTest, StreamsTextWithoutJson) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
-  Run run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 20", false);
+  CliRun run = RunMedusa(StoriesArgs() + " --prompt 'Once upon a time' --max-tokens 20", false);
   ASSERT_EQ(run.exit_code, 0) << run.out;
   EXPECT_GT(run.out.size(), 20u);
   EXPECT_EQ(run.out.find('{'), std::string::npos) << "plain text, not JSON";
@@ -84,7 +84,7 @@ TEST(CliTest, PromptsFileGivesOneObjectPerPrompt) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   std::string path = ::testing::TempDir() + "/prompts.jsonl";
   std::ofstream(path) << "{\"prompt\": \"Tom had a red ball\"}\n\n{\"prompt\": \"The sun was hot\"}\n";
-  Run run = RunMedusa(StoriesArgs() + " --prompts " + path + " --max-tokens 5 --json", false);
+  CliRun run = RunMedusa(StoriesArgs() + " --prompts " + path + " --max-tokens 5 --json", false);
   ASSERT_EQ(run.exit_code, 0) << run.out;
   std::istringstream lines(run.out);
   std::string line;
@@ -116,7 +116,7 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --heads h.safetensors", "not available yet"},
            {"frobnicate", "unknown command"},
        }) {
-    Run run = RunMedusa(c.args);
+    CliRun run = RunMedusa(c.args);
     EXPECT_NE(run.exit_code, 0) << c.args;
     EXPECT_NE(run.out.find(c.expect), std::string::npos) << c.args << "\n" << run.out;
   }

@@ -45,20 +45,21 @@ GenerationRequest GreedyFromBos(int max_tokens) {
   return request;
 }
 
-// llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: 200 positions
-// from BOS, greedy. Its output is the golden text, byte for byte.
+// llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: forward passes
+// at positions 0..199 from BOS, each printing the greedy token. Its output is the
+// golden text, byte for byte.
 TEST(GenerationTest, Stories260KGreedyMatchesLlama2cGoldenOutput) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   ASSERT_MODEL_PRESENT(kStoriesGolden);
   auto engine = StoriesEngine();
   ASSERT_NE(engine, nullptr);
-  absl::StatusOr<GenerationResult> result = GeneratePlain(*engine, GreedyFromBos(199));
+  absl::StatusOr<GenerationResult> result = GeneratePlain(*engine, GreedyFromBos(200));
   ASSERT_TRUE(result.ok()) << result.status();
   // run.c stops early if the model emits BOS; it does not here (the check keeps the test honest).
   ASSERT_EQ(std::count(result->token_ids.begin(), result->token_ids.end(), 1), 0);
   EXPECT_EQ(result->text, ReadFile(kStoriesGolden));
-  EXPECT_EQ(result->new_tokens(), 199);
-  EXPECT_EQ(result->steps, 199);
+  EXPECT_EQ(result->new_tokens(), 200);
+  EXPECT_EQ(result->steps, 200);
   EXPECT_EQ(result->finish_reason, "length");
   EXPECT_EQ(engine->kv_allocator().num_used(), 0) << "KV blocks leaked";
 }
@@ -125,16 +126,21 @@ TEST(GenerationTest, StopStringEndsGenerationAndIsNotReturned) {
   EXPECT_LT(result->new_tokens(), full->new_tokens());
 }
 
-TEST(GenerationTest, EosStopsGeneration) {
+// stories260K was trained on stories delimited by BOS (llama2.c's run.c stops
+// there); a sampled story ends within the context.
+TEST(GenerationTest, EndOfSequenceStopsGeneration) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   auto engine = StoriesEngine();
   ASSERT_NE(engine, nullptr);
-  // Find where the greedy story emits EOS, then check generation stops there.
-  auto full = GeneratePlain(*engine, GreedyFromBos(500));
-  ASSERT_TRUE(full.ok());
-  auto eos = std::find(full->token_ids.begin(), full->token_ids.end(), engine->tokenizer().eos_id());
-  ASSERT_NE(eos, full->token_ids.end()) << "stories260K should end a story within 500 tokens";
+  // Find where a story emits a stop token, then check generation stops there.
   GenerationRequest request = GreedyFromBos(500);
+  request.sampling = {.temperature = 1.0f, .seed = 3};
+  auto full = GeneratePlain(*engine, request);
+  ASSERT_TRUE(full.ok());
+  std::vector<int32_t> stop_ids = StopTokenIds(engine->tokenizer());
+  auto eos = std::find_first_of(full->token_ids.begin(), full->token_ids.end(), stop_ids.begin(),
+                                stop_ids.end());
+  ASSERT_NE(eos, full->token_ids.end()) << "the sampled story should end within 500 tokens";
   request.ignore_eos = false;
   auto stopped = GeneratePlain(*engine, request);
   ASSERT_TRUE(stopped.ok());

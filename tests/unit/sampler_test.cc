@@ -95,7 +95,7 @@ TEST(SamplerTest, ValidateRejectsOutOfRangeValues) {
   EXPECT_EQ(SamplingParams{.top_p = 0}.Validate().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SamplingParams{.top_p = 1.5f}.Validate().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(SamplingParams{.top_p = 1.5f}.Validate().message().find("top_p"), std::string::npos);
-  EXPECT_TRUE(SamplingParams{.temperature = 0.7f, .top_k = 40, .top_p = 0.95f}.Validate().ok());
+  EXPECT_TRUE((SamplingParams{.temperature = 0.7f, .top_k = 40, .top_p = 0.95f}.Validate().ok()));
 }
 
 }  // namespace
