@@ -57,7 +57,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& f
 // Turns a stream of token ids into text, emitting only complete UTF-8 characters.
 class StreamingDetokenizer {
  public:
-  explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // `previous` is the token before the stream (the prompt's last token), or -1
+  // at the start of a text: SentencePiece drops the leading space of the first
+  // piece only at the start or right after BOS, so a continuation of a prompt
+  // should pass the prompt's last token to keep the space of its first word.
+  explicit StreamingDetokenizer(const Tokenizer& tokenizer, int32_t previous = -1)
+      : tokenizer_(tokenizer), previous_(previous) {}
   // Returns the text that became complete with this token (possibly "").
   std::string Push(int32_t id);
   // Returns whatever is left at the end of the stream (invalid bytes as U+FFFD).

@@ -1,0 +1,92 @@
+#include "engine/tokenizer/pretokenizer.h"
+
+namespace medusa::tokenizer_internal {
+namespace {
+
+using unicode::CodepointClass;
+
+// Length (in characters) of a contraction 's 't 're 've 'm 'll 'd at chars[i], or 0.
+template <typename Chars>
+size_t ContractionLength(const Chars& chars, size_t i, size_t end) {
+  if (chars[i].code_point != '\'' || i + 1 >= end) return 0;
+  const char32_t a = chars[i + 1].code_point;
+  if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+  if (i + 2 >= end) return 0;
+  const char32_t b = chars[i + 2].code_point;
+  if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+  return 0;
+}
+
+}  // namespace
+
+void Gpt2PreTokenizer::Split(std::string_view text, std::vector<TextPiece>* pieces) const {
+  pieces->clear();
+  // The per-call vector is the one allocation of a split; the text is decoded once.
+  std::vector<Char> chars;
+  chars.reserve(text.size());
+  for (size_t pos = 0; pos < text.size();) {
+    const unicode::DecodedChar c = unicode::DecodeUtf8(text, pos);
+    // An invalid byte is a character of its own, of no class (never produced
+    // from Python strings, but we must not fail on it).
+    const CodepointClass cls = c.valid ? unicode::ClassOf(c.code_point) : CodepointClass::kOther;
+    chars.push_back({static_cast<uint32_t>(pos), static_cast<uint8_t>(c.length), cls,
+                     c.valid ? c.code_point : 0xFFFD});
+    pos += c.length;
+  }
+  if (!individual_digits_) {
+    SplitRange(chars, 0, chars.size(), pieces);
+    return;
+  }
+  size_t begin = 0;
+  for (size_t i = 0; i < chars.size(); ++i) {
+    if (chars[i].cls != CodepointClass::kNumber) continue;
+    SplitRange(chars, begin, i, pieces);
+    pieces->push_back({chars[i].start, chars[i].length});
+    begin = i + 1;
+  }
+  SplitRange(chars, begin, chars.size(), pieces);
+}
+
+void Gpt2PreTokenizer::SplitRange(const std::vector<Char>& chars, size_t begin, size_t end,
+                                  std::vector<TextPiece>* pieces) const {
+  const auto is = [&](size_t i, CodepointClass cls) { return i < end && chars[i].cls == cls; };
+  const auto run_end = [&](size_t i, CodepointClass cls) {
+    while (is(i, cls)) ++i;
+    return i;
+  };
+  const auto emit = [&](size_t from, size_t to) {
+    const uint32_t start = chars[from].start;
+    pieces->push_back({start, chars[to - 1].start + chars[to - 1].length - start});
+  };
+  size_t i = begin;
+  while (i < end) {
+    if (const size_t n = ContractionLength(chars, i, end); n > 0) {
+      emit(i, i + n);
+      i += n;
+      continue;
+    }
+    // " ?\p{L}+", " ?\p{N}+", " ?[^\s\p{L}\p{N}]+", tried in this order.
+    const bool space = chars[i].code_point == ' ';
+    const size_t body = space ? i + 1 : i;
+    bool matched = false;
+    for (CodepointClass cls :
+         {CodepointClass::kLetter, CodepointClass::kNumber, CodepointClass::kOther}) {
+      if (is(body, cls)) {
+        const size_t to = run_end(body, cls);
+        emit(i, to);
+        i = to;
+        matched = true;
+        break;
+      }
+    }
+    if (matched) continue;
+    // chars[i] is whitespace. "\s+(?!\S)" takes the run but leaves its last
+    // character to the next word when one follows; a lone one falls to "\s+".
+    const size_t to = run_end(i, CodepointClass::kWhitespace);
+    const size_t stop = (to < end && to - i >= 2) ? to - 1 : to;
+    emit(i, stop);
+    i = stop;
+  }
+}
+
+}  // namespace medusa::tokenizer_internal

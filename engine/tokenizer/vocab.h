@@ -1,0 +1,84 @@
+#pragma once
+// Pieces shared by the tokenizer implementations: token types (the numbering of
+// SentencePiece and of GGUF's tokenizer.ggml.token_type) and a matcher that finds
+// special-token strings in text.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace medusa::tokenizer_internal {
+
+// Debian's Abseil has its own string_view type (ABSL_OPTION_USE_STD_STRING_VIEW
+// is 0): convert where Abseil APIs (StrCat, hash map lookups) take one.
+inline absl::string_view AsAbsl(std::string_view s) { return {s.data(), s.size()}; }
+
+enum class TokenType : uint8_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
+
+// Leftmost-longest matching of a fixed set of strings (special tokens), as
+// Hugging Face's added-token splitting does.
+class SpecialTokenMatcher {
+ public:
+  struct Match {
+    size_t pos = 0;
+    size_t length = 0;
+    int32_t id = -1;
+  };
+
+  void Add(std::string_view text, int32_t id);
+  bool empty() const { return count_ == 0; }
+
+  // The longest token starting exactly at text[pos], or length 0.
+  Match MatchAt(std::string_view text, size_t pos) const;
+  // The leftmost match at or after `from` (longest there), or pos == npos.
+  Match FindNext(std::string_view text, size_t from) const;
+
+ private:
+  struct Entry {
+    std::string text;
+    int32_t id;
+  };
+  std::array<std::vector<Entry>, 256> by_first_byte_;  // longest first
+  size_t count_ = 0;
+};
+
+// Splits text at special tokens: calls on_text(segment) for the text between
+// matches (non-empty segments only) and on_special(id) for each match.
+template <typename OnText, typename OnSpecial>
+void SplitAtSpecialTokens(std::string_view text, const SpecialTokenMatcher& matcher,
+                          const OnText& on_text, const OnSpecial& on_special) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const SpecialTokenMatcher::Match m =
+        matcher.empty() ? SpecialTokenMatcher::Match{std::string_view::npos, 0, -1}
+                        : matcher.FindNext(text, pos);
+    const size_t end = m.pos == std::string_view::npos ? text.size() : m.pos;
+    if (end > pos) on_text(text.substr(pos, end - pos));
+    if (m.pos == std::string_view::npos) break;
+    on_special(m.id);
+    pos = m.pos + m.length;
+  }
+}
+
+// The byte of a byte-fallback piece "<0xNN>" (upper- or lower-case hex), or -1.
+int ParseBytePiece(std::string_view piece);
+
+// Control tokens that end a turn in common chat formats; together with EOS they
+// are a vocabulary's stop ids.
+inline constexpr std::string_view kEndOfTurnPieces[] = {
+    "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>",
+};
+
+}  // namespace medusa::tokenizer_internal
