@@ -78,7 +78,7 @@ absl::StatusOr<GenerationResult> GeneratePlain(Engine& engine, const GenerationR
   result.token_ids.reserve(max_tokens);
   std::vector<int32_t> stop_ids;
   if (!request.ignore_eos) stop_ids = StopTokenIds(tokenizer);
-  TextStream stream(tokenizer, request.stop_strings, stop_ids);
+  TextStream stream(tokenizer, request.stop_strings, stop_ids, request.prompt_ids.back());
   Sampler sampler(request.sampling);
   kv::SequenceKv seq = engine.NewSequence();  // blocks return when this goes out of scope
   kernels::ForwardBatch batch;

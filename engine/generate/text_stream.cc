@@ -6,8 +6,8 @@
 namespace medusa {
 
 TextStream::TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop_strings,
-                       absl::Span<const int32_t> stop_ids)
-    : detokenizer_(tokenizer), stop_strings_(std::move(stop_strings)),
+                       absl::Span<const int32_t> stop_ids, int32_t previous)
+    : detokenizer_(tokenizer, previous), stop_strings_(std::move(stop_strings)),
       stop_ids_(stop_ids.begin(), stop_ids.end()) {
   std::erase_if(stop_strings_, [](const std::string& s) { return s.empty(); });
 }

@@ -16,8 +16,10 @@ namespace medusa {
 
 class TextStream {
  public:
+  // `previous` is the prompt's last token: SentencePiece drops the leading space
+  // of the first word only right after BOS.
   TextStream(const Tokenizer& tokenizer, std::vector<std::string> stop_strings,
-             absl::Span<const int32_t> stop_ids);
+             absl::Span<const int32_t> stop_ids, int32_t previous);
 
   // Adds one generated token. Returns true once generation must stop: the token
   // is a stop id or completed a stop string. Tokens after that are ignored.

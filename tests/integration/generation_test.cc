@@ -86,6 +86,22 @@ TEST(GenerationTest, StreamedTextEqualsDecodedText) {
   EXPECT_EQ(engine->tokenizer().Decode(all), result->text);
 }
 
+// The first generated word keeps its leading space after a text prompt (it is
+// dropped only right after BOS), so prompt + completion reads as one text.
+TEST(GenerationTest, CompletionContinuesThePromptText) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = StoriesEngine();
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest request;
+  request.prompt_ids = engine->tokenizer().Encode("Once upon a time", true);
+  request.max_tokens = 30;
+  auto result = GeneratePlain(*engine, request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  std::vector<int32_t> all = request.prompt_ids;
+  all.insert(all.end(), result->token_ids.begin(), result->token_ids.end());
+  EXPECT_EQ(engine->tokenizer().Decode(all), "Once upon a time" + result->text);
+}
+
 TEST(GenerationTest, ChunkedPrefillAndBlockSizeDoNotChangeOutput) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   auto base = StoriesEngine();
