@@ -1,0 +1,507 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/aligned_vector.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/layer_ops.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace medusa::kernels {
+namespace {
+
+using cpu::AlignedFloats;
+
+// One layer, repacked: Q, K and V stacked into one matrix and gate and up into another,
+// so each becomes one product (bigger, fewer calls) instead of three or two; the matrices in
+// the products' packed layout (matmul.h).
+struct CpuLayer {
+  AlignedFloats attn_norm;     // [dim]
+  cpu::PackedMatrix wqkv;      // [q_dim + 2 * kv_dim, dim]
+  cpu::PackedMatrix wo;        // [dim, q_dim]
+  AlignedFloats ffn_norm;      // [dim]
+  cpu::PackedMatrix w_gate_up; // [2 * hidden_dim, dim]
+  cpu::PackedMatrix w_down;    // [dim, hidden_dim]
+};
+
+// Checks a weight's size and names it when wrong.
+absl::Status CheckSize(const std::vector<float>& v, size_t expected, const std::string& name) {
+  if (v.size() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight ", name, " has ", v.size(), " floats, expected ", expected));
+  }
+  return absl::OkStatus();
+}
+
+// Moves `parts` one after another into one aligned buffer, releasing each source as it goes
+// so peak memory stays near the model size.
+AlignedFloats Concatenate(std::initializer_list<std::vector<float>*> parts) {
+  size_t total = 0;
+  for (const auto* p : parts) total += p->size();
+  AlignedFloats out;
+  out.reserve(total);
+  for (auto* p : parts) {
+    out.insert(out.end(), p->begin(), p->end());
+    std::vector<float>().swap(*p);
+  }
+  return out;
+}
+
+// Packs the row-major [out, in] matrix made of `parts` stacked, releasing them.
+cpu::PackedMatrix Pack(std::initializer_list<std::vector<float>*> parts, int in) {
+  const AlignedFloats stacked = Concatenate(parts);
+  return cpu::PackedMatrix(stacked.data(), static_cast<int>(stacked.size() / in), in);
+}
+
+absl::Status ValidateConfig(const ModelConfig& c) {
+  auto positive = [](int v, const char* name) -> absl::Status {
+    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("config.", name, " must be positive, got ", v));
+    return absl::OkStatus();
+  };
+  for (auto [v, name] : {std::pair{c.dim, "dim"}, {c.hidden_dim, "hidden_dim"}, {c.n_layers, "n_layers"},
+                         {c.n_heads, "n_heads"}, {c.n_kv_heads, "n_kv_heads"}, {c.head_dim, "head_dim"},
+                         {c.vocab_size, "vocab_size"}}) {
+    if (absl::Status s = positive(v, name); !s.ok()) return s;
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.n_heads (", c.n_heads,
+                                                   ") is not a multiple of config.n_kv_heads (", c.n_kv_heads, ")"));
+  }
+  if (c.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.head_dim must be even for RoPE, got ", c.head_dim));
+  }
+  if (!(c.rms_eps >= 0.0f) || !(c.rope_theta > 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.rms_eps (", c.rms_eps, ") / config.rope_theta (", c.rope_theta, ") out of range"));
+  }
+  return absl::OkStatus();
+}
+
+// Cores this process may run on (its affinity mask), at least 1.
+int UsableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads)
+      : pool_(threads > 0 ? threads : UsableCores()) {
+    cpu::ConfigureBlasThreads();
+  }
+
+  std::string Name() const override { return "cpu"; }
+  const ModelConfig& config() const override { return config_; }
+
+  absl::Status LoadWeights(const ModelConfig& config, ModelWeights weights) override;
+  absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
+  size_t KvBytesPerBlock(int block_size) const override {
+    return static_cast<size_t>(config_.n_layers) * 2 * config_.kv_dim() * std::max(block_size, 0) * sizeof(float);
+  }
+  absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) override;
+  absl::Status CopyKvSlots(absl::Span<const KvSlotCopy> copies) override;
+  absl::Status ReadKvSlot(int layer, int block, int slot, std::vector<float>* k,
+                          std::vector<float>* v) const override;
+
+ private:
+  absl::Status ValidateWeights(const ModelConfig& c, const ModelWeights& w) const;
+  absl::Status ValidateBatch(const ForwardBatch& batch) const;
+  absl::Status CheckSlot(int32_t block, int32_t slot, const char* what) const;
+  void EnsureScratch(int rows);
+  void RunLayer(const ForwardBatch& batch, int layer, bool last);
+  int AttentionBlock(const ForwardBatch& batch, int layer, bool last);
+  void MlpBlock(int layer, int rows);
+  void WriteKv(const ForwardBatch& batch, int layer);
+  void ComputeOutputs(const ForwardBatch& batch, ForwardResult* result);
+
+  cpu::KvLayout KvLayout() const {
+    return cpu::KvLayout{kv_spec_.block_size, config_.n_kv_heads, config_.head_dim};
+  }
+  float* KLayer(int layer) { return k_cache_.data() + layer * kv_layer_floats_; }
+  float* VLayer(int layer) { return v_cache_.data() + layer * kv_layer_floats_; }
+  const float* KLayer(int layer) const { return k_cache_.data() + layer * kv_layer_floats_; }
+  const float* VLayer(int layer) const { return v_cache_.data() + layer * kv_layer_floats_; }
+  int QkvDim() const { return config_.q_dim() + 2 * config_.kv_dim(); }
+
+  cpu::ThreadPool pool_;
+  bool loaded_ = false;
+  ModelConfig config_;
+  AlignedFloats embedding_;       // [vocab, dim]; empty when tied (rows come from classifier_)
+  AlignedFloats final_norm_;      // [dim]
+  cpu::PackedMatrix classifier_;  // [vocab, dim]
+  std::vector<CpuLayer> layers_;
+  std::vector<double> rope_frequencies_;  // [head_dim / 2]
+
+  KvCacheSpec kv_spec_;
+  size_t kv_layer_floats_ = 0;  // floats per layer in each of k_cache_ / v_cache_
+  AlignedFloats k_cache_;       // per layer, cpu::KvLayout: K transposed per (block, kv head)
+  AlignedFloats v_cache_;       // per layer, cpu::KvLayout: V row-wise per (block, kv head)
+
+  // Scratch, grown to the largest batch seen (no allocation per call after that).
+  int scratch_rows_ = 0;
+  AlignedFloats x_;        // residual stream [rows, dim]
+  AlignedFloats xb_;       // normed input of a sub-layer [rows, dim]
+  AlignedFloats qkv_;      // [rows, q_dim + 2 kv_dim]
+  AlignedFloats att_;      // attention output [rows, q_dim]
+  AlignedFloats gate_up_;  // [rows, 2 hidden]
+  AlignedFloats act_;      // [rows, hidden]
+  AlignedFloats rope_cos_, rope_sin_;  // [rows, head_dim / 2]
+  std::vector<cpu::AttentionScratch> attention_scratch_;
+  std::vector<float> copy_staging_;
+  int out_rows_ = 0;  // rows carried through the last layer (the batch's output rows)
+};
+
+absl::Status CpuBackend::ValidateWeights(const ModelConfig& c, const ModelWeights& w) const {
+  const size_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+  const size_t vocab = c.vocab_size;
+  if (absl::Status s = CheckSize(w.token_embedding, vocab * dim, "token_embedding"); !s.ok()) return s;
+  if (absl::Status s = CheckSize(w.final_norm, dim, "final_norm"); !s.ok()) return s;
+  if (!w.classifier.empty() || !c.tied_classifier) {
+    if (absl::Status s = CheckSize(w.classifier, vocab * dim, "classifier"); !s.ok()) return s;
+  }
+  if (w.layers.size() != static_cast<size_t>(c.n_layers)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights have ", w.layers.size(), " layers, config.n_layers is ", c.n_layers));
+  }
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& L = w.layers[l];
+    const std::string p = absl::StrCat("layers[", l, "].");
+    for (auto [v, size, name] : {std::tuple{&L.attn_norm, dim, "attn_norm"}, {&L.wq, q * dim, "wq"},
+                                 {&L.wk, kv * dim, "wk"}, {&L.wv, kv * dim, "wv"}, {&L.wo, dim * q, "wo"},
+                                 {&L.ffn_norm, dim, "ffn_norm"}, {&L.w_gate, hidden * dim, "w_gate"},
+                                 {&L.w_down, dim * hidden, "w_down"}, {&L.w_up, hidden * dim, "w_up"}}) {
+      if (absl::Status s = CheckSize(*v, size, p + name); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights weights) {
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  if (absl::Status s = ValidateWeights(config, weights); !s.ok()) return s;
+  // Drop any previous model and cache: the geometry may change.
+  loaded_ = false;
+  k_cache_ = AlignedFloats();
+  v_cache_ = AlignedFloats();
+  kv_spec_ = KvCacheSpec{};
+  scratch_rows_ = 0;
+  config_ = config;
+  rope_frequencies_ = cpu::RopeFrequencies(config.head_dim, config.rope_theta);
+  final_norm_ = Concatenate({&weights.final_norm});
+  // A tied model keeps one copy, packed for the classifier; its rows are unpacked on lookup.
+  if (weights.classifier.empty()) {
+    classifier_ = Pack({&weights.token_embedding}, config.dim);
+    embedding_ = AlignedFloats();
+  } else {
+    embedding_ = Concatenate({&weights.token_embedding});
+    classifier_ = Pack({&weights.classifier}, config.dim);
+  }
+  layers_.clear();
+  layers_.reserve(config.n_layers);
+  for (LayerWeights& L : weights.layers) {
+    CpuLayer c;
+    c.attn_norm = Concatenate({&L.attn_norm});
+    c.wqkv = Pack({&L.wq, &L.wk, &L.wv}, config.dim);
+    c.wo = Pack({&L.wo}, config.q_dim());
+    c.ffn_norm = Concatenate({&L.ffn_norm});
+    c.w_gate_up = Pack({&L.w_gate, &L.w_up}, config.dim);
+    c.w_down = Pack({&L.w_down}, config.hidden_dim);
+    layers_.push_back(std::move(c));
+  }
+  loaded_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
+  if (!loaded_) return absl::FailedPreconditionError("AllocateKvCache before LoadWeights");
+  if (spec.num_blocks <= 0 || spec.block_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheSpec needs positive num_blocks and block_size, got ",
+                                                   spec.num_blocks, " and ", spec.block_size));
+  }
+  const size_t per_layer = static_cast<size_t>(spec.num_blocks) * spec.block_size * config_.kv_dim();
+  if (per_layer > std::numeric_limits<size_t>::max() / sizeof(float) / 2 / config_.n_layers) {
+    return absl::InvalidArgumentError("KvCacheSpec is too large to address");
+  }
+  k_cache_ = AlignedFloats();
+  v_cache_ = AlignedFloats();
+  try {
+    // Zeroed, so a slot that was never written reads as zeros rather than garbage.
+    k_cache_.assign(per_layer * config_.n_layers, 0.0f);
+    v_cache_.assign(per_layer * config_.n_layers, 0.0f);
+  } catch (const std::bad_alloc&) {
+    k_cache_ = AlignedFloats();
+    v_cache_ = AlignedFloats();
+    kv_spec_ = KvCacheSpec{};
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate a KV cache of ", 2 * per_layer * config_.n_layers * sizeof(float), " bytes"));
+  }
+  kv_spec_ = spec;
+  kv_layer_floats_ = per_layer;
+  // A rule attends to at most the cache's slots, plus tree extras: reserve that much now.
+  constexpr int kExtrasReserve = 256;
+  const int64_t slots = static_cast<int64_t>(spec.num_blocks) * spec.block_size;
+  cpu::ReserveAttentionScratch(static_cast<int>(std::min<int64_t>(slots + kExtrasReserve, 1 << 30)),
+                               config_.head_dim, pool_.size(), &attention_scratch_);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ValidateBatch(const ForwardBatch& batch) const {
+  const int64_t bs = kv_spec_.block_size;
+  for (size_t s = 0; s < batch.block_tables.size(); ++s) {
+    const auto& table = batch.block_tables[s];
+    for (size_t b = 0; b < table.size(); ++b) {
+      if (table[b] < 0 || table[b] >= kv_spec_.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("block_tables[", s, "][", b, "] = ", table[b],
+                                                       " is not a block id in [0, ", kv_spec_.num_blocks, ")"));
+      }
+    }
+  }
+  for (size_t i = 0; i < batch.tokens.size(); ++i) {
+    const BatchToken& t = batch.tokens[i];
+    // The message is only built on failure: no formatting per token on the hot path.
+    auto bad = [i](const auto&... parts) { return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "].", parts...)); };
+    if (t.token < 0 || t.token >= config_.vocab_size) {
+      return bad("token = ", t.token, " is outside the vocabulary [0, ", config_.vocab_size, ")");
+    }
+    if (t.position < 0) return bad("position = ", t.position, " < 0");
+    if (t.seq < 0 || static_cast<size_t>(t.seq) >= batch.block_tables.size()) {
+      return bad("seq = ", t.seq, " has no block table (", batch.block_tables.size(), " tables)");
+    }
+    const int64_t capacity = static_cast<int64_t>(batch.block_tables[t.seq].size()) * bs;
+    if (t.kv_index < 0 || t.kv_index >= capacity) {
+      return bad("kv_index = ", t.kv_index, " is outside the sequence's capacity [0, ", capacity, ")");
+    }
+    if (t.attend_prefix < 0 || t.attend_prefix > capacity) {
+      return bad("attend_prefix = ", t.attend_prefix, " is outside [0, ", capacity, "]");
+    }
+    if (t.extra_begin < 0 || t.extra_count < 0 ||
+        static_cast<int64_t>(t.extra_begin) + t.extra_count > static_cast<int64_t>(batch.extra_indices.size())) {
+      return bad("extra_begin/extra_count = ", t.extra_begin, "/", t.extra_count, " exceed extra_indices (",
+                 batch.extra_indices.size(), ")");
+    }
+    if (t.attend_prefix + t.extra_count == 0) {
+      return bad("attends to nothing (attend_prefix and extra_count are 0)");
+    }
+    for (int e = t.extra_begin; e < t.extra_begin + t.extra_count; ++e) {
+      const int32_t index = batch.extra_indices[e];
+      if (index < 0 || index >= capacity) {
+        return absl::InvalidArgumentError(absl::StrCat("extra_indices[", e, "] = ", index, " (of tokens[", i,
+                                                       "]) is outside the sequence's capacity [0, ", capacity, ")"));
+      }
+    }
+  }
+  for (size_t r = 0; r < batch.output_rows.size(); ++r) {
+    const int32_t row = batch.output_rows[r];
+    if (row < 0 || static_cast<size_t>(row) >= batch.tokens.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output_rows[", r, "] = ", row, " is not a token row [0, ", batch.tokens.size(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CpuBackend::EnsureScratch(int rows) {
+  if (rows <= scratch_rows_) return;
+  // Grow with headroom so a slowly growing batch does not reallocate every step.
+  rows = std::max(rows, scratch_rows_ + scratch_rows_ / 2);
+  const size_t r = rows;
+  x_.resize(r * config_.dim);
+  xb_.resize(r * config_.dim);
+  qkv_.resize(r * QkvDim());
+  att_.resize(r * config_.q_dim());
+  gate_up_.resize(r * 2 * config_.hidden_dim);
+  act_.resize(r * config_.hidden_dim);
+  rope_cos_.resize(r * config_.head_dim / 2);
+  rope_sin_.resize(r * config_.head_dim / 2);
+  scratch_rows_ = rows;
+}
+
+void CpuBackend::WriteKv(const ForwardBatch& batch, int layer) {
+  const cpu::KvLayout layout = KvLayout();
+  const int head_dim = config_.head_dim;
+  for (size_t i = 0; i < batch.tokens.size(); ++i) {
+    const BatchToken& t = batch.tokens[i];
+    const int32_t block = batch.block_tables[t.seq][t.kv_index / kv_spec_.block_size];
+    const int slot = t.kv_index % kv_spec_.block_size;
+    const float* k = qkv_.data() + i * QkvDim() + config_.q_dim();
+    const float* v = k + config_.kv_dim();
+    for (int h = 0; h < config_.n_kv_heads; ++h) {
+      layout.WriteSlot(KLayer(layer), VLayer(layer), block, slot, h, k + h * head_dim, v + h * head_dim);
+    }
+  }
+}
+
+// One transformer layer on x_.
+void CpuBackend::RunLayer(const ForwardBatch& batch, int layer, bool last) {
+  const int rows = AttentionBlock(batch, layer, last);
+  if (rows > 0) MlpBlock(layer, rows);
+}
+
+// x += attention(norm(x)) Wo. Writes every token's K/V; in the last layer only the output
+// rows matter after that, so attention runs on those alone, gathered to the top of x_.
+// Returns the number of rows x_ now carries.
+int CpuBackend::AttentionBlock(const ForwardBatch& batch, int layer, bool last) {
+  const CpuLayer& L = layers_[layer];
+  const int n = static_cast<int>(batch.tokens.size());
+  const int dim = config_.dim, qkv_dim = QkvDim(), half = config_.head_dim / 2;
+
+  cpu::RmsNorm(x_.data(), dim, L.attn_norm.data(), n, dim, config_.rms_eps, xb_.data(), dim, &pool_);
+  cpu::Linear(xb_.data(), n, dim, L.wqkv, qkv_.data(), qkv_dim, false, &pool_);
+  const int rope_heads = config_.n_heads + config_.n_kv_heads;  // Q heads then K heads, contiguous
+  pool_.ForRanges(n, static_cast<long long>(n) * rope_heads * config_.head_dim, 1 << 14, [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      cpu::ApplyRope(qkv_.data() + static_cast<size_t>(i) * qkv_dim, rope_heads, config_.head_dim,
+                     rope_cos_.data() + static_cast<size_t>(i) * half, rope_sin_.data() + static_cast<size_t>(i) * half);
+    }
+  });
+  WriteKv(batch, layer);
+
+  cpu::AttentionArgs args;
+  args.batch = &batch;
+  args.n_rows = n;
+  if (last) {
+    args.rows = batch.output_rows.data();
+    args.n_rows = out_rows_;
+    if (out_rows_ == 0) return 0;
+    // Output order, rows may repeat: in place is unsafe, so stage through xb_.
+    for (int r = 0; r < out_rows_; ++r) {
+      std::memcpy(xb_.data() + static_cast<size_t>(r) * dim, x_.data() + static_cast<size_t>(batch.output_rows[r]) * dim,
+                  dim * sizeof(float));
+    }
+    std::memcpy(x_.data(), xb_.data(), static_cast<size_t>(out_rows_) * dim * sizeof(float));
+  }
+  args.q = qkv_.data();
+  args.q_stride = qkv_dim;
+  args.out = att_.data();
+  args.out_stride = config_.q_dim();
+  args.n_heads = config_.n_heads;
+  args.kv = cpu::KvLayerView{KvLayout(), KLayer(layer), VLayer(layer)};
+  cpu::PagedAttention(args, &pool_, &attention_scratch_);
+  cpu::Linear(att_.data(), args.n_rows, config_.q_dim(), L.wo, x_.data(), dim, true, &pool_);
+  return args.n_rows;
+}
+
+// x += down(silu(gate(norm(x))) * up(norm(x))) for the first `rows` rows of x_.
+void CpuBackend::MlpBlock(int layer, int rows) {
+  const CpuLayer& L = layers_[layer];
+  const int dim = config_.dim, hidden = config_.hidden_dim;
+  cpu::RmsNorm(x_.data(), dim, L.ffn_norm.data(), rows, dim, config_.rms_eps, xb_.data(), dim, &pool_);
+  cpu::Linear(xb_.data(), rows, dim, L.w_gate_up, gate_up_.data(), 2 * hidden, false, &pool_);
+  cpu::SwiGlu(gate_up_.data(), rows, hidden, act_.data(), &pool_);
+  cpu::Linear(act_.data(), rows, hidden, L.w_down, x_.data(), dim, true, &pool_);
+}
+
+// Final norm and classifier on the output rows, which the last layer left at the top of x_.
+void CpuBackend::ComputeOutputs(const ForwardBatch& batch, ForwardResult* result) {
+  const int dim = config_.dim, m = out_rows_;
+  cpu::RmsNorm(x_.data(), dim, final_norm_.data(), m, dim, config_.rms_eps, xb_.data(), dim, &pool_);
+  if (batch.want_hidden) {
+    result->hidden.assign(xb_.begin(), xb_.begin() + static_cast<size_t>(m) * dim);
+  }
+  if (batch.want_logits) {
+    // resize, not clear + resize: the product overwrites every value, no need to zero them.
+    result->logits.resize(static_cast<size_t>(m) * config_.vocab_size);
+    cpu::Linear(xb_.data(), m, dim, classifier_, result->logits.data(), config_.vocab_size, false, &pool_);
+  }
+}
+
+absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* result) {
+  if (!loaded_) return absl::FailedPreconditionError("Forward before LoadWeights");
+  if (k_cache_.empty()) return absl::FailedPreconditionError("Forward before AllocateKvCache");
+  if (result == nullptr) return absl::InvalidArgumentError("Forward needs a result");
+  if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
+  const int n = static_cast<int>(batch.tokens.size());
+  out_rows_ = n == 0 ? 0 : static_cast<int>(batch.output_rows.size());
+  if (!batch.want_logits || out_rows_ == 0) result->logits.clear();
+  if (!batch.want_hidden || out_rows_ == 0) result->hidden.clear();
+  if (n == 0) return absl::OkStatus();
+  EnsureScratch(std::max(n, out_rows_));
+
+  const int dim = config_.dim, half = config_.head_dim / 2;
+  for (int i = 0; i < n; ++i) {
+    const BatchToken& t = batch.tokens[i];
+    float* row = x_.data() + static_cast<size_t>(i) * dim;
+    if (embedding_.empty()) {
+      classifier_.CopyRow(t.token, row);
+    } else {
+      std::memcpy(row, embedding_.data() + static_cast<size_t>(t.token) * dim, dim * sizeof(float));
+    }
+    cpu::RopeAngles(t.position, rope_frequencies_.data(), half, rope_cos_.data() + static_cast<size_t>(i) * half,
+                    rope_sin_.data() + static_cast<size_t>(i) * half);
+  }
+  for (int l = 0; l < config_.n_layers; ++l) RunLayer(batch, l, l + 1 == config_.n_layers);
+  if (out_rows_ > 0) ComputeOutputs(batch, result);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CheckSlot(int32_t block, int32_t slot, const char* what) const {
+  if (block < 0 || block >= kv_spec_.num_blocks || slot < 0 || slot >= kv_spec_.block_size) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " (block ", block, ", slot ", slot, ") is outside the cache (",
+                                                   kv_spec_.num_blocks, " blocks of ", kv_spec_.block_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyKvSlots(absl::Span<const KvSlotCopy> copies) {
+  if (k_cache_.empty()) return absl::FailedPreconditionError("CopyKvSlots before AllocateKvCache");
+  for (const KvSlotCopy& c : copies) {
+    if (absl::Status s = CheckSlot(c.src_block, c.src_slot, "copy source"); !s.ok()) return s;
+    if (absl::Status s = CheckSlot(c.dst_block, c.dst_slot, "copy destination"); !s.ok()) return s;
+  }
+  // Stage every source (all layers, K then V per layer) before writing any destination.
+  const cpu::KvLayout layout = KvLayout();
+  const int head_dim = config_.head_dim, kv_dim = config_.kv_dim();
+  const size_t per_copy = static_cast<size_t>(config_.n_layers) * 2 * kv_dim;
+  if (copy_staging_.size() < per_copy * copies.size()) copy_staging_.resize(per_copy * copies.size());
+  for (size_t c = 0; c < copies.size(); ++c) {
+    for (int l = 0; l < config_.n_layers; ++l) {
+      float* k = copy_staging_.data() + c * per_copy + static_cast<size_t>(l) * 2 * kv_dim;
+      for (int h = 0; h < config_.n_kv_heads; ++h) {
+        layout.ReadSlot(KLayer(l), VLayer(l), copies[c].src_block, copies[c].src_slot, h, k + h * head_dim,
+                        k + kv_dim + h * head_dim);
+      }
+    }
+  }
+  for (size_t c = 0; c < copies.size(); ++c) {
+    for (int l = 0; l < config_.n_layers; ++l) {
+      const float* k = copy_staging_.data() + c * per_copy + static_cast<size_t>(l) * 2 * kv_dim;
+      for (int h = 0; h < config_.n_kv_heads; ++h) {
+        layout.WriteSlot(KLayer(l), VLayer(l), copies[c].dst_block, copies[c].dst_slot, h, k + h * head_dim,
+                         k + kv_dim + h * head_dim);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ReadKvSlot(int layer, int block, int slot, std::vector<float>* k,
+                                    std::vector<float>* v) const {
+  if (k_cache_.empty()) return absl::FailedPreconditionError("ReadKvSlot before AllocateKvCache");
+  if (layer < 0 || layer >= config_.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is outside [0, ", config_.n_layers, ")"));
+  }
+  if (absl::Status s = CheckSlot(block, slot, "slot"); !s.ok()) return s;
+  const int head_dim = config_.head_dim;
+  k->resize(config_.kv_dim());
+  v->resize(config_.kv_dim());
+  for (int h = 0; h < config_.n_kv_heads; ++h) {
+    KvLayout().ReadSlot(KLayer(layer), VLayer(layer), block, slot, h, k->data() + h * head_dim, v->data() + h * head_dim);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace medusa::kernels

@@ -1,0 +1,92 @@
+#include "kernels/cpu/layer_ops.h"
+
+#include <cmath>
+#include <cstddef>
+
+#include "kernels/cpu/vector_ops.h"
+
+namespace medusa::kernels::cpu {
+namespace {
+
+// Elements per thread below which a fork/join costs more than it saves.
+constexpr long long kMinElementsPerThread = 1 << 14;
+
+void RmsNormRow(const float* x, const float* weight, int dim, float eps, float* out) {
+  const float mean_square = Dot(x, x, dim) / static_cast<float>(dim);
+  const float inv = 1.0f / std::sqrt(mean_square + eps);
+#if defined(__AVX512F__)
+  const __m512 vinv = _mm512_set1_ps(inv);
+  int i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    _mm512_storeu_ps(out + i,
+                     _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv), _mm512_loadu_ps(weight + i)));
+  }
+  for (; i < dim; ++i) out[i] = x[i] * inv * weight[i];
+#else
+  for (int i = 0; i < dim; ++i) out[i] = x[i] * inv * weight[i];
+#endif
+}
+
+inline float Silu(float g) { return g / (1.0f + std::exp(-g)); }
+
+void SwiGluRow(const float* gate, const float* up, int n, float* out) {
+  int i = 0;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
+  }
+#endif
+  for (; i < n; ++i) out[i] = Silu(gate[i]) * up[i];
+}
+
+}  // namespace
+
+void RmsNorm(const float* x, int x_stride, const float* weight, int rows, int dim, float eps,
+             float* out, int out_stride, ThreadPool* pool) {
+  pool->ForRanges(rows, static_cast<long long>(rows) * dim, kMinElementsPerThread, [&](int begin, int end) {
+    for (int r = begin; r < end; ++r) {
+      RmsNormRow(x + static_cast<size_t>(r) * x_stride, weight, dim, eps, out + static_cast<size_t>(r) * out_stride);
+    }
+  });
+}
+
+std::vector<double> RopeFrequencies(int head_dim, float theta) {
+  std::vector<double> f(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) f[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+  return f;
+}
+
+void RopeAngles(int position, const double* frequencies, int half, float* cos_out, float* sin_out) {
+  for (int i = 0; i < half; ++i) {
+    const double angle = position * frequencies[i];
+    cos_out[i] = static_cast<float>(std::cos(angle));
+    sin_out[i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void ApplyRope(float* x, int n_heads, int head_dim, const float* cos_table, const float* sin_table) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<size_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float a = v[2 * i];
+      const float b = v[2 * i + 1];
+      v[2 * i] = a * cos_table[i] - b * sin_table[i];
+      v[2 * i + 1] = a * sin_table[i] + b * cos_table[i];
+    }
+  }
+}
+
+void SwiGlu(const float* gate_up, int rows, int hidden, float* out, ThreadPool* pool) {
+  pool->ForRanges(rows, static_cast<long long>(rows) * hidden, kMinElementsPerThread, [&](int begin, int end) {
+    for (int r = begin; r < end; ++r) {
+      const float* row = gate_up + static_cast<size_t>(r) * 2 * hidden;
+      SwiGluRow(row, row + hidden, hidden, out + static_cast<size_t>(r) * hidden);
+    }
+  });
+}
+
+}  // namespace medusa::kernels::cpu

@@ -1,0 +1,183 @@
+// Decode and prefill speed of the CPU backend on a model of SmolLM2-135M's shape
+// (random weights: speed does not depend on the values), or on a real model file.
+//
+//   cpu_backend_bench [--model PATH] [--threads N] [--context 128] [--prefill 128] [--steps 32]
+//                     [--runs 5]
+//
+// Prints the median over runs of decode tokens/s (one token at a time after a prefill of
+// `context` tokens), prefill tokens/s (one batch of `prefill` tokens, last row's logits), and
+// the time of one forward of a Medusa-style verification batch of T tokens after `context`
+// (logits for every token), for T in --verify (default 1,4,8,16,32,64).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model/loader.h"
+#include "kernels/backend.h"
+
+namespace {
+
+using medusa::ModelConfig;
+using medusa::ModelWeights;
+using namespace medusa::kernels;
+
+ModelConfig SmolLm2Shape() {
+  ModelConfig c;
+  c.name = "smollm2-135m-shape";
+  c.dim = 576;
+  c.hidden_dim = 1536;
+  c.n_layers = 30;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  c.vocab_size = 49152;
+  c.max_seq_len = 8192;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = 100000.0f;
+  return c;
+}
+
+std::vector<float> Random(std::minstd_rand* rng, size_t n, float scale) {
+  std::vector<float> v(n);
+  for (float& x : v) x = scale * (static_cast<float>((*rng)()) / 2147483647.0f - 0.5f);
+  return v;
+}
+
+ModelWeights RandomWeights(const ModelConfig& c) {
+  std::minstd_rand rng(1);
+  const float s = 2.0f / std::sqrt(static_cast<float>(c.dim));
+  ModelWeights w;
+  w.token_embedding = Random(&rng, static_cast<size_t>(c.vocab_size) * c.dim, 1.0f);
+  for (int l = 0; l < c.n_layers; ++l) {
+    medusa::LayerWeights L;
+    L.attn_norm = std::vector<float>(c.dim, 1.0f);
+    L.ffn_norm = std::vector<float>(c.dim, 1.0f);
+    L.wq = Random(&rng, static_cast<size_t>(c.q_dim()) * c.dim, s);
+    L.wk = Random(&rng, static_cast<size_t>(c.kv_dim()) * c.dim, s);
+    L.wv = Random(&rng, static_cast<size_t>(c.kv_dim()) * c.dim, s);
+    L.wo = Random(&rng, static_cast<size_t>(c.dim) * c.q_dim(), s);
+    L.w_gate = Random(&rng, static_cast<size_t>(c.hidden_dim) * c.dim, s);
+    L.w_up = Random(&rng, static_cast<size_t>(c.hidden_dim) * c.dim, s);
+    L.w_down = Random(&rng, static_cast<size_t>(c.dim) * c.hidden_dim, s);
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = std::vector<float>(c.dim, 1.0f);
+  return w;
+}
+
+double Seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void Check(const absl::Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    std::exit(1);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, context = 128, prefill = 128, steps = 32, runs = 5;
+  std::string model_path;
+  std::vector<int> verify_sizes = {1, 4, 8, 16, 32, 64};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const int value = std::atoi(argv[i + 1]);
+    if (flag == "--model") model_path = argv[i + 1];
+    else if (flag == "--threads") threads = value;
+    else if (flag == "--context") context = value;
+    else if (flag == "--prefill") prefill = value;
+    else if (flag == "--steps") steps = value;
+    else if (flag == "--runs") runs = value;
+    else if (flag == "--verify") {
+      verify_sizes.clear();
+      for (const char* p = argv[i + 1]; *p != '\0';) {
+        verify_sizes.push_back(std::atoi(p));
+        while (*p != '\0' && *p != ',') ++p;
+        if (*p == ',') ++p;
+      }
+    }
+  }
+  ModelConfig config = SmolLm2Shape();
+  ModelWeights weights;
+  if (model_path.empty()) {
+    weights = RandomWeights(config);
+  } else {
+    auto model = medusa::LoadModel(model_path);
+    Check(model.status());
+    config = model->config;
+    weights = std::move(model->weights);
+  }
+  auto created = CreateBackend(BackendOptions{"cpu", threads});
+  Check(created.status());
+  Backend& backend = **created;
+  Check(backend.LoadWeights(config, std::move(weights)));
+  const int block_size = 16;
+  const int max_verify = verify_sizes.empty() ? 0 : *std::max_element(verify_sizes.begin(), verify_sizes.end());
+  const int slots = std::max({context + steps, prefill, context + max_verify});
+  const int blocks = (slots + block_size - 1) / block_size;
+  Check(backend.AllocateKvCache({blocks, block_size}));
+  std::vector<int32_t> table(blocks);
+  for (int b = 0; b < blocks; ++b) table[b] = blocks - 1 - b;  // out of order, as in real use
+
+  auto causal_batch = [&](int first, int count, ForwardBatch* batch) {
+    batch->Clear();
+    batch->block_tables.push_back(table);
+    for (int i = first; i < first + count; ++i) {
+      BatchToken t;
+      t.token = (i * 7919) % config.vocab_size;
+      t.position = i;
+      t.kv_index = i;
+      t.attend_prefix = i + 1;
+      batch->tokens.push_back(t);
+    }
+    batch->output_rows.push_back(count - 1);
+  };
+
+  ForwardBatch batch;
+  ForwardResult result;
+  std::vector<double> decode_rates, prefill_rates;
+  for (int run = 0; run < runs; ++run) {
+    causal_batch(0, prefill, &batch);
+    const double t0 = Seconds();
+    Check(backend.Forward(batch, &result));
+    prefill_rates.push_back(prefill / (Seconds() - t0));
+
+    causal_batch(0, context, &batch);
+    Check(backend.Forward(batch, &result));
+    const double t1 = Seconds();
+    for (int s = 0; s < steps; ++s) {
+      causal_batch(context + s, 1, &batch);
+      Check(backend.Forward(batch, &result));
+    }
+    decode_rates.push_back(steps / (Seconds() - t1));
+  }
+  for (int size : verify_sizes) {
+    std::vector<double> times;
+    for (int run = 0; run < runs; ++run) {
+      causal_batch(context, size, &batch);
+      batch.output_rows.clear();
+      for (int r = 0; r < size; ++r) batch.output_rows.push_back(r);
+      const double t0 = Seconds();
+      Check(backend.Forward(batch, &result));
+      times.push_back(Seconds() - t0);
+    }
+    std::printf("verify batch of %2d tokens after %d: %.2f ms per forward\n", size, context, 1e3 * Median(times));
+  }
+  std::printf("%s, threads %d: decode %.1f tokens/s (context %d..%d), prefill %.1f tokens/s (batch %d), median of %d\n",
+              config.name.c_str(), threads, Median(decode_rates), context, context + steps, Median(prefill_rates), prefill, runs);
+  return 0;
+}
