@@ -1,0 +1,165 @@
+#include "engine/medusa/candidates.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace medusa {
+namespace {
+
+// NaN ranks below every number (including -inf).
+inline bool Better(float a, int32_t ia, float b, int32_t ib) {
+  const bool a_nan = std::isnan(a), b_nan = std::isnan(b);
+  if (a_nan != b_nan) return b_nan;
+  if (!a_nan && a != b) return a > b;
+  return ia < ib;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ TopK
+
+void TopK::Select(absl::Span<const float> row, absl::Span<int32_t> out) {
+  if (out.empty()) return;
+  if (out.size() <= kInsertionLimit) {
+    SelectByInsertion(row, out);
+  } else {
+    SelectByPartition(row, out);
+  }
+}
+
+void TopK::SelectByInsertion(absl::Span<const float> row, absl::Span<int32_t> out) {
+  const size_t k = out.size();
+  const size_t n = row.size();
+  best_values_.resize(k);
+  float* values = best_values_.data();
+  int32_t* ids = out.data();
+  // Seed with the first k entries, sorted.
+  for (size_t i = 0; i < k; ++i) {
+    size_t pos = i;
+    while (pos > 0 && Better(row[i], static_cast<int32_t>(i), values[pos - 1], ids[pos - 1])) {
+      values[pos] = values[pos - 1];
+      ids[pos] = ids[pos - 1];
+      --pos;
+    }
+    values[pos] = row[i];
+    ids[pos] = static_cast<int32_t>(i);
+  }
+  // Later entries enter only when strictly larger than the current k-th (a later index
+  // loses ties, and a NaN never compares larger). Blocks are screened first by their
+  // maximum, a reduction the compiler vectorizes, since most blocks hold no candidate.
+  constexpr size_t kBlock = 64;
+  size_t i = k;
+  while (i < n) {
+    if (i + kBlock <= n && !std::isnan(values[k - 1])) {
+      const float* block = row.data() + i;
+      // A ternary, not std::max: GCC vectorizes this form far better. NaN is skipped.
+      float block_max = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : block_max)
+      for (size_t j = 0; j < kBlock; ++j) block_max = block[j] > block_max ? block[j] : block_max;
+      if (!(block_max > values[k - 1])) {
+        i += kBlock;
+        continue;
+      }
+    }
+    for (const size_t end = std::min(n, i + kBlock); i < end; ++i) {
+      const float v = row[i];
+      const int32_t id = static_cast<int32_t>(i);
+      if (!Better(v, id, values[k - 1], ids[k - 1])) continue;
+      size_t pos = k - 1;
+      while (pos > 0 && Better(v, id, values[pos - 1], ids[pos - 1])) {
+        values[pos] = values[pos - 1];
+        ids[pos] = ids[pos - 1];
+        --pos;
+      }
+      values[pos] = v;
+      ids[pos] = id;
+    }
+  }
+}
+
+void TopK::SelectByPartition(absl::Span<const float> row, absl::Span<int32_t> out) {
+  const size_t k = out.size();
+  indices_.resize(row.size());
+  for (size_t i = 0; i < row.size(); ++i) indices_[i] = static_cast<int32_t>(i);
+  auto better = [&](int32_t a, int32_t b) { return Better(row[a], a, row[b], b); };
+  std::nth_element(indices_.begin(), indices_.begin() + (k - 1), indices_.end(), better);
+  std::sort(indices_.begin(), indices_.begin() + k, better);
+  std::copy(indices_.begin(), indices_.begin() + k, out.begin());
+}
+
+// ------------------------------------------------------------------ CandidateBuilder
+
+CandidateBuilder::CandidateBuilder(const MedusaTree& tree, int vocab)
+    : tree_(&tree), vocab_(vocab) {
+  topk_begin_.assign(1, 0);
+  for (int h = 0; h < tree.num_heads_used(); ++h) topk_begin_.push_back(topk_begin_.back() + tree.topk(h));
+  topk_ids_.assign(topk_begin_.back(), 0);
+  node_tokens_.assign(tree.num_nodes(), 0);
+  path_tokens_.assign(static_cast<size_t>(tree.num_leaves()) * (tree.max_depth() + 1), -1);
+}
+
+absl::StatusOr<CandidateBuilder> CandidateBuilder::Create(const MedusaTree& tree, int vocab) {
+  if (vocab <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("vocabulary size must be positive, got ", vocab));
+  }
+  for (int h = 0; h < tree.num_heads_used(); ++h) {
+    if (tree.topk(h) > vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("the Medusa tree asks head ", h, " for its top-",
+                                                     tree.topk(h), " tokens but the vocabulary has ",
+                                                     vocab));
+    }
+  }
+  return CandidateBuilder(tree, vocab);
+}
+
+absl::Span<int32_t> CandidateBuilder::mutable_head_topk(int head) {
+  return absl::MakeSpan(topk_ids_).subspan(topk_begin_[head], topk_begin_[head + 1] - topk_begin_[head]);
+}
+
+absl::Span<const int32_t> CandidateBuilder::head_topk(int head) const {
+  return absl::MakeConstSpan(topk_ids_).subspan(topk_begin_[head],
+                                                topk_begin_[head + 1] - topk_begin_[head]);
+}
+
+absl::Status CandidateBuilder::Build(int32_t root_token, absl::Span<const float> head_logits) {
+  const int heads = tree_->num_heads_used();
+  if (head_logits.size() < static_cast<size_t>(heads) * vocab_) {
+    return absl::InvalidArgumentError(absl::StrCat("Medusa candidates: the tree uses ", heads,
+                                                   " heads of ", vocab_, " logits, got ",
+                                                   head_logits.size(), " values"));
+  }
+  if (root_token < 0 || root_token >= vocab_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Medusa candidates: root token ", root_token, " outside the vocabulary"));
+  }
+  for (int h = 0; h < heads; ++h) {
+    topk_.Select(head_logits.subspan(static_cast<size_t>(h) * vocab_, vocab_), mutable_head_topk(h));
+  }
+  AssignTokens(root_token);
+  return absl::OkStatus();
+}
+
+void CandidateBuilder::AssignTokens(int32_t root_token) {
+  const MedusaTree& tree = *tree_;
+  node_tokens_[0] = root_token;
+  for (int n = 1; n < tree.num_nodes(); ++n) {
+    node_tokens_[n] = topk_ids_[topk_begin_[tree.head(n)] + tree.rank(n)];
+  }
+  const int width = tree.max_depth() + 1;
+  for (int i = 0; i < tree.num_leaves(); ++i) {
+    int32_t* row = path_tokens_.data() + static_cast<size_t>(i) * width;
+    absl::Span<const int> nodes = tree.retrieval_path(i);
+    for (size_t j = 0; j < nodes.size(); ++j) row[j] = node_tokens_[nodes[j]];
+  }
+}
+
+absl::Span<const int32_t> CandidateBuilder::path_tokens(int leaf_index) const {
+  const int width = tree_->max_depth() + 1;
+  return absl::MakeConstSpan(path_tokens_)
+      .subspan(static_cast<size_t>(leaf_index) * width, tree_->retrieval_path(leaf_index).size());
+}
+
+}  // namespace medusa

@@ -1,0 +1,445 @@
+#include "engine/medusa/heads.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+
+namespace medusa {
+namespace {
+
+// Head tensors of a combined checkpoint (base model + heads) carry this prefix.
+constexpr absl::string_view kCombinedPrefix = "medusa_head.";
+// Far above any real head count; bounds what a corrupt name can make us loop over.
+constexpr int kMaxIndex = 4096;
+
+std::string LinearWeightName(int head, int layer) {
+  return absl::StrCat(head, ".", layer, ".linear.weight");
+}
+std::string LinearBiasName(int head, int layer) {
+  return absl::StrCat(head, ".", layer, ".linear.bias");
+}
+std::string ProjectionName(int head, int num_layers) {
+  return absl::StrCat(head, ".", num_layers, ".weight");
+}
+
+// A decimal index without sign, spaces or leading zeros ("01" would alias "1").
+bool ParseIndex(absl::string_view text, int* out) {
+  if (text.empty() || text.size() > 6 || (text.size() > 1 && text[0] == '0')) return false;
+  for (char c : text) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return absl::SimpleAtoi(text, out) && *out <= kMaxIndex;
+}
+
+enum class HeadTensorKind { kLinearWeight, kLinearBias, kProjection };
+
+struct HeadTensorName {
+  int head = 0;
+  int index = 0;  // block index, or the projection's position after the blocks
+  HeadTensorKind kind = HeadTensorKind::kLinearWeight;
+};
+
+// Parses `{head}.{layer}.linear.weight|bias` or `{head}.{index}.weight`.
+bool ParseHeadTensorName(absl::string_view name, HeadTensorName* out) {
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
+  if (parts.size() < 3 || !ParseIndex(parts[0], &out->head) || !ParseIndex(parts[1], &out->index)) {
+    return false;
+  }
+  if (parts.size() == 4 && parts[2] == "linear" && parts[3] == "weight") {
+    out->kind = HeadTensorKind::kLinearWeight;
+    return true;
+  }
+  if (parts.size() == 4 && parts[2] == "linear" && parts[3] == "bias") {
+    out->kind = HeadTensorKind::kLinearBias;
+    return true;
+  }
+  if (parts.size() == 3 && parts[2] == "weight") {
+    out->kind = HeadTensorKind::kProjection;
+    return true;
+  }
+  return false;
+}
+
+// The tensor names found for one head, by index (file names, prefix included).
+struct HeadTensorNames {
+  std::map<int, std::string> weights;
+  std::map<int, std::string> biases;
+  std::map<int, std::string> projections;
+};
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+class HeadsLoader {
+ public:
+  HeadsLoader(const safetensors::File& file, const ModelConfig& config)
+      : file_(file), config_(config) {}
+
+  absl::StatusOr<MedusaHeadsWeights> Load() {
+    if (config_.dim <= 0 || config_.vocab_size <= 0) {
+      return Invalid(absl::StrCat("the model config has dim ", config_.dim, " and vocab_size ",
+                                  config_.vocab_size, "; both must be positive"));
+    }
+    if (absl::Status s = CollectNames(); !s.ok()) return s;
+    if (absl::Status s = CheckHeadNumbering(); !s.ok()) return s;
+    MedusaHeadsWeights weights;
+    weights.num_heads = static_cast<int>(heads_.size());
+    weights.dim = config_.dim;
+    weights.vocab = config_.vocab_size;
+    weights.num_layers = -1;
+    bool first_has_projection = false;
+    for (int h = 0; h < weights.num_heads; ++h) {
+      absl::StatusOr<int> layers = CountLayers(h);
+      if (!layers.ok()) return layers.status();
+      const bool has_projection = !heads_[h].projections.empty();
+      if (h == 0) {
+        weights.num_layers = *layers;
+        first_has_projection = has_projection;
+      } else if (*layers != weights.num_layers) {
+        return Invalid(absl::StrCat("head ", h, " has ", *layers, " ResBlocks but head 0 has ",
+                                    weights.num_layers, "; every head must have the same number"));
+      } else if (has_projection != first_has_projection) {
+        const int with = has_projection ? h : 0;
+        const int without = has_projection ? 0 : h;
+        return Invalid(absl::StrCat(
+            "head ", with, " has its own vocabulary projection ('",
+            heads_[with].projections.begin()->second, "') but head ", without,
+            " has none; all heads must have one or none may"));
+      }
+    }
+    weights.heads.resize(weights.num_heads);
+    for (int h = 0; h < weights.num_heads; ++h) {
+      if (absl::Status s = ReadHead(h, weights.num_layers, &weights.heads[h]); !s.ok()) return s;
+    }
+    return weights;
+  }
+
+ private:
+  absl::Status Invalid(absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Medusa heads '", file_.path(), "': ", what));
+  }
+  std::string FileName(const std::string& layout_name) const {
+    return absl::StrCat(prefix_, layout_name);
+  }
+
+  absl::Status CollectNames() {
+    for (const safetensors::TensorInfo& t : file_.tensors()) {
+      if (absl::StartsWith(t.name, kCombinedPrefix)) {
+        prefix_ = std::string(kCombinedPrefix);
+        break;
+      }
+    }
+    for (const safetensors::TensorInfo& t : file_.tensors()) {
+      absl::string_view name = t.name;
+      if (!absl::ConsumePrefix(&name, prefix_)) continue;  // base-model tensors of a combined file
+      HeadTensorName parsed;
+      if (!ParseHeadTensorName(name, &parsed)) {
+        return Invalid(absl::StrCat(
+            "tensor '", t.name, "' is not in the Medusa heads layout ",
+            "('{head}.{layer}.linear.weight', '{head}.{layer}.linear.bias', "
+            "'{head}.{num_layers}.weight')"));
+      }
+      HeadTensorNames& head = heads_[parsed.head];
+      std::map<int, std::string>& slot =
+          parsed.kind == HeadTensorKind::kLinearWeight ? head.weights
+          : parsed.kind == HeadTensorKind::kLinearBias ? head.biases
+                                                       : head.projections;
+      slot[parsed.index] = t.name;
+    }
+    if (heads_.empty()) {
+      return Invalid("the file holds no Medusa head tensors ('{head}.{layer}.linear.weight', ...)");
+    }
+    return absl::OkStatus();
+  }
+
+  // Heads must be numbered 0..K-1.
+  absl::Status CheckHeadNumbering() const {
+    int expected = 0;
+    for (const auto& [index, names] : heads_) {
+      if (index != expected) {
+        return Invalid(absl::StrCat("head numbering has a gap: no tensors for head ", expected,
+                                    " but there are tensors for head ", index,
+                                    " (heads must be numbered 0..K-1)"));
+      }
+      ++expected;
+    }
+    return absl::OkStatus();
+  }
+
+  // Blocks must be numbered 0..L-1, each with weight and bias; the projection, if any,
+  // is index L. Returns L.
+  absl::StatusOr<int> CountLayers(int h) const {
+    const HeadTensorNames& names = heads_.at(h);
+    int layers = 0;
+    if (!names.weights.empty()) layers = std::max(layers, names.weights.rbegin()->first + 1);
+    if (!names.biases.empty()) layers = std::max(layers, names.biases.rbegin()->first + 1);
+    for (int l = 0; l < layers; ++l) {
+      const bool has_weight = names.weights.contains(l);
+      const bool has_bias = names.biases.contains(l);
+      if (!has_weight && !has_bias) {
+        return Invalid(absl::StrCat("head ", h, " has a gap in its ResBlock numbering: no '",
+                                    FileName(LinearWeightName(h, l)), "' although block ",
+                                    layers - 1, " exists"));
+      }
+      if (!has_weight) {
+        return Invalid(absl::StrCat("missing tensor '", FileName(LinearWeightName(h, l)),
+                                    "' (the weight of the ResBlock whose bias is '",
+                                    names.biases.at(l), "')"));
+      }
+      if (!has_bias) {
+        return Invalid(absl::StrCat("missing tensor '", FileName(LinearBiasName(h, l)),
+                                    "' (the bias of the ResBlock whose weight is '",
+                                    names.weights.at(l), "')"));
+      }
+    }
+    if (names.projections.size() > 1) {
+      return Invalid(absl::StrCat("head ", h, " has several projections: '",
+                                  names.projections.begin()->second, "' and '",
+                                  std::next(names.projections.begin())->second, "'"));
+    }
+    if (!names.projections.empty() && names.projections.begin()->first != layers) {
+      return Invalid(absl::StrCat("tensor '", names.projections.begin()->second,
+                                  "' would be head ", h, "'s vocabulary projection, but that comes "
+                                  "after its ", layers, " ResBlocks, as '",
+                                  FileName(ProjectionName(h, layers)), "'"));
+    }
+    return layers;
+  }
+
+  absl::Status ReadChecked(const std::string& name, const std::vector<int64_t>& want,
+                           const std::string& why, std::vector<float>* out) const {
+    const safetensors::TensorInfo* info = file_.FindTensor(name);
+    if (info == nullptr) return Invalid(absl::StrCat("missing tensor '", name, "'"));
+    if (info->shape != want) {
+      return Invalid(absl::StrCat("tensor '", name, "' has shape ", ShapeString(info->shape),
+                                  ", expected ", ShapeString(want), " (", why, ")"));
+    }
+    return file_.ReadTensor(name, out);
+  }
+
+  absl::Status ReadHead(int h, int num_layers, MedusaHead* head) const {
+    const int64_t dim = config_.dim;
+    const std::string dims = absl::StrCat("the model's dim is ", dim);
+    head->blocks.resize(num_layers);
+    for (int l = 0; l < num_layers; ++l) {
+      MedusaResBlock& block = head->blocks[l];
+      if (absl::Status s = ReadChecked(FileName(LinearWeightName(h, l)), {dim, dim}, dims,
+                                       &block.weight);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = ReadChecked(FileName(LinearBiasName(h, l)), {dim}, dims, &block.bias);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (!heads_.at(h).projections.empty()) {
+      return ReadChecked(heads_.at(h).projections.begin()->second, {config_.vocab_size, dim},
+                         absl::StrCat("the model's vocab_size is ", config_.vocab_size,
+                                      " and dim is ", dim),
+                         &head->projection);
+    }
+    return absl::OkStatus();
+  }
+
+  const safetensors::File& file_;
+  const ModelConfig& config_;
+  std::string prefix_;                      // "medusa_head." in a combined checkpoint
+  std::map<int, HeadTensorNames> heads_;    // by head index
+};
+
+// y[r] = W[r, :] . x for a row-major W [rows, cols].
+void MatVec(const float* w, const float* x, int rows, int cols, float* y) {
+  for (int r = 0; r < rows; ++r) {
+    const float* row = w + static_cast<int64_t>(r) * cols;
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int c = 0; c < cols; ++c) acc += row[c] * x[c];
+    y[r] = acc;
+  }
+}
+
+}  // namespace
+
+absl::Status MedusaHeadsWeights::Validate() const {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("Medusa heads: ", what));
+  };
+  if (num_heads < 0 || num_layers < 0 || dim <= 0 || vocab <= 0) {
+    return bad(absl::StrCat("bad sizes: num_heads ", num_heads, ", num_layers ", num_layers,
+                            ", dim ", dim, ", vocab ", vocab));
+  }
+  if (static_cast<int>(heads.size()) != num_heads) {
+    return bad(absl::StrCat("num_heads is ", num_heads, " but there are ", heads.size(), " heads"));
+  }
+  const size_t dd = static_cast<size_t>(dim) * dim;
+  const size_t vd = static_cast<size_t>(vocab) * dim;
+  for (int h = 0; h < num_heads; ++h) {
+    const MedusaHead& head = heads[h];
+    if (static_cast<int>(head.blocks.size()) != num_layers) {
+      return bad(absl::StrCat("head ", h, " has ", head.blocks.size(), " blocks, expected ",
+                              num_layers));
+    }
+    for (int l = 0; l < num_layers; ++l) {
+      if (head.blocks[l].weight.size() != dd || head.blocks[l].bias.size() != static_cast<size_t>(dim)) {
+        return bad(absl::StrCat("head ", h, " block ", l, ": weight has ",
+                                head.blocks[l].weight.size(), " values (expected ", dd,
+                                "), bias ", head.blocks[l].bias.size(), " (expected ", dim, ")"));
+      }
+    }
+    if (head.projection.size() != (has_projection() ? vd : 0)) {
+      return bad(absl::StrCat("head ", h, " projection has ", head.projection.size(),
+                              " values, expected ", has_projection() ? vd : 0,
+                              " (all heads have a projection or none does)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file,
+                                                   const ModelConfig& config) {
+  return HeadsLoader(file, config).Load();
+}
+
+absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const std::string& path,
+                                                   const ModelConfig& config) {
+  absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(path);
+  if (!file.ok()) return file.status();
+  return LoadMedusaHeads(**file, config);
+}
+
+absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,
+                             const nlohmann::json& metadata, safetensors::DType dtype) {
+  if (absl::Status s = weights.Validate(); !s.ok()) return s;
+  if (!metadata.is_null() && !metadata.is_object()) {
+    return absl::InvalidArgumentError("Medusa heads metadata must be a JSON object");
+  }
+  nlohmann::json meta = metadata.is_null() ? nlohmann::json::object() : metadata;
+  if (!meta.contains("medusa_num_heads")) meta["medusa_num_heads"] = std::to_string(weights.num_heads);
+  if (!meta.contains("medusa_num_layers")) {
+    meta["medusa_num_layers"] = std::to_string(weights.num_layers);
+  }
+  const int64_t dim = weights.dim;
+  std::vector<safetensors::TensorToWrite> tensors;
+  for (int h = 0; h < weights.num_heads; ++h) {
+    const MedusaHead& head = weights.heads[h];
+    for (int l = 0; l < weights.num_layers; ++l) {
+      tensors.push_back({LinearWeightName(h, l), {dim, dim}, head.blocks[l].weight, dtype});
+      tensors.push_back({LinearBiasName(h, l), {dim}, head.blocks[l].bias, dtype});
+    }
+    if (weights.has_projection()) {
+      tensors.push_back({ProjectionName(h, weights.num_layers), {weights.vocab, dim},
+                         head.projection, dtype});
+    }
+  }
+  return safetensors::WriteFile(path, tensors, meta);
+}
+
+MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers,
+                                     bool with_projection, uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale > 0.0f ? scale : 1.0f);
+  auto fill = [&](std::vector<float>& v, size_t n) {
+    v.assign(n, 0.0f);
+    if (scale > 0.0f) {
+      for (float& x : v) x = normal(rng);
+    }
+  };
+  MedusaHeadsWeights w;
+  w.num_heads = num_heads;
+  w.num_layers = num_layers;
+  w.dim = config.dim;
+  w.vocab = config.vocab_size;
+  w.heads.resize(num_heads);
+  const size_t dim = config.dim;
+  for (MedusaHead& head : w.heads) {
+    head.blocks.resize(num_layers);
+    for (MedusaResBlock& block : head.blocks) {
+      fill(block.weight, dim * dim);
+      fill(block.bias, dim);
+    }
+    if (with_projection) fill(head.projection, static_cast<size_t>(config.vocab_size) * dim);
+  }
+  return w;
+}
+
+absl::Status ComputeHeadLogits(const MedusaHeadsWeights& weights,
+                               absl::Span<const float> base_classifier,
+                               absl::Span<const float> hidden, absl::Span<float> out,
+                               std::vector<float>* scratch) {
+  // Sizes only (a few comparisons): the loops below trust them.
+  if (absl::Status s = weights.Validate(); !s.ok()) return s;
+  const int dim = weights.dim;
+  const int vocab = weights.vocab;
+  if (static_cast<int64_t>(hidden.size()) != dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Medusa heads: hidden state has ", hidden.size(), " values, expected ", dim));
+  }
+  if (vocab <= 0 || out.size() % vocab != 0 || out.size() / vocab > weights.heads.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Medusa heads: output has ", out.size(), " values, expected a multiple of vocab ", vocab,
+        " for at most ", weights.heads.size(), " heads"));
+  }
+  if (!weights.has_projection() &&
+      base_classifier.size() != static_cast<size_t>(vocab) * static_cast<size_t>(dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Medusa heads without their own projection need the base classifier [", vocab, ", ", dim,
+        "], got ", base_classifier.size(), " values"));
+  }
+  const int rows = static_cast<int>(out.size() / vocab);
+  std::vector<float> local;
+  std::vector<float>& buffer = scratch != nullptr ? *scratch : local;
+  const size_t need = static_cast<size_t>(rows + 1) * dim;
+  if (buffer.size() < need) buffer.resize(need);
+  float* t = buffer.data();  // one block's W h
+
+  // Residual blocks: head k's final state goes to states + k * dim.
+  float* states = buffer.data() + dim;
+  for (int k = 0; k < rows; ++k) {
+    float* h = states + static_cast<size_t>(k) * dim;
+    std::copy(hidden.begin(), hidden.end(), h);
+    for (const MedusaResBlock& block : weights.heads[k].blocks) {
+      MatVec(block.weight.data(), h, dim, dim, t);
+      for (int i = 0; i < dim; ++i) {
+        const float z = t[i] + block.bias[i];
+        h[i] += z / (1.0f + std::exp(-z));  // SiLU
+      }
+    }
+  }
+
+  // Projections. Heads sharing the base classifier take it in one pass (each row
+  // against every head's state while it is in cache): the classifier is the largest
+  // matrix of the model, and reading it once instead of once per head is what makes
+  // this memory-bound product fast.
+  if (weights.has_projection()) {
+    for (int k = 0; k < rows; ++k) {
+      MatVec(weights.heads[k].projection.data(), states + static_cast<size_t>(k) * dim, vocab,
+             dim, out.data() + static_cast<size_t>(k) * vocab);
+    }
+  } else {
+    for (int r = 0; r < vocab; ++r) {
+      const float* row = base_classifier.data() + static_cast<size_t>(r) * dim;
+      for (int k = 0; k < rows; ++k) {
+        const float* h = states + static_cast<size_t>(k) * dim;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int c = 0; c < dim; ++c) acc += row[c] * h[c];
+        out[static_cast<size_t>(k) * vocab + r] = acc;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace medusa
