@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/medusa/heads.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
 
@@ -95,6 +96,16 @@ class Backend {
   // Reads one slot's K and V of one layer (for tests): each kv_dim floats.
   virtual absl::Status ReadKvSlot(int layer, int block, int slot, std::vector<float>* k,
                                   std::vector<float>* v) const = 0;
+
+  // Medusa heads (ResBlocks then a vocabulary projection, the heads' own or the
+  // model's classifier). Replaces any heads loaded before. Call after LoadWeights.
+  virtual absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) = 0;
+  virtual int num_medusa_heads() const = 0;
+  // Logits of the first `num_heads` heads for `rows` final-normed hidden states
+  // (hidden: [rows, dim], as ForwardResult::hidden) into head_logits
+  // [rows, num_heads, vocab]. A tree needs only as many heads as it is deep.
+  virtual absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
+                                        std::vector<float>* head_logits) = 0;
 
   virtual const ModelConfig& config() const = 0;
 };

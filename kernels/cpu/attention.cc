@@ -93,15 +93,13 @@ void Score(const AttentionArgs& args, const BatchToken& t, int kv_head, const fl
     ScoreTileHeads(heads, args.kv.k + kv.HeadBase(block, kv_head), kv.block_size, kv.head_dim, count, q, scale,
                    scores + first, stride);
   });
-  // Extras are few (a tree's depth): plain strided dot products.
+  // Extras (a tree node's ancestors) go through the same tile code, one key each: every
+  // score then rounds exactly as in a causal pass, so verifying a tree writes and reads
+  // bit-identical K/V to plain decoding, and greedy Medusa output equals plain output.
   for (int e = 0; e < t.extra_count; ++e) {
     const int32_t index = args.batch->extra_indices[t.extra_begin + e];
     const float* kt = args.kv.k + kv.HeadBase(table[index / kv.block_size], kv_head) + index % kv.block_size;
-    for (int h = 0; h < heads; ++h) {
-      float s = 0.0f;
-      for (int d = 0; d < kv.head_dim; ++d) s += q[h * kv.head_dim + d] * kt[static_cast<size_t>(d) * kv.block_size];
-      scores[h * stride + t.attend_prefix + e] = s * scale;
-    }
+    ScoreTileHeads(heads, kt, kv.block_size, kv.head_dim, 1, q, scale, scores + t.attend_prefix + e, stride);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/layer_ops.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/medusa_heads.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace medusa::kernels {
@@ -103,6 +104,16 @@ class CpuBackend final : public Backend {
   std::string Name() const override { return "cpu"; }
   const ModelConfig& config() const override { return config_; }
 
+  absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) override {
+    if (!loaded_) return absl::FailedPreconditionError("LoadMedusaHeads before LoadWeights");
+    return medusa_heads_.Load(heads, config_.dim, config_.vocab_size, &classifier_);
+  }
+  int num_medusa_heads() const override { return medusa_heads_.num_heads(); }
+  absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
+                                std::vector<float>* head_logits) override {
+    return medusa_heads_.Compute(hidden, rows, num_heads, &pool_, head_logits);
+  }
+
   absl::Status LoadWeights(const ModelConfig& config, ModelWeights weights) override;
   absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
   size_t KvBytesPerBlock(int block_size) const override {
@@ -141,6 +152,7 @@ class CpuBackend final : public Backend {
   cpu::PackedMatrix classifier_;  // [vocab, dim]
   std::vector<CpuLayer> layers_;
   std::vector<double> rope_frequencies_;  // [head_dim / 2]
+  cpu::MedusaHeadsCpu medusa_heads_;
 
   KvCacheSpec kv_spec_;
   size_t kv_layer_floats_ = 0;  // floats per layer in each of k_cache_ / v_cache_
@@ -191,6 +203,7 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
   if (absl::Status s = ValidateWeights(config, weights); !s.ok()) return s;
   // Drop any previous model and cache: the geometry may change.
   loaded_ = false;
+  medusa_heads_ = cpu::MedusaHeadsCpu();  // heads belong to a model
   k_cache_ = AlignedFloats();
   v_cache_ = AlignedFloats();
   kv_spec_ = KvCacheSpec{};

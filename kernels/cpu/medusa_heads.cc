@@ -1,0 +1,107 @@
+#include "kernels/cpu/medusa_heads.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace medusa::kernels::cpu {
+namespace {
+
+AlignedFloats Copy(const std::vector<float>& v) {
+  AlignedFloats out(v.size());
+  std::copy(v.begin(), v.end(), out.begin());
+  return out;
+}
+
+}  // namespace
+
+absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
+                                  const PackedMatrix* classifier) {
+  if (weights.dim != dim || weights.vocab != vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("Medusa heads are for dim ", weights.dim, ", vocab ",
+                                                   weights.vocab, "; the model has dim ", dim, ", vocab ", vocab));
+  }
+  if (static_cast<int>(weights.heads.size()) != weights.num_heads) {
+    return absl::InvalidArgumentError("Medusa heads: num_heads disagrees with the heads given");
+  }
+  const size_t d = dim;
+  std::vector<Head> heads;
+  for (size_t k = 0; k < weights.heads.size(); ++k) {
+    const MedusaHead& in = weights.heads[k];
+    Head head;
+    for (size_t l = 0; l < in.blocks.size(); ++l) {
+      if (in.blocks[l].weight.size() != d * d || in.blocks[l].bias.size() != d) {
+        return absl::InvalidArgumentError(absl::StrCat("Medusa head ", k, " block ", l, ": weight must be [", dim,
+                                                       ", ", dim, "] and bias [", dim, "]"));
+      }
+      head.blocks.push_back({PackedMatrix(in.blocks[l].weight.data(), dim, dim), Copy(in.blocks[l].bias)});
+    }
+    if (!in.projection.empty()) {
+      if (in.projection.size() != static_cast<size_t>(vocab) * d) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Medusa head ", k, ": projection must be [", vocab, ", ", dim, "]"));
+      }
+      head.projection = PackedMatrix(in.projection.data(), vocab, dim);
+    } else if (classifier == nullptr || classifier->empty()) {
+      return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
+    }
+    if (!heads.empty() && heads[0].projection.empty() != head.projection.empty()) {
+      return absl::InvalidArgumentError("Medusa heads: either every head has its own projection or none has");
+    }
+    heads.push_back(std::move(head));
+  }
+  heads_ = std::move(heads);
+  dim_ = dim;
+  vocab_ = vocab;
+  classifier_ = classifier;
+  return absl::OkStatus();
+}
+
+absl::Status MedusaHeadsCpu::Compute(absl::Span<const float> hidden, int rows, int num_heads, ThreadPool* pool,
+                                     std::vector<float>* head_logits) {
+  if (num_heads < 0 || num_heads > this->num_heads()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("asked for ", num_heads, " Medusa heads; ", this->num_heads(), " are loaded"));
+  }
+  if (rows < 0 || hidden.size() < static_cast<size_t>(rows) * dim_) {
+    return absl::InvalidArgumentError(absl::StrCat("Medusa heads need ", rows, " hidden rows of ", dim_));
+  }
+  const size_t d = dim_, k_count = num_heads;
+  head_logits->resize(static_cast<size_t>(rows) * k_count * vocab_);
+  if (rows == 0 || num_heads == 0) return absl::OkStatus();
+  if (x_.size() < rows * k_count * d) x_.resize(rows * k_count * d);
+  if (y_.size() < rows * d) y_.resize(rows * d);
+
+  // x[r, k] starts as hidden[r] for every head; rows of one head are k_count * dim apart.
+  for (int r = 0; r < rows; ++r) {
+    for (size_t k = 0; k < k_count; ++k) std::copy_n(hidden.data() + r * d, d, x_.data() + (r * k_count + k) * d);
+  }
+  const int ld = static_cast<int>(k_count * d);
+  for (size_t k = 0; k < k_count; ++k) {
+    float* x = x_.data() + k * d;
+    for (const Block& block : heads_[k].blocks) {
+      Linear(x, rows, ld, block.weight, y_.data(), dim_, /*accumulate=*/false, pool);
+      for (int r = 0; r < rows; ++r) {
+        float* xr = x + r * ld;
+        const float* yr = y_.data() + r * d;
+        for (size_t i = 0; i < d; ++i) {
+          const float z = yr[i] + block.bias[i];
+          xr[i] += z / (1.0f + std::exp(-z));  // SiLU
+        }
+      }
+    }
+  }
+  // Vocabulary projections: one product over all (row, head) pairs when the
+  // classifier is shared; otherwise one per head, into its columns of the output.
+  const int ldy = static_cast<int>(k_count) * vocab_;
+  if (heads_[0].projection.empty()) {
+    Linear(x_.data(), rows * static_cast<int>(k_count), dim_, *classifier_, head_logits->data(), vocab_, false, pool);
+  } else {
+    for (size_t k = 0; k < k_count; ++k) {
+      Linear(x_.data() + k * d, rows, ld, heads_[k].projection, head_logits->data() + k * vocab_, ldy, false, pool);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace medusa::kernels::cpu
