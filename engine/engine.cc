@@ -77,10 +77,24 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   kernels::KvCacheSpec spec{static_cast<int>(num_blocks), options.kv_block_size};
   if (absl::Status s = engine->backend_->AllocateKvCache(spec); !s.ok()) return s;
   engine->kv_allocator_ = std::make_unique<kv::BlockAllocator>(spec.num_blocks);
+  if (!options.heads_path.empty()) {
+    absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(options.heads_path, engine->config());
+    if (!heads.ok()) return heads.status();
+    absl::StatusOr<MedusaTree> tree = LoadTree(options.tree, heads->num_heads);
+    if (!tree.ok()) return tree.status();
+    if (absl::Status s = engine->SetMedusa(*std::move(heads), *tree); !s.ok()) return s;
+  }
   spdlog::debug("engine: {} on {}, KV cache {} blocks of {} tokens ({} MiB)",
                 engine->config().name, engine->backend_->Name(), spec.num_blocks, spec.block_size,
                 (num_blocks * block_bytes) >> 20);
   return engine;
+}
+
+absl::Status Engine::SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree) {
+  const int num_heads = heads.num_heads;
+  if (absl::Status s = backend_->LoadMedusaHeads(std::move(heads)); !s.ok()) return s;
+  medusa_tree_ = tree.TruncateToDepth(num_heads);
+  return absl::OkStatus();
 }
 
 }  // namespace medusa

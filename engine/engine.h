@@ -5,10 +5,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "engine/kv/block_allocator.h"
+#include "engine/medusa/heads.h"
+#include "engine/medusa/tree.h"
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
@@ -22,6 +25,8 @@ struct EngineOptions {
   int64_t kv_cache_bytes = 512ll << 20;  // memory budget for the paged KV cache
   int kv_block_size = 16;                // tokens per KV block
   int prefill_chunk = 512;               // prompt tokens per forward pass
+  std::string heads_path;                // Medusa heads (safetensors); empty: plain decoding only
+  std::string tree = "mc_sim_7b_63";     // Medusa tree: a preset name or a JSON file of paths
 };
 
 class Engine {
@@ -35,6 +40,12 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   int kv_block_size() const { return options_.kv_block_size; }
 
+  // The Medusa tree in use, or nullptr when no heads are loaded.
+  const MedusaTree* medusa_tree() const { return medusa_tree_ ? &*medusa_tree_ : nullptr; }
+  // Installs heads and a tree (the tree is cut to the heads' depth). Used by
+  // Create for --heads, and by tests and tools that make heads in memory.
+  absl::Status SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree);
+
   // A new, empty KV sequence drawing blocks from this engine's pool.
   kv::SequenceKv NewSequence() { return kv::SequenceKv(kv_allocator_.get(), options_.kv_block_size); }
 
@@ -44,6 +55,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<kv::BlockAllocator> kv_allocator_;
+  std::optional<MedusaTree> medusa_tree_;
 };
 
 // Finds the tokenizer for a model: the explicit path if given (a SentencePiece

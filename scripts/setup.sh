@@ -104,6 +104,22 @@ prepare_models() {
   [ "$(sha256_of "$gguf")" = "$gguf_sum" ] || die "$gguf: sha256 mismatch (expected $gguf_sum)"
 }
 
+prepare_data() {
+  # Prompt sets (shared/data/README.md): ShareGPT seeds for self-distillation, AlpacaEval
+  # for calibration and development measurements.
+  local d=$ROOT/data s=$SHARED/data
+  log "prompt data: AlpacaEval, ShareGPT seeds"
+  fetch_file "$d/alpaca_eval.json" af0bc112f08c88bf589bbfe6fc1036806d0a0f6fec9c4d5a4db860f5afe73b4b \
+    "$s/alpaca_eval.json" "https://huggingface.co/datasets/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval.json"
+  # The ShareGPT sample has no public home of its own: only training needs it.
+  if [ -f "$s/sharegpt_first_turns.json" ]; then
+    fetch_file "$d/sharegpt_first_turns.json" e95458dfb016a21e5ced20ced9b1694e8d8eeb7c9442005f588563fdd53318c9 \
+      "$s/sharegpt_first_turns.json" ""
+  else
+    log "note: $s/sharegpt_first_turns.json is absent; \`medusa train\` will need seed prompts"
+  fi
+}
+
 build() {
   log "building (Release) in $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${MEDUSA_CMAKE_ARGS:-} >/dev/null
@@ -112,5 +128,6 @@ build() {
 
 [ "$SKIP_PACKAGES" = 1 ] || install_packages
 prepare_models
+prepare_data
 [ "$SKIP_BUILD" = 1 ] || build
 log "done: $BUILD_DIR/bin/medusa"

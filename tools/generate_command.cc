@@ -98,7 +98,7 @@ int RunGenerate() {
         std::fflush(stdout);
       };
     }
-    absl::StatusOr<GenerationResult> result = GeneratePlain(**engine, *request, print_text);
+    absl::StatusOr<GenerationResult> result = Generate(**engine, *request, print_text);
     if (!result.ok()) return Fail(result.status());
     if (json) {
       std::cout << ResultJson(*result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)

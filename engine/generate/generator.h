@@ -1,6 +1,12 @@
 #pragma once
 // One request's generation loop on an Engine: prefill in chunks over the paged
 // KV cache, then decoding step by step, streaming text as it becomes final.
+//
+// Every decoding step verifies a Medusa tree in one forward pass: the root (the
+// token chosen last step) plus the heads' candidates, each attending to the cached
+// context and its own ancestors; the longest acceptable path is kept, its K/V
+// compacted into place, and one more token comes from the base model. Plain
+// decoding is the same loop with a tree of only the root.
 
 #include <cstdint>
 #include <functional>
@@ -11,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/engine.h"
+#include "engine/medusa/acceptance.h"
+#include "engine/medusa/candidates.h"
 #include "engine/sampling/sampler.h"
 
 namespace medusa {
@@ -21,6 +29,8 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;
   bool ignore_eos = false;  // keep going past EOS (benchmarks, fixed-length comparisons)
+  bool use_medusa = true;   // when the engine has heads; false: plain decoding
+  TypicalAcceptanceOptions typical;  // acceptance when sampling (epsilon, delta)
 };
 
 // Why generation ended: "stop" (a stop token or stop string) or "length"
@@ -36,6 +46,11 @@ struct GenerationResult {
   double prefill_seconds = 0;  // prompt processing up to the first token
   double decode_seconds = 0;   // after the first token, to the end
   std::string finish_reason;
+  // Medusa statistics: draft tokens kept in all, steps that kept the token at each
+  // head position (index k: depth k + 1), and how many steps kept each length.
+  int accepted_tokens = 0;
+  std::vector<int> accepted_per_position;
+  std::vector<int> accepted_length_counts;
 
   int new_tokens() const { return static_cast<int>(token_ids.size()); }
   double acceleration_rate() const { return steps > 0 ? double(new_tokens()) / steps : 0.0; }
@@ -59,9 +74,26 @@ using StreamCallback =
 // that leaves no room in the context, max_tokens < 1 or bad sampling values.
 absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& request);
 
-// Plain (one token per step) decoding.
-absl::StatusOr<GenerationResult> GeneratePlain(Engine& engine, const GenerationRequest& request,
-                                               const StreamCallback& on_text = nullptr);
+// Lets a caller replace the heads' candidates before each verification (tests use
+// it to propose known continuations and exercise long accepted paths). It fills
+// builder.mutable_head_topk(h) for every head of the tree, given every token so
+// far (prompt and generated, the step's root last).
+using DraftOverride =
+    std::function<void(absl::Span<const int32_t> tokens, CandidateBuilder& builder)>;
+
+// Hooks into the loop, for tests and experiments.
+struct GenerateHooks {
+  DraftOverride draft_override;
+  // Called after every decoding step with the sequence's KV cache (its length
+  // counts the slots holding valid K/V).
+  std::function<void(const kv::SequenceKv& seq)> after_step;
+};
+
+// Generates with Medusa when the engine has heads and the request allows it, else
+// plainly: the same loop either way.
+absl::StatusOr<GenerationResult> Generate(Engine& engine, const GenerationRequest& request,
+                                          const StreamCallback& on_text = nullptr,
+                                          const GenerateHooks& hooks = {});
 
 // Tokenizes a prompt (with BOS when the tokenizer wants it); `chat` applies the
 // model's chat template to a single user message first.

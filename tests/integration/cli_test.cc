@@ -65,7 +65,7 @@ TEST(CliTest, GenerateJsonHasTheContractFieldsAndMatchesInProcessText) {
   GenerationRequest request;
   request.prompt_ids = *EncodePrompt((*engine)->tokenizer(), "Once upon a time", false);
   request.max_tokens = 30;
-  auto expected = GeneratePlain(**engine, request);
+  auto expected = Generate(**engine, request);
   ASSERT_TRUE(expected.ok());
   EXPECT_EQ(j["prompt_tokens"], expected->prompt_tokens);
   EXPECT_EQ(j["token_ids"].get<std::vector<int32_t>>(), expected->token_ids);

@@ -53,7 +53,7 @@ TEST(GenerationTest, Stories260KGreedyMatchesLlama2cGoldenOutput) {
   ASSERT_MODEL_PRESENT(kStoriesGolden);
   auto engine = StoriesEngine();
   ASSERT_NE(engine, nullptr);
-  absl::StatusOr<GenerationResult> result = GeneratePlain(*engine, GreedyFromBos(200));
+  absl::StatusOr<GenerationResult> result = Generate(*engine, GreedyFromBos(200));
   ASSERT_TRUE(result.ok()) << result.status();
   // run.c stops early if the model emits BOS; it does not here (the check keeps the test honest).
   ASSERT_EQ(std::count(result->token_ids.begin(), result->token_ids.end(), 1), 0);
@@ -71,7 +71,7 @@ TEST(GenerationTest, StreamedTextEqualsDecodedText) {
   std::string streamed;
   std::vector<int32_t> streamed_ids;
   int chunks = 0;
-  auto result = GeneratePlain(*engine, GreedyFromBos(120),
+  auto result = Generate(*engine, GreedyFromBos(120),
                               [&](absl::Span<const int32_t> ids, std::string_view text) {
                                 streamed += text;
                                 streamed_ids.insert(streamed_ids.end(), ids.begin(), ids.end());
@@ -95,7 +95,7 @@ TEST(GenerationTest, CompletionContinuesThePromptText) {
   GenerationRequest request;
   request.prompt_ids = engine->tokenizer().Encode("Once upon a time", true);
   request.max_tokens = 30;
-  auto result = GeneratePlain(*engine, request);
+  auto result = Generate(*engine, request);
   ASSERT_TRUE(result.ok()) << result.status();
   std::vector<int32_t> all = request.prompt_ids;
   all.insert(all.end(), result->token_ids.begin(), result->token_ids.end());
@@ -109,12 +109,12 @@ TEST(GenerationTest, ChunkedPrefillAndBlockSizeDoNotChangeOutput) {
   GenerationRequest request;
   request.prompt_ids = base->tokenizer().Encode("Once upon a time, a little dog named Max", true);
   request.max_tokens = 60;
-  auto expected = GeneratePlain(*base, request);
+  auto expected = Generate(*base, request);
   ASSERT_TRUE(expected.ok()) << expected.status();
   for (auto [chunk, block] : {std::pair{1, 16}, {3, 1}, {5, 7}, {512, 64}}) {
     auto engine = StoriesEngine(block, chunk);
     ASSERT_NE(engine, nullptr);
-    auto got = GeneratePlain(*engine, request);
+    auto got = Generate(*engine, request);
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(got->token_ids, expected->token_ids) << "chunk " << chunk << ", block " << block;
     EXPECT_EQ(engine->kv_allocator().num_used(), 0);
@@ -125,7 +125,7 @@ TEST(GenerationTest, StopStringEndsGenerationAndIsNotReturned) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   auto engine = StoriesEngine();
   ASSERT_NE(engine, nullptr);
-  auto full = GeneratePlain(*engine, GreedyFromBos(100));
+  auto full = Generate(*engine, GreedyFromBos(100));
   ASSERT_TRUE(full.ok());
   const std::string stop = "Lily's mom";
   size_t at = full->text.find(stop);
@@ -134,7 +134,7 @@ TEST(GenerationTest, StopStringEndsGenerationAndIsNotReturned) {
   GenerationRequest request = GreedyFromBos(100);
   request.stop_strings = {"never appears", stop};
   std::string streamed;
-  auto result = GeneratePlain(*engine, request, [&](auto, std::string_view text) { streamed += text; });
+  auto result = Generate(*engine, request, [&](auto, std::string_view text) { streamed += text; });
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->text, full->text.substr(0, at));
   EXPECT_EQ(streamed, result->text) << "no part of a stop string may be streamed";
@@ -151,14 +151,14 @@ TEST(GenerationTest, EndOfSequenceStopsGeneration) {
   // Find where a story emits a stop token, then check generation stops there.
   GenerationRequest request = GreedyFromBos(500);
   request.sampling = {.temperature = 1.0f, .seed = 3};
-  auto full = GeneratePlain(*engine, request);
+  auto full = Generate(*engine, request);
   ASSERT_TRUE(full.ok());
   std::vector<int32_t> stop_ids = StopTokenIds(engine->tokenizer());
   auto eos = std::find_first_of(full->token_ids.begin(), full->token_ids.end(), stop_ids.begin(),
                                 stop_ids.end());
   ASSERT_NE(eos, full->token_ids.end()) << "the sampled story should end within 500 tokens";
   request.ignore_eos = false;
-  auto stopped = GeneratePlain(*engine, request);
+  auto stopped = Generate(*engine, request);
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ(stopped->finish_reason, "stop");
   EXPECT_EQ(stopped->token_ids, std::vector<int32_t>(full->token_ids.begin(), eos + 1));
@@ -168,14 +168,14 @@ TEST(GenerationTest, MaxTokensAndContextBoundTheOutput) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   auto engine = StoriesEngine();
   ASSERT_NE(engine, nullptr);
-  auto r = GeneratePlain(*engine, GreedyFromBos(7));
+  auto r = Generate(*engine, GreedyFromBos(7));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->new_tokens(), 7);
   EXPECT_EQ(r->finish_reason, "length");
   // A long prompt near the 512-token context: generation stops at the context.
   GenerationRequest request = GreedyFromBos(100);
   request.prompt_ids.assign(500, 300);
-  r = GeneratePlain(*engine, request);
+  r = Generate(*engine, request);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->new_tokens(), 12);
   EXPECT_EQ(r->finish_reason, "length");
@@ -188,7 +188,7 @@ TEST(GenerationTest, SameSeedSameTextDifferentSeedDifferentText) {
   auto sample = [&](uint64_t seed) {
     GenerationRequest request = GreedyFromBos(80);
     request.sampling = {.temperature = 1.0f, .top_k = 40, .top_p = 0.95f, .seed = seed};
-    auto r = GeneratePlain(*engine, request);
+    auto r = Generate(*engine, request);
     EXPECT_TRUE(r.ok());
     return r.ok() ? r->token_ids : std::vector<int32_t>{};
   };
@@ -220,7 +220,7 @@ TEST(GenerationTest, InvalidRequestsAreRejectedWithTheFieldNamed) {
   cases.push_back({"top_p 0", GreedyFromBos(5), "top_p"});
   cases.back().request.sampling.top_p = 0;
   for (const Case& c : cases) {
-    auto r = GeneratePlain(*engine, c.request);
+    auto r = Generate(*engine, c.request);
     ASSERT_FALSE(r.ok()) << c.what;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.what;
     EXPECT_NE(r.status().message().find(c.expect_in_message), std::string::npos)
@@ -238,14 +238,14 @@ TEST(GenerationTest, KvExhaustionIsACleanErrorAndLeaksNothing) {
   auto engine = StoriesEngine(16, 512, 4 * block_bytes);
   ASSERT_NE(engine, nullptr);
   ASSERT_EQ(engine->kv_allocator().num_blocks(), 4);
-  auto r = GeneratePlain(*engine, GreedyFromBos(200));
+  auto r = Generate(*engine, GreedyFromBos(200));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
   // The engine keeps working for requests that fit.
-  auto ok = GeneratePlain(*engine, GreedyFromBos(40));
+  auto ok = Generate(*engine, GreedyFromBos(40));
   ASSERT_TRUE(ok.ok()) << ok.status();
-  auto reference = GeneratePlain(*probe, GreedyFromBos(40));
+  auto reference = Generate(*probe, GreedyFromBos(40));
   ASSERT_TRUE(reference.ok());
   EXPECT_EQ(ok->token_ids, reference->token_ids);
 }

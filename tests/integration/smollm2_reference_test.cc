@@ -125,7 +125,7 @@ TEST_F(SmolLM2ReferenceTest, GreedyContinuationsMatchTokenForToken) {
     request.prompt_ids = prompt["input_ids"].get<std::vector<int32_t>>();
     request.max_tokens = 64;
     request.ignore_eos = true;  // the fixture's generate ran with eos_token_id=None
-    auto result = GeneratePlain(*engine_, request);
+    auto result = Generate(*engine_, request);
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->token_ids, prompt["greedy_ids"].get<std::vector<int32_t>>()) << prompt["text"];
   }

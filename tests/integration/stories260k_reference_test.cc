@@ -55,7 +55,7 @@ TEST(Stories260KReferenceTest, LogitsMatchFloat64ReferenceAtEveryPosition) {
   request.prompt_ids = {1};
   request.max_tokens = 200;
   request.ignore_eos = true;
-  auto greedy = GeneratePlain(**engine, request);
+  auto greedy = Generate(**engine, request);
   ASSERT_TRUE(greedy.ok());
   EXPECT_EQ(greedy->token_ids, fixture["greedy_ids"].get<std::vector<int32_t>>());
 }

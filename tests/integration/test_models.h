@@ -26,3 +26,27 @@ inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-In
       << (path) << " is missing: run scripts/setup.sh to prepare the model fixtures"
 
 }  // namespace medusa::testing
+
+#include <fstream>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace medusa::testing {
+
+// AlpacaEval instructions (data/alpaca_eval.json, prepared by the set-up script),
+// the first `count` no longer than `max_chars`.
+inline std::vector<std::string> AlpacaPrompts(int count, size_t max_chars = 300) {
+  std::ifstream in(SourcePath("data/alpaca_eval.json"));
+  EXPECT_TRUE(in) << "data/alpaca_eval.json is missing: run scripts/setup.sh";
+  std::vector<std::string> prompts;
+  if (!in) return prompts;
+  for (const auto& record : nlohmann::json::parse(in)) {
+    std::string text = record["instruction"];
+    if (text.size() <= max_chars) prompts.push_back(text);
+    if (static_cast<int>(prompts.size()) == count) break;
+  }
+  return prompts;
+}
+
+}  // namespace medusa::testing

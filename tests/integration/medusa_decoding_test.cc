@@ -1,0 +1,297 @@
+// Medusa tree decoding on real models. The central invariant: greedy Medusa
+// output equals plain greedy output token for token, for any heads (random ones
+// here; oracle drafts that force long accepted paths through the KV compaction),
+// for several trees. Also: the KV cache after Medusa steps holds exactly what
+// plain decoding writes, typical acceptance tends to greedy as temperature -> 0,
+// stops inside an accepted run, and no KV block outlives a request.
+
+#include <random>
+
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "engine/medusa/heads.h"
+#include "engine/medusa/tree.h"
+#include "gtest/gtest.h"
+#include "tests/integration/test_models.h"
+
+namespace medusa {
+namespace {
+
+using testing::AlpacaPrompts;
+using testing::kSmolModel;
+using testing::kStoriesModel;
+using testing::kStoriesTokenizer;
+
+std::unique_ptr<Engine> MakeEngine(const std::string& model, int64_t kv_bytes = 64ll << 20) {
+  EngineOptions options;
+  options.model_path = model;
+  if (model == kStoriesModel) options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = kv_bytes;
+  auto engine = Engine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+MedusaTree Preset(const std::string& name) {
+  auto tree = LoadTree(name, 5);
+  EXPECT_TRUE(tree.ok()) << tree.status();
+  return *tree;
+}
+
+void InstallRandomHeads(Engine& engine, const MedusaTree& tree, bool own_projection = false) {
+  MedusaHeadsWeights heads = RandomMedusaHeads(engine.config(), 5, 1, own_projection, /*seed=*/7, 0.05f);
+  ASSERT_TRUE(engine.SetMedusa(std::move(heads), tree).ok());
+}
+
+GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt_ids = std::move(prompt);
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+GenerationResult MustGenerate(Engine& engine, const GenerationRequest& request, const GenerateHooks& hooks = {}) {
+  auto result = Generate(engine, request, nullptr, hooks);
+  EXPECT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(engine.kv_allocator().num_used(), 0) << "KV blocks leaked";
+  return result.ok() ? *std::move(result) : GenerationResult{};
+}
+
+GenerationResult Plain(Engine& engine, GenerationRequest request) {
+  request.use_medusa = false;
+  return MustGenerate(engine, request);
+}
+
+// Drafts that know the answer: for the token `d` positions past the root, head d-1
+// puts the true token (from a plain run) at a rank that changes every step, and
+// random tokens elsewhere, so accepted paths are long and often leave the first branch.
+GenerateHooks OracleDrafts(std::vector<int32_t> truth, int vocab, uint64_t seed) {
+  auto rng = std::make_shared<std::mt19937>(seed);
+  GenerateHooks hooks;
+  hooks.draft_override = [truth = std::move(truth), vocab, rng](absl::Span<const int32_t> tokens,
+                                                               CandidateBuilder& builder) {
+    const size_t root = tokens.size() - 1;
+    for (int h = 0; h < builder.tree().num_heads_used(); ++h) {
+      absl::Span<int32_t> topk = builder.mutable_head_topk(h);
+      const size_t truth_at = root + 1 + h;
+      const int32_t right = truth_at < truth.size() ? truth[truth_at] : 0;
+      const size_t right_rank = (*rng)() % (topk.size() + 1);  // == size: not proposed at all
+      for (size_t r = 0; r < topk.size(); ++r) {
+        int32_t wrong;
+        do wrong = static_cast<int32_t>((*rng)() % vocab);
+        while (wrong == right || std::find(topk.begin(), topk.begin() + r, wrong) != topk.begin() + r);
+        topk[r] = (r == right_rank) ? right : wrong;
+      }
+    }
+  };
+  return hooks;
+}
+
+std::vector<int32_t> Concat(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  std::vector<int32_t> out = a;
+  out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+class MedusaLosslessTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+// Random heads, 50 prompts per model, several trees: identical greedy output.
+TEST_P(MedusaLosslessTest, RandomHeadsGiveExactlyThePlainGreedyOutput) {
+  const auto& [model, tree_name] = GetParam();
+  ASSERT_MODEL_PRESENT(model);
+  auto engine = MakeEngine(model);
+  ASSERT_NE(engine, nullptr);
+  const bool smol = model == kSmolModel;
+  MedusaTree tree = tree_name == "chain" ? MedusaTree::Chain(4) : Preset(tree_name);
+  InstallRandomHeads(*engine, tree);
+  std::vector<std::string> prompts = AlpacaPrompts(50, smol ? 300 : 120);
+  ASSERT_EQ(prompts.size(), 50u);
+  int total_steps = 0, total_tokens = 0;
+  for (const std::string& prompt : prompts) {
+    auto ids = smol ? EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true)
+                    : EncodePrompt(engine->tokenizer(), prompt.substr(0, 40), false);
+    ASSERT_TRUE(ids.ok());
+    GenerationRequest request = Greedy(*ids, smol ? 24 : 48);
+    GenerationResult plain = Plain(*engine, request);
+    GenerationResult medusa = MustGenerate(*engine, request);
+    ASSERT_EQ(medusa.token_ids, plain.token_ids) << prompt;
+    EXPECT_EQ(medusa.text, plain.text);
+    EXPECT_LE(medusa.steps, plain.steps);
+    total_steps += medusa.steps;
+    total_tokens += medusa.new_tokens();
+  }
+  std::printf("%s, %s: acceleration %.3f with random heads\n", model.c_str(), tree_name.c_str(),
+              double(total_tokens) / total_steps);
+}
+
+INSTANTIATE_TEST_SUITE_P(Trees, MedusaLosslessTest,
+                         ::testing::Combine(::testing::Values(testing::kStoriesModel, testing::kSmolModel),
+                                            ::testing::Values("chain", "mc_sim_7b_63")));
+
+TEST(MedusaDecodingTest, HeadsWithTheirOwnProjectionAreLosslessToo) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("vicuna_7b_stage2"), /*own_projection=*/true);
+  for (const std::string& prompt : AlpacaPrompts(10, 80)) {
+    GenerationRequest request = Greedy(engine->tokenizer().Encode(prompt, true), 40);
+    EXPECT_EQ(MustGenerate(*engine, request).token_ids, Plain(*engine, request).token_ids);
+  }
+}
+
+// Drafts that are often right: long accepted paths, off the first branch, through
+// compaction. Output still identical; acceleration well above 1.
+TEST(MedusaDecodingTest, OracleDraftsAreAcceptedAndOutputIsUnchanged) {
+  for (const std::string& model : {testing::kStoriesModel, testing::kSmolModel}) {
+    ASSERT_MODEL_PRESENT(model);
+    auto engine = MakeEngine(model);
+    ASSERT_NE(engine, nullptr);
+    InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+    int steps = 0, tokens = 0, off_first_branch = 0;
+    for (const std::string& prompt : AlpacaPrompts(model == kSmolModel ? 4 : 12, 200)) {
+      auto ids = EncodePrompt(engine->tokenizer(), prompt, model == kSmolModel);
+      ASSERT_TRUE(ids.ok());
+      GenerationRequest request = Greedy(*ids, 64);
+      request.ignore_eos = true;
+      GenerationResult plain = Plain(*engine, request);
+      GenerateHooks hooks = OracleDrafts(Concat(*ids, plain.token_ids), engine->config().vocab_size, 11);
+      GenerationResult medusa = MustGenerate(*engine, request, hooks);
+      ASSERT_EQ(medusa.token_ids, plain.token_ids) << model << ": " << prompt;
+      steps += medusa.steps;
+      tokens += medusa.new_tokens();
+      ASSERT_EQ(medusa.accepted_per_position.size(), 4u);  // mc_sim_7b_63 is 4 deep
+      off_first_branch += medusa.accepted_tokens;
+    }
+    const double acceleration = double(tokens) / steps;
+    std::printf("%s: acceleration %.2f with oracle drafts\n", model.c_str(), acceleration);
+    EXPECT_GT(acceleration, 1.5);
+    EXPECT_GT(off_first_branch, 0);
+  }
+}
+
+// After Medusa steps the paged cache holds exactly (bit for bit) the K/V that
+// plain decoding writes for the same tokens.
+TEST(MedusaDecodingTest, KvCacheAfterMedusaStepsEqualsPlainDecoding) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+  const ModelConfig& config = engine->config();
+  using Snapshot = std::vector<std::vector<float>>;  // per (slot, layer): K then V
+  auto snapshot = [&](const kv::SequenceKv& seq, Snapshot* out) {
+    out->clear();
+    for (int slot = 0; slot < seq.length(); ++slot) {
+      for (int layer = 0; layer < config.n_layers; ++layer) {
+        std::vector<float> k, v;
+        ASSERT_TRUE(engine->backend().ReadKvSlot(layer, seq.BlockOf(slot), seq.OffsetOf(slot), &k, &v).ok());
+        k.insert(k.end(), v.begin(), v.end());
+        out->push_back(std::move(k));
+      }
+    }
+  };
+  GenerationRequest request = Greedy(engine->tokenizer().Encode("Lily and Tom went to the park", true), 80);
+  request.ignore_eos = true;
+  Snapshot plain_kv, medusa_kv;
+  GenerateHooks plain_hooks;
+  plain_hooks.after_step = [&](const kv::SequenceKv& seq) { snapshot(seq, &plain_kv); };
+  request.use_medusa = false;
+  GenerationResult plain = MustGenerate(*engine, request, plain_hooks);
+  request.use_medusa = true;
+  GenerateHooks hooks = OracleDrafts(Concat(request.prompt_ids, plain.token_ids), config.vocab_size, 5);
+  hooks.after_step = [&](const kv::SequenceKv& seq) { snapshot(seq, &medusa_kv); };
+  GenerationResult medusa = MustGenerate(*engine, request, hooks);
+  ASSERT_EQ(medusa.token_ids, plain.token_ids);
+  ASSERT_LT(medusa.steps, plain.steps / 2) << "the oracle should make steps long";
+  ASSERT_GT(medusa_kv.size(), 0u);
+  const size_t common = std::min(plain_kv.size(), medusa_kv.size());
+  EXPECT_GE(common, (request.prompt_ids.size() + 60) * config.n_layers);
+  for (size_t i = 0; i < common; ++i) {
+    ASSERT_EQ(medusa_kv[i], plain_kv[i]) << "slot " << i / config.n_layers << " layer " << i % config.n_layers;
+  }
+}
+
+TEST(MedusaDecodingTest, TypicalAcceptanceTendsToGreedyAsTemperatureGoesToZero) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+  for (const std::string& prompt : AlpacaPrompts(8, 80)) {
+    GenerationRequest request = Greedy(engine->tokenizer().Encode(prompt, true), 48);
+    request.ignore_eos = true;
+    GenerationResult greedy = Plain(*engine, request);
+    request.sampling = {.temperature = 1e-5f, .seed = 3};
+    GenerateHooks hooks = OracleDrafts(Concat(request.prompt_ids, greedy.token_ids), 512, 9);
+    GenerationResult typical = MustGenerate(*engine, request, hooks);
+    EXPECT_EQ(typical.token_ids, greedy.token_ids) << prompt;
+    EXPECT_GT(typical.accepted_tokens, 0);
+  }
+}
+
+TEST(MedusaDecodingTest, SamplingWithTypicalAcceptanceIsSeededAndLeaksNothing) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+  GenerationRequest request = Greedy(engine->tokenizer().Encode("Once upon a time", true), 100);
+  request.sampling = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 21};
+  request.typical = {.epsilon = 0.2f, .delta = 0.5f};
+  GenerationResult a = MustGenerate(*engine, request);
+  GenerationResult b = MustGenerate(*engine, request);
+  EXPECT_EQ(a.token_ids, b.token_ids);
+  request.sampling.seed = 22;
+  EXPECT_NE(MustGenerate(*engine, request).token_ids, a.token_ids);
+}
+
+// A stop (stop string, EOS, max_tokens) inside an accepted run drops the rest.
+TEST(MedusaDecodingTest, StopsInsideAnAcceptedRunDropTheRest) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+  GenerationRequest request = Greedy({1}, 200);
+  request.ignore_eos = true;
+  GenerationResult truth = Plain(*engine, request);
+  const std::vector<int32_t> all = Concat({1}, truth.token_ids);
+  for (int max_tokens : {1, 2, 3, 7, 33}) {
+    GenerationRequest r = request;
+    r.max_tokens = max_tokens;
+    GenerationResult m = MustGenerate(*engine, r, OracleDrafts(all, 512, max_tokens));
+    EXPECT_EQ(m.token_ids, std::vector<int32_t>(truth.token_ids.begin(), truth.token_ids.begin() + max_tokens));
+    EXPECT_EQ(m.finish_reason, "length");
+  }
+  GenerationRequest r = request;
+  r.stop_strings = {"Lily's mom"};
+  std::string streamed;
+  auto stopped = Generate(*engine, r, [&](auto, std::string_view t) { streamed += t; }, OracleDrafts(all, 512, 1));
+  ASSERT_TRUE(stopped.ok());
+  GenerationResult plain_stopped = Plain(*engine, r);
+  EXPECT_EQ(stopped->text, plain_stopped.text);
+  EXPECT_EQ(stopped->token_ids, plain_stopped.token_ids);
+  EXPECT_EQ(streamed, stopped->text);
+  EXPECT_EQ(stopped->finish_reason, "stop");
+  EXPECT_EQ(engine->kv_allocator().num_used(), 0);
+}
+
+// With too little KV memory for the tree, steps fall back to plain; when even that
+// does not fit, a clean ResourceExhausted. Nothing leaks either way.
+TEST(MedusaDecodingTest, KvExhaustionFallsBackThenFailsCleanly) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto probe = MakeEngine(kStoriesModel);
+  ASSERT_NE(probe, nullptr);
+  const int64_t block = probe->backend().KvBytesPerBlock(16);
+  auto engine = MakeEngine(kStoriesModel, 5 * block);  // 80 slots: a 64-node tree rarely fits
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+  GenerationRequest request = Greedy({1}, 60);
+  request.ignore_eos = true;
+  GenerationResult medusa = MustGenerate(*engine, request);
+  EXPECT_EQ(medusa.token_ids, Plain(*probe, request).token_ids);
+  request.max_tokens = 200;
+  auto failed = Generate(*engine, request);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->kv_allocator().num_used(), 0);
+}
+
+}  // namespace
+}  // namespace medusa
