@@ -7,8 +7,13 @@ ABSL_FLAG(std::string, tokenizer, "",
           "Tokenizer for llama2.c models: SentencePiece .model or llama2.c tokenizer.bin "
           "(default: found beside the model; GGUF models carry their own)");
 ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors)");
-ABSL_FLAG(std::string, tree, "", "Medusa tree: a preset name, a JSON file of paths, or auto");
-ABSL_FLAG(bool, no_medusa, false, "Plain decoding (one token per step)");
+ABSL_FLAG(std::string, tree, "",
+          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths, or auto");
+ABSL_FLAG(bool, no_medusa, false,
+          "Plain decoding (one token per step) through the same loop, even with --heads");
+ABSL_FLAG(double, typical_epsilon, 0.09,
+          "Typical acceptance when sampling: accept x if p(x) > min(epsilon, delta * exp(-H(p)))");
+ABSL_FLAG(double, typical_delta, 0.3, "Typical acceptance delta (see --typical-epsilon)");
 ABSL_FLAG(std::string, prompt, "", "Prompt text");
 ABSL_FLAG(std::string, prompts, "",
           "JSONL file of prompts: {\"prompt\": ...} or {\"messages\": [{\"role\", \"content\"}]} per line");

@@ -45,11 +45,20 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
   request.sampling.seed = absl::GetFlag(FLAGS_seed);
   request.stop_strings = absl::GetFlag(FLAGS_stop);
   request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  request.use_medusa = !absl::GetFlag(FLAGS_no_medusa);
+  request.typical.epsilon = static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon));
+  request.typical.delta = static_cast<float>(absl::GetFlag(FLAGS_typical_delta));
   return request;
 }
 
-nlohmann::json ResultJson(const GenerationResult& r) {
+nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool medusa) {
+  const MedusaTree* tree = medusa ? engine.medusa_tree() : nullptr;
   return {
+      {"mode", tree ? "medusa" : "plain"},
+      {"tree_nodes", tree ? tree->num_nodes() : 1},
+      {"accepted_tokens", r.accepted_tokens},
+      {"accepted_per_position", r.accepted_per_position},
+      {"accepted_length_counts", r.accepted_length_counts},
       {"prompt_tokens", r.prompt_tokens},
       {"new_tokens", r.new_tokens()},
       {"token_ids", r.token_ids},
@@ -69,10 +78,8 @@ nlohmann::json ResultJson(const GenerationResult& r) {
 
 int RunGenerate() {
   if (absl::GetFlag(FLAGS_model).empty()) return Fail(absl::InvalidArgumentError("--model is required"));
-  if (!absl::GetFlag(FLAGS_no_medusa) &&
-      (!absl::GetFlag(FLAGS_heads).empty() || !absl::GetFlag(FLAGS_tree).empty())) {
-    return Fail(absl::UnimplementedError(
-        "Medusa decoding (--heads, --tree) is not available yet; run with --no-medusa or without them"));
+  if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
+    return Fail(absl::InvalidArgumentError("--tree needs Medusa heads: give --heads PATH"));
   }
   absl::StatusOr<std::vector<PromptSpec>> prompts = CollectPrompts();
   if (!prompts.ok()) return Fail(prompts.status());
@@ -84,10 +91,13 @@ int RunGenerate() {
   options.backend.threads = absl::GetFlag(FLAGS_threads);
   options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
   options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  options.heads_path = absl::GetFlag(FLAGS_heads);
+  if (!absl::GetFlag(FLAGS_tree).empty()) options.tree = absl::GetFlag(FLAGS_tree);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
   if (!engine.ok()) return Fail(engine.status());
 
   const bool json = absl::GetFlag(FLAGS_json);
+  const bool medusa = !absl::GetFlag(FLAGS_no_medusa) && (*engine)->medusa_tree() != nullptr;
   for (const PromptSpec& spec : *prompts) {
     absl::StatusOr<GenerationRequest> request = BuildRequest((*engine)->tokenizer(), spec);
     if (!request.ok()) return Fail(request.status());
@@ -101,13 +111,14 @@ int RunGenerate() {
     absl::StatusOr<GenerationResult> result = Generate(**engine, *request, print_text);
     if (!result.ok()) return Fail(result.status());
     if (json) {
-      std::cout << ResultJson(*result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+      std::cout << ResultJson(*result, **engine, medusa).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << std::endl;
     } else {
       std::fprintf(stderr,
-                   "\n[%d prompt tokens, %d new tokens in %d steps; prefill %.1f tok/s, decode %.1f "
-                   "tok/s; %s]\n",
+                   "\n[%d prompt tokens, %d new tokens in %d steps (%.2f tokens/step, %s); prefill "
+                   "%.1f tok/s, decode %.1f tok/s; %s]\n",
                    result->prompt_tokens, result->new_tokens(), result->steps,
+                   result->acceleration_rate(), medusa ? "medusa" : "plain",
                    result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0.0,
                    result->tokens_per_second(), result->finish_reason.c_str());
     }

@@ -282,6 +282,15 @@ absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& requ
     return absl::InvalidArgumentError(
         absl::StrFormat("max_tokens must be >= 1, got %d", request.max_tokens));
   }
+  const TypicalAcceptanceOptions& typical = request.typical;
+  if (!(typical.epsilon >= 0 && typical.epsilon <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("typical acceptance epsilon must be in [0, 1], got %g", typical.epsilon));
+  }
+  if (!(typical.delta >= 0 && typical.delta <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("typical acceptance delta must be in [0, 1], got %g", typical.delta));
+  }
   return request.sampling.Validate();
 }
 

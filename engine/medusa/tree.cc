@@ -264,6 +264,7 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
   if (name_or_path == "auto") {
     return absl::UnimplementedError("auto trees come with `medusa tree --auto`");
   }
+  if (name_or_path == "chain") return MedusaTree::Chain(num_heads);
   if (absl::StatusOr<std::vector<std::vector<int>>> preset = TreePresetPaths(name_or_path);
       preset.ok()) {
     absl::StatusOr<MedusaTree> full = MedusaTree::FromPaths(*preset, /*num_heads=*/0);
@@ -273,7 +274,7 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
   std::ifstream in(name_or_path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("Medusa tree '", name_or_path,
-                                            "' is neither a preset (",
+                                            "' is neither a preset (chain, ",
                                             absl::StrJoin(TreePresetNames(), ", "),
                                             ") nor a readable JSON file"));
   }

@@ -110,6 +110,7 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseTreePaths(const std::string& 
                                                              const std::string& source);
 
 // The tree the user asked for, for `num_heads` loaded heads (>= 1):
+//  - "chain": the top-1 token of every head, one node per head;
 //  - a preset name ("default", "mc_sim_7b_63", ...): cut to num_heads levels (presets
 //    are written for 4-5 heads; fewer heads simply use the top of the tree);
 //  - otherwise a JSON file of paths (ParseTreePaths), validated strictly: a path deeper

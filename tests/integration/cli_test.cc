@@ -97,6 +97,39 @@ TEST(CliTest, PromptsFileGivesOneObjectPerPrompt) {
   EXPECT_EQ(objects, 2);
 }
 
+// Random heads written to a file: --heads decodes with Medusa through the same
+// loop, reports the tree, and the greedy tokens equal --no-medusa's.
+TEST(CliTest, MedusaFlagsDecodeLosslesslyAndReportSteps) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::string heads = ::testing::TempDir() + "/cli_heads.safetensors";
+  ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads((*engine)->config(), 4, 1, false, 3, 0.05f),
+                              nullptr)
+                  .ok());
+  const std::string prompt = " --prompt 'Once upon a time' --max-tokens 40 --json";
+  CliRun plain = RunMedusa(StoriesArgs() + " --heads " + heads + " --no-medusa" + prompt, false);
+  ASSERT_EQ(plain.exit_code, 0) << plain.out;
+  nlohmann::json p = nlohmann::json::parse(plain.out);
+  EXPECT_EQ(p["mode"], "plain");
+  EXPECT_EQ(p["steps"], 40);
+  for (const std::string tree : {"", " --tree chain", " --tree mc_sim_7b_63"}) {
+    CliRun run = RunMedusa(StoriesArgs() + " --heads " + heads + tree + prompt, false);
+    ASSERT_EQ(run.exit_code, 0) << tree << "\n" << run.out;
+    nlohmann::json j = nlohmann::json::parse(run.out);
+    EXPECT_EQ(j["mode"], "medusa") << tree;
+    EXPECT_GT(j["tree_nodes"].get<int>(), 1) << tree;
+    EXPECT_EQ(j["accepted_per_position"].size(), 4u) << tree;
+    EXPECT_EQ(j["token_ids"], p["token_ids"]) << tree;
+    EXPECT_EQ(j["text"], p["text"]) << tree;
+    EXPECT_LE(j["steps"].get<int>(), 40) << tree;
+    EXPECT_EQ(j["new_tokens"].get<int>(), j["steps"].get<int>() + j["accepted_tokens"].get<int>()) << tree;
+  }
+}
+
 TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   struct Case {
@@ -113,7 +146,11 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --top-p 2", "top_p"},
            {StoriesArgs() + " --prompts " + bad_jsonl, "bad.jsonl:2"},
            {"generate --model /nonexistent.gguf --prompt hi", "/nonexistent.gguf"},
-           {StoriesArgs() + " --prompt hi --heads h.safetensors", "not available yet"},
+           {StoriesArgs() + " --prompt hi --heads /nonexistent.safetensors", "/nonexistent.safetensors"},
+           {StoriesArgs() + " --prompt hi --heads " + testing::SourcePath("tests/fixtures/medusa_heads_proj.safetensors"),
+            "dim"},
+           {StoriesArgs() + " --prompt hi --tree chain", "--heads"},
+           {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {
     CliRun run = RunMedusa(c.args);

@@ -251,12 +251,16 @@ TEST(GenerationTest, KvExhaustionIsACleanErrorAndLeaksNothing) {
 }
 
 TEST(GenerationTest, MissingOrBrokenModelFilesGiveClearErrors) {
-  auto missing = Engine::Create({.model_path = "/nonexistent/model.gguf"});
+  EngineOptions options;
+  options.model_path = "/nonexistent/model.gguf";
+  auto missing = Engine::Create(options);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/nonexistent/model.gguf"), std::string::npos)
       << missing.status();
   ASSERT_MODEL_PRESENT(kStoriesModel);
-  auto no_tokenizer = Engine::Create({.model_path = kStoriesModel, .tokenizer_path = "/nonexistent/tok.bin"});
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = "/nonexistent/tok.bin";
+  auto no_tokenizer = Engine::Create(options);
   ASSERT_FALSE(no_tokenizer.ok());
   EXPECT_NE(no_tokenizer.status().message().find("/nonexistent/tok.bin"), std::string::npos)
       << no_tokenizer.status();

@@ -267,6 +267,14 @@ TEST(LoadTreeTest, PresetsAreCutToTheHeads) {
   EXPECT_EQ(one->num_nodes(), 11);
 }
 
+TEST(LoadTreeTest, ChainHasOneNodePerHead) {
+  absl::StatusOr<MedusaTree> chain = LoadTree("chain", 4);
+  ASSERT_TRUE(chain.ok());
+  EXPECT_EQ(chain->num_nodes(), 5);
+  EXPECT_EQ(chain->max_depth(), 4);
+  EXPECT_EQ(chain->num_leaves(), 1);
+}
+
 TEST(LoadTreeTest, AutoIsUnimplemented) {
   absl::StatusOr<MedusaTree> tree = LoadTree("auto", 4);
   EXPECT_EQ(tree.status().code(), absl::StatusCode::kUnimplemented);
