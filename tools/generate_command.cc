@@ -70,6 +70,8 @@ nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool 
       {"decode_seconds", r.decode_seconds},
       {"tokens_per_second", r.tokens_per_second()},
       {"mean_step_ms", r.mean_step_ms()},
+      {"step_ms_p50", r.step_ms_quantile(0.5)},
+      {"step_ms_p90", r.step_ms_quantile(0.9)},
       {"finish_reason", r.finish_reason},
   };
 }

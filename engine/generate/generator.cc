@@ -233,9 +233,12 @@ absl::StatusOr<GenerationResult> Decoder::Run() {
   result_.steps = 1;  // the prefill's last pass yields the first token
   bool done = Emit(sampler_.Sample(absl::MakeConstSpan(forward_.logits).first(config_.vocab_size)));
   Flush(stream_.TakeReady());
+  result_.step_seconds.reserve(max_tokens_);
   while (!done) {
+    const auto step_start = Clock::now();
     absl::StatusOr<const AcceptedPath*> path = Step();
     if (!path.ok()) return path.status();
+    result_.step_seconds.push_back(SecondsSince(step_start));
     ++result_.steps;
     if (hooks_.after_step) hooks_.after_step(seq_);
     const int accepted = (*path)->accepted();
@@ -255,6 +258,14 @@ absl::StatusOr<GenerationResult> Decoder::Run() {
 }
 
 }  // namespace
+
+double GenerationResult::step_ms_quantile(double q) const {
+  if (step_seconds.empty()) return 0.0;
+  std::vector<double> sorted = step_seconds;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
+  return 1e3 * sorted[index];
+}
 
 std::vector<int32_t> StopTokenIds(const Tokenizer& tokenizer) {
   std::vector<int32_t> ids = tokenizer.stop_ids();

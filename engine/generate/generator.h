@@ -51,6 +51,9 @@ struct GenerationResult {
   int accepted_tokens = 0;
   std::vector<int> accepted_per_position;
   std::vector<int> accepted_length_counts;
+  // Wall time of every decoding step after the first (heads, verification,
+  // acceptance and compaction), in order.
+  std::vector<double> step_seconds;
 
   int new_tokens() const { return static_cast<int>(token_ids.size()); }
   double acceleration_rate() const { return steps > 0 ? double(new_tokens()) / steps : 0.0; }
@@ -59,6 +62,8 @@ struct GenerationResult {
     return decode_seconds > 0 ? (new_tokens() - 1) / decode_seconds : 0.0;
   }
   double mean_step_ms() const { return steps > 1 ? 1e3 * decode_seconds / (steps - 1) : 0.0; }
+  // The q-quantile (0..1) of step_seconds, in milliseconds; 0 without steps.
+  double step_ms_quantile(double q) const;
 };
 
 // Tokens that end generation: the tokenizer's end-of-sequence and end-of-turn

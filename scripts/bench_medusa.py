@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Medusa vs plain decoding, side by side, with `medusa generate` end to end.
+
+For each configuration (plain decoding, then one Medusa run per tree) it runs
+`medusa generate --json` over the same AlpacaEval prompts (chat template, greedy),
+alternating the configurations for --rounds rounds so machine noise falls on all of
+them alike. Per configuration it reports, over all prompts of a round:
+  acceleration = new tokens / decoding steps (the same every round: greedy is exact),
+  step_ms      = decode seconds / decoding steps after the first token,
+  tokens/s     = tokens after the first / decode seconds,
+and then medians over rounds of overhead = step_ms / plain step_ms and
+speedup = tokens/s / plain tokens/s, next to acceleration / overhead (which the
+speedup should equal within noise). It also checks that every Medusa run produced
+exactly the plain run's tokens.
+
+  python3 scripts/bench_medusa.py --heads HEADS.safetensors \
+      --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3]
+A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
+LABEL=VALUE. Prints a Markdown table and the raw numbers as JSON.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOL = os.path.join(ROOT, "models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def prompts_file(count, skip):
+    data = json.load(open(os.path.join(ROOT, "data", "alpaca_eval.json")))
+    f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    for row in data[skip:skip + count]:
+        f.write(json.dumps({"prompt": row["instruction"]}) + "\n")
+    f.close()
+    return f.name
+
+
+def run_config(args, prompts, tree):
+    cmd = [os.path.join(args.build, "bin", "medusa"), "generate", "--model", args.model, "--chat",
+           "--prompts", prompts, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads), "--json"]
+    if args.heads:
+        cmd += ["--heads", args.heads]
+    cmd += ["--no-medusa"] if tree is None else ["--tree", tree]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    recs = [json.loads(line) for line in out.splitlines() if line.strip()]
+    new = sum(r["new_tokens"] for r in recs)
+    steps = sum(r["steps"] for r in recs)
+    decode = sum(r["decode_seconds"] for r in recs)
+    return {
+        "acceleration": new / steps,
+        "step_ms": 1e3 * decode / sum(r["steps"] - 1 for r in recs),
+        "tokens_per_second": sum(r["new_tokens"] - 1 for r in recs) / decode,
+        "tree_nodes": recs[0].get("tree_nodes", 1),
+        "new_tokens": new,
+        "token_ids": [r["token_ids"] for r in recs],
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--model", default=SMOL)
+    p.add_argument("--heads", default="")
+    p.add_argument("--tree", action="append", default=[], help="LABEL=VALUE or VALUE; repeatable")
+    p.add_argument("--prompts", type=int, default=20)
+    p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    trees = [(t.split("=", 1) if "=" in t else (t, t)) for t in args.tree] or [("mc_sim_7b_63", "mc_sim_7b_63")]
+    prompts = prompts_file(args.prompts, args.skip)
+    configs = [("plain", None)] + [(label, value) for label, value in trees]
+    samples = {label: [] for label, _ in configs}
+    for r in range(args.rounds):
+        for label, value in configs:
+            samples[label].append(run_config(args, prompts, value))
+            print(f"round {r + 1}/{args.rounds} {label}: {samples[label][-1]['tokens_per_second']:.1f} tok/s",
+                  file=sys.stderr)
+    plain = samples["plain"]
+    rows, raw = [], {}
+    for label, _ in configs:
+        runs = samples[label]
+        if label != "plain" and any(run["token_ids"] != plain[0]["token_ids"] for run in runs):
+            print(f"ERROR: {label} produced other tokens than plain decoding", file=sys.stderr)
+            sys.exit(1)
+        overhead = statistics.median(run["step_ms"] / base["step_ms"] for run, base in zip(runs, plain))
+        speedup = statistics.median(run["tokens_per_second"] / base["tokens_per_second"]
+                                    for run, base in zip(runs, plain))
+        accel = runs[0]["acceleration"]
+        rows.append((label, runs[0]["tree_nodes"], accel, statistics.median(r["step_ms"] for r in runs), overhead,
+                     speedup, accel / overhead, statistics.median(r["tokens_per_second"] for r in runs)))
+        raw[label] = [{k: v for k, v in run.items() if k != "token_ids"} for run in runs]
+    print(f"{args.prompts} AlpacaEval prompts from #{args.skip}, chat, greedy, max {args.max_tokens} tokens, "
+          f"{args.threads} threads, medians of {args.rounds} alternating rounds; "
+          f"{plain[0]['new_tokens']} tokens per round\n")
+    print("| tree | nodes | acceleration | step ms | overhead | speedup | accel/overhead | tokens/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, nodes, accel, step, overhead, speedup, predicted, tps in rows:
+        print(f"| {label} | {nodes} | {accel:.2f} | {step:.1f} | {overhead:.2f} | {speedup:.2f}x | {predicted:.2f} "
+              f"| {tps:.1f} |")
+    print("\n" + json.dumps(raw))
+    os.unlink(prompts)
+
+
+if __name__ == "__main__":
+    main()
