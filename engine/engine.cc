@@ -80,7 +80,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!options.heads_path.empty()) {
     absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(options.heads_path, engine->config());
     if (!heads.ok()) return heads.status();
-    absl::StatusOr<MedusaTree> tree = LoadTree(options.tree, heads->num_heads);
+    absl::StatusOr<MedusaTree> tree = engine->ResolveTree(heads->num_heads);
     if (!tree.ok()) return tree.status();
     if (absl::Status s = engine->SetMedusa(*std::move(heads), *tree); !s.ok()) return s;
   }
@@ -88,6 +88,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                 engine->config().name, engine->backend_->Name(), spec.num_blocks, spec.block_size,
                 (num_blocks * block_bytes) >> 20);
   return engine;
+}
+
+absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
+  if (options_.tree != "auto") return LoadTree(options_.tree, num_heads);
+  absl::StatusOr<AutoTree> auto_tree = AutoTree::Load(AutoTreePathFor(options_.heads_path), num_heads);
+  if (!auto_tree.ok()) return auto_tree.status();
+  auto_tree_ = *std::move(auto_tree);
+  // One request at a time runs at batch size 1; a scheduler asks auto_tree() per batch.
+  return auto_tree_->TreeForBatch(1);
 }
 
 absl::Status Engine::SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree) {

@@ -12,6 +12,7 @@
 #include "engine/kv/block_allocator.h"
 #include "engine/medusa/heads.h"
 #include "engine/medusa/tree.h"
+#include "engine/medusa/tree_builder.h"
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
@@ -26,7 +27,10 @@ struct EngineOptions {
   int kv_block_size = 16;                // tokens per KV block
   int prefill_chunk = 512;               // prompt tokens per forward pass
   std::string heads_path;                // Medusa heads (safetensors); empty: plain decoding only
-  std::string tree = "mc_sim_7b_63";     // Medusa tree: a preset name or a JSON file of paths
+  // Medusa tree: a preset name, a JSON file of paths, or "auto": the trees measured by
+  // `medusa tree --auto` for these heads (AutoTreePathFor(heads_path)), batch size 1's
+  // in medusa_tree() (root-only, i.e. plain decoding, when no tree paid there).
+  std::string tree = "mc_sim_7b_63";
 };
 
 class Engine {
@@ -42,6 +46,9 @@ class Engine {
 
   // The Medusa tree in use, or nullptr when no heads are loaded.
   const MedusaTree* medusa_tree() const { return medusa_tree_ ? &*medusa_tree_ : nullptr; }
+  // With tree "auto": every measured batch size's choice (AutoTree::TreeForBatch), for a
+  // scheduler that runs many sequences; nullptr otherwise.
+  const AutoTree* auto_tree() const { return auto_tree_ ? &*auto_tree_ : nullptr; }
   // Installs heads and a tree (the tree is cut to the heads' depth). Used by
   // Create for --heads, and by tests and tools that make heads in memory.
   absl::Status SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree);
@@ -51,11 +58,14 @@ class Engine {
 
  private:
   Engine() = default;
+  // The tree options_.tree names for `num_heads` loaded heads ("auto" also fills auto_tree_).
+  absl::StatusOr<MedusaTree> ResolveTree(int num_heads);
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<kv::BlockAllocator> kv_allocator_;
   std::optional<MedusaTree> medusa_tree_;
+  std::optional<AutoTree> auto_tree_;
 };
 
 // Finds the tokenizer for a model: the explicit path if given (a SentencePiece

@@ -4,5 +4,6 @@
 namespace medusa::tools {
 
 int RunGenerate();
+int RunTree();
 
 }  // namespace medusa::tools

@@ -32,6 +32,23 @@ ABSL_FLAG(int32_t, kv_block_size, 16, "Tokens per KV cache block");
 ABSL_FLAG(bool, json, false, "Print one JSON object per prompt instead of streaming text");
 ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, error");
 
+// medusa tree
+ABSL_FLAG(std::string, calibration, "",
+          "Calibration JSON of the heads: {\"topk_accuracy\": [[top1, ..., top10] per head]}");
+ABSL_FLAG(int32_t, nodes, 0, "Nodes of the greedy tree, besides the root");
+ABSL_FLAG(std::string, out, "",
+          "Output file (medusa tree: stdout for a greedy tree; with --auto, "
+          "<heads without .safetensors>.auto_tree.json)");
+ABSL_FLAG(bool, auto, false,
+          "medusa tree: time greedy trees of each --tree-sizes at each --batch-sizes on this machine "
+          "and pick the fastest per batch size (what --tree auto reads)");
+ABSL_FLAG(std::vector<std::string>, batch_sizes, std::vector<std::string>({"1", "2", "4", "8", "16"}),
+          "Comma-separated batch sizes to time (medusa tree --auto)");
+ABSL_FLAG(std::vector<std::string>, tree_sizes, std::vector<std::string>({"4", "8", "16", "32", "64"}),
+          "Comma-separated tree sizes (nodes besides the root) to time (medusa tree --auto)");
+ABSL_FLAG(int32_t, repeats, 5, "Timed runs per measurement; the median is kept (after one warm-up)");
+ABSL_FLAG(int32_t, context_tokens, 128, "Cached tokens per sequence when timing tree steps");
+
 namespace medusa::tools {
 
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {

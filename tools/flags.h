@@ -32,6 +32,15 @@ ABSL_DECLARE_FLAG(int32_t, kv_cache_mb);
 ABSL_DECLARE_FLAG(int32_t, kv_block_size);
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::string, log_level);
+// medusa tree
+ABSL_DECLARE_FLAG(std::string, calibration);
+ABSL_DECLARE_FLAG(int32_t, nodes);
+ABSL_DECLARE_FLAG(std::string, out);
+ABSL_DECLARE_FLAG(bool, auto);
+ABSL_DECLARE_FLAG(std::vector<std::string>, batch_sizes);
+ABSL_DECLARE_FLAG(std::vector<std::string>, tree_sizes);
+ABSL_DECLARE_FLAG(int32_t, repeats);
+ABSL_DECLARE_FLAG(int32_t, context_tokens);
 
 namespace medusa::tools {
 

@@ -54,7 +54,7 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
 nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool medusa) {
   const MedusaTree* tree = medusa ? engine.medusa_tree() : nullptr;
   return {
-      {"mode", tree ? "medusa" : "plain"},
+      {"mode", tree && tree->num_nodes() > 1 ? "medusa" : "plain"},
       {"tree_nodes", tree ? tree->num_nodes() : 1},
       {"accepted_tokens", r.accepted_tokens},
       {"accepted_per_position", r.accepted_per_position},

@@ -1,4 +1,4 @@
-// The `medusa` tool: medusa <command> [flags]. Commands: generate.
+// The `medusa` tool: medusa <command> [flags]. Commands: generate, tree.
 
 #include <cstdio>
 #include <string>
@@ -20,6 +20,10 @@ constexpr char kUsage[] =
     "  generate   generate text in-process: --model PATH (--prompt TEXT | --prompts FILE.jsonl)\n"
     "             [--tokenizer PATH] [--chat] [--max-tokens N] [--temperature T] [--top-p P]\n"
     "             [--top-k K] [--seed S] [--stop A,B] [--device cpu|cuda] [--threads N] [--json]\n"
+    "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
+    "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
+    "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
+    "             this machine and pick one per batch size, for --tree auto)\n"
     "Run `medusa <command> --help` for every flag.";
 
 }  // namespace
@@ -45,6 +49,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
 
   if (command == "generate") return medusa::tools::RunGenerate();
+  if (command == "tree") return medusa::tools::RunTree();
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -262,7 +262,9 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
         absl::StrCat("a Medusa tree needs at least one head, got ", num_heads));
   }
   if (name_or_path == "auto") {
-    return absl::UnimplementedError("auto trees come with `medusa tree --auto`");
+    return absl::FailedPreconditionError(
+        "the 'auto' Medusa tree is measured for a heads file: the engine reads it from "
+        "<heads>.auto_tree.json (made by `medusa tree --auto`) when the heads are given");
   }
   if (name_or_path == "chain") return MedusaTree::Chain(num_heads);
   if (absl::StatusOr<std::vector<std::vector<int>>> preset = TreePresetPaths(name_or_path);

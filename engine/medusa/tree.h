@@ -115,7 +115,8 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseTreePaths(const std::string& 
 //    are written for 4-5 heads; fewer heads simply use the top of the tree);
 //  - otherwise a JSON file of paths (ParseTreePaths), validated strictly: a path deeper
 //    than num_heads is an error, since the user wrote it for other heads;
-//  - "auto": Unimplemented until `medusa tree --auto` exists.
+//  - "auto": FailedPrecondition here, since the auto tree belongs to a heads file:
+//    Engine::Create resolves it from AutoTreePathFor(heads) (engine/medusa/tree_builder.h).
 // NotFound when the name is neither a preset nor an existing file.
 absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_heads);
 

@@ -1,0 +1,231 @@
+// `medusa tree` and `--tree auto` as a user runs them, on stories260K with random heads
+// and a made-up calibration: the measured file's structure, the engine resolving it
+// (a tree or plain decoding at batch size 1), greedy output equal to plain decoding,
+// and clear errors.
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "engine/medusa/tree_builder.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/test_models.h"
+
+namespace medusa {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::BinaryPath;
+using testing::kStoriesModel;
+using testing::kStoriesTokenizer;
+using Paths = std::vector<std::vector<int>>;
+
+struct CliRun {
+  int exit_code;
+  std::string out;
+};
+
+CliRun RunMedusa(const std::string& args, bool merge_stderr = true) {
+  const std::string command =
+      BinaryPath("bin/medusa") + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string ModelArgs() { return "--model " + kStoriesModel + " --tokenizer " + kStoriesTokenizer; }
+
+std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/tree_auto_" + name; }
+
+// Writes random 4-head stories260K heads under `name` and returns the path.
+std::string WriteHeads(const std::string& name) {
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 1 << 20;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  const std::string path = TempPath(name);
+  std::filesystem::remove(AutoTreePathFor(path));
+  EXPECT_TRUE(SaveMedusaHeads(path, RandomMedusaHeads((*engine)->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
+  return path;
+}
+
+std::string WriteCalibration(const std::string& heads) {
+  const std::string path = TempPath("calibration.json");
+  std::ofstream(path) << nlohmann::json{
+      {"heads", heads},
+      {"topk_accuracy",
+       {{0.6, 0.7, 0.75, 0.78, 0.8, 0.82, 0.83, 0.84, 0.85, 0.86},
+        {0.4, 0.5, 0.56, 0.6, 0.63, 0.65, 0.67, 0.68, 0.69, 0.7},
+        {0.3, 0.4, 0.45, 0.48, 0.5, 0.52, 0.53, 0.54, 0.55, 0.56},
+        {0.2, 0.3, 0.34, 0.37, 0.4, 0.42, 0.43, 0.44, 0.45, 0.46}}}}.dump();
+  return path;
+}
+
+nlohmann::json GenerateJson(const std::string& extra) {
+  CliRun run = RunMedusa("generate " + ModelArgs() + " --prompt 'Once upon a time' --max-tokens 40 --json " + extra,
+                         false);
+  EXPECT_EQ(run.exit_code, 0) << extra << "\n" << run.out;
+  nlohmann::json j = nlohmann::json::parse(run.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << run.out;
+  return j;
+}
+
+TEST(MedusaTreeAutoTest, MeasuresTreesAndGenerateUsesTheBatchOneChoiceLosslessly) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = WriteHeads("measured.safetensors");
+  const std::string calibration = WriteCalibration(heads);
+  CliRun run = RunMedusa("tree --auto " + ModelArgs() + " --heads " + heads + " --calibration " + calibration +
+                         " --batch-sizes 1,2 --tree-sizes 4,8 --repeats 2 --context-tokens 64 --threads 1");
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const std::string out_path = AutoTreePathFor(heads);
+  EXPECT_THAT(run.out, HasSubstr("wrote " + out_path));
+  std::ifstream in(out_path);
+  ASSERT_TRUE(in) << out_path << " was not written";
+  const nlohmann::json report = nlohmann::json::parse(in);
+
+  EXPECT_EQ(report["heads"], heads);
+  EXPECT_EQ(report["calibration"], calibration);
+  EXPECT_EQ(report["machine"]["backend"], "cpu");
+  EXPECT_EQ(report["machine"]["threads"], 1);
+  const nlohmann::json& m = report["measurements"];
+  ASSERT_EQ(m.size(), 6u) << m.dump();
+  for (size_t i = 0; i < m.size(); ++i) {
+    for (const char* field : {"batch_size", "nodes", "step_ms", "overhead", "expected_acceleration", "expected_speedup"}) {
+      EXPECT_TRUE(m[i].contains(field)) << field;
+    }
+    EXPECT_EQ(m[i]["batch_size"], i < 3 ? 1 : 2);
+    const int sizes[] = {0, 4, 8};
+    EXPECT_EQ(m[i]["nodes"], sizes[i % 3]);
+    EXPECT_GT(m[i]["step_ms"].get<double>(), 0.0);
+    if (i % 3 == 0) {
+      EXPECT_DOUBLE_EQ(m[i]["overhead"].get<double>(), 1.0);
+    }
+  }
+  // Hand-computed: greedy 4 nodes = [0] .6, [0,0] .24, [1] .1, [0,0,0] .072.
+  EXPECT_NEAR(m[1]["expected_acceleration"].get<double>(), 2.012, 1e-9);
+  for (const char* b : {"1", "2"}) {
+    const nlohmann::json& c = report["choice"][b];
+    const int nodes = c["nodes"].get<int>();
+    EXPECT_TRUE(nodes == 0 || nodes == 4 || nodes == 8) << c.dump();
+    EXPECT_EQ(c["paths"].size(), static_cast<size_t>(nodes));
+  }
+
+  const nlohmann::json plain = GenerateJson("--heads " + heads + " --no-medusa");
+  const nlohmann::json automatic = GenerateJson("--heads " + heads + " --tree auto");
+  EXPECT_EQ(automatic["token_ids"], plain["token_ids"]);
+  EXPECT_EQ(automatic["text"], plain["text"]);
+  EXPECT_EQ(automatic["tree_nodes"], report["choice"]["1"]["nodes"].get<int>() + 1);
+}
+
+// Hand-written auto files: the engine installs batch size 1's choice (plain decoding
+// when that is what won) and keeps every batch size's for a scheduler.
+TEST(MedusaTreeAutoTest, EngineResolvesAutoIncludingAPlainChoice) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = WriteHeads("handwritten.safetensors");
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 8 << 20;
+  options.heads_path = heads;
+  options.tree = "auto";
+
+  std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {
+      "1": {"nodes": 0, "paths": []},
+      "4": {"nodes": 3, "paths": [[0], [1], [0, 0]]}}})";
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_NE((*engine)->medusa_tree(), nullptr);
+  EXPECT_EQ((*engine)->medusa_tree()->num_nodes(), 1) << "plain decoding won at batch size 1";
+  ASSERT_NE((*engine)->auto_tree(), nullptr);
+  EXPECT_EQ((*engine)->auto_tree()->TreeForBatch(3).paths(), (Paths{{0}, {1}, {0, 0}}));
+
+  GenerationRequest request;
+  request.prompt_ids = *EncodePrompt((*engine)->tokenizer(), "Once upon a time", false);
+  request.max_tokens = 40;
+  request.ignore_eos = true;
+  absl::StatusOr<GenerationResult> with_auto = Generate(**engine, request);
+  ASSERT_TRUE(with_auto.ok()) << with_auto.status();
+  request.use_medusa = false;
+  absl::StatusOr<GenerationResult> plain = Generate(**engine, request);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(with_auto->token_ids, plain->token_ids);
+  EXPECT_EQ(with_auto->steps, 40) << "one token per step";
+
+  const nlohmann::json cli_plain = GenerateJson("--heads " + heads + " --tree auto");
+  EXPECT_EQ(cli_plain["tree_nodes"], 1);
+  EXPECT_EQ(cli_plain["token_ids"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(plain->token_ids.begin(), plain->token_ids.end()));
+
+  std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {"1": {"nodes": 2, "paths": [[0], [0, 0]]}}})";
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {0, 0}}));
+  request.use_medusa = true;
+  absl::StatusOr<GenerationResult> chain = Generate(**engine, request);
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(chain->token_ids, plain->token_ids);
+}
+
+TEST(MedusaTreeAutoTest, ErrorsAreClear) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = WriteHeads("unmeasured.safetensors");
+  const std::string calibration = WriteCalibration(heads);
+  const std::string bad_calibration = TempPath("bad_calibration.json");
+  std::ofstream(bad_calibration) << R"({"topk_accuracy": [[0.5, 0.4]]})";
+  struct Case {
+    std::string args, expect;
+    int exit_code;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"generate " + ModelArgs() + " --prompt hi --heads " + heads + " --tree auto", "medusa tree --auto", 1},
+           {"generate " + ModelArgs() + " --prompt hi --heads " + heads + " --tree auto",
+            AutoTreePathFor(heads), 1},
+           {"tree --nodes 4", "--calibration", 2},
+           {"tree --calibration /nonexistent/c.json --nodes 4", "/nonexistent/c.json", 1},
+           {"tree --calibration " + bad_calibration + " --nodes 4", "decreases", 2},
+           {"tree --calibration " + calibration, "--nodes", 2},
+           {"tree --calibration " + calibration + " --nodes 99999", "not possible", 2},
+           {"tree --auto --calibration " + calibration + " " + ModelArgs(), "--heads", 2},
+           {"tree --auto --calibration " + calibration + " " + ModelArgs() + " --heads " + heads +
+                " --batch-sizes 1,x",
+            "--batch-sizes: 'x'", 2},
+       }) {
+    CliRun run = RunMedusa(c.args);
+    EXPECT_EQ(run.exit_code, c.exit_code) << c.args << "\n" << run.out;
+    EXPECT_THAT(run.out, HasSubstr(c.expect)) << c.args;
+  }
+}
+
+TEST(MedusaTreeAutoTest, GreedyTreeGoesToStdoutOrFile) {
+  const std::string calibration = WriteCalibration("h.safetensors");
+  CliRun run = RunMedusa("tree --calibration " + calibration + " --nodes 4", false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const nlohmann::json j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j["nodes"], 4);
+  EXPECT_EQ(j["paths"].get<Paths>(), (Paths{{0}, {1}, {0, 0}, {0, 0, 0}}));
+  EXPECT_NEAR(j["expected_acceleration"].get<double>(), 2.012, 1e-9);
+
+  const std::string out = TempPath("greedy.json");
+  std::filesystem::remove(out);
+  run = RunMedusa("tree --calibration " + calibration + " --nodes 4 --out " + out, false);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_TRUE(run.out.empty()) << run.out;
+  absl::StatusOr<MedusaTree> tree = LoadTree(out, 4);
+  ASSERT_TRUE(tree.ok()) << tree.status();
+  EXPECT_EQ(tree->paths(), j["paths"].get<Paths>());
+}
+
+}  // namespace
+}  // namespace medusa

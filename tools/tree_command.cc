@@ -1,0 +1,149 @@
+// `medusa tree`: Medusa trees fitted to the heads' calibrated accuracies.
+//
+//   medusa tree --calibration C.json --nodes N [--out FILE]
+//     the greedy tree of N nodes (JSON; stdout without --out)
+//   medusa tree --auto --model M [--tokenizer T] --heads H --calibration C.json
+//               [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--repeats 5]
+//               [--context-tokens 128] [--threads N] [--out FILE]
+//     times each greedy tree's verification step against a plain step at each batch
+//     size on this machine and writes the per-batch-size choice that `--tree auto` reads
+//     (default: <heads without .safetensors>.auto_tree.json, beside the heads).
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/engine.h"
+#include "engine/medusa/tree_builder.h"
+#include "engine/medusa/tree_timing.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "tools/commands.h"
+#include "tools/flags.h"
+
+namespace medusa::tools {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "medusa tree: %s\n", std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+absl::StatusOr<std::vector<int>> ParseSizes(const std::vector<std::string>& items, const char* flag) {
+  std::vector<int> sizes;
+  for (const std::string& item : items) {
+    int value = 0;
+    if (!absl::SimpleAtoi(item, &value) || value < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", item, "' is not a positive integer"));
+    }
+    sizes.push_back(value);
+  }
+  if (sizes.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is empty"));
+  return sizes;
+}
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", path, "'"));
+  return absl::OkStatus();
+}
+
+int RunGreedy(const Calibration& calibration) {
+  const int nodes = absl::GetFlag(FLAGS_nodes);
+  if (nodes < 1) return Fail(absl::InvalidArgumentError("--nodes N (N >= 1) is required without --auto"));
+  absl::StatusOr<GreedyTree> tree = BuildGreedyTree(calibration, nodes);
+  if (!tree.ok()) return Fail(tree.status());
+  const std::string text = tree->ToJson().dump() + "\n";
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  if (absl::Status s = WriteText(out, text); !s.ok()) return Fail(s);
+  return 0;
+}
+
+void PrintMeasurements(const nlohmann::json& report) {
+  std::printf("%6s %6s %10s %9s %13s %9s\n", "batch", "nodes", "step_ms", "overhead", "expected_acc", "speedup");
+  for (const nlohmann::json& m : report["measurements"]) {
+    std::printf("%6d %6d %10.2f %9.3f %13.3f %9.3f\n", m["batch_size"].get<int>(), m["nodes"].get<int>(),
+                m["step_ms"].get<double>(), m["overhead"].get<double>(),
+                m["expected_acceleration"].get<double>(), m["expected_speedup"].get<double>());
+  }
+  std::map<int, nlohmann::json> by_batch;  // JSON keys sort as text ("16" before "2")
+  for (const auto& [batch, chosen] : report["choice"].items()) by_batch[std::stoi(batch)] = chosen;
+  for (const auto& [batch, chosen] : by_batch) {
+    std::printf("batch %d: %s\n", batch,
+                chosen["nodes"].get<int>() == 0
+                    ? "plain decoding"
+                    : absl::StrCat(chosen["nodes"].get<int>(), " nodes (expected speedup ",
+                                   chosen["expected_speedup"].get<double>(), ")")
+                          .c_str());
+  }
+}
+
+int RunAuto(const Calibration& calibration) {
+  const std::string heads = absl::GetFlag(FLAGS_heads);
+  if (absl::GetFlag(FLAGS_model).empty() || heads.empty()) {
+    return Fail(absl::InvalidArgumentError("--auto needs --model and --heads (and --calibration)"));
+  }
+  if (!calibration.heads.empty() &&
+      std::filesystem::path(calibration.heads).filename() != std::filesystem::path(heads).filename()) {
+    spdlog::warn("the calibration was measured for '{}', not '{}'", calibration.heads, heads);
+  }
+  AutoTreeOptions options;
+  absl::StatusOr<std::vector<int>> batch_sizes = ParseSizes(absl::GetFlag(FLAGS_batch_sizes), "batch-sizes");
+  if (!batch_sizes.ok()) return Fail(batch_sizes.status());
+  absl::StatusOr<std::vector<int>> tree_sizes = ParseSizes(absl::GetFlag(FLAGS_tree_sizes), "tree-sizes");
+  if (!tree_sizes.ok()) return Fail(tree_sizes.status());
+  options.timing.batch_sizes = *batch_sizes;
+  options.tree_sizes = *tree_sizes;
+  options.timing.repeats = absl::GetFlag(FLAGS_repeats);
+  options.timing.context_tokens = absl::GetFlag(FLAGS_context_tokens);
+  if (options.timing.repeats < 1 || options.timing.context_tokens < 1) {
+    return Fail(absl::InvalidArgumentError("--repeats and --context-tokens must be positive"));
+  }
+
+  EngineOptions engine_options;
+  engine_options.model_path = absl::GetFlag(FLAGS_model);
+  engine_options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  engine_options.backend.device = absl::GetFlag(FLAGS_device);
+  engine_options.backend.threads = absl::GetFlag(FLAGS_threads);
+  engine_options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
+  engine_options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  engine_options.heads_path = heads;
+  engine_options.tree = "chain";  // any tree the heads can run; the measurement makes its own
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(engine_options);
+  if (!engine.ok()) return Fail(engine.status());
+
+  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(**engine, calibration, options);
+  if (!report.ok()) return Fail(report.status());
+  (*report)["heads"] = heads;
+  (*report)["calibration"] = absl::GetFlag(FLAGS_calibration);
+  const std::string out = absl::GetFlag(FLAGS_out).empty() ? AutoTreePathFor(heads) : absl::GetFlag(FLAGS_out);
+  if (absl::Status s = WriteText(out, report->dump(2) + "\n"); !s.ok()) return Fail(s);
+  PrintMeasurements(*report);
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int RunTree() {
+  const std::string path = absl::GetFlag(FLAGS_calibration);
+  if (path.empty()) return Fail(absl::InvalidArgumentError("--calibration FILE.json is required"));
+  absl::StatusOr<Calibration> calibration = LoadCalibration(path);
+  if (!calibration.ok()) return Fail(calibration.status());
+  return absl::GetFlag(FLAGS_auto) ? RunAuto(*calibration) : RunGreedy(*calibration);
+}
+
+}  // namespace medusa::tools
