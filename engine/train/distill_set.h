@@ -3,7 +3,11 @@
 // states with the tokens that followed them.
 
 #include <cstdint>
+#include <utility>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
 
 namespace medusa {
 
@@ -13,6 +17,28 @@ struct DistillSet {
   std::vector<float> hidden;     // [rows, dim]: hidden state h_t at position t
   std::vector<int32_t> targets;  // [rows, num_heads]: head k (0-based) must predict x[t+k+2]; -1 past the text's end
   int rows() const { return dim > 0 ? static_cast<int>(hidden.size() / dim) : 0; }
+
+  // Row r's hidden state [dim] and targets [num_heads].
+  absl::Span<const float> Hidden(int r) const {
+    return absl::MakeConstSpan(hidden).subspan(static_cast<size_t>(r) * dim, dim);
+  }
+  absl::Span<const int32_t> Targets(int r) const {
+    return absl::MakeConstSpan(targets).subspan(static_cast<size_t>(r) * num_heads, num_heads);
+  }
+
+  // Appends one row. InvalidArgument when the sizes are not dim / num_heads.
+  absl::Status Append(absl::Span<const float> row_hidden, absl::Span<const int32_t> row_targets);
+  // Appends every row of `other` (same dim and num_heads; an empty set takes other's shape).
+  absl::Status Append(const DistillSet& other);
+
+  // Checks the shape: positive dim and num_heads, hidden a whole number of rows,
+  // targets [rows, num_heads], every target in [-1, vocab) (vocab <= 0: not checked).
+  // InvalidArgument naming the field, or the row and head of a bad target.
+  absl::Status Validate(int vocab = 0) const;
+
+  // Splits off a held-out set: a seeded random choice of round(fraction * rows) rows
+  // (order kept in both parts). Returns {train, held_out}.
+  std::pair<DistillSet, DistillSet> Split(double held_out_fraction, uint64_t seed) const;
 };
 
 }  // namespace medusa

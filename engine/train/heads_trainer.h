@@ -1,0 +1,152 @@
+#pragma once
+// Training Medusa-1 heads (Cai et al. 2024) on self-distillation data, on the CPU.
+//
+// Head k (0-based) is r = h; r = r + SiLU(W_l r + b_l) for each of its blocks; logits =
+// P r, with P the head's own projection (trained) or the base model's classifier (shared,
+// frozen). The loss of a batch is
+//
+//     L = sum_k lambda_k * mean over the batch's valid targets of head k of CE(logits_k, target_k)
+//
+// with lambda_k = loss_decay^(k+1) (the paper's 0.8^k, k counted from 1). Each head is
+// normalized by its own count of valid targets (target -1 marks the text's end: no loss,
+// not counted; a head with no valid target in a batch contributes nothing), as PyTorch's
+// CrossEntropyLoss with ignore_index does in the reference trainer.
+//
+// Gradients are written by hand on top of sgemm. The batch is one [heads * rows, dim]
+// matrix of final states, so the shared classifier is one product per step; softmax,
+// cross-entropy and dLogits are fused in one sweep per row. AdamW with a warm-up then
+// cosine learning rate and global-norm clipping updates the parameters.
+//
+// Determinism: the same options, seed, data, classifier and thread count give bit-identical
+// weights. Rows are shuffled per epoch by a seeded std::mt19937_64 (a function of the seed and
+// the epoch alone), work is split across threads statically and every reduction runs in a
+// fixed order. A checkpoint holds all the state, so a resumed run continues bit-identically.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/medusa/heads.h"
+#include "engine/model/config.h"
+#include "engine/train/distill_set.h"
+
+namespace medusa {
+
+struct TrainerOptions {
+  int num_heads = 4;
+  int num_layers = 1;          // ResBlocks per head
+  bool share_lm_head = true;   // true: project with the base classifier (frozen); false: own copies (trained)
+  int batch_size = 64;         // rows per step (the last batch of an epoch may be smaller)
+  int epochs = 1;
+  float lr = 1e-3f;            // peak learning rate
+  float weight_decay = 0.0f;   // decoupled (AdamW); applied to W and own projections, never to biases
+  int warmup_steps = -1;       // linear warm-up; -1: 10% of the total steps (the reference recipe's warmup_ratio)
+  float min_lr_ratio = 0.1f;   // the cosine decays to min_lr_ratio * lr at the last step
+  float grad_clip = 1.0f;      // max global gradient norm; <= 0: no clipping
+  uint64_t seed = 0;           // row shuffling
+  float loss_decay = 0.8f;     // lambda_k = loss_decay^(k+1)
+  float adam_beta1 = 0.9f;
+  float adam_beta2 = 0.999f;
+  float adam_eps = 1e-8f;
+  int threads = 0;             // 0: all hardware threads (results depend on this count)
+
+  // InvalidArgument naming the field.
+  absl::Status Validate() const;
+};
+
+struct TrainProgress {
+  int64_t step = 0;         // steps done
+  int64_t total_steps = 0;
+  int epoch = 0;            // 0-based epoch of the last step
+  double lr = 0;            // learning rate of the last step
+  // Over the steps since the previous report:
+  double loss = 0;                   // mean weighted loss (the objective)
+  std::vector<double> head_loss;     // per head: mean cross-entropy over valid targets
+  std::vector<double> top1;          // per head: fraction of valid targets that were the argmax
+  double tokens_per_second = 0;      // rows (token positions) trained per second, this run
+  double elapsed_seconds = 0;        // this run (a resumed run counts from its start)
+  double eta_seconds = 0;
+};
+
+struct TrainRunOptions {
+  std::function<void(const TrainProgress&)> on_progress;  // may be empty
+  int progress_every_steps = 10;  // and after the last step
+  // Resumes from this file when it exists (it must match the options, the classifier and the
+  // data: FailedPrecondition naming what differs otherwise) and writes it every
+  // `checkpoint_every_steps` steps (<= 0: only at the end and when stopped). Empty: none.
+  std::string checkpoint_path;
+  int checkpoint_every_steps = 0;
+  // Stops (after writing the checkpoint) when set, or once this many steps are done
+  // (> 0); Train then returns Cancelled saying where it stopped.
+  const std::atomic<bool>* stop_requested = nullptr;
+  int64_t stop_after_step = 0;
+};
+
+class HeadsTrainer {
+ public:
+  // Heads initialized as the issue demands: every W and b zero (each head starts as the base
+  // model's projection, SiLU(0) = 0) and own projections as copies of the classifier.
+  // `classifier` [vocab, dim] (the base model's lm_head) must outlive the trainer.
+  // Sets OpenBLAS to one thread (process-wide, as the CPU backend does): the trainer splits
+  // its products across its own threads.
+  static absl::StatusOr<HeadsTrainer> Create(const TrainerOptions& options, const ModelConfig& config,
+                                             absl::Span<const float> classifier);
+  HeadsTrainer(HeadsTrainer&&) noexcept;
+  HeadsTrainer& operator=(HeadsTrainer&&) noexcept;
+  ~HeadsTrainer();
+
+  // Trains for options.epochs over `data` (whose first num_heads target columns are used),
+  // from where the checkpoint left off, if any.
+  absl::Status Train(const DistillSet& data, const TrainRunOptions& run = {});
+
+  const MedusaHeadsWeights& heads() const;
+  const TrainerOptions& options() const;
+  int64_t step() const;  // optimizer steps taken
+
+  // Replaces the heads (e.g. to fine-tune loaded ones) and resets the optimizer. They must
+  // match the options (heads, layers, own projection or not) and the model's dim and vocab.
+  absl::Status SetHeads(MedusaHeadsWeights heads);
+
+  // One batch's loss (as above) and its gradients, without an update: `rows` index `data`
+  // (at most batch_size of them). Exposed for the gradient check.
+  absl::StatusOr<double> ComputeLossAndGradients(const DistillSet& data, absl::Span<const int64_t> rows);
+  // Gradients of the last ComputeLossAndGradients, in the heads' shape (no projection when
+  // it is shared).
+  const MedusaHeadsWeights& gradients() const;
+
+ private:
+  struct Impl;
+  explicit HeadsTrainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The learning rate of step `step` (0-based) of `total_steps`: linear warm-up to options.lr
+// over the warm-up steps (step s gets lr * (s + 1) / warmup), then a half cosine from lr down
+// to min_lr_ratio * lr at the last step.
+double LearningRate(const TrainerOptions& options, int64_t step, int64_t total_steps);
+// The warm-up length used for `total_steps` (resolves warmup_steps = -1).
+int64_t WarmupSteps(const TrainerOptions& options, int64_t total_steps);
+
+// Head logits for `rows` hidden states [rows, dim] with the trainer's (BLAS) forward:
+// out [num_heads, rows, vocab]. `classifier` [vocab, dim] is needed when the heads have no
+// projection of their own. InvalidArgument naming the size that does not fit.
+absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
+                                    absl::Span<const float> hidden, int rows, absl::Span<float> out,
+                                    int threads = 0);
+
+// Per-head top-1..top-max_k accuracy on `data` with the same forward: result[k][j] is the
+// fraction of head k's valid targets (not -1) ranked within the top j+1 logits (rank =
+// the number of logits strictly greater than the target's). Cumulative, so monotone in j.
+// A head with no valid target gets zeros. Uses data's first heads.num_heads target columns.
+absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
+                                                              absl::Span<const float> classifier,
+                                                              const DistillSet& data, int max_k = 10,
+                                                              int threads = 0);
+
+}  // namespace medusa
