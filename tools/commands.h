@@ -5,5 +5,7 @@ namespace medusa::tools {
 
 int RunGenerate();
 int RunTree();
+int RunTrain();
+int RunCalibrate();
 
 }  // namespace medusa::tools

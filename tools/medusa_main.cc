@@ -19,7 +19,15 @@ constexpr char kUsage[] =
     "Commands:\n"
     "  generate   generate text in-process: --model PATH (--prompt TEXT | --prompts FILE.jsonl)\n"
     "             [--tokenizer PATH] [--chat] [--max-tokens N] [--temperature T] [--top-p P]\n"
-    "             [--top-k K] [--seed S] [--stop A,B] [--device cpu|cuda] [--threads N] [--json]\n"
+    "             [--heads PATH] [--tree NAME|FILE|auto] [--no-medusa] [--typical-epsilon E]\n"
+    "             [--typical-delta D] [--top-k K] [--seed S] [--stop A,B] [--device cpu|cuda]\n"
+    "             [--threads N] [--json]\n"
+    "  train      train Medusa heads by self-distillation: --model PATH --out HEADS.safetensors\n"
+    "             [--seed-prompts FILE] [--num-prompts N] [--gen-tokens N] [--num-heads K]\n"
+    "             [--num-layers L] [--share-lm-head] [--epochs E] [--lr LR] [--seed S]\n"
+    "             (writes the heads, HEADS.json with the settings, HEADS.calibration.json)\n"
+    "  calibrate  per-head top-1..10 accuracy on held-out prompts: --model PATH --heads PATH\n"
+    "             [--calibration-prompts FILE] [--calibration-count N] [--calibration-out FILE]\n"
     "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
@@ -50,6 +58,8 @@ int main(int argc, char** argv) {
 
   if (command == "generate") return medusa::tools::RunGenerate();
   if (command == "tree") return medusa::tools::RunTree();
+  if (command == "train") return medusa::tools::RunTrain();
+  if (command == "calibrate") return medusa::tools::RunCalibrate();
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;
 }
