@@ -128,6 +128,40 @@ INSTANTIATE_TEST_SUITE_P(Trees, MedusaLosslessTest,
                          ::testing::Combine(::testing::Values(testing::kStoriesModel, testing::kSmolModel),
                                             ::testing::Values("chain", "mc_sim_7b_63")));
 
+// The shipped, trained heads: 50 AlpacaEval prompts, a chain and mc_sim_7b_63,
+// identical greedy output and a real acceleration.
+TEST(MedusaDecodingTest, ShippedSmolLM2HeadsAreLosslessAndAccelerate) {
+  ASSERT_MODEL_PRESENT(kSmolModel);
+  ASSERT_MODEL_PRESENT(testing::kSmolHeads);
+  auto engine = MakeEngine(kSmolModel);
+  ASSERT_NE(engine, nullptr);
+  absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine->config());
+  ASSERT_TRUE(heads.ok()) << heads.status();
+  std::vector<GenerationRequest> requests;
+  std::vector<GenerationResult> plain;
+  for (const std::string& prompt : AlpacaPrompts(50, 300)) {
+    auto ids = EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true);
+    ASSERT_TRUE(ids.ok());
+    requests.push_back(Greedy(*ids, 32));
+    plain.push_back(Plain(*engine, requests.back()));
+  }
+  for (const std::string tree_name : {"chain", "mc_sim_7b_63"}) {
+    absl::StatusOr<MedusaTree> tree = LoadTree(tree_name, heads->num_heads);
+    ASSERT_TRUE(tree.ok());
+    ASSERT_TRUE(engine->SetMedusa(*heads, *tree).ok());
+    int steps = 0, tokens = 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      GenerationResult medusa = MustGenerate(*engine, requests[i]);
+      ASSERT_EQ(medusa.token_ids, plain[i].token_ids) << tree_name << ": prompt " << i;
+      steps += medusa.steps;
+      tokens += medusa.new_tokens();
+    }
+    const double acceleration = double(tokens) / steps;
+    std::printf("SmolLM2, shipped heads, %s: acceleration %.3f\n", tree_name.c_str(), acceleration);
+    EXPECT_GT(acceleration, 1.15) << tree_name;
+  }
+}
+
 TEST(MedusaDecodingTest, HeadsWithTheirOwnProjectionAreLosslessToo) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   auto engine = MakeEngine(kStoriesModel);

@@ -19,6 +19,8 @@ inline const std::string kStoriesModel = SourcePath("models/stories260K/stories2
 inline const std::string kStoriesTokenizer = SourcePath("models/stories260K/tok512.bin");
 inline const std::string kStoriesGolden = SourcePath("models/stories260K/expected_greedy_200.txt");
 inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+// Medusa heads for SmolLM2 trained by `medusa train` and shipped in the repository.
+inline const std::string kSmolHeads = SourcePath("heads/SmolLM2-135M-Instruct.medusa.safetensors");
 
 // Model files are test inputs the set-up script always provides: their absence is a failure.
 #define ASSERT_MODEL_PRESENT(path)                                                      \
