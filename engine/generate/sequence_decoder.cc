@@ -1,0 +1,258 @@
+#include "engine/generate/sequence_decoder.h"
+
+#include <algorithm>
+
+namespace medusa {
+namespace {
+
+double SecondsSince(SequenceDecoder::Clock::time_point start) {
+  return std::chrono::duration<double>(SequenceDecoder::Clock::now() - start).count();
+}
+
+}  // namespace
+
+SequenceDecoder::SequenceDecoder(Engine& engine, GenerationRequest request, Options options)
+    : engine_(engine),
+      config_(engine.config()),
+      request_(std::move(request)),
+      options_(std::move(options)),
+      stop_ids_(request_.ignore_eos ? std::vector<int32_t>{} : StopTokenIds(engine.tokenizer())),
+      prompt_len_(static_cast<int>(request_.prompt_ids.size())),
+      max_tokens_(std::min(request_.max_tokens, config_.max_seq_len - prompt_len_)),
+      stream_(engine.tokenizer(), request_.stop_strings, stop_ids_, request_.prompt_ids.back()),
+      sampler_(request_.sampling),
+      seq_(engine.NewSequence()) {}
+
+absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(Engine& engine, GenerationRequest request,
+                                                                         Options options) {
+  if (request.prompt_ids.empty()) return absl::InvalidArgumentError("prompt is empty");
+  std::unique_ptr<SequenceDecoder> d(new SequenceDecoder(engine, std::move(request), std::move(options)));
+  absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(d->root_only_, d->config_.vocab_size);
+  if (!candidates.ok()) return candidates.status();
+  d->plain_.reset(new TreeState{&d->root_only_, *std::move(candidates),
+                                Acceptor(d->root_only_, d->config_.vocab_size, d->request_.typical)});
+  d->planned_ = d->plain_.get();
+  GenerationResult& r = d->result_;
+  r.prompt_tokens = d->prompt_len_;
+  r.token_ids.reserve(d->max_tokens_);
+  r.step_seconds.reserve(d->max_tokens_);
+  if (d->options_.medusa) {
+    r.accepted_per_position.assign(d->options_.stats_depth, 0);
+    r.accepted_length_counts.assign(d->options_.stats_depth + 1, 0);
+  }
+  d->tokens_.reserve(d->prompt_len_ + d->max_tokens_);
+  d->tokens_ = d->request_.prompt_ids;
+  return d;
+}
+
+absl::StatusOr<SequenceDecoder::TreeState*> SequenceDecoder::StateFor(const MedusaTree& tree) {
+  if (tree.num_nodes() <= 1) return plain_.get();
+  for (const auto& state : trees_) {
+    if (state->tree == &tree) return state.get();
+  }
+  absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(tree, config_.vocab_size);
+  if (!candidates.ok()) return candidates.status();
+  trees_.push_back(std::unique_ptr<TreeState>(
+      new TreeState{&tree, *std::move(candidates), Acceptor(tree, config_.vocab_size, request_.typical)}));
+  return trees_.back().get();
+}
+
+absl::Status SequenceDecoder::ReservePrompt() {
+  prefill_start_ = Clock::now();
+  return seq_.Reserve(prompt_len_);
+}
+
+void SequenceDecoder::AppendPrefill(kernels::ForwardBatch& batch, int seq, int max_count) {
+  const int begin = prefilled_;
+  const int count = std::min(max_count, prompt_len_ - begin);
+  batch.block_tables.push_back(seq_.block_table());
+  for (int i = begin; i < begin + count; ++i) {
+    batch.tokens.push_back({.token = request_.prompt_ids[i], .position = i, .seq = seq, .kv_index = i,
+                            .attend_prefix = i + 1});
+  }
+  prefilled_ += count;
+  last_prefill_count_ = count;
+  first_row_ = -1;
+  if (prefilled_ == prompt_len_) {
+    first_row_ = static_cast<int>(batch.output_rows.size());
+    batch.output_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
+  }
+}
+
+absl::Status SequenceDecoder::ReserveRoot() {
+  context_ = seq_.length();
+  planned_ = plain_.get();
+  return seq_.Reserve(context_ + 1);
+}
+
+absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
+  planned_ = plain_.get();
+  // A tree when it can pay: more than one token still wanted, and its deepest node
+  // inside the model's context. Without KV room for the tree, a plain step.
+  const int remaining = max_tokens_ - result_.new_tokens();
+  if (!options_.medusa || tree == nullptr || tree->num_nodes() <= 1 || remaining <= 1 ||
+      context_ + tree->max_depth() >= config_.max_seq_len || !seq_.Reserve(context_ + tree->num_nodes()).ok()) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<TreeState*> state = StateFor(*tree);
+  if (!state.ok()) return state.status();
+  planned_ = *state;
+  return absl::OkStatus();
+}
+
+bool SequenceDecoder::needs_head_logits() const {
+  return planned_->tree->num_nodes() > 1 && !(options_.hooks && options_.hooks->draft_override);
+}
+
+absl::Status SequenceDecoder::BuildCandidates(absl::Span<const float> head_logits) {
+  CandidateBuilder& candidates = planned_->candidates;
+  if (planned_->tree->num_nodes() <= 1) {
+    candidates.AssignTokens(root_);
+  } else if (options_.hooks && options_.hooks->draft_override) {
+    options_.hooks->draft_override(tokens_, candidates);
+    candidates.AssignTokens(root_);
+  } else {
+    return candidates.Build(root_, head_logits);
+  }
+  return absl::OkStatus();
+}
+
+void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch, int seq) {
+  // Node n sits in KV slot context + n at position context + depth, and attends to
+  // the context and to its ancestors (root and itself included), by depth.
+  const MedusaTree& tree = *planned_->tree;
+  const absl::Span<const int32_t> tokens = planned_->candidates.node_tokens();
+  batch.block_tables.push_back(seq_.block_table());
+  first_row_ = static_cast<int>(batch.output_rows.size());
+  for (int n = 0; n < tree.num_nodes(); ++n) {
+    const absl::Span<const int> ancestors = tree.ancestors(n);
+    batch.output_rows.push_back(static_cast<int32_t>(batch.tokens.size()));
+    batch.tokens.push_back({.token = tokens[n], .position = context_ + tree.depth(n), .seq = seq,
+                            .kv_index = context_ + n, .attend_prefix = context_,
+                            .extra_begin = static_cast<int32_t>(batch.extra_indices.size()),
+                            .extra_count = static_cast<int32_t>(ancestors.size())});
+    for (int a : ancestors) batch.extra_indices.push_back(context_ + a);
+  }
+}
+
+absl::Status SequenceDecoder::AfterForward(const kernels::ForwardResult& forward, Clock::time_point step_start) {
+  last_accepted_ = last_emitted_ = 0;
+  if (phase_ == Phase::kPrefill) {
+    if (first_row_ < 0) return absl::OkStatus();  // a chunk before the last: nothing to read yet
+    return FinishPrefill(forward);
+  }
+  if (phase_ == Phase::kDecode) return FinishStep(forward, step_start);
+  return absl::FailedPreconditionError("AfterForward on a finished sequence");
+}
+
+void SequenceDecoder::KeepHidden(const kernels::ForwardResult& forward, int row) {
+  if (!options_.medusa) return;
+  const size_t dim = config_.dim;
+  hidden_.assign(forward.hidden.begin() + row * dim, forward.hidden.begin() + (row + 1) * dim);
+}
+
+absl::Status SequenceDecoder::FinishPrefill(const kernels::ForwardResult& forward) {
+  const size_t vocab = config_.vocab_size;
+  if (forward.logits.size() < (first_row_ + 1) * vocab ||
+      (options_.medusa && forward.hidden.size() < (first_row_ + 1) * static_cast<size_t>(config_.dim))) {
+    return absl::InternalError("the prefill pass returned fewer output rows than asked");
+  }
+  seq_.SetLength(prompt_len_);
+  KeepHidden(forward, first_row_);
+  result_.prefill_seconds = SecondsSince(prefill_start_);
+  decode_start_ = Clock::now();
+  phase_ = Phase::kDecode;
+  result_.steps = 1;  // the prefill's last pass yields the first token
+  const bool stop = Emit(sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab)));
+  last_emitted_ = 1;
+  Flush(stream_.TakeReady());
+  if (stop) Finish();
+  return absl::OkStatus();
+}
+
+absl::Status SequenceDecoder::Compact(const AcceptedPath& path) {
+  // Kept node i (at slot context + nodes[i]) moves to slot context + i; nodes[i] >= i.
+  copies_.clear();
+  for (int i = 1; i < static_cast<int>(path.nodes.size()); ++i) {
+    const int from = context_ + path.nodes[i], to = context_ + i;
+    if (from == to) continue;
+    copies_.push_back({seq_.BlockOf(from), seq_.OffsetOf(from), seq_.BlockOf(to), seq_.OffsetOf(to)});
+  }
+  if (!copies_.empty()) {
+    if (absl::Status s = engine_.backend().CopyKvSlots(copies_); !s.ok()) return s;
+  }
+  const int kept = context_ + static_cast<int>(path.nodes.size());
+  seq_.SetLength(kept);
+  seq_.Truncate(kept);  // the rejected nodes' slots and blocks go back
+  return absl::OkStatus();
+}
+
+void SequenceDecoder::CountAccepted(int accepted) {
+  result_.accepted_tokens += accepted;
+  if (!options_.medusa) return;
+  if (static_cast<int>(result_.accepted_per_position.size()) < accepted) {
+    result_.accepted_per_position.resize(accepted, 0);
+    result_.accepted_length_counts.resize(accepted + 1, 0);
+  }
+  ++result_.accepted_length_counts[accepted];
+  for (int k = 0; k < accepted; ++k) ++result_.accepted_per_position[k];
+}
+
+absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start) {
+  const MedusaTree& tree = *planned_->tree;
+  const size_t vocab = config_.vocab_size, nodes = tree.num_nodes();
+  if (first_row_ < 0 || forward.logits.size() < (first_row_ + nodes) * vocab ||
+      (options_.medusa && forward.hidden.size() < (first_row_ + nodes) * static_cast<size_t>(config_.dim))) {
+    return absl::InternalError("the verification pass returned fewer output rows than the tree has nodes");
+  }
+  absl::StatusOr<const AcceptedPath*> path = planned_->acceptor.Accept(
+      planned_->candidates.node_tokens(), absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
+      sampler_);
+  if (!path.ok()) return path.status();
+  if (absl::Status s = Compact(**path); !s.ok()) return s;
+  KeepHidden(forward, first_row_ + (*path)->last_node());
+  result_.step_seconds.push_back(SecondsSince(step_start));
+  ++result_.steps;
+  if (options_.hooks && options_.hooks->after_step) options_.hooks->after_step(seq_);
+  last_accepted_ = (*path)->accepted();
+  CountAccepted(last_accepted_);
+  bool stop = false;
+  for (int32_t token : (*path)->tokens) {
+    ++last_emitted_;
+    if ((stop = Emit(token))) break;  // a stop or the length limit drops the rest
+  }
+  Flush(stream_.TakeReady());
+  if (stop) Finish();
+  return absl::OkStatus();
+}
+
+bool SequenceDecoder::Emit(int32_t token) {
+  result_.token_ids.push_back(token);
+  tokens_.push_back(token);
+  root_ = token;
+  if (stream_.Push(token)) {
+    result_.finish_reason = "stop";
+    return true;
+  }
+  if (result_.new_tokens() >= max_tokens_) {
+    result_.finish_reason = "length";
+    return true;
+  }
+  return false;
+}
+
+void SequenceDecoder::Flush(std::string text) {
+  if (options_.on_text && (!text.empty() || streamed_ids_ < result_.token_ids.size())) {
+    options_.on_text(absl::MakeConstSpan(result_.token_ids).subspan(streamed_ids_), text);
+    streamed_ids_ = result_.token_ids.size();
+  }
+  result_.text += text;
+}
+
+void SequenceDecoder::Finish() {
+  Flush(stream_.TakeRest());
+  result_.decode_seconds = SecondsSince(decode_start_);
+  phase_ = Phase::kDone;
+}
+
+}  // namespace medusa

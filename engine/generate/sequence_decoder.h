@@ -1,0 +1,153 @@
+#pragma once
+// One request's decoding state, driven from outside one forward pass at a time, so
+// that Generate() (one sequence per pass) and the scheduler (many sequences per pass)
+// run the same prefill, tree verification, acceptance, KV compaction and streaming.
+//
+// A pass, for each sequence in it:
+//   prefilling: AppendPrefill(batch)                          -> Forward -> AfterForward
+//   decoding:   ReserveRoot, PlanTree, [heads on hidden()],
+//               BuildCandidates, AppendStep(batch)            -> Forward -> AfterForward
+// The sequence knows its rows in the batch; the caller owns the batch and the pass.
+// Plain decoding is a tree of only the root, so both modes run this same code.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "engine/generate/text_stream.h"
+#include "engine/medusa/acceptance.h"
+#include "engine/medusa/candidates.h"
+#include "engine/sampling/sampler.h"
+#include "kernels/backend.h"
+
+namespace medusa {
+
+class SequenceDecoder {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Options {
+    // Whether Medusa heads may propose for this request: hidden states are kept and
+    // PlanTree may pick a tree. False: every step is plain.
+    bool medusa = false;
+    // Initial length of accepted_per_position (accepted_length_counts: one more); a
+    // deeper tree grows them. Generate uses its tree's depth.
+    int stats_depth = 0;
+    StreamCallback on_text;
+    const GenerateHooks* hooks = nullptr;  // Generate's test hooks; nullptr: none
+  };
+
+  // The request must be valid (ValidateRequest).
+  static absl::StatusOr<std::unique_ptr<SequenceDecoder>> Create(Engine& engine, GenerationRequest request,
+                                                                 Options options);
+  SequenceDecoder(const SequenceDecoder&) = delete;
+  SequenceDecoder& operator=(const SequenceDecoder&) = delete;
+
+  bool prefilling() const { return phase_ == Phase::kPrefill; }
+  bool done() const { return phase_ == Phase::kDone; }
+  bool medusa() const { return options_.medusa; }
+  const GenerationRequest& request() const { return request_; }
+  int generated() const { return result_.new_tokens(); }
+
+  // --- Prefill ---
+  // Backs the whole prompt with KV blocks (all or nothing: ResourceExhausted).
+  absl::Status ReservePrompt();
+  // Adds the next up to `max_count` prompt tokens as sequence `seq` of the batch; the
+  // chunk that completes the prompt asks for its last row (the first token).
+  void AppendPrefill(kernels::ForwardBatch& batch, int seq, int max_count);
+
+  // --- A decoding step ---
+  // Backs the root's slot (the token chosen last, whose K/V this step writes).
+  // ResourceExhausted when the pool has no block left for it.
+  absl::Status ReserveRoot();
+  // Picks this step's tree: `tree` (nullptr: plain) when this request may use heads,
+  // more than one token is still wanted, the deepest node fits the context and KV
+  // blocks for every node can be had; else the root alone. Call after ReserveRoot.
+  absl::Status PlanTree(const MedusaTree* tree);
+  const MedusaTree& planned_tree() const { return *planned_->tree; }
+  // Whether BuildCandidates wants head logits (a tree and no draft override).
+  bool needs_head_logits() const;
+  // Final-normed hidden state of the last kept position: the heads' input.
+  absl::Span<const float> hidden() const { return hidden_; }
+  // Node tokens from the heads' logits (planned_tree().num_heads_used() rows of vocab),
+  // the draft override, or just the root.
+  absl::Status BuildCandidates(absl::Span<const float> head_logits);
+  // Adds the planned tree's nodes as sequence `seq` of the batch, one output row each.
+  void AppendStep(kernels::ForwardBatch& batch, int seq);
+
+  // Consumes this sequence's rows of the pass: after the prompt's last chunk, the
+  // first token; after a step, acceptance, KV compaction and the accepted tokens.
+  // Tokens are streamed through on_text; at the end the rest of the text too.
+  // `step_start` times the step (step_seconds).
+  absl::Status AfterForward(const kernels::ForwardResult& forward, Clock::time_point step_start);
+
+  // Of the last AfterForward: draft tokens kept, tokens emitted.
+  int last_accepted() const { return last_accepted_; }
+  int last_emitted() const { return last_emitted_; }
+  // Prompt tokens added by the last AppendPrefill.
+  int last_prefill_count() const { return last_prefill_count_; }
+
+  // Returns every KV block now (also done by the destructor).
+  void Release() { seq_.Release(); }
+  GenerationResult TakeResult() { return std::move(result_); }
+
+ private:
+  enum class Phase { kPrefill, kDecode, kDone };
+  // Per tree: candidate tokens and acceptance, with buffers reused every step.
+  struct TreeState {
+    const MedusaTree* tree;
+    CandidateBuilder candidates;
+    Acceptor acceptor;
+  };
+
+  SequenceDecoder(Engine& engine, GenerationRequest request, Options options);
+  // The state for `tree`, made on first use (a handful of trees per request at most).
+  absl::StatusOr<TreeState*> StateFor(const MedusaTree& tree);
+  absl::Status FinishPrefill(const kernels::ForwardResult& forward);
+  absl::Status FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start);
+  absl::Status Compact(const AcceptedPath& path);
+  void KeepHidden(const kernels::ForwardResult& forward, int row);
+  void CountAccepted(int accepted);
+  // Records a generated token; true when generation must end.
+  bool Emit(int32_t token);
+  void Flush(std::string text);
+  void Finish();
+
+  Engine& engine_;
+  const ModelConfig& config_;
+  const GenerationRequest request_;
+  const Options options_;
+  const std::vector<int32_t> stop_ids_;
+  const int prompt_len_;
+  const int max_tokens_;
+  TextStream stream_;
+  Sampler sampler_;
+  kv::SequenceKv seq_;  // blocks return when the decoder goes away, however it ends
+  MedusaTree root_only_;
+  std::unique_ptr<TreeState> plain_;
+  std::vector<std::unique_ptr<TreeState>> trees_;
+  TreeState* planned_ = nullptr;
+  Phase phase_ = Phase::kPrefill;
+  int prefilled_ = 0;         // prompt tokens handed to passes
+  int first_row_ = -1;        // this sequence's first output row in the current pass, -1: none
+  int context_ = 0;           // KV length when the step was planned
+  std::vector<float> hidden_;  // final-normed hidden state of the last kept node
+  std::vector<kernels::KvSlotCopy> copies_;
+  std::vector<int32_t> tokens_;  // prompt and generated so far
+  int32_t root_ = -1;
+  size_t streamed_ids_ = 0;
+  int last_accepted_ = 0;
+  int last_emitted_ = 0;
+  int last_prefill_count_ = 0;
+  Clock::time_point prefill_start_, decode_start_;
+  GenerationResult result_;
+};
+
+}  // namespace medusa
