@@ -32,7 +32,10 @@ inline int TokenIndexOfRow(const AttentionArgs& args, int row) { return args.row
 
 inline int KeysOf(const BatchToken& t) { return t.attend_prefix + t.extra_count; }
 
-inline size_t PaddedKeys(int keys) { return (static_cast<size_t>(keys) + 15) / 16 * 16; }
+// Score rows are padded to whole vectors.
+inline size_t PaddedKeys(int keys) {
+  return (static_cast<size_t>(keys) + simd::kLanes - 1) / simd::kLanes * simd::kLanes;
+}
 
 // Calls fn(first_key, block, count) for each block-sized run of the prefix [0, prefix).
 template <typename Fn>
@@ -49,29 +52,28 @@ void ForEachPrefixRun(absl::Span<const int32_t> table, int prefix, int block_siz
 template <int kHeads>
 __attribute__((noinline)) void ScoreTile(const float* kt, int block_size, int head_dim, int count, const float* q, float scale, float* scores,
                size_t stride) {
-#if defined(__AVX512F__)
-  const __m512 vscale = _mm512_set1_ps(scale);
-  for (int c0 = 0; c0 < count; c0 += 16) {
-    const __mmask16 m = count - c0 >= 16 ? static_cast<__mmask16>(0xFFFF) : TailMask(count - c0);
-    __m512 acc[kHeads];
-    for (int h = 0; h < kHeads; ++h) acc[h] = _mm512_setzero_ps();
+  using namespace simd;
+  const Vec vscale = Set1(scale);
+  const size_t row_stride = block_size;
+  for (int c0 = 0; c0 < count; c0 += kLanes) {
+    const int lanes = std::min(kLanes, count - c0);
+    Vec acc[kHeads];
+    for (int h = 0; h < kHeads; ++h) acc[h] = Zero();
     const float* row = kt + c0;
-    const size_t row_stride = block_size;
-    for (int d = 0; d < head_dim; ++d, row += row_stride) {
-      const __m512 keys = _mm512_maskz_loadu_ps(m, row);
-      for (int h = 0; h < kHeads; ++h) acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * head_dim + d]), keys, acc[h]);
+    if (lanes == kLanes) {
+      for (int d = 0; d < head_dim; ++d, row += row_stride) {
+        const Vec keys = Load(row);
+        for (int h = 0; h < kHeads; ++h) acc[h] = Fma(Set1(q[h * head_dim + d]), keys, acc[h]);
+      }
+      for (int h = 0; h < kHeads; ++h) Store(scores + h * stride + c0, Mul(acc[h], vscale));
+    } else {
+      for (int d = 0; d < head_dim; ++d, row += row_stride) {
+        const Vec keys = MaskedLoad(row, lanes);
+        for (int h = 0; h < kHeads; ++h) acc[h] = Fma(Set1(q[h * head_dim + d]), keys, acc[h]);
+      }
+      for (int h = 0; h < kHeads; ++h) MaskedStore(scores + h * stride + c0, lanes, Mul(acc[h], vscale));
     }
-    for (int h = 0; h < kHeads; ++h) _mm512_mask_storeu_ps(scores + h * stride + c0, m, _mm512_mul_ps(acc[h], vscale));
   }
-#else
-  for (int h = 0; h < kHeads; ++h) {
-    for (int j = 0; j < count; ++j) {
-      float s = 0.0f;
-      for (int d = 0; d < head_dim; ++d) s += q[h * head_dim + d] * kt[static_cast<size_t>(d) * block_size + j];
-      scores[h * stride + j] = s * scale;
-    }
-  }
-#endif
 }
 
 void ScoreTileHeads(int heads, const float* kt, int block_size, int head_dim, int count, const float* q, float scale,
@@ -119,46 +121,54 @@ void ForEachValue(const AttentionArgs& args, const BatchToken& t, int kv_head, F
   }
 }
 
-#if defined(__AVX512F__)
-// out_h = sum_j p[h * stride + j] * v_j with head_dim = 16 * kVectors, accumulated in registers.
+// out_h = sum_j p[h * stride + j] * v_j with head_dim = kLanes * kVectors, accumulated in
+// registers (the same multiply-adds, in the same order, as the generic loop below).
 template <int kVectors, int kHeads>
 void WeightedValues(const AttentionArgs& args, const BatchToken& t, int kv_head, const float* p, size_t stride,
                     float* out) {
-  __m512 acc[kHeads][kVectors];
+  using namespace simd;
+  Vec acc[kHeads][kVectors];
   for (int h = 0; h < kHeads; ++h)
-    for (int c = 0; c < kVectors; ++c) acc[h][c] = _mm512_setzero_ps();
+    for (int c = 0; c < kVectors; ++c) acc[h][c] = Zero();
   ForEachValue(args, t, kv_head, [&](int j, const float* row) {
-    __m512 v[kVectors];
-    for (int c = 0; c < kVectors; ++c) v[c] = _mm512_loadu_ps(row + 16 * c);
+    Vec v[kVectors];
+    for (int c = 0; c < kVectors; ++c) v[c] = Load(row + kLanes * c);
     for (int h = 0; h < kHeads; ++h) {
-      const __m512 w = _mm512_set1_ps(p[h * stride + j]);
-      for (int c = 0; c < kVectors; ++c) acc[h][c] = _mm512_fmadd_ps(w, v[c], acc[h][c]);
+      const Vec w = Set1(p[h * stride + j]);
+      for (int c = 0; c < kVectors; ++c) acc[h][c] = Fma(w, v[c], acc[h][c]);
     }
   });
   for (int h = 0; h < kHeads; ++h)
-    for (int c = 0; c < kVectors; ++c) _mm512_storeu_ps(out + h * 16 * kVectors + 16 * c, acc[h][c]);
+    for (int c = 0; c < kVectors; ++c) Store(out + h * kLanes * kVectors + kLanes * c, acc[h][c]);
 }
 
-// The register-resident variant for this head size and head count, or null.
+// The register-resident variant for this head size and head count, or null. Accumulators,
+// the value row (kept whole when several heads share it) and the weights must fit the
+// register file: 32 registers with AVX-512, 16 with AVX2.
 using WeightedValuesFn = void (*)(const AttentionArgs&, const BatchToken&, int, const float*, size_t, float*);
 WeightedValuesFn RegisterWeightedValues(int head_dim, int heads) {
-  if (head_dim == 64) {
-    static constexpr WeightedValuesFn fns[] = {WeightedValues<4, 1>, WeightedValues<4, 2>, WeightedValues<4, 3>,
-                                               WeightedValues<4, 4>};
-    return fns[heads - 1];
+  constexpr int kRegisters = simd::kLanes == 16 ? 32 : 16;
+  if (head_dim % simd::kLanes != 0) return nullptr;
+  const int vectors = head_dim / simd::kLanes;
+  if (heads * vectors + (heads > 1 ? vectors : 1) + heads > kRegisters) return nullptr;
+  switch (vectors * 8 + heads) {
+    case 1 * 8 + 1: return WeightedValues<1, 1>;
+    case 1 * 8 + 2: return WeightedValues<1, 2>;
+    case 1 * 8 + 3: return WeightedValues<1, 3>;
+    case 1 * 8 + 4: return WeightedValues<1, 4>;
+    case 2 * 8 + 1: return WeightedValues<2, 1>;
+    case 2 * 8 + 2: return WeightedValues<2, 2>;
+    case 2 * 8 + 3: return WeightedValues<2, 3>;
+    case 2 * 8 + 4: return WeightedValues<2, 4>;
+    case 4 * 8 + 1: return WeightedValues<4, 1>;
+    case 4 * 8 + 2: return WeightedValues<4, 2>;
+    case 4 * 8 + 3: return WeightedValues<4, 3>;
+    case 4 * 8 + 4: return WeightedValues<4, 4>;
+    case 8 * 8 + 1: return WeightedValues<8, 1>;
+    case 8 * 8 + 2: return WeightedValues<8, 2>;
+    default: return nullptr;
   }
-  if (head_dim == 128) {  // 8 registers a head: at most 2 heads stay in registers
-    if (heads == 1) return WeightedValues<8, 1>;
-    if (heads == 2) return WeightedValues<8, 2>;
-  }
-  if (head_dim == 32) {
-    static constexpr WeightedValuesFn fns[] = {WeightedValues<2, 1>, WeightedValues<2, 2>, WeightedValues<2, 3>,
-                                               WeightedValues<2, 4>};
-    return fns[heads - 1];
-  }
-  return nullptr;
 }
-#endif
 
 // Any head size: accumulate in memory.
 void WeightedValuesGeneric(const AttentionArgs& args, const BatchToken& t, int kv_head, int heads, const float* p,
@@ -188,12 +198,15 @@ void AttendHeads(const AttentionArgs& args, int row, int kv_head, int first_head
     const float sum = ExpShiftedSum(s, n, Max(s, n));
     Scale(1.0f / sum, s, n);
   }
-#if defined(__AVX512F__)
   if (WeightedValuesFn fn = RegisterWeightedValues(head_dim, heads)) {
     fn(args, t, kv_head, scores, stride, out);
     return;
   }
-#endif
+  // Too many heads to keep in registers together: one at a time when one fits.
+  if (WeightedValuesFn fn = RegisterWeightedValues(head_dim, 1)) {
+    for (int h = 0; h < heads; ++h) fn(args, t, kv_head, scores + h * stride, stride, out + h * head_dim);
+    return;
+  }
   WeightedValuesGeneric(args, t, kv_head, heads, scores, stride, scratch->out.data());
   for (int h = 0; h < heads; ++h) {
     std::copy_n(scratch->out.data() + static_cast<size_t>(h) * head_dim, head_dim, out + static_cast<size_t>(h) * head_dim);

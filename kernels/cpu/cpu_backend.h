@@ -1,5 +1,5 @@
 #pragma once
-// The CPU compute backend: float32 weights, OpenBLAS / AVX-512 products, its own thread pool.
+// The CPU compute backend: float32 weights, SIMD kernels (AVX-512, AVX2 or portable: simd.h), its own thread pool.
 
 #include <memory>
 

@@ -12,34 +12,20 @@ namespace {
 constexpr long long kMinElementsPerThread = 1 << 14;
 
 void RmsNormRow(const float* x, const float* weight, int dim, float eps, float* out) {
+  using namespace simd;
   const float mean_square = Dot(x, x, dim) / static_cast<float>(dim);
   const float inv = 1.0f / std::sqrt(mean_square + eps);
-#if defined(__AVX512F__)
-  const __m512 vinv = _mm512_set1_ps(inv);
+  const Vec vinv = Set1(inv);
   int i = 0;
-  for (; i + 16 <= dim; i += 16) {
-    _mm512_storeu_ps(out + i,
-                     _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv), _mm512_loadu_ps(weight + i)));
-  }
-  for (; i < dim; ++i) out[i] = x[i] * inv * weight[i];
-#else
-  for (int i = 0; i < dim; ++i) out[i] = x[i] * inv * weight[i];
-#endif
+  for (; i + kLanes <= dim; i += kLanes) Store(out + i, Mul(Mul(Load(x + i), vinv), Load(weight + i)));
+  if (i < dim) MaskedStore(out + i, dim - i, Mul(Mul(MaskedLoad(x + i, dim - i), vinv), MaskedLoad(weight + i, dim - i)));
 }
 
-inline float Silu(float g) { return g / (1.0f + std::exp(-g)); }
-
 void SwiGluRow(const float* gate, const float* up, int n, float* out) {
+  using namespace simd;
   int i = 0;
-#if defined(__AVX512F__)
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m512 g = _mm512_loadu_ps(gate + i);
-    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
-    _mm512_storeu_ps(out + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
-  }
-#endif
-  for (; i < n; ++i) out[i] = Silu(gate[i]) * up[i];
+  for (; i + kLanes <= n; i += kLanes) Store(out + i, Mul(Silu(Load(gate + i)), Load(up + i)));
+  if (i < n) MaskedStore(out + i, n - i, Mul(Silu(MaskedLoad(gate + i, n - i)), MaskedLoad(up + i, n - i)));
 }
 
 }  // namespace

@@ -3,45 +3,61 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
-#include "kernels/cpu/vector_ops.h"
+#include "kernels/cpu/simd.h"
 
 namespace medusa::kernels::cpu {
 
-#if defined(__AVX512F__)
 namespace {
 
-constexpr int kPanel = 16;        // outputs per panel (one register)
-constexpr int kTileRows = 8;      // input rows per register tile
-constexpr int kTilePanels = 3;    // panels per register tile: 8 x 3 = 24 accumulators
-constexpr int kInputChunk = 128;  // inputs per pass: 3 panels x 128 x 64 B = 24 KiB stay in L1
+using simd::Vec;
 
-// Y tile [kRows][kPanels * 16] (+)= X[kRows][k0:k1] * panels[k0:k1]. Only the first `cols`
-// outputs of the tile exist (the last panel of a matrix may be partly padding).
+// One panel holds kPanel = kLanes outputs (one register per input value). A register tile
+// is kTileRows input rows x kTilePanels panels of accumulators: 8 x 3 = 24 of AVX-512's 32
+// registers, 4 x 3 = 12 of AVX2's 16 (plus the weights and a broadcast).
+constexpr int kPanel = simd::kLanes;
+#if defined(__AVX512F__)
+constexpr int kTileRows = 8;
+#else
+constexpr int kTileRows = 4;
+#endif
+constexpr int kTilePanels = 3;
+constexpr int kInputChunk = 128;  // inputs per pass: 3 panels x 128 inputs stay in L1
+
+// Y tile [kRows][kPanels * kPanel] (+)= X[kRows][k0:k1] * panels[k0:k1]. Only the first `cols`
+// outputs of the tile exist (the last panel of a matrix may be partly padding). Each output is
+// one chain of multiply-adds over k in order, whatever the tile's shape: a row's result does
+// not depend on how many rows share the call.
 template <int kRows, int kPanels>
 void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size_t panel_stride, float* y,
                 size_t ldy, bool load_y, int cols) {
-  __mmask16 mask[kPanels];
-  for (int j = 0; j < kPanels; ++j) {
-    const int c = cols - j * kPanel;
-    mask[j] = c >= kPanel ? static_cast<__mmask16>(0xFFFF) : TailMask(c);
-  }
-  __m512 acc[kRows][kPanels];
+  int lanes[kPanels];
+  for (int j = 0; j < kPanels; ++j) lanes[j] = std::min(kPanel, cols - j * kPanel);
+  Vec acc[kRows][kPanels];
   for (int r = 0; r < kRows; ++r) {
     for (int j = 0; j < kPanels; ++j) {
-      acc[r][j] = load_y ? _mm512_maskz_loadu_ps(mask[j], y + r * ldy + j * kPanel) : _mm512_setzero_ps();
+      acc[r][j] = load_y ? simd::MaskedLoad(y + r * ldy + j * kPanel, lanes[j]) : simd::Zero();
     }
   }
   for (int k = k0; k < k1; ++k) {
-    __m512 wv[kPanels];
-    for (int j = 0; j < kPanels; ++j) wv[j] = _mm512_load_ps(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
+    Vec wv[kPanels];
+    for (int j = 0; j < kPanels; ++j) wv[j] = simd::LoadAligned(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
     for (int r = 0; r < kRows; ++r) {
-      const __m512 xv = _mm512_set1_ps(x[r * ldx + k]);
-      for (int j = 0; j < kPanels; ++j) acc[r][j] = _mm512_fmadd_ps(xv, wv[j], acc[r][j]);
+      const Vec xv = simd::Set1(x[r * ldx + k]);
+      for (int j = 0; j < kPanels; ++j) acc[r][j] = simd::Fma(xv, wv[j], acc[r][j]);
     }
   }
   for (int r = 0; r < kRows; ++r) {
-    for (int j = 0; j < kPanels; ++j) _mm512_mask_storeu_ps(y + r * ldy + j * kPanel, mask[j], acc[r][j]);
+    for (int j = 0; j < kPanels; ++j) {
+      float* out = y + r * ldy + j * kPanel;
+      if (lanes[j] == kPanel) {
+        simd::Store(out, acc[r][j]);
+      } else {
+        simd::MaskedStore(out, lanes[j], acc[r][j]);
+      }
+    }
   }
 }
 
@@ -49,8 +65,12 @@ using TileFn = void (*)(const float*, size_t, int, int, const float*, size_t, fl
 
 template <int kRows>
 constexpr TileFn kTileRow[kTilePanels] = {TileKernel<kRows, 1>, TileKernel<kRows, 2>, TileKernel<kRows, 3>};
-constexpr const TileFn* kTiles[kTileRows] = {kTileRow<1>, kTileRow<2>, kTileRow<3>, kTileRow<4>,
-                                             kTileRow<5>, kTileRow<6>, kTileRow<7>, kTileRow<8>};
+
+template <size_t... R>
+constexpr auto MakeTiles(std::index_sequence<R...>) {
+  return std::array<const TileFn*, sizeof...(R)>{kTileRow<R + 1>...};
+}
+constexpr auto kTiles = MakeTiles(std::make_index_sequence<kTileRows>());
 
 // Output panels [p_begin, p_end) for every row.
 void LinearPanels(const float* x, int rows, int ldx, const PackedMatrix& w, int p_begin, int p_end, float* y,
@@ -92,6 +112,8 @@ void PackedMatrix::CopyRow(int o, float* row) const {
   for (int k = 0; k < in_; ++k) row[k] = panel[static_cast<size_t>(k) * kPanel];
 }
 
+int PackedMatrix::panel_width() { return kPanel; }
+
 void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
             ThreadPool* pool) {
   if (rows <= 0) return;
@@ -106,31 +128,6 @@ void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, 
     if (p_begin < p_end) LinearPanels(x, rows, ldx, w, p_begin, p_end, y, ldy, accumulate);
   });
 }
-
-#else  // Portable build: row-major weights and OpenBLAS.
-
-PackedMatrix::PackedMatrix(const float* w, int out, int in)
-    : out_(out), in_(in), data_(w, w + static_cast<size_t>(out) * in) {}
-
-void PackedMatrix::CopyRow(int o, float* row) const {
-  std::copy_n(data_.data() + static_cast<size_t>(o) * in_, in_, row);
-}
-
-void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
-            ThreadPool* pool) {
-  if (rows <= 0) return;
-  const long long work = static_cast<long long>(rows) * w.in() * w.out();
-  const int threads = work < (1 << 16) ? 1 : pool->size();
-  pool->Run(threads, [&](int t, int n) {
-    const int o_begin = static_cast<int>(static_cast<long long>(w.out()) * t / n);
-    const int o_end = static_cast<int>(static_cast<long long>(w.out()) * (t + 1) / n);
-    if (o_begin >= o_end) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, o_end - o_begin, w.in(), 1.0f, x, ldx,
-                w.data() + static_cast<size_t>(o_begin) * w.in(), w.in(), accumulate ? 1.0f : 0.0f, y + o_begin, ldy);
-  });
-}
-
-#endif
 
 void ConfigureBlasThreads() { openblas_set_num_threads(1); }
 

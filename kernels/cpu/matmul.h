@@ -1,15 +1,17 @@
 #pragma once
 // Dense products y = W x for weights W[out, in], repacked once at load time.
 //
-// With AVX-512 the weights are stored in panels of 16 output rows, each panel [in][16]
-// (input-major): one 16-wide multiply-add takes one input value of a row against 16 outputs,
-// so products need no horizontal sums and no per-call packing. The micro-kernel keeps an
-// 8-row x 48-output tile in registers and walks the inputs in L1-sized chunks. Measured on
-// SmolLM2-135M shapes, 2 threads, against OpenBLAS 0.3.21 sgemm split the same way: 1.1-1.4x
-// at 128 rows, 1.5-6x at the 4-64 rows of Medusa verification batches (sgemm packs the whole
-// weight on every call), 0.9-1.25x at 512 rows; at one row it streams the weights at memory
-// speed (the 49152x576 classifier: 3.7 ms vs 14.6 ms for sgemm).
-// Without AVX-512 the weights stay row-major and products go to OpenBLAS.
+// The weights are stored in panels of simd::kLanes output rows (16 with AVX-512, 8 with
+// AVX2), each panel [in][kLanes] (input-major): one vector multiply-add takes one input value
+// of a row against a panel's outputs, so products need no horizontal sums and no per-call
+// packing. The micro-kernel keeps a tile of rows x 3 panels in registers (8 rows with
+// AVX-512, 4 with AVX2) and walks the inputs in L1-sized chunks. Every output is one chain of
+// multiply-adds in input order, so a row's result is bit-identical whatever rows share the
+// call: plain decoding (1 row) and Medusa verification (many) agree to the last bit.
+// Measured with AVX-512 on SmolLM2-135M shapes, 2 threads, against OpenBLAS 0.3.21 sgemm
+// split the same way: 1.1-1.4x at 128 rows, 1.5-6x at the 4-64 rows of Medusa verification
+// batches (sgemm packs the whole weight on every call), 0.9-1.25x at 512 rows; at one row it
+// streams the weights at memory speed.
 
 #include <cstddef>
 #include <cstdint>
@@ -33,8 +35,9 @@ class PackedMatrix {
   // Row `o` of W (in floats), unpacked into `row`: the embedding lookup of a tied classifier.
   void CopyRow(int o, float* row) const;
 
-  // Panel p: [in][16] floats (AVX-512 layout), or row-major W (the OpenBLAS layout).
+  // Panel p: [in][panel_width()] floats.
   const float* data() const { return data_.data(); }
+  static int panel_width();
 
  private:
   int out_ = 0;
@@ -47,8 +50,8 @@ class PackedMatrix {
 void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
             ThreadPool* pool);
 
-// Pins OpenBLAS to one thread (process-wide): where it is used, the products are split across
-// the backend's own pool, so one set of threads serves every kernel and none oversubscribe.
+// Pins OpenBLAS to one thread (process-wide): the trainer's products are split across the
+// caller's own threads, so none oversubscribe.
 void ConfigureBlasThreads();
 
 }  // namespace medusa::kernels::cpu
