@@ -1,0 +1,185 @@
+// medusa-server: serves medusa.v1.Generator over gRPC, Prometheus metrics on their
+// own port. Every flag can also come from the environment as MEDUSA_<FLAG>
+// (MEDUSA_PORT=50052, MEDUSA_KV_CACHE_MB=1024); the command line wins.
+// SIGTERM / SIGINT: graceful shutdown (exit 0); a second signal exits at once (1).
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "server/flags_env.h"
+#include "server/logging.h"
+#include "server/server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin (required)");
+ABSL_FLAG(std::string, tokenizer, "",
+          "Tokenizer for llama2.c models (SentencePiece .model or tokenizer.bin); default: beside the model");
+ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors); none: plain decoding only");
+ABSL_FLAG(std::string, tree, "",
+          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths, or auto "
+          "(the trees `medusa tree --auto` measured for these heads, per batch size)");
+ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address both listeners bind to");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");
+ABSL_FLAG(int32_t, metrics_port, 9464, "Prometheus /metrics port");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
+ABSL_FLAG(int32_t, kv_cache_mb, 512, "Memory for the paged KV cache shared by all requests, in MiB");
+ABSL_FLAG(int32_t, max_running, 16, "Sequences decoded together in one batch");
+ABSL_FLAG(int32_t, max_waiting, 64,
+          "Requests waiting for a place in the batch; beyond, Generate answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, medusa_max_batch, 4,
+          "With a fixed --tree: verify the tree while at most this many sequences decode, plain decoding "
+          "above (--tree auto decides per batch size from measurements instead)");
+ABSL_FLAG(int32_t, max_concurrent_streams, 128, "Concurrent streams per client connection");
+ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request message, in bytes");
+ABSL_FLAG(std::string, log_format, "text", "Log format: text or json (one object per line)");
+ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error");
+ABSL_FLAG(double, shutdown_grace_seconds, 30,
+          "On SIGTERM/SIGINT, how long running streams get to finish before they are cut");
+
+namespace {
+
+constexpr char kUsage[] =
+    "medusa-server --model PATH [--heads PATH] [--tree NAME|FILE|auto] [--port 50051]\n"
+    "  [--metrics-port 9464] [--threads N] [--kv-cache-mb MB] [--max-running N] [--max-waiting N]\n"
+    "  [--medusa-max-batch N] [--max-concurrent-streams N] [--max-message-bytes N] [--log-format text|json] [--log-level L]\n"
+    "  [--shutdown-grace-seconds S]\n"
+    "Serves medusa.v1.Generator (gRPC, with health and reflection) and Prometheus metrics.\n"
+    "Flags take dashes or underscores (--kv-cache-mb, --kv_cache_mb). Every flag can be set from the\n"
+    "environment as MEDUSA_<FLAG>, e.g. MEDUSA_PORT=50052; the command line wins.";
+
+constexpr char kFlagsFile[] = "server/main.cc";
+
+int Fail(const std::string& message, int code) {
+  std::fprintf(stderr, "medusa-server: %s\n", message.c_str());
+  return code;
+}
+
+// Checks the flags' values; "" when they are fine.
+std::string CheckFlags() {
+  if (absl::GetFlag(FLAGS_model).empty()) return "--model is required";
+  if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
+    return "--tree needs Medusa heads: give --heads PATH";
+  }
+  for (auto [name, port] : {std::pair{"--port", absl::GetFlag(FLAGS_port)},
+                            std::pair{"--metrics-port", absl::GetFlag(FLAGS_metrics_port)}}) {
+    if (port < 0 || port > 65535) return absl::StrCat(name, " must be in [0, 65535], got ", port);
+  }
+  for (auto [name, value] : {std::pair{"--kv-cache-mb", absl::GetFlag(FLAGS_kv_cache_mb)},
+                             std::pair{"--max-running", absl::GetFlag(FLAGS_max_running)},
+                             std::pair{"--max-concurrent-streams", absl::GetFlag(FLAGS_max_concurrent_streams)},
+                             std::pair{"--max-message-bytes", absl::GetFlag(FLAGS_max_message_bytes)}}) {
+    if (value < 1) return absl::StrCat(name, " must be >= 1, got ", value);
+  }
+  if (absl::GetFlag(FLAGS_max_waiting) < 0) return "--max-waiting must be >= 0";
+  if (absl::GetFlag(FLAGS_threads) < 0) return "--threads must be >= 0";
+  if (absl::GetFlag(FLAGS_medusa_max_batch) < 1) return "--medusa-max-batch must be >= 1";
+  if (!(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0)) return "--shutdown-grace-seconds must be >= 0";
+  return "";
+}
+
+medusa::server::ServerOptions OptionsFromFlags() {
+  medusa::server::ServerOptions options;
+  options.engine.model_path = absl::GetFlag(FLAGS_model);
+  options.engine.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  options.engine.heads_path = absl::GetFlag(FLAGS_heads);
+  if (!absl::GetFlag(FLAGS_tree).empty()) options.engine.tree = absl::GetFlag(FLAGS_tree);
+  options.engine.backend.device = absl::GetFlag(FLAGS_device);
+  options.engine.backend.threads = absl::GetFlag(FLAGS_threads);
+  options.engine.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
+  options.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
+  options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  options.scheduler.medusa_max_batch = absl::GetFlag(FLAGS_medusa_max_batch);
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = absl::GetFlag(FLAGS_port);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  return options;
+}
+
+// SIGTERM and SIGINT go through a pipe to a watching thread (a handler may do little
+// else; and libraries such as OpenBLAS start threads before main, so masking the
+// signals and waiting for them would not catch them all). The first asks for a
+// graceful shutdown, a second one ends the process at once.
+int signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signal) {
+  const char byte = static_cast<char>(signal);
+  [[maybe_unused]] ssize_t ignored = write(signal_pipe[1], &byte, 1);
+}
+
+bool WatchSignals(absl::Notification* shutdown) {
+  if (pipe(signal_pipe) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  if (sigaction(SIGTERM, &action, nullptr) != 0 || sigaction(SIGINT, &action, nullptr) != 0) return false;
+  std::thread([shutdown] {
+    char signal = 0;
+    while (read(signal_pipe[0], &signal, 1) != 1) {}
+    spdlog::info("signal {}: shutting down", static_cast<int>(signal));
+    shutdown->Notify();
+    while (read(signal_pipe[0], &signal, 1) != 1) {}
+    spdlog::warn("signal {} during shutdown: exiting now", static_cast<int>(signal));
+    std::_Exit(1);
+  }).detach();
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) { return absl::StrContains(file, kFlagsFile); };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
+
+  if (absl::Status s = medusa::server::ApplyEnvironmentOverrides(kFlagsFile); !s.ok()) {
+    return Fail(std::string(s.message()), 2);
+  }
+  std::vector<std::string> args = medusa::server::DashesToUnderscores(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+  if (positional.size() > 1) return Fail(absl::StrCat("unexpected argument '", positional[1], "'"), 2);
+  if (std::string problem = CheckFlags(); !problem.empty()) return Fail(problem, 2);
+  if (absl::Status s = medusa::server::ConfigureLogging(absl::GetFlag(FLAGS_log_format),
+                                                        absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    return Fail(std::string(s.message()), 2);
+  }
+
+  absl::Notification shutdown;
+  if (!WatchSignals(&shutdown)) return Fail("cannot install the SIGTERM/SIGINT handlers", 1);
+
+  absl::StatusOr<std::unique_ptr<medusa::server::MedusaServer>> server =
+      medusa::server::MedusaServer::Start(OptionsFromFlags());
+  if (!server.ok()) {
+    spdlog::error("{}", std::string(server.status().message()));
+    return 1;
+  }
+  if (absl::Status s = (*server)->LoadModel(); !s.ok()) {
+    spdlog::error("cannot serve: {}", std::string(s.message()));
+    return 1;
+  }
+  shutdown.WaitForNotification();
+  (*server)->Shutdown();
+  server->reset();
+  return 0;
+}

@@ -1,0 +1,178 @@
+#include "server/server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "spdlog/spdlog.h"
+
+namespace medusa::server {
+namespace {
+
+// Warm-up: enough steps to time both modes, few enough to be quick on any model.
+constexpr int kWarmUpTokens = 12;
+constexpr char kWarmUpPrompt[] = "Once upon a time";
+// After the scheduler drained, how long streams get to deliver their last messages.
+constexpr absl::Duration kFlushTime = absl::Seconds(2);
+
+}  // namespace
+
+MedusaServer::MedusaServer(const ServerOptions& options)
+    : options_(options), metrics_(std::make_unique<Metrics>()),
+      service_(std::make_unique<GeneratorService>(*metrics_)) {}
+
+MedusaServer::~MedusaServer() {
+  Shutdown();
+  metrics_->set_load_probe(nullptr);
+  server_.reset();
+  scheduler_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOptions& options) {
+  std::unique_ptr<MedusaServer> server(new MedusaServer(options));
+  const std::string metrics_address = absl::StrCat(options.host, ":", options.metrics_port);
+  if (absl::Status s = server->metrics_->Serve(metrics_address); !s.ok()) return s;
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use?)"));
+  }
+  // gRPC's health service starts out SERVING for "": not before the model is ready.
+  server->SetServing(false);
+  spdlog::info("listening on {}:{} (gRPC), {} (metrics); loading the model", options.host, server->port_,
+               metrics_address);
+  return server;
+}
+
+void MedusaServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+absl::Status MedusaServer::LoadModel() {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.engine);
+  if (!engine.ok()) return engine.status();
+  engine_ = *std::move(engine);
+  scheduler_ = std::make_unique<Scheduler>(*engine_, options_.scheduler);
+  scheduler_->set_step_observer([metrics = metrics_.get()](const StepReport& report) {
+    metrics->ObserveStep(report);
+  });
+  metrics_->set_load_probe([scheduler = scheduler_.get()] { return scheduler->load(); });
+  const absl::Duration load_time = absl::Now() - start;
+
+  metrics_->set_counting(false);
+  absl::Status warm = WarmUpRequest(/*medusa=*/false);
+  if (warm.ok() && engine_->medusa_tree() != nullptr) warm = WarmUpRequest(/*medusa=*/true);
+  metrics_->set_counting(true);
+  if (!warm.ok()) return absl::Status(warm.code(), absl::StrCat("warm-up: ", warm.message()));
+
+  RequestLimits limits;
+  limits.context_length = engine_->config().max_seq_len;
+  limits.vocab_size = engine_->config().vocab_size;
+  service_->Activate(*engine_, *scheduler_, BuildModelInfo(limits), limits);
+  SetServing(true);
+  spdlog::info("serving {} ({}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s",
+               engine_->config().name, engine_->backend().Name(),
+               engine_->medusa_tree() ? absl::StrCat(engine_->medusa_tree()->num_nodes(), "-node tree")
+                                      : std::string("off"),
+               port_, absl::ToDoubleSeconds(load_time), absl::ToDoubleSeconds(absl::Now() - start - load_time));
+  return absl::OkStatus();
+}
+
+absl::Status MedusaServer::WarmUpRequest(bool medusa) {
+  const Tokenizer& tokenizer = engine_->tokenizer();
+  GenerationRequest request;
+  request.prompt_ids = tokenizer.Encode(kWarmUpPrompt, tokenizer.add_bos_default());
+  request.max_tokens = kWarmUpTokens;
+  request.ignore_eos = true;
+  request.use_medusa = medusa;
+  absl::Notification done;
+  absl::Status status;
+  RequestCallbacks callbacks;
+  callbacks.on_text = [](absl::Span<const int32_t>, std::string_view) {};
+  callbacks.on_done = [&](absl::StatusOr<GenerationResult> result) {
+    status = result.status();
+    done.Notify();
+  };
+  absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(request), std::move(callbacks));
+  if (!id.ok()) return id.status();
+  done.WaitForNotification();
+  return status;
+}
+
+v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
+  const ModelConfig& config = engine_->config();
+  v1::ModelInfo info;
+  info.set_name(config.name);
+  info.set_architecture(config.architecture);
+  info.set_vocab_size(config.vocab_size);
+  info.set_context_length(config.max_seq_len);
+  info.set_num_layers(config.n_layers);
+  info.set_dim(config.dim);
+  info.set_has_chat_template(!engine_->tokenizer().chat_template().empty());
+  info.set_backend(engine_->backend().Name());
+  if (const MedusaTree* tree = engine_->medusa_tree()) {
+    info.mutable_heads()->set_path(options_.engine.heads_path);
+    info.mutable_heads()->set_num_heads(engine_->backend().num_medusa_heads());
+    v1::MedusaTreeInfo* tree_info = info.mutable_tree();
+    tree_info->set_source(options_.engine.tree);
+    tree_info->set_num_nodes(tree->num_nodes());
+    tree_info->set_depth(tree->max_depth());
+    for (const std::vector<int>& path : tree->paths()) {
+      tree_info->add_paths()->mutable_ranks()->Add(path.begin(), path.end());
+    }
+    if (const AutoTree* auto_tree = engine_->auto_tree()) {
+      for (int batch : auto_tree->batch_sizes()) {
+        (*tree_info->mutable_auto_nodes_by_batch_size())[batch] = auto_tree->TreeForBatch(batch).num_nodes();
+      }
+    }
+  }
+  const SchedulerLoad load = scheduler_->load();
+  v1::Limits* out = info.mutable_limits();
+  out->set_context_length(limits.context_length);
+  out->set_max_stop_strings(limits.max_stop_strings);
+  out->set_max_stop_string_bytes(limits.max_stop_string_bytes);
+  out->set_max_message_bytes(options_.max_message_bytes);
+  out->set_max_running(options_.scheduler.max_running);
+  out->set_max_waiting(options_.scheduler.max_waiting);
+  out->set_max_concurrent_streams(options_.max_concurrent_streams);
+  out->set_kv_blocks_total(load.kv_blocks_total);
+  out->set_kv_block_size(engine_->kv_block_size());
+  return info;
+}
+
+bool MedusaServer::Shutdown() {
+  if (shut_down_ || server_ == nullptr) return true;
+  shut_down_ = true;
+  const absl::Time start = absl::Now();
+  // Health first, so load balancers stop sending; the listener stays open so that
+  // late calls get a clear UNAVAILABLE instead of a refused connection.
+  server_->GetHealthCheckService()->Shutdown();
+  service_->StopAccepting();
+  const bool finished = scheduler_ == nullptr || scheduler_->Drain(options_.shutdown_grace);
+  if (!finished) {
+    spdlog::warn("shutdown: streams still running after the {:.1f} s grace period ended UNAVAILABLE",
+                 absl::ToDoubleSeconds(options_.shutdown_grace));
+  }
+  // Every request is over: let the streams deliver their last messages, then close.
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + kFlushTime));
+  spdlog::info("shut down in {:.2f} s", absl::ToDoubleSeconds(absl::Now() - start));
+  return finished;
+}
+
+}  // namespace medusa::server

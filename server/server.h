@@ -1,0 +1,72 @@
+#pragma once
+// medusa-server's life: listen (health NOT_SERVING, Generator UNAVAILABLE while the
+// model loads), load the engine, start the scheduler, warm up (a short request plain
+// and one with Medusa, which also seeds the step times behind
+// medusa_step_overhead_ratio), then SERVING. Shutdown: health NOT_SERVING, new calls
+// UNAVAILABLE, running streams finish within the grace period, then the listeners
+// close.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/engine.h"
+#include "engine/scheduler/scheduler.h"
+#include "server/metrics.h"
+#include "server/service.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace medusa::server {
+
+struct ServerOptions {
+  EngineOptions engine;
+  SchedulerOptions scheduler;
+  std::string host = "0.0.0.0";  // both listeners
+  int port = 50051;              // gRPC; 0 picks a free port (see port())
+  int metrics_port = 9464;       // Prometheus /metrics
+  int max_concurrent_streams = 128;   // per client connection (HTTP/2 SETTINGS)
+  int max_message_bytes = 4 << 20;    // largest request accepted
+  absl::Duration shutdown_grace = absl::Seconds(30);
+};
+
+class MedusaServer {
+ public:
+  // The health service's name for the Generator.
+  static constexpr char kServiceName[] = "medusa.v1.Generator";
+
+  // Opens both ports. Unavailable when one cannot be bound.
+  static absl::StatusOr<std::unique_ptr<MedusaServer>> Start(const ServerOptions& options);
+  ~MedusaServer();
+
+  // Loads the model, starts the scheduler, warms up, then turns SERVING.
+  absl::Status LoadModel();
+  // Graceful shutdown (once; later calls return at once). True when every running
+  // stream finished within the grace period (the rest end UNAVAILABLE).
+  bool Shutdown();
+
+  int port() const { return port_; }
+  Metrics& metrics() { return *metrics_; }
+
+ private:
+  explicit MedusaServer(const ServerOptions& options);
+  // Runs one short greedy request through the scheduler and waits for it.
+  absl::Status WarmUpRequest(bool medusa);
+  v1::ModelInfo BuildModelInfo(const RequestLimits& limits) const;
+  void SetServing(bool serving);
+
+  ServerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<GeneratorService> service_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Scheduler> scheduler_;  // after engine_: destroyed first
+  std::unique_ptr<grpc::Server> server_;  // last: shut down before everything it calls
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace medusa::server
