@@ -7,5 +7,7 @@ int RunGenerate();
 int RunTree();
 int RunTrain();
 int RunCalibrate();
+int RunClient();
+int RunBench();
 
 }  // namespace medusa::tools

@@ -28,6 +28,10 @@ constexpr char kUsage[] =
     "             (writes the heads, HEADS.json with the settings, HEADS.calibration.json)\n"
     "  calibrate  per-head top-1..10 accuracy on held-out prompts: --model PATH --heads PATH\n"
     "             [--calibration-prompts FILE] [--calibration-count N] [--calibration-out FILE]\n"
+    "  client     generate on a medusa-server over gRPC: --addr HOST:PORT and the flags of generate\n"
+    "             (prints the same JSON with --json, else streams the text)\n"
+    "  bench      load a medusa-server: --addr HOST:PORT --prompts FILE.jsonl --concurrency N\n"
+    "             [--requests M] [--no-medusa] [--max-tokens N] [--ignore-eos] [--json]\n"
     "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
@@ -60,6 +64,8 @@ int main(int argc, char** argv) {
   if (command == "tree") return medusa::tools::RunTree();
   if (command == "train") return medusa::tools::RunTrain();
   if (command == "calibrate") return medusa::tools::RunCalibrate();
+  if (command == "client") return medusa::tools::RunClient();
+  if (command == "bench") return medusa::tools::RunBench();
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;
 }
