@@ -1,0 +1,148 @@
+// A real Prometheus server (Debian package `prometheus`) scrapes medusa-server's
+// endpoint every second; after traffic its HTTP API gives sane values for the token
+// rate, the acceleration rate and the step overhead ratio.
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "tests/integration/server_test_util.h"
+
+namespace medusa::testing {
+namespace {
+
+constexpr char kPrometheus[] = "/usr/bin/prometheus";
+
+// A Prometheus child process with its own config and storage in `dir`.
+class PrometheusProcess {
+ public:
+  ~PrometheusProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status;
+      for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  void Start(const TempDir& dir, int target_port) {
+    port_ = FreePort();
+    const std::string config = dir.file("prometheus.yml");
+    std::ofstream(config) << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                          << "scrape_configs:\n  - job_name: medusa\n    static_configs:\n"
+                          << "      - targets: ['127.0.0.1:" << target_port << "']\n";
+    log_ = dir.file("prometheus.log");
+    std::vector<std::string> argv = {kPrometheus, "--config.file=" + config,
+                                     "--storage.tsdb.path=" + dir.file("tsdb"),
+                                     absl::StrCat("--web.listen-address=127.0.0.1:", port_), "--log.level=warn"};
+    std::vector<char*> cargv;
+    for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    const int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(log, 0);
+    pid_ = fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+      execv(cargv[0], cargv.data());
+      _exit(127);
+    }
+    close(log);
+  }
+
+  ::testing::AssertionResult WaitReady() {
+    for (int i = 0; i < 600; ++i) {
+      if (HttpGet(port_, "/-/ready")) return ::testing::AssertionSuccess();
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    std::ifstream in(log_);
+    return ::testing::AssertionFailure() << "Prometheus not ready:\n" << std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  // The value of an instant query with one result, or nullopt (no data yet).
+  std::optional<double> Query(const std::string& promql) {
+    std::optional<std::string> body = HttpGet(port_, "/api/v1/query?query=" + UrlEncode(promql));
+    if (!body) return std::nullopt;
+    nlohmann::json reply = nlohmann::json::parse(*body, nullptr, false);
+    if (!reply.is_object() || reply["status"] != "success") return std::nullopt;
+    const nlohmann::json& result = reply["data"]["result"];
+    if (!result.is_array() || result.size() != 1) return std::nullopt;
+    double value = 0;
+    if (!absl::SimpleAtod(result[0]["value"][1].get<std::string>(), &value)) return std::nullopt;
+    return value;
+  }
+
+  // Polls until the query has a value satisfying `ok` (scrapes come every second).
+  std::optional<double> QueryUntil(const std::string& promql, const std::function<bool(double)>& ok) {
+    std::optional<double> value;
+    for (int i = 0; i < 60; ++i) {
+      value = Query(promql);
+      if (value && ok(*value)) return value;
+      absl::SleepFor(absl::Milliseconds(250));
+    }
+    return value;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_;
+};
+
+TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {
+  ASSERT_TRUE(std::filesystem::exists(kPrometheus))
+      << kPrometheus << " is missing: run scripts/setup.sh (it installs the Debian package prometheus)";
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  TempDir dir;
+  const std::string heads = dir.file("heads.safetensors");
+  WriteRandomHeads(kStoriesModel, heads);
+  ServerProcess server;
+  server.Start({"--model=" + kStoriesModel, "--heads=" + heads, "--threads=1", "--kv-cache-mb=16"}, dir);
+  ASSERT_TRUE(server.WaitServing());
+  PrometheusProcess prometheus;
+  prometheus.Start(dir, server.metrics_port());
+  ASSERT_TRUE(prometheus.WaitReady());
+
+  // Traffic for as long as the queries run: greedy Medusa streams, one after another.
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread traffic([&] {
+    auto stub = server.Stub();
+    while (!stop) {
+      v1::GenerateRequest request = GreedyRequest("Once upon a time", 100);
+      request.set_ignore_eos(true);
+      if (!RunGenerate(*stub, request).status.ok()) ++failures;
+    }
+  });
+
+  auto positive = [](double v) { return std::isfinite(v) && v > 0; };
+  const std::optional<double> up = prometheus.QueryUntil("up{job=\"medusa\"}", [](double v) { return v == 1; });
+  const std::optional<double> rate = prometheus.QueryUntil("rate(medusa_generated_tokens_total[5s])", positive);
+  const std::optional<double> acceleration = prometheus.QueryUntil("medusa_acceleration_rate", positive);
+  const std::optional<double> overhead = prometheus.QueryUntil("medusa_step_overhead_ratio", positive);
+  const std::optional<double> steps = prometheus.QueryUntil("rate(medusa_decode_steps_total[5s])", positive);
+  stop = true;
+  traffic.join();
+
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(up, 1.0) << "Prometheus could not scrape 127.0.0.1:" << server.metrics_port();
+  ASSERT_TRUE(rate.has_value() && steps.has_value() && acceleration.has_value() && overhead.has_value());
+  // Tokens per second: positive, and not more than the steps could make (one bonus
+  // token plus at most 5 draft tokens per sequence-step).
+  EXPECT_GT(*rate, 0);
+  EXPECT_LE(*rate, 6 * *steps * 1.5);
+  // Random heads rarely guess right, but every step yields at least its bonus token.
+  EXPECT_GE(*acceleration, 1.0);
+  EXPECT_LE(*acceleration, 6.0);
+  // A 63-node tree costs more than a plain step, but not absurdly more on this model.
+  EXPECT_GT(*overhead, 0.5);
+  EXPECT_LT(*overhead, 200.0);
+}
+
+}  // namespace
+}  // namespace medusa::testing
