@@ -103,9 +103,13 @@ class Backend {
   virtual int num_medusa_heads() const = 0;
   // Logits of the first `num_heads` heads for `rows` final-normed hidden states
   // (hidden: [rows, dim], as ForwardResult::hidden) into head_logits
-  // [rows, num_heads, vocab]. A tree needs only as many heads as it is deep.
+  // [rows, num_heads, draft], over the heads' draft vocabulary: entry i of a row is token
+  // medusa_draft_vocab()[i], or token i when the heads have no draft vocabulary (draft =
+  // vocab). A tree needs only as many heads as it is deep.
   virtual absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                         std::vector<float>* head_logits) = 0;
+  // The loaded heads' draft vocabulary (MedusaHeadsWeights::draft_vocab); empty: every token.
+  virtual absl::Span<const int32_t> medusa_draft_vocab() const = 0;
 
   virtual const ModelConfig& config() const = 0;
 };

@@ -49,6 +49,10 @@ ABSL_FLAG(int32_t, batch_size, 64, "Rows per optimizer step");
 ABSL_FLAG(double, lr, 1e-3, "Peak learning rate (AdamW; linear warm-up, then cosine decay)");
 ABSL_FLAG(double, weight_decay, 0.0, "AdamW decoupled weight decay");
 ABSL_FLAG(std::string, dtype, "f16", "Heads file precision: f32, f16 or bf16");
+ABSL_FLAG(double, draft_coverage, 0.995,
+          "Draft vocabulary: the most frequent tokens of the model's answers that make up this share of "
+          "them (the heads propose only these; cheaper projections, same output); 0: the whole vocabulary");
+ABSL_FLAG(int32_t, draft_min_tokens, 1024, "Draft vocabulary: at least this many tokens");
 ABSL_FLAG(std::string, checkpoint, "",
           "Training checkpoint (default <out>.ckpt); training resumes from it when present");
 ABSL_FLAG(std::string, data_cache, "",
@@ -164,6 +168,17 @@ std::optional<DistillRun> LoadDistillCache(const std::string& path, const nlohma
   return run;
 }
 
+// The draft vocabulary from the tokens the model wrote: every head's targets are its
+// answers' tokens (head 0's cover all but each answer's first two).
+std::vector<int32_t> DraftVocabOf(const DistillSet& data, int vocab, double coverage, int min_tokens) {
+  std::vector<int64_t> counts(vocab, 0);
+  for (int r = 0; r < data.rows(); ++r) {
+    const int32_t token = data.Targets(r)[0];
+    if (token >= 0 && token < vocab) ++counts[token];
+  }
+  return ChooseDraftVocab(counts, std::min(coverage, 1.0), min_tokens);
+}
+
 // Self-distillation with a progress bar.
 absl::StatusOr<DistillRun> Distill(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
                                    const SelfDistillOptions& options, const std::string& label) {
@@ -227,6 +242,12 @@ int RunTrain() {
   if (out.empty()) return Fail(absl::InvalidArgumentError("--out HEADS.safetensors is required"));
   absl::StatusOr<safetensors::DType> dtype = HeadsDType();
   if (!dtype.ok()) return Fail(dtype.status());
+  if (const double c = absl::GetFlag(FLAGS_draft_coverage); !(c >= 0 && c <= 1)) {
+    return Fail(absl::InvalidArgumentError(absl::StrFormat("--draft-coverage must be in [0, 1], got %g", c)));
+  }
+  if (absl::GetFlag(FLAGS_draft_min_tokens) < 1) {
+    return Fail(absl::InvalidArgumentError("--draft-min-tokens must be >= 1"));
+  }
   absl::StatusOr<std::unique_ptr<Engine>> engine = OpenEngine();
   if (!engine.ok()) return Fail(engine.status());
   absl::StatusOr<std::vector<float>> classifier = LoadClassifier(absl::GetFlag(FLAGS_model));
@@ -313,9 +334,16 @@ int RunTrain() {
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
 
-  // 3. The heads, their settings, their calibration.
-  absl::StatusOr<std::vector<std::vector<double>>> after =
-      EvaluateTopK(trainer->heads(), *classifier, held_out->set, 10);
+  // 3. The heads (with their draft vocabulary), their settings, their calibration.
+  MedusaHeadsWeights heads = trainer->heads();
+  const double coverage = absl::GetFlag(FLAGS_draft_coverage);
+  if (coverage > 0) {
+    heads.draft_vocab = DraftVocabOf(data->set, (*engine)->config().vocab_size, coverage,
+                                     absl::GetFlag(FLAGS_draft_min_tokens));
+    std::fprintf(stderr, "draft vocabulary: %zu tokens cover %.2f%% of the answers' tokens\n",
+                 heads.draft_vocab.size(), 100 * coverage);
+  }
+  absl::StatusOr<std::vector<std::vector<double>>> after = EvaluateTopK(heads, *classifier, held_out->set, 10);
   if (!after.ok()) return Fail(after.status());
   PrintAccuracies("before training,", *before);
   PrintAccuracies("after training, ", *after);
@@ -326,13 +354,14 @@ int RunTrain() {
                     {"share_lm_head", options.share_lm_head}, {"epochs", options.epochs},
                     {"batch_size", options.batch_size}, {"lr", options.lr},
                     {"weight_decay", options.weight_decay}, {"seed", options.seed},
+                    {"draft_coverage", coverage}, {"draft_vocab_size", heads.draft_vocab.size()},
                     {"loss", "sum_k 0.8^k CE(head_k(h_t), x[t+k+1]), k = 1..K"}}},
       {"cost", {{"distill_prompts", data->prompts}, {"distill_tokens", data->tokens},
                 {"distill_seconds", data->seconds}, {"train_rows", data->set.rows()},
                 {"train_row_epochs", static_cast<int64_t>(data->set.rows()) * options.epochs},
                 {"train_seconds", train_seconds}}},
   };
-  if (absl::Status s = SaveMedusaHeads(out, trainer->heads(), settings, *dtype); !s.ok()) return Fail(s);
+  if (absl::Status s = SaveMedusaHeads(out, heads, settings, *dtype); !s.ok()) return Fail(s);
   if (absl::Status s = WriteJson(Beside(out, ".json"), settings); !s.ok()) return Fail(s);
   const nlohmann::json calibration = {
       {"heads", std::filesystem::path(out).filename().string()},

@@ -112,7 +112,7 @@ absl::Status SequenceDecoder::BuildCandidates(absl::Span<const float> head_logit
     options_.hooks->draft_override(tokens_, candidates);
     candidates.AssignTokens(root_);
   } else {
-    return candidates.Build(root_, head_logits);
+    return candidates.Build(root_, head_logits, engine_.backend().medusa_draft_vocab());
   }
   return absl::OkStatus();
 }

@@ -76,8 +76,8 @@ class SequenceDecoder {
   bool needs_head_logits() const;
   // Final-normed hidden state of the last kept position: the heads' input.
   absl::Span<const float> hidden() const { return hidden_; }
-  // Node tokens from the heads' logits (planned_tree().num_heads_used() rows of vocab),
-  // the draft override, or just the root.
+  // Node tokens from the heads' logits (planned_tree().num_heads_used() rows over the draft
+  // vocabulary: Backend::MedusaHeadLogits), the draft override, or just the root.
   absl::Status BuildCandidates(absl::Span<const float> head_logits);
   // Adds the planned tree's nodes as sequence `seq` of the batch, one output row each.
   void AppendStep(kernels::ForwardBatch& batch, int seq);

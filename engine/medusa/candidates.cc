@@ -124,11 +124,13 @@ absl::Span<const int32_t> CandidateBuilder::head_topk(int head) const {
                                                 topk_begin_[head + 1] - topk_begin_[head]);
 }
 
-absl::Status CandidateBuilder::Build(int32_t root_token, absl::Span<const float> head_logits) {
+absl::Status CandidateBuilder::Build(int32_t root_token, absl::Span<const float> head_logits,
+                                     absl::Span<const int32_t> draft_vocab) {
   const int heads = tree_->num_heads_used();
-  if (head_logits.size() < static_cast<size_t>(heads) * vocab_) {
+  const int width = draft_vocab.empty() ? vocab_ : static_cast<int>(draft_vocab.size());
+  if (head_logits.size() < static_cast<size_t>(heads) * width) {
     return absl::InvalidArgumentError(absl::StrCat("Medusa candidates: the tree uses ", heads,
-                                                   " heads of ", vocab_, " logits, got ",
+                                                   " heads of ", width, " logits, got ",
                                                    head_logits.size(), " values"));
   }
   if (root_token < 0 || root_token >= vocab_) {
@@ -136,7 +138,18 @@ absl::Status CandidateBuilder::Build(int32_t root_token, absl::Span<const float>
         absl::StrCat("Medusa candidates: root token ", root_token, " outside the vocabulary"));
   }
   for (int h = 0; h < heads; ++h) {
-    topk_.Select(head_logits.subspan(static_cast<size_t>(h) * vocab_, vocab_), mutable_head_topk(h));
+    if (tree_->topk(h) > width) {
+      return absl::InvalidArgumentError(absl::StrCat("the Medusa tree asks head ", h, " for its top-",
+                                                     tree_->topk(h), " tokens but the draft vocabulary has ",
+                                                     width));
+    }
+  }
+  for (int h = 0; h < heads; ++h) {
+    const absl::Span<int32_t> ids = mutable_head_topk(h);
+    topk_.Select(head_logits.subspan(static_cast<size_t>(h) * width, width), ids);
+    if (!draft_vocab.empty()) {
+      for (int32_t& id : ids) id = draft_vocab[id];
+    }
   }
   AssignTokens(root_token);
   return absl::OkStatus();

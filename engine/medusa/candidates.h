@@ -39,9 +39,12 @@ class CandidateBuilder {
   static absl::StatusOr<CandidateBuilder> Create(const MedusaTree& tree, int vocab);
 
   // One step from the heads' logits: `head_logits` holds at least tree.num_heads_used()
-  // rows of `vocab` values (row h = head h; extra rows are ignored). InvalidArgument when
-  // it is too short or the root token is outside the vocabulary.
-  absl::Status Build(int32_t root_token, absl::Span<const float> head_logits);
+  // rows of `vocab` values (row h = head h; extra rows are ignored), or, with a draft
+  // vocabulary, rows of draft_vocab.size() values, entry i for token draft_vocab[i]
+  // (Backend::MedusaHeadLogits). InvalidArgument when it is too short, the root token is
+  // outside the vocabulary or the tree asks a head for more tokens than the draft has.
+  absl::Status Build(int32_t root_token, absl::Span<const float> head_logits,
+                     absl::Span<const int32_t> draft_vocab = {});
 
   // For a backend that computes the top-k itself: fill mutable_head_topk(h) for every
   // used head (tree.topk(h) ids, best first), then call AssignTokens.

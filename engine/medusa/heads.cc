@@ -1,6 +1,8 @@
 #include "engine/medusa/heads.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <map>
 #include <random>
 #include <utility>
@@ -120,6 +122,13 @@ class HeadsLoader {
     weights.heads.resize(weights.num_heads);
     for (int h = 0; h < weights.num_heads; ++h) {
       if (absl::Status s = ReadHead(h, weights.num_layers, &weights.heads[h]); !s.ok()) return s;
+    }
+    if (file_.metadata().contains(kDraftVocabKey)) {
+      const nlohmann::json& text = file_.metadata()[kDraftVocabKey];
+      if (!text.is_string()) return Invalid(absl::StrCat("metadata '", kDraftVocabKey, "' is not a string"));
+      absl::StatusOr<std::vector<int32_t>> ids = DraftVocabFromText(text.get<std::string>(), config_.vocab_size);
+      if (!ids.ok()) return Invalid(absl::StrCat("metadata '", kDraftVocabKey, "': ", ids.status().message()));
+      weights.draft_vocab = *std::move(ids);
     }
     return weights;
   }
@@ -304,7 +313,55 @@ absl::Status MedusaHeadsWeights::Validate() const {
                               " (all heads have a projection or none does)"));
     }
   }
+  if (!draft_vocab.empty()) {
+    std::vector<bool> seen(vocab, false);
+    for (size_t i = 0; i < draft_vocab.size(); ++i) {
+      const int32_t id = draft_vocab[i];
+      if (id < 0 || id >= vocab) {
+        return bad(absl::StrCat("draft_vocab[", i, "] = ", id, " is outside the vocabulary [0, ", vocab, ")"));
+      }
+      if (seen[id]) return bad(absl::StrCat("draft_vocab lists token ", id, " twice"));
+      seen[id] = true;
+    }
+  }
   return absl::OkStatus();
+}
+
+std::string DraftVocabToText(absl::Span<const int32_t> ids) { return absl::StrJoin(ids, " "); }
+
+absl::StatusOr<std::vector<int32_t>> DraftVocabFromText(const std::string& text, int vocab) {
+  std::vector<int32_t> ids;
+  std::vector<bool> seen(std::max(vocab, 0), false);
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(word, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", word, "' is not a token id"));
+    }
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", id, " is outside the model's vocabulary [0, ", vocab, ")"));
+    }
+    if (seen[id]) return absl::InvalidArgumentError(absl::StrCat("token ", id, " is listed twice"));
+    seen[id] = true;
+    ids.push_back(id);
+  }
+  if (ids.empty()) return absl::InvalidArgumentError("no token ids");
+  return ids;
+}
+
+std::vector<int32_t> ChooseDraftVocab(absl::Span<const int64_t> counts, double coverage, int min_size) {
+  std::vector<int32_t> order(counts.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return counts[a] > counts[b]; });
+  const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  const size_t floor = std::min(static_cast<size_t>(std::max(min_size, 1)), order.size());
+  size_t size = 0;
+  int64_t covered = 0;
+  while (size < order.size() && (size < floor || static_cast<double>(covered) < coverage * total)) {
+    covered += counts[order[size++]];
+  }
+  order.resize(size);
+  return order;
 }
 
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file,
@@ -330,6 +387,7 @@ absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& 
   if (!meta.contains("medusa_num_layers")) {
     meta["medusa_num_layers"] = std::to_string(weights.num_layers);
   }
+  if (!weights.draft_vocab.empty()) meta[kDraftVocabKey] = DraftVocabToText(weights.draft_vocab);
   const int64_t dim = weights.dim;
   std::vector<safetensors::TensorToWrite> tensors;
   for (int h = 0; h < weights.num_heads; ++h) {

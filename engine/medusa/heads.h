@@ -12,6 +12,14 @@
 // file whose tensors are `{head}.{layer}.linear.weight` [dim, dim],
 // `{head}.{layer}.linear.bias` [dim] for each residual block and `{head}.{num_layers}.weight`
 // [vocab, dim] for the head's own projection. Heads and layers are counted from the names.
+//
+// Draft vocabulary (our extension, in the file's __metadata__, ignored by other readers):
+// `medusa_draft_vocab` lists, most frequent first, the token ids the heads may propose,
+// as decimal numbers separated by spaces. Heads only propose; the base model decides, so
+// proposing from the tokens the model actually writes (a few thousand cover >99% of them)
+// changes no output, and projecting onto those rows instead of the whole vocabulary makes
+// a head's projection several times cheaper (FR-Spec, Zhao et al. 2025, does the same for
+// drafters). Absent: the whole vocabulary.
 
 #include <cstdint>
 #include <string>
@@ -42,6 +50,9 @@ struct MedusaHeadsWeights {
   int dim = 0;
   int vocab = 0;
   std::vector<MedusaHead> heads;  // num_heads
+  // Token ids the heads propose from, distinct, in [0, vocab), most frequent first; empty:
+  // every token.
+  std::vector<int32_t> draft_vocab;
 
   // Whether the heads carry their own vocabulary projections (all do or none do).
   bool has_projection() const { return !heads.empty() && !heads[0].projection.empty(); }
@@ -67,6 +78,18 @@ absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file
 absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,
                              const nlohmann::json& metadata,
                              safetensors::DType dtype = safetensors::DType::kF32);
+
+// The metadata key of the draft vocabulary, and its text form ("12 5 873 ...").
+inline constexpr char kDraftVocabKey[] = "medusa_draft_vocab";
+std::string DraftVocabToText(absl::Span<const int32_t> ids);
+// InvalidArgument naming the problem (not a number, out of [0, vocab), repeated).
+absl::StatusOr<std::vector<int32_t>> DraftVocabFromText(const std::string& text, int vocab);
+
+// The smallest set of most frequent tokens whose counts cover `coverage` (0..1] of all
+// counted tokens, and at least `min_size` of them (never more than the vocabulary), most
+// frequent first, ties (unseen tokens among them) by smaller id. `counts` has one entry
+// per vocabulary id.
+std::vector<int32_t> ChooseDraftVocab(absl::Span<const int64_t> counts, double coverage, int min_size);
 
 // Heads with seeded random weights, every value drawn from N(0, scale^2), for tests
 // and benchmarks. Same arguments, same weights.

@@ -249,7 +249,8 @@ void Scheduler::Impl::PlanDecoding() {
   }
   DropEnded(decoding);
   // The heads of every sequence verifying the step's tree, in one call.
-  const size_t vocab = engine.config().vocab_size;
+  const absl::Span<const int32_t> draft = engine.backend().medusa_draft_vocab();
+  const size_t vocab = draft.empty() ? engine.config().vocab_size : draft.size();
   head_hidden.clear();
   int rows = 0;
   for (Request* r : decoding) {

@@ -286,6 +286,17 @@ int32_t RankOf(const float* row, int vocab, int target) {
   return above;
 }
 
+// The target's rank among the draft vocabulary's tokens (those whose logits are strictly
+// above it), or `miss` when the heads cannot propose the target at all.
+int32_t DraftRankOf(const float* row, absl::Span<const int32_t> draft, const std::vector<char>& in_draft,
+                    int target, int32_t miss) {
+  if (!in_draft[target]) return miss;
+  const float t = row[target];
+  int32_t above = 0;
+  for (int32_t id : draft) above += row[id] > t ? 1 : 0;
+  return above;
+}
+
 // dP_k = dLogits_k^T final_k for every head with its own projection, vocabulary rows
 // split across the threads.
 void ProjectionGradients(Workspace& ws, MedusaHeadsWeights& grads, ThreadPool& pool) {
@@ -906,6 +917,10 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
   std::vector<std::vector<int64_t>> at_rank(K, std::vector<int64_t>(max_k, 0));  // hits at each rank < max_k
   std::vector<int64_t> valid(K, 0);
   std::vector<int64_t> batch_rows(kEvalBatch);
+  // With a draft vocabulary a head proposes only its tokens: rank among them.
+  const absl::Span<const int32_t> draft = heads.draft_vocab;
+  std::vector<char> in_draft(draft.empty() ? 0 : vocab, 0);
+  for (int32_t id : draft) in_draft[id] = 1;
   for (int begin = 0; begin < data.rows(); begin += kEvalBatch) {
     const int count = std::min(kEvalBatch, data.rows() - begin);
     for (int i = 0; i < count; ++i) batch_rows[i] = begin + i;
@@ -916,7 +931,14 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
     pool.Run(pool.size(), [&](int t, int n) {
       for (int m = SliceBegin(stacked, t, n); m < SliceBegin(stacked, t + 1, n); ++m) {
         const int target = ws.targets[m];
-        ws.row_rank[m] = target >= 0 ? RankOf(ws.logits.data() + static_cast<size_t>(m) * vocab, vocab, target) : -1;
+        const float* row = ws.logits.data() + static_cast<size_t>(m) * vocab;
+        if (target < 0) {
+          ws.row_rank[m] = -1;
+        } else if (draft.empty()) {
+          ws.row_rank[m] = RankOf(row, vocab, target);
+        } else {
+          ws.row_rank[m] = DraftRankOf(row, draft, in_draft, target, max_k);
+        }
       }
     });
     for (int m = 0; m < stacked; ++m) {

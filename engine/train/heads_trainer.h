@@ -143,6 +143,8 @@ absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<
 // Per-head top-1..top-max_k accuracy on `data` with the same forward: result[k][j] is the
 // fraction of head k's valid targets (not -1) ranked within the top j+1 logits (rank =
 // the number of logits strictly greater than the target's). Cumulative, so monotone in j.
+// Heads with a draft vocabulary are ranked as they propose: among its tokens only, and a
+// target outside it is never within the top k.
 // A head with no valid target gets zeros. Uses data's first heads.num_heads target columns.
 absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
                                                               absl::Span<const float> classifier,

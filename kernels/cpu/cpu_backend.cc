@@ -109,6 +109,7 @@ class CpuBackend final : public Backend {
     return medusa_heads_.Load(heads, config_.dim, config_.vocab_size, &classifier_);
   }
   int num_medusa_heads() const override { return medusa_heads_.num_heads(); }
+  absl::Span<const int32_t> medusa_draft_vocab() const override { return medusa_heads_.draft_vocab(); }
   absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                 std::vector<float>* head_logits) override {
     return medusa_heads_.Compute(hidden, rows, num_heads, &pool_, head_logits);

@@ -13,6 +13,13 @@ AlignedFloats Copy(const std::vector<float>& v) {
   return out;
 }
 
+// The rows `ids` of a packed [vocab, dim] matrix, packed.
+PackedMatrix PackRows(const PackedMatrix& m, absl::Span<const int32_t> ids) {
+  std::vector<float> rows(ids.size() * static_cast<size_t>(m.in()));
+  for (size_t i = 0; i < ids.size(); ++i) m.CopyRow(ids[i], rows.data() + i * m.in());
+  return PackedMatrix(rows.data(), static_cast<int>(ids.size()), m.in());
+}
+
 }  // namespace
 
 absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
@@ -23,6 +30,11 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
   }
   if (static_cast<int>(weights.heads.size()) != weights.num_heads) {
     return absl::InvalidArgumentError("Medusa heads: num_heads disagrees with the heads given");
+  }
+  for (int32_t id : weights.draft_vocab) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("Medusa heads: draft token ", id, " is outside the vocabulary"));
+    }
   }
   const size_t d = dim;
   std::vector<Head> heads;
@@ -42,6 +54,7 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
             absl::StrCat("Medusa head ", k, ": projection must be [", vocab, ", ", dim, "]"));
       }
       head.projection = PackedMatrix(in.projection.data(), vocab, dim);
+      if (!weights.draft_vocab.empty()) head.projection = PackRows(head.projection, weights.draft_vocab);
     } else if (classifier == nullptr || classifier->empty()) {
       return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
     }
@@ -50,10 +63,17 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
     }
     heads.push_back(std::move(head));
   }
+  draft_classifier_ = PackedMatrix();
+  shared_projection_ = classifier;
+  if (!heads.empty() && heads[0].projection.empty() && !weights.draft_vocab.empty()) {
+    draft_classifier_ = PackRows(*classifier, weights.draft_vocab);
+    shared_projection_ = &draft_classifier_;
+  }
   heads_ = std::move(heads);
+  draft_vocab_ = weights.draft_vocab;
   dim_ = dim;
   vocab_ = vocab;
-  classifier_ = classifier;
+  out_ = draft_vocab_.empty() ? vocab : static_cast<int>(draft_vocab_.size());
   return absl::OkStatus();
 }
 
@@ -67,7 +87,7 @@ absl::Status MedusaHeadsCpu::Compute(absl::Span<const float> hidden, int rows, i
     return absl::InvalidArgumentError(absl::StrCat("Medusa heads need ", rows, " hidden rows of ", dim_));
   }
   const size_t d = dim_, k_count = num_heads;
-  head_logits->resize(static_cast<size_t>(rows) * k_count * vocab_);
+  head_logits->resize(static_cast<size_t>(rows) * k_count * out_);
   if (rows == 0 || num_heads == 0) return absl::OkStatus();
   if (x_.size() < rows * k_count * d) x_.resize(rows * k_count * d);
   if (y_.size() < rows * d) y_.resize(rows * d);
@@ -91,14 +111,16 @@ absl::Status MedusaHeadsCpu::Compute(absl::Span<const float> hidden, int rows, i
       }
     }
   }
-  // Vocabulary projections: one product over all (row, head) pairs when the
-  // classifier is shared; otherwise one per head, into its columns of the output.
-  const int ldy = static_cast<int>(k_count) * vocab_;
+  // Vocabulary projections (over the draft vocabulary's rows when there is one): one
+  // product over all (row, head) pairs when the classifier is shared; otherwise one per
+  // head, into its columns of the output.
+  const int ldy = static_cast<int>(k_count) * out_;
   if (heads_[0].projection.empty()) {
-    Linear(x_.data(), rows * static_cast<int>(k_count), dim_, *classifier_, head_logits->data(), vocab_, false, pool);
+    Linear(x_.data(), rows * static_cast<int>(k_count), dim_, *shared_projection_, head_logits->data(), out_, false,
+           pool);
   } else {
     for (size_t k = 0; k < k_count; ++k) {
-      Linear(x_.data() + k * d, rows, ld, heads_[k].projection, head_logits->data() + k * vocab_, ldy, false, pool);
+      Linear(x_.data() + k * d, rows, ld, heads_[k].projection, head_logits->data() + k * out_, ldy, false, pool);
     }
   }
   return absl::OkStatus();

@@ -2,7 +2,8 @@
 // Medusa heads on the CPU: per head, ResBlocks h <- h + SiLU(W h + b), then a
 // vocabulary projection. Heads sharing the model's classifier go through it in
 // one product (the classifier is read once for every head), which is most of
-// the heads' cost on a memory-bound CPU.
+// the heads' cost on a memory-bound CPU. With a draft vocabulary the projections
+// keep only its rows (copied at load), so a step reads a fraction of the classifier.
 
 #include <vector>
 
@@ -21,8 +22,9 @@ class MedusaHeadsCpu {
   // heads without their own projection.
   absl::Status Load(const MedusaHeadsWeights& weights, int dim, int vocab, const PackedMatrix* classifier);
   int num_heads() const { return static_cast<int>(heads_.size()); }
+  absl::Span<const int32_t> draft_vocab() const { return draft_vocab_; }
 
-  // head_logits [rows, num_heads, vocab] for hidden [rows, dim].
+  // head_logits [rows, num_heads, draft size] for hidden [rows, dim] (Backend::MedusaHeadLogits).
   absl::Status Compute(absl::Span<const float> hidden, int rows, int num_heads, ThreadPool* pool,
                        std::vector<float>* head_logits);
 
@@ -33,11 +35,15 @@ class MedusaHeadsCpu {
   };
   struct Head {
     std::vector<Block> blocks;
-    PackedMatrix projection;  // empty: the model's classifier
+    PackedMatrix projection;  // empty: the shared projection below
   };
   int dim_ = 0;
   int vocab_ = 0;
-  const PackedMatrix* classifier_ = nullptr;
+  int out_ = 0;  // logits per head: the draft vocabulary's size, or vocab_
+  std::vector<int32_t> draft_vocab_;
+  // Heads without their own projection: the model's classifier, or its draft rows.
+  const PackedMatrix* shared_projection_ = nullptr;
+  PackedMatrix draft_classifier_;
   std::vector<Head> heads_;
   AlignedFloats x_;  // [rows, heads, dim]: each head's residual stream
   AlignedFloats y_;  // [rows, dim]: one block's product

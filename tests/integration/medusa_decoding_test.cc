@@ -173,6 +173,41 @@ TEST(MedusaDecodingTest, HeadsWithTheirOwnProjectionAreLosslessToo) {
   }
 }
 
+// Heads that propose only from a draft vocabulary (every third token here): the tree's
+// tokens all come from it, and the output is still plain greedy decoding's.
+TEST(MedusaDecodingTest, DraftVocabularyHeadsAreLossless) {
+  for (const std::string& model : {kStoriesModel, kSmolModel}) {
+    SCOPED_TRACE(model);
+    ASSERT_MODEL_PRESENT(model);
+    auto engine = MakeEngine(model);
+    ASSERT_NE(engine, nullptr);
+    const bool smol = model == kSmolModel;
+    MedusaHeadsWeights heads = RandomMedusaHeads(engine->config(), 4, 1, /*with_projection=*/!smol, 9, 0.05f);
+    for (int id = engine->config().vocab_size - 1; id >= 0; id -= 3) heads.draft_vocab.push_back(id);
+    std::vector<bool> in_draft(engine->config().vocab_size, false);
+    for (int32_t id : heads.draft_vocab) in_draft[id] = true;
+    ASSERT_TRUE(engine->SetMedusa(heads, MedusaTree::Chain(4)).ok());
+    for (const std::string& prompt : AlpacaPrompts(smol ? 6 : 10, 120)) {
+      auto ids = EncodePrompt(engine->tokenizer(), prompt, /*chat=*/smol);
+      ASSERT_TRUE(ids.ok());
+      GenerationRequest request = Greedy(*ids, 24);
+      GenerateHooks hooks;
+      int drafts = 0;
+      hooks.after_step = [&](const kv::SequenceKv&) { ++drafts; };
+      GenerationResult medusa = MustGenerate(*engine, request, hooks);
+      EXPECT_EQ(medusa.token_ids, Plain(*engine, request).token_ids) << prompt;
+      EXPECT_GT(drafts, 0);
+    }
+    // The candidates the heads make come from the draft vocabulary only.
+    const MedusaTree chain = MedusaTree::Chain(4);  // outlives the builder, which points at it
+    CandidateBuilder builder = *CandidateBuilder::Create(chain, engine->config().vocab_size);
+    std::vector<float> hidden(engine->config().dim, 0.5f), logits;
+    ASSERT_TRUE(engine->backend().MedusaHeadLogits(hidden, 1, 4, &logits).ok());
+    ASSERT_TRUE(builder.Build(0, logits, engine->backend().medusa_draft_vocab()).ok());
+    for (int32_t token : builder.node_tokens().subspan(1)) EXPECT_TRUE(in_draft[token]) << token;
+  }
+}
+
 // Drafts that are often right: long accepted paths, off the first branch, through
 // compaction. Output still identical; acceleration well above 1.
 TEST(MedusaDecodingTest, OracleDraftsAreAcceptedAndOutputIsUnchanged) {

@@ -131,7 +131,7 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   const std::string command = testing::BinaryPath("bin/medusa") + " train --model " + kStoriesModel +
                               " --tokenizer " + kStoriesTokenizer + " --seed-prompts " + seeds +
                               " --calibration-prompts " + seeds + " --num-heads 3 --gen-tokens 64 --out " + out +
-                              " --epochs 2 2>&1";
+                              " --epochs 2 --draft-coverage 0.9 --draft-min-tokens 16 2>&1";
   for (int run = 0; run < 2; ++run) {
     FILE* pipe = popen(command.c_str(), "r");
     ASSERT_NE(pipe, nullptr);
@@ -150,7 +150,11 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   ASSERT_TRUE(heads.ok()) << heads.status();
   EXPECT_EQ(heads->num_heads, 3);
   EXPECT_TRUE(heads->has_projection());  // their own projections unless --share-lm-head
+  // The draft vocabulary: the tokens making up 90% of the model's answers, at least 16.
+  EXPECT_GE(heads->draft_vocab.size(), 16u);
+  EXPECT_LT(heads->draft_vocab.size(), static_cast<size_t>(engine->config().vocab_size));
   nlohmann::json settings = nlohmann::json::parse(std::ifstream(dir + "/heads.json"));
+  EXPECT_EQ(settings["training"]["draft_vocab_size"].get<size_t>(), heads->draft_vocab.size());
   EXPECT_EQ(settings["training"]["num_heads"], 3);
   EXPECT_GT(settings["cost"]["train_rows"].get<int>(), 0);
   nlohmann::json calibration = nlohmann::json::parse(std::ifstream(dir + "/heads.calibration.json"));

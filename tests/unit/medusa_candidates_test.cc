@@ -124,6 +124,25 @@ TEST(CandidateBuilderTest, ExternalTopKAndReuse) {
   EXPECT_THAT(builder->path_tokens(0), ElementsAre(4, 6, 0));
 }
 
+TEST(CandidateBuilderTest, DraftVocabularyMapsRanksToTokens) {
+  MedusaTree chain = MedusaTree::Chain(2);
+  absl::StatusOr<CandidateBuilder> builder = CandidateBuilder::Create(chain, 100);
+  ASSERT_TRUE(builder.ok());
+  // Rows over a 4-token draft vocabulary: entry i is token draft[i].
+  const std::vector<int32_t> draft = {42, 7, 99, 0};
+  ASSERT_TRUE(builder->Build(5, HeadLogits({{2}, {3}}, 4), draft).ok());
+  EXPECT_THAT(builder->node_tokens(), ElementsAre(5, 99, 0));
+  // Rows must be as wide as the draft, and the tree cannot ask for more than it has.
+  EXPECT_FALSE(builder->Build(5, std::vector<float>(7), draft).ok());
+  absl::StatusOr<MedusaTree> wide = MedusaTree::FromPaths({{0}, {1}, {2}}, 1);
+  ASSERT_TRUE(wide.ok());
+  absl::StatusOr<CandidateBuilder> wide_builder = CandidateBuilder::Create(*wide, 100);
+  ASSERT_TRUE(wide_builder.ok());
+  const absl::Status too_few = wide_builder->Build(5, std::vector<float>(2), std::vector<int32_t>{1, 2});
+  EXPECT_EQ(too_few.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(too_few.message()), ::testing::HasSubstr("draft vocabulary has 2"));
+}
+
 TEST(CandidateBuilderTest, ExtraHeadRowsAreIgnored) {
   MedusaTree chain = MedusaTree::Chain(1);
   absl::StatusOr<CandidateBuilder> builder = CandidateBuilder::Create(chain, 4);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/dequant.h"
 #include "engine/model/safetensors.h"
 #include "gmock/gmock.h"
@@ -251,6 +252,56 @@ TEST(MedusaHeadsSaveTest, RoundTripsF32Exactly) {
   EXPECT_EQ((*file)->tensors()[1].name, "0.0.linear.bias");
   EXPECT_EQ((*file)->tensors()[4].name, "0.2.weight");
   EXPECT_EQ((*file)->tensors()[5].name, "1.0.linear.weight");
+}
+
+TEST(MedusaHeadsSaveTest, DraftVocabularyRoundTripsThroughTheMetadata) {
+  ModelConfig config = FixtureConfig();
+  MedusaHeadsWeights heads = RandomMedusaHeads(config, 2, 1, /*with_projection=*/false, 5, 0.1f);
+  heads.draft_vocab = {7, 0, config.vocab_size - 1, 3};
+  const std::string path = WriteTemp("draft.safetensors", "");
+  ASSERT_TRUE(SaveMedusaHeads(path, heads, nullptr).ok());
+  EXPECT_EQ(LoadOrDie(path, config).draft_vocab, heads.draft_vocab);
+  absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(path);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*file)->metadata().value(kDraftVocabKey, ""), absl::StrCat("7 0 ", config.vocab_size - 1, " 3"));
+  // Heads without one load with an empty draft vocabulary (every token).
+  heads.draft_vocab.clear();
+  ASSERT_TRUE(SaveMedusaHeads(path, heads, nullptr).ok());
+  EXPECT_TRUE(LoadOrDie(path, config).draft_vocab.empty());
+}
+
+TEST(MedusaHeadsSaveTest, BadDraftVocabularyIsAClearError) {
+  ModelConfig config = FixtureConfig();
+  MedusaHeadsWeights heads = RandomMedusaHeads(config, 1, 1, false, 5, 0.1f);
+  const std::string path = WriteTemp("bad_draft.safetensors", "");
+  for (const auto& [text, problem] :
+       std::vector<std::pair<std::string, std::string>>{{"1 2 x", "'x' is not a token id"},
+                                                        {"1 2 1", "listed twice"},
+                                                        {absl::StrCat("1 ", config.vocab_size), "outside"},
+                                                        {"-1", "outside"},
+                                                        {"   ", "no token ids"}}) {
+    SCOPED_TRACE(text);
+    ASSERT_TRUE(SaveMedusaHeads(path, heads, {{kDraftVocabKey, text}}).ok());
+    absl::StatusOr<MedusaHeadsWeights> loaded = LoadMedusaHeads(path, config);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(Message(loaded.status()), AllOf(HasSubstr(kDraftVocabKey), HasSubstr(problem)));
+  }
+  heads.draft_vocab = {2, 2};
+  EXPECT_THAT(Message(heads.Validate()), HasSubstr("twice"));
+  heads.draft_vocab = {config.vocab_size};
+  EXPECT_THAT(Message(heads.Validate()), HasSubstr("outside the vocabulary"));
+}
+
+TEST(ChooseDraftVocabTest, SmallestMostFrequentSetThatCovers) {
+  // Counts by id: 5 is the most frequent, then 1, then 3 and 0 tie (smaller id first).
+  const std::vector<int64_t> counts = {10, 30, 0, 10, 0, 50};
+  EXPECT_EQ(ChooseDraftVocab(counts, 0.5, 1), (std::vector<int32_t>{5}));
+  EXPECT_EQ(ChooseDraftVocab(counts, 0.8, 1), (std::vector<int32_t>{5, 1}));
+  EXPECT_EQ(ChooseDraftVocab(counts, 0.81, 1), (std::vector<int32_t>{5, 1, 0}));
+  EXPECT_EQ(ChooseDraftVocab(counts, 1.0, 1), (std::vector<int32_t>{5, 1, 0, 3}));
+  // The floor adds the next tokens, unseen ones by id; never past the vocabulary.
+  EXPECT_EQ(ChooseDraftVocab(counts, 0.5, 5), (std::vector<int32_t>{5, 1, 0, 3, 2}));
+  EXPECT_EQ(ChooseDraftVocab(counts, 1.0, 100).size(), counts.size());
 }
 
 TEST(MedusaHeadsSaveTest, RoundTripsF16WithHalfRounding) {

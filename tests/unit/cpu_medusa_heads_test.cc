@@ -1,0 +1,105 @@
+// The CPU backend's Medusa heads against the plain float32 reference (ComputeHeadLogits):
+// shared and own projections, several rows, fewer heads than loaded, and a draft
+// vocabulary (the logits of its tokens only, in its order).
+
+#include "kernels/cpu/medusa_heads.h"
+
+#include <cmath>
+#include <random>
+
+#include "engine/medusa/heads.h"
+#include "gtest/gtest.h"
+
+namespace medusa::kernels::cpu {
+namespace {
+
+constexpr int kDim = 40;    // not a multiple of any vector width: tails on every path
+constexpr int kVocab = 97;
+
+ModelConfig Config() {
+  ModelConfig config;
+  config.dim = kDim;
+  config.vocab_size = kVocab;
+  return config;
+}
+
+std::vector<float> Random(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// Reference logits [rows, heads, vocab].
+std::vector<float> Reference(const MedusaHeadsWeights& heads, const std::vector<float>& classifier,
+                             const std::vector<float>& hidden, int rows, int num_heads) {
+  std::vector<float> out(static_cast<size_t>(rows) * num_heads * kVocab);
+  for (int r = 0; r < rows; ++r) {
+    const absl::Span<const float> h = absl::MakeConstSpan(hidden).subspan(r * kDim, kDim);
+    EXPECT_TRUE(ComputeHeadLogits(heads, classifier, h,
+                                  absl::MakeSpan(out).subspan(static_cast<size_t>(r) * num_heads * kVocab,
+                                                              static_cast<size_t>(num_heads) * kVocab))
+                    .ok());
+  }
+  return out;
+}
+
+class CpuMedusaHeadsTest : public ::testing::TestWithParam<bool> {};  // own projection?
+
+TEST_P(CpuMedusaHeadsTest, MatchReferenceWithAndWithoutDraftVocabulary) {
+  const bool own = GetParam();
+  const std::vector<float> classifier = Random(static_cast<size_t>(kVocab) * kDim, 1);
+  const PackedMatrix packed(classifier.data(), kVocab, kDim);
+  MedusaHeadsWeights heads = RandomMedusaHeads(Config(), 3, 2, own, 2, 0.2f);
+  const int rows = 5;
+  const std::vector<float> hidden = Random(static_cast<size_t>(rows) * kDim, 3);
+  ThreadPool pool(2);
+  for (int num_heads : {3, 2}) {
+    SCOPED_TRACE(num_heads);
+    const std::vector<float> want = Reference(heads, classifier, hidden, rows, num_heads);
+    for (const std::vector<int32_t>& draft : {std::vector<int32_t>{}, std::vector<int32_t>{50, 3, 96, 0, 41, 7}}) {
+      SCOPED_TRACE(draft.size());
+      heads.draft_vocab = draft;
+      MedusaHeadsCpu cpu;
+      ASSERT_TRUE(cpu.Load(heads, kDim, kVocab, &packed).ok());
+      EXPECT_EQ(std::vector<int32_t>(cpu.draft_vocab().begin(), cpu.draft_vocab().end()), draft);
+      std::vector<float> got;
+      ASSERT_TRUE(cpu.Compute(hidden, rows, num_heads, &pool, &got).ok());
+      const int width = draft.empty() ? kVocab : static_cast<int>(draft.size());
+      ASSERT_EQ(got.size(), static_cast<size_t>(rows) * num_heads * width);
+      for (int r = 0; r < rows; ++r) {
+        for (int h = 0; h < num_heads; ++h) {
+          for (int i = 0; i < width; ++i) {
+            const int token = draft.empty() ? i : draft[i];
+            const float w = want[(static_cast<size_t>(r) * num_heads + h) * kVocab + token];
+            const float g = got[(static_cast<size_t>(r) * num_heads + h) * width + i];
+            ASSERT_NEAR(g, w, 1e-4f * (1.0f + std::fabs(w))) << "row " << r << " head " << h << " token " << token;
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Projections, CpuMedusaHeadsTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Own" : "Shared"; });
+
+TEST(CpuMedusaHeadsErrors, BadDraftTokensAndHeadCounts) {
+  const std::vector<float> classifier = Random(static_cast<size_t>(kVocab) * kDim, 1);
+  const PackedMatrix packed(classifier.data(), kVocab, kDim);
+  MedusaHeadsWeights heads = RandomMedusaHeads(Config(), 2, 1, false, 2, 0.2f);
+  heads.draft_vocab = {4, kVocab};
+  MedusaHeadsCpu cpu;
+  EXPECT_EQ(cpu.Load(heads, kDim, kVocab, &packed).code(), absl::StatusCode::kInvalidArgument);
+  heads.draft_vocab = {4, 5};
+  ASSERT_TRUE(cpu.Load(heads, kDim, kVocab, &packed).ok());
+  std::vector<float> out;
+  ThreadPool pool(1);
+  EXPECT_EQ(cpu.Compute(std::vector<float>(kDim), 1, 3, &pool, &out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cpu.Compute(std::vector<float>(kDim - 1), 1, 1, &pool, &out).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace medusa::kernels::cpu
