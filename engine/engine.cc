@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/medusa/tree_timing.h"
 #include "engine/model/loader.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace medusa {
@@ -80,9 +85,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!options.heads_path.empty()) {
     absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(options.heads_path, engine->config());
     if (!heads.ok()) return heads.status();
-    absl::StatusOr<MedusaTree> tree = engine->ResolveTree(heads->num_heads);
+    const int num_heads = heads->num_heads;
+    // Installed with a chain first: resolving "auto" may time trees with these heads.
+    if (absl::Status s = engine->SetMedusa(*std::move(heads), MedusaTree::Chain(num_heads)); !s.ok()) return s;
+    absl::StatusOr<MedusaTree> tree = engine->ResolveTree(num_heads);
     if (!tree.ok()) return tree.status();
-    if (absl::Status s = engine->SetMedusa(*std::move(heads), *tree); !s.ok()) return s;
+    engine->medusa_tree_ = tree->TruncateToDepth(num_heads);
   }
   spdlog::debug("engine: {} on {}, KV cache {} blocks of {} tokens ({} MiB)",
                 engine->config().name, engine->backend_->Name(), spec.num_blocks, spec.block_size,
@@ -90,11 +98,73 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   return engine;
 }
 
+// Whether `path` is a `medusa tree --auto` result (an object with "choice").
+bool IsAutoTreeFile(const std::string& path) {
+  if (!absl::EndsWith(path, ".json")) return false;
+  std::ifstream in(path);
+  if (!in) return false;
+  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() && doc.contains("choice");
+}
+
+absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
+  const std::string calibration_path = CalibrationPathFor(options_.heads_path);
+  if (!fs::exists(calibration_path)) {
+    return absl::NotFoundError(absl::StrFormat(
+        "--tree auto needs the heads' trees measured on this machine ('%s', from `medusa tree --auto`) or "
+        "their calibration ('%s', from `medusa train` or `medusa calibrate`) to measure them now; "
+        "neither exists",
+        AutoTreePathFor(options_.heads_path), calibration_path));
+  }
+  absl::StatusOr<Calibration> calibration = LoadCalibration(calibration_path);
+  if (!calibration.ok()) return calibration.status();
+  AutoTreeOptions measure;
+  measure.tree_sizes = options_.auto_tree_sizes;
+  measure.timing.batch_sizes = options_.auto_tree_batch_sizes;
+  measure.timing.repeats = 3;
+  // Trees the calibration cannot fill are dropped by the measurement itself.
+  const absl::Time start = absl::Now();
+  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(*this, *calibration, measure);
+  if (!report.ok()) return report.status();
+  std::string summary;
+  for (const auto& [batch, choice] : (*report)["choice"].items()) {
+    absl::StrAppend(&summary, summary.empty() ? "" : ", ", "batch ", batch, ": ",
+                    choice["nodes"].get<int>() == 0 ? std::string("plain")
+                                                    : absl::StrCat(choice["nodes"].get<int>(), " nodes"));
+  }
+  spdlog::info("measured Medusa trees on this machine in {:.1f} s: {} (save this with `medusa tree --auto`)",
+               absl::ToDoubleSeconds(absl::Now() - start), summary);
+  return AutoTree::Parse(report->dump(), "the trees measured now", num_heads);
+}
+
 absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
-  if (options_.tree != "auto") return LoadTree(options_.tree, num_heads);
-  absl::StatusOr<AutoTree> auto_tree = AutoTree::Load(AutoTreePathFor(options_.heads_path), num_heads);
-  if (!auto_tree.ok()) return auto_tree.status();
-  auto_tree_ = *std::move(auto_tree);
+  if (options_.tree != "auto" && !IsAutoTreeFile(options_.tree)) return LoadTree(options_.tree, num_heads);
+  if (options_.tree != "auto") {
+    absl::StatusOr<AutoTree> given = AutoTree::Load(options_.tree, num_heads);
+    if (!given.ok()) return given.status();
+    auto_tree_ = *std::move(given);
+  } else {
+    const std::string path = AutoTreePathFor(options_.heads_path);
+    std::optional<AutoTree> saved;
+    if (fs::exists(path)) {
+      absl::StatusOr<AutoTree> loaded = AutoTree::Load(path, num_heads);
+      if (!loaded.ok()) return loaded.status();
+      saved = *std::move(loaded);
+    }
+    // A saved measurement counts when this machine made it (or when it does not say:
+    // a hand-written choice); timings of another machine do not travel.
+    if (saved && (saved->machine_id().empty() || saved->machine_id() == backend_->MachineId())) {
+      auto_tree_ = *std::move(saved);
+    } else {
+      if (saved) {
+        spdlog::info("{} was measured on '{}', not here ('{}'): measuring again", path, saved->machine_id(),
+                     backend_->MachineId());
+      }
+      absl::StatusOr<AutoTree> measured = MeasureAutoTreeNow(num_heads);
+      if (!measured.ok()) return measured.status();
+      auto_tree_ = *std::move(measured);
+    }
+  }
   // One request at a time runs at batch size 1; a scheduler asks auto_tree() per batch.
   return auto_tree_->TreeForBatch(1);
 }

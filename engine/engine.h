@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/kv/block_allocator.h"
@@ -27,10 +28,16 @@ struct EngineOptions {
   int kv_block_size = 16;                // tokens per KV block
   int prefill_chunk = 512;               // prompt tokens per forward pass
   std::string heads_path;                // Medusa heads (safetensors); empty: plain decoding only
-  // Medusa tree: a preset name, a JSON file of paths, or "auto": the trees measured by
-  // `medusa tree --auto` for these heads (AutoTreePathFor(heads_path)), batch size 1's
-  // in medusa_tree() (root-only, i.e. plain decoding, when no tree paid there).
+  // Medusa tree: a preset name, a JSON file of paths (or a `medusa tree --auto` result,
+  // used as it is), or "auto": the trees that decode fastest on this machine, per batch
+  // size, from `medusa tree --auto`'s file beside the heads (AutoTreePathFor) when this
+  // machine measured it, else measured now (a few seconds) from the heads' calibration
+  // (CalibrationPathFor). Batch size 1's choice is medusa_tree() (root-only, i.e. plain
+  // decoding, when no tree paid there).
   std::string tree = "mc_sim_7b_63";
+  // With tree "auto" measured at start-up: the batch sizes and tree sizes to time.
+  std::vector<int> auto_tree_batch_sizes = {1};
+  std::vector<int> auto_tree_sizes = {2, 4, 8, 16, 32};
 };
 
 class Engine {
@@ -58,8 +65,12 @@ class Engine {
 
  private:
   Engine() = default;
-  // The tree options_.tree names for `num_heads` loaded heads ("auto" also fills auto_tree_).
+  // The tree options_.tree names for `num_heads` loaded heads (an auto tree also fills
+  // auto_tree_). Called with the heads installed (a measurement runs them).
   absl::StatusOr<MedusaTree> ResolveTree(int num_heads);
+  // Times trees from the heads' calibration on this machine (tree "auto" without a
+  // measurement of this machine's).
+  absl::StatusOr<AutoTree> MeasureAutoTreeNow(int num_heads);
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;

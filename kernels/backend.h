@@ -80,6 +80,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string Name() const = 0;
+  // What the speed of this backend depends on, as one line (device, instruction set,
+  // threads, processor model): measurements taken under another id do not apply here.
+  virtual std::string MachineId() const = 0;
 
   // Takes the weights (moved: the CPU backend keeps them, others upload and drop them).
   virtual absl::Status LoadWeights(const ModelConfig& config, ModelWeights weights) = 0;

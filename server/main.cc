@@ -28,8 +28,9 @@ ABSL_FLAG(std::string, tokenizer, "",
           "Tokenizer for llama2.c models (SentencePiece .model or tokenizer.bin); default: beside the model");
 ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors); none: plain decoding only");
 ABSL_FLAG(std::string, tree, "",
-          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths, or auto "
-          "(the trees `medusa tree --auto` measured for these heads, per batch size)");
+          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths or of `medusa tree "
+          "--auto`'s choices, or auto (per batch size, the trees fastest on this machine: `medusa tree "
+          "--auto`'s file beside the heads when measured here, else measured at start-up)");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address both listeners bind to");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");
@@ -100,6 +101,11 @@ medusa::server::ServerOptions OptionsFromFlags() {
   options.engine.backend.threads = absl::GetFlag(FLAGS_threads);
   options.engine.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
   options.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
+  // --tree auto without this machine's measurement times the trees at start-up, for
+  // the batch sizes the scheduler will run.
+  options.engine.auto_tree_batch_sizes.clear();
+  for (int b = 1; b < options.scheduler.max_running; b *= 2) options.engine.auto_tree_batch_sizes.push_back(b);
+  options.engine.auto_tree_batch_sizes.push_back(options.scheduler.max_running);
   options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.scheduler.medusa_max_batch = absl::GetFlag(FLAGS_medusa_max_batch);
   options.host = absl::GetFlag(FLAGS_host);

@@ -372,7 +372,7 @@ int RunTrain() {
       {"topk_accuracy_before_training", Accuracies(*before)},
   };
   std::string calibration_path = absl::GetFlag(FLAGS_calibration_out);
-  if (calibration_path.empty()) calibration_path = Beside(out, ".calibration.json");
+  if (calibration_path.empty()) calibration_path = CalibrationPathFor(out);
   if (absl::Status s = WriteJson(calibration_path, calibration); !s.ok()) return Fail(s);
   std::fprintf(stderr, "wrote %s, %s and %s\n", out.c_str(), Beside(out, ".json").c_str(),
                calibration_path.c_str());
@@ -403,7 +403,7 @@ int RunCalibrate() {
       {"topk_accuracy", Accuracies(*topk)},
   };
   std::string path = absl::GetFlag(FLAGS_calibration_out);
-  if (path.empty()) path = Beside(heads_path, ".calibration.json");
+  if (path.empty()) path = CalibrationPathFor(heads_path);
   if (absl::Status s = WriteJson(path, calibration); !s.ok()) return Fail(s);
   std::fprintf(stderr, "wrote %s\n", path.c_str());
   return 0;

@@ -216,6 +216,10 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
     return bad("expected an object whose \"choice\" maps batch sizes to {\"nodes\", \"paths\"}");
   }
   AutoTree result;
+  if (doc.contains("machine") && doc["machine"].is_object() && doc["machine"].contains("id") &&
+      doc["machine"]["id"].is_string()) {
+    result.machine_id_ = doc["machine"]["id"].get<std::string>();
+  }
   for (const auto& [key, entry] : doc["choice"].items()) {
     int batch = 0;
     if (!absl::SimpleAtoi(key, &batch) || batch < 1) {
@@ -265,11 +269,19 @@ const MedusaTree& AutoTree::TreeForBatch(int batch) const {
   return it->second;
 }
 
-std::string AutoTreePathFor(const std::string& heads_path) {
+namespace {
+std::string HeadsStem(const std::string& heads_path) {
   constexpr std::string_view kSuffix = ".safetensors";
   std::string stem = heads_path;
   if (stem.size() > kSuffix.size() && stem.ends_with(kSuffix)) stem.resize(stem.size() - kSuffix.size());
-  return stem + ".auto_tree.json";
+  return stem;
+}
+}  // namespace
+
+std::string AutoTreePathFor(const std::string& heads_path) { return HeadsStem(heads_path) + ".auto_tree.json"; }
+
+std::string CalibrationPathFor(const std::string& heads_path) {
+  return HeadsStem(heads_path) + ".calibration.json";
 }
 
 }  // namespace medusa

@@ -99,6 +99,9 @@ class AutoTree {
 
   // Measured batch sizes, increasing (at least one).
   std::vector<int> batch_sizes() const;
+  // Backend::MachineId() of the machine that measured it ("machine": {"id"}); empty
+  // when the file does not say (a hand-written choice).
+  const std::string& machine_id() const { return machine_id_; }
   // The tree for `batch` running sequences: the choice of the smallest measured batch
   // size >= batch, else of the largest one (step overhead grows with the batch, so the
   // nearest larger measurement is the cautious one). Root-only means plain decoding.
@@ -106,10 +109,14 @@ class AutoTree {
 
  private:
   std::map<int, MedusaTree> choice_;  // batch size -> tree
+  std::string machine_id_;
 };
 
 // Where `medusa tree --auto` writes its result for a heads file, and where
 // `--tree auto` looks: the heads path without ".safetensors", plus ".auto_tree.json".
 std::string AutoTreePathFor(const std::string& heads_path);
+// Where `medusa train` and `medusa calibrate` write a heads file's calibration:
+// the heads path without ".safetensors", plus ".calibration.json".
+std::string CalibrationPathFor(const std::string& heads_path);
 
 }  // namespace medusa

@@ -218,7 +218,9 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
     choice[std::to_string(b)] = {{"nodes", nodes}, {"paths", chosen["paths"]},
                                  {"expected_speedup", best < 0 ? 1.0 : speedups[best]}};
   }
-  return nlohmann::json{{"machine", {{"backend", engine.backend().Name()}, {"threads", threads}}},
+  return nlohmann::json{{"machine", {{"backend", engine.backend().Name()},
+                                     {"threads", threads},
+                                     {"id", engine.backend().MachineId()}}},
                         {"context_tokens", timings->context_tokens},
                         {"repeats", options.timing.repeats},
                         {"measurements", measurements},

@@ -4,17 +4,21 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <new>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/aligned_vector.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/layer_ops.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/medusa_heads.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace medusa::kernels {
@@ -87,6 +91,19 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// The processor's model name (/proc/cpuinfo), or "unknown processor".
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    }
+  }
+  return "unknown processor";
+}
+
 // Cores this process may run on (its affinity mask), at least 1.
 int UsableCores() {
   cpu_set_t set;
@@ -102,6 +119,9 @@ class CpuBackend final : public Backend {
   }
 
   std::string Name() const override { return "cpu"; }
+  std::string MachineId() const override {
+    return absl::StrCat("cpu ", cpu::simd::kName, ", ", pool_.size(), " threads, ", CpuModelName());
+  }
   const ModelConfig& config() const override { return config_; }
 
   absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) override {

@@ -57,6 +57,7 @@ std::string WriteHeads(const std::string& name) {
   EXPECT_TRUE(engine.ok()) << engine.status();
   const std::string path = TempPath(name);
   std::filesystem::remove(AutoTreePathFor(path));
+  std::filesystem::remove(CalibrationPathFor(path));
   EXPECT_TRUE(SaveMedusaHeads(path, RandomMedusaHeads((*engine)->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
   return path;
 }
@@ -123,7 +124,8 @@ TEST(MedusaTreeAutoTest, MeasuresTreesAndGenerateUsesTheBatchOneChoiceLosslessly
   }
 
   const nlohmann::json plain = GenerateJson("--heads " + heads + " --no-medusa");
-  const nlohmann::json automatic = GenerateJson("--heads " + heads + " --tree auto");
+  // Measured with 1 thread: the same thread count finds it this machine's.
+  const nlohmann::json automatic = GenerateJson("--heads " + heads + " --tree auto --threads 1");
   EXPECT_EQ(automatic["token_ids"], plain["token_ids"]);
   EXPECT_EQ(automatic["text"], plain["text"]);
   EXPECT_EQ(automatic["tree_nodes"], report["choice"]["1"]["nodes"].get<int>() + 1);
@@ -178,6 +180,70 @@ TEST(MedusaTreeAutoTest, EngineResolvesAutoIncludingAPlainChoice) {
   EXPECT_EQ(chain->token_ids, plain->token_ids);
 }
 
+// Without this machine's measurement, "auto" measures the trees at start-up from the
+// calibration beside the heads; a file measured elsewhere is measured again, one
+// measured here (or hand-written, without a machine) is used as it is.
+TEST(MedusaTreeAutoTest, AutoMeasuresAtStartUpUnlessThisMachineMeasured) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = WriteHeads("startup.safetensors");
+  std::filesystem::copy_file(WriteCalibration(heads), CalibrationPathFor(heads),
+                             std::filesystem::copy_options::overwrite_existing);
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 8 << 20;
+  options.heads_path = heads;
+  options.tree = "auto";
+  options.auto_tree_batch_sizes = {1, 3};
+  options.auto_tree_sizes = {2, 4};
+  options.backend.threads = 1;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_NE((*engine)->auto_tree(), nullptr);
+  EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1, 3}));
+  EXPECT_EQ((*engine)->auto_tree()->machine_id(), (*engine)->backend().MachineId());
+  for (int batch : {1, 3}) {
+    const int nodes = (*engine)->auto_tree()->TreeForBatch(batch).num_nodes();
+    EXPECT_TRUE(nodes == 1 || nodes == 3 || nodes == 5) << "batch " << batch << ": " << nodes;
+  }
+  GenerationRequest request;
+  request.prompt_ids = *EncodePrompt((*engine)->tokenizer(), "Once upon a time", false);
+  request.max_tokens = 30;
+  absl::StatusOr<GenerationResult> automatic = Generate(**engine, request);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  request.use_medusa = false;
+  absl::StatusOr<GenerationResult> plain = Generate(**engine, request);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(automatic->token_ids, plain->token_ids);
+
+  // Measured on another machine: measured again here.
+  const std::string elsewhere = R"({"machine": {"id": "some other machine"},
+      "choice": {"1": {"nodes": 3, "paths": [[0], [1], [2]]}}})";
+  std::ofstream(AutoTreePathFor(heads)) << elsewhere;
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->auto_tree()->machine_id(), (*engine)->backend().MachineId());
+  EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1, 3}));
+  // Measured here: used as it is.
+  std::ofstream(AutoTreePathFor(heads)) << nlohmann::json{
+      {"machine", {{"id", (*engine)->backend().MachineId()}}},
+      {"choice", {{"1", {{"nodes", 3}, {"paths", {{0}, {1}, {2}}}}}}}}.dump();
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {1}, {2}}));
+  EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1}));
+  // An auto-tree file given by path is used as it is, wherever it was measured.
+  const std::string given = TempPath("given.auto_tree.json");
+  std::ofstream(given) << elsewhere;
+  options.tree = given;
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {1}, {2}}));
+  ASSERT_NE((*engine)->auto_tree(), nullptr);
+  std::filesystem::remove(CalibrationPathFor(heads));
+  std::filesystem::remove(AutoTreePathFor(heads));
+}
+
 TEST(MedusaTreeAutoTest, ErrorsAreClear) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   const std::string heads = WriteHeads("unmeasured.safetensors");
@@ -192,6 +258,8 @@ TEST(MedusaTreeAutoTest, ErrorsAreClear) {
            {"generate " + ModelArgs() + " --prompt hi --heads " + heads + " --tree auto", "medusa tree --auto", 1},
            {"generate " + ModelArgs() + " --prompt hi --heads " + heads + " --tree auto",
             AutoTreePathFor(heads), 1},
+           {"generate " + ModelArgs() + " --prompt hi --heads " + heads + " --tree auto",
+            CalibrationPathFor(heads), 1},
            {"tree --nodes 4", "--calibration", 2},
            {"tree --calibration /nonexistent/c.json --nodes 4", "/nonexistent/c.json", 1},
            {"tree --calibration " + bad_calibration + " --nodes 4", "decreases", 2},
