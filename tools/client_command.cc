@@ -50,16 +50,6 @@ std::unique_ptr<v1::Generator::Stub> Connect() {
       grpc::CreateCustomChannel(absl::GetFlag(FLAGS_addr), grpc::InsecureChannelCredentials(), args));
 }
 
-absl::StatusOr<std::vector<PromptSpec>> CollectPrompts() {
-  const std::string text = absl::GetFlag(FLAGS_prompt);
-  const std::string file = absl::GetFlag(FLAGS_prompts);
-  if (text.empty() == file.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
-  }
-  if (!file.empty()) return ReadPromptsFile(file);
-  return std::vector<PromptSpec>{{.text = text, .messages = {}}};
-}
-
 // The request `medusa generate` would make of this prompt and the flags.
 v1::GenerateRequest RequestFor(const PromptSpec& spec) {
   v1::GenerateRequest request;
@@ -188,7 +178,7 @@ double Quantile(std::vector<double> values, double q) {
 }  // namespace
 
 int RunClient() {
-  absl::StatusOr<std::vector<PromptSpec>> prompts = CollectPrompts();
+  absl::StatusOr<std::vector<PromptSpec>> prompts = PromptsFromFlags();
   if (!prompts.ok()) return Fail(prompts.status());
   std::unique_ptr<v1::Generator::Stub> stub = Connect();
   absl::StatusOr<v1::ModelInfo> info = GetModelInfo(*stub);

@@ -21,16 +21,6 @@ int Fail(const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-absl::StatusOr<std::vector<PromptSpec>> CollectPrompts() {
-  const std::string text = absl::GetFlag(FLAGS_prompt);
-  const std::string file = absl::GetFlag(FLAGS_prompts);
-  if (text.empty() == file.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
-  }
-  if (!file.empty()) return ReadPromptsFile(file);
-  return std::vector<PromptSpec>{{.text = text, .messages = {}}};
-}
-
 absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const PromptSpec& spec) {
   GenerationRequest request;
   absl::StatusOr<std::vector<int32_t>> ids =
@@ -83,7 +73,7 @@ int RunGenerate() {
   if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
     return Fail(absl::InvalidArgumentError("--tree needs Medusa heads: give --heads PATH"));
   }
-  absl::StatusOr<std::vector<PromptSpec>> prompts = CollectPrompts();
+  absl::StatusOr<std::vector<PromptSpec>> prompts = PromptsFromFlags();
   if (!prompts.ok()) return Fail(prompts.status());
 
   EngineOptions options;

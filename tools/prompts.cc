@@ -2,9 +2,11 @@
 
 #include <fstream>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
+#include "tools/flags.h"
 
 namespace medusa::tools {
 
@@ -43,6 +45,16 @@ absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path)
   }
   if (prompts.empty()) return absl::InvalidArgumentError(absl::StrFormat("%s has no prompts", path));
   return prompts;
+}
+
+absl::StatusOr<std::vector<PromptSpec>> PromptsFromFlags() {
+  const std::string text = absl::GetFlag(FLAGS_prompt);
+  const std::string file = absl::GetFlag(FLAGS_prompts);
+  if (text.empty() == file.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
+  }
+  if (!file.empty()) return ReadPromptsFile(file);
+  return std::vector<PromptSpec>{{.text = text, .messages = {}}};
 }
 
 }  // namespace medusa::tools

@@ -18,4 +18,7 @@ struct PromptSpec {
 // line; blank lines are skipped. Errors name the line.
 absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path);
 
+// The prompts --prompt TEXT or --prompts FILE.jsonl name (exactly one of them).
+absl::StatusOr<std::vector<PromptSpec>> PromptsFromFlags();
+
 }  // namespace medusa::tools

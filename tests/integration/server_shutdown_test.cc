@@ -20,10 +20,7 @@ class ServerShutdownTest : public ::testing::Test {
  protected:
   void Start(const std::vector<std::string>& extra) {
     ASSERT_MODEL_PRESENT(kSmolModel);
-    const std::string heads = dir_.file("heads.safetensors");
-    WriteRandomHeads(kSmolModel, heads);
-    std::vector<std::string> args = {"--model=" + kSmolModel, "--heads=" + heads, "--tree=chain", "--threads=1",
-                                     "--kv-cache-mb=64"};
+    std::vector<std::string> args = SmolWithRandomHeadsArgs(dir_.file("heads.safetensors"));
     args.insert(args.end(), extra.begin(), extra.end());
     server_.Start(args, dir_);
     ASSERT_TRUE(server_.WaitServing());

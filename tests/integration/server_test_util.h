@@ -167,6 +167,13 @@ inline void WriteRandomHeads(const std::string& model_path, const std::string& p
   ASSERT_TRUE(SaveMedusaHeads(path, heads, nullptr).ok());
 }
 
+// Server flags for SmolLM2 with random heads (written into `heads_path`) verifying a
+// chain, one thread and a 64 MiB KV cache: slow enough streams to act on mid-way.
+inline std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path) {
+  WriteRandomHeads(kSmolModel, heads_path);
+  return {"--model=" + kSmolModel, "--heads=" + heads_path, "--tree=chain", "--threads=1", "--kv-cache-mb=64"};
+}
+
 // A medusa-server child process on free loopback ports; killed by the destructor if
 // still running.
 class ServerProcess {
