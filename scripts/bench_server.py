@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""medusa-server under load: `medusa bench` at several concurrencies, Medusa on and off.
+
+Starts one medusa-server (SmolLM2-135M-Instruct with the shipped heads, --tree auto, so the
+trees are those measured for this machine) on free loopback ports, waits until it serves,
+then for each concurrency runs `medusa bench --json` with Medusa on and off, alternating
+the two for --rounds rounds so machine noise falls on both alike. Each bench sends
+--requests-per-stream requests per concurrent stream (chat prompts from AlpacaEval, past the
+ones calibration used; greedy, so both modes produce the same text). Then, for the
+server-overhead check, `medusa client` at concurrency 1 against `medusa generate` in-process on
+the same prompts (decode tokens/s of each request, from the usage the server reports
+vs the JSON generate prints).
+
+  python3 scripts/bench_server.py [--concurrency 1,2,4,8,16] [--rounds 2] [--max-tokens 128]
+
+Prints a Markdown table (medians over rounds) and the raw results as JSON.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOL = os.path.join(ROOT, "models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+HEADS = os.path.join(ROOT, "heads", "SmolLM2-135M-Instruct.medusa.safetensors")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prompts_file(count, skip):
+    data = json.load(open(os.path.join(ROOT, "data", "alpaca_eval.json")))
+    f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    for row in data[skip:skip + count]:
+        f.write(json.dumps({"messages": [{"role": "user", "content": row["instruction"]}]}) + "\n")
+    f.close()
+    return f.name
+
+
+def medusa(args, *extra):
+    cmd = [os.path.join(args.build, "bin", "medusa"), *extra]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def wait_serving(addr, build, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = subprocess.run([os.path.join(build, "bin", "medusa"), "client", "--addr", addr, "--prompt", "hi",
+                            "--max-tokens", "1", "--json"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(1)
+    raise SystemExit("medusa-server did not start serving")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--model", default=SMOL)
+    p.add_argument("--heads", default=HEADS)
+    p.add_argument("--tree", default="auto")
+    p.add_argument("--concurrency", default="1,2,4,8,16")
+    p.add_argument("--requests-per-stream", type=int, default=2)
+    p.add_argument("--min-requests", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
+    p.add_argument("--generate-prompts", type=int, default=8, help="prompts of the server-vs-generate check")
+    args = p.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    prompts = prompts_file(max(max(levels) * args.requests_per_stream, args.min_requests, args.generate_prompts),
+                           args.skip)
+    port, metrics_port = free_port(), free_port()
+    addr = f"127.0.0.1:{port}"
+    server = subprocess.Popen([os.path.join(args.build, "bin", "medusa-server"), "--model", args.model, "--heads",
+                               args.heads, "--tree", args.tree, "--port", str(port), "--metrics-port",
+                               str(metrics_port), "--host", "127.0.0.1", "--threads", str(args.threads),
+                               "--max-running", str(max(levels)), "--max-waiting", "256", "--kv-cache-mb", "1024"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_serving(addr, args.build)
+        samples = {(c, m): [] for c in levels for m in (True, False)}
+        for r in range(args.rounds):
+            for c in levels:
+                for medusa_on in (True, False):
+                    requests = max(c * args.requests_per_stream, args.min_requests)
+                    extra = ["bench", "--addr", addr, "--prompts", prompts, "--concurrency", str(c), "--requests",
+                             str(requests), "--max-tokens", str(args.max_tokens), "--json"]
+                    if not medusa_on:
+                        extra.append("--no-medusa")
+                    res = json.loads(medusa(args, *extra))
+                    samples[(c, medusa_on)].append(res)
+                    print(f"round {r + 1} concurrency {c} medusa {medusa_on}: {res['tokens_per_second']:.1f} tok/s, "
+                          f"{res['acceleration_rate']:.2f} tokens/step", file=sys.stderr)
+
+        # Server vs in-process at concurrency 1, same prompts, alternating.
+        few = prompts_file(args.generate_prompts, args.skip)
+        served, local = [], []
+        for _ in range(args.rounds):
+            out = medusa(args, "client", "--addr", addr, "--prompts", few, "--max-tokens", str(args.max_tokens),
+                         "--json")
+            served.append([json.loads(line) for line in out.splitlines() if line.strip()])
+            out = medusa(args, "generate", "--model", args.model, "--heads", args.heads, "--tree", args.tree,
+                         "--prompts", few, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
+                         "--json")
+            local.append([json.loads(line) for line in out.splitlines() if line.strip()])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    def median(values):
+        return statistics.median(values)
+
+    print(f"SmolLM2-135M-Instruct, heads {os.path.basename(args.heads)}, --tree {args.tree}, {args.threads} threads; "
+          f"greedy chat prompts (AlpacaEval from #{args.skip}), max {args.max_tokens} tokens; "
+          f"medians of {args.rounds} alternating rounds\n")
+    print("| concurrency | Medusa tok/s | plain tok/s | Medusa / plain | tokens/step | TTFT p50/p99 ms (Medusa) "
+          "| ITL p50/p99 ms (Medusa) | ITL p50/p99 ms (plain) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in levels:
+        on, off = samples[(c, True)], samples[(c, False)]
+        ratio = median(a["tokens_per_second"] / b["tokens_per_second"] for a, b in zip(on, off))
+        print(f"| {c} | {median(s['tokens_per_second'] for s in on):.1f} | "
+              f"{median(s['tokens_per_second'] for s in off):.1f} | {ratio:.2f}x | "
+              f"{median(s['acceleration_rate'] for s in on):.2f} | "
+              f"{median(s['ttft_ms_p50'] for s in on):.0f} / {median(s['ttft_ms_p99'] for s in on):.0f} | "
+              f"{median(s['itl_ms_p50'] for s in on):.1f} / {median(s['itl_ms_p99'] for s in on):.1f} | "
+              f"{median(s['itl_ms_p50'] for s in off):.1f} / {median(s['itl_ms_p99'] for s in off):.1f} |")
+
+    def decode_rate(runs):
+        return [sum(r["new_tokens"] - 1 for r in run) / sum(r["decode_seconds"] for r in run) for run in runs]
+    same = all(a["token_ids"] == b["token_ids"] for s, l in zip(served, local) for a, b in zip(s, l))
+    srv, loc = decode_rate(served), decode_rate(local)
+    print(f"\nconcurrency 1, {args.generate_prompts} prompts: server {median(srv):.1f} tok/s, in-process "
+          f"`medusa generate` {median(loc):.1f} tok/s: server / generate = "
+          f"{median(a / b for a, b in zip(srv, loc)):.3f}; identical tokens: {same}")
+    raw = {f"{c}/{'medusa' if m else 'plain'}": v for (c, m), v in samples.items()}
+    raw["server_decode_tok_s"], raw["generate_decode_tok_s"] = srv, loc
+    print("\n" + json.dumps(raw))
+    os.unlink(prompts)
+    os.unlink(few)
+
+
+if __name__ == "__main__":
+    main()
