@@ -114,5 +114,30 @@ TEST_F(ServerCapacityTest, FullQueueIsResourceExhaustedAtOnce) {
   ExpectServesNormally();
 }
 
+// A KV pool of two blocks (32 tokens of SmolLM2): a prompt that cannot fit is refused at
+// once, one whose generation outgrows the pool ends RESOURCE_EXHAUSTED mid-stream with
+// its blocks back; the server goes on serving.
+TEST_F(ServerCapacityTest, ExhaustedKvMemoryIsResourceExhaustedAndLeaksNothing) {
+  ASSERT_MODEL_PRESENT(kSmolModel);
+  server_.Start({"--model=" + kSmolModel, "--threads=1", "--kv-cache-mb=2"}, dir_);
+  ASSERT_TRUE(server_.WaitServing());
+  ASSERT_EQ(server_.Metric("medusa_kv_cache_blocks_used"), 0.0);
+  auto stub = server_.Stub();
+  StreamOutcome too_long = RunGenerate(*stub, GreedyRequest(std::string(300, 'a') + " b c d e f g", 4));
+  EXPECT_EQ(too_long.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << too_long.status.error_message();
+  EXPECT_TRUE(too_long.chunks.empty());
+
+  v1::GenerateRequest outgrows = GreedyRequest("Once upon a time", 100);
+  outgrows.set_ignore_eos(true);
+  StreamOutcome out = RunGenerate(*stub, outgrows);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << out.status.error_message();
+  EXPECT_TRUE(absl::StrContains(out.status.error_message(), "KV memory ran out")) << out.status.error_message();
+  EXPECT_FALSE(out.chunks.empty()) << "it ran out before the first token: not mid-generation";
+  EXPECT_LT(out.ids().size(), 32u);
+  EXPECT_TRUE(EventuallyEquals("medusa_kv_cache_blocks_used", 0));
+  EXPECT_TRUE(EventuallyEquals("medusa_requests_total{status=\"resource_exhausted\"}", 2));
+  ExpectServesNormally();
+}
+
 }  // namespace
 }  // namespace medusa::testing
