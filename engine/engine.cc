@@ -138,9 +138,19 @@ absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
 }
 
 absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
-  if (options_.tree != "auto" && !IsAutoTreeFile(options_.tree)) return LoadTree(options_.tree, num_heads);
-  if (options_.tree != "auto") {
-    absl::StatusOr<AutoTree> given = AutoTree::Load(options_.tree, num_heads);
+  tree_source_ = options_.tree;
+  if (tree_source_.empty()) {
+    // "auto" when it can work here: a calibration to measure with, or trees measured here.
+    bool usable = fs::exists(CalibrationPathFor(options_.heads_path));
+    if (!usable && fs::exists(AutoTreePathFor(options_.heads_path))) {
+      absl::StatusOr<AutoTree> saved = AutoTree::Load(AutoTreePathFor(options_.heads_path), num_heads);
+      usable = saved.ok() && (saved->machine_id().empty() || saved->machine_id() == backend_->MachineId());
+    }
+    tree_source_ = usable ? "auto" : "mc_sim_7b_63";
+  }
+  if (tree_source_ != "auto" && !IsAutoTreeFile(tree_source_)) return LoadTree(tree_source_, num_heads);
+  if (tree_source_ != "auto") {
+    absl::StatusOr<AutoTree> given = AutoTree::Load(tree_source_, num_heads);
     if (!given.ok()) return given.status();
     auto_tree_ = *std::move(given);
   } else {

@@ -33,8 +33,9 @@ struct EngineOptions {
   // size, from `medusa tree --auto`'s file beside the heads (AutoTreePathFor) when this
   // machine measured it, else measured now (a few seconds) from the heads' calibration
   // (CalibrationPathFor). Batch size 1's choice is medusa_tree() (root-only, i.e. plain
-  // decoding, when no tree paid there).
-  std::string tree = "mc_sim_7b_63";
+  // decoding, when no tree paid there). Empty: "auto" when the heads have a calibration
+  // or a measured auto tree beside them, else "mc_sim_7b_63" (the reference's default).
+  std::string tree;
   // With tree "auto" measured at start-up: the batch sizes and tree sizes to time.
   std::vector<int> auto_tree_batch_sizes = {1};
   std::vector<int> auto_tree_sizes = {2, 4, 8, 16, 32};
@@ -56,6 +57,8 @@ class Engine {
   // With tree "auto": every measured batch size's choice (AutoTree::TreeForBatch), for a
   // scheduler that runs many sequences; nullptr otherwise.
   const AutoTree* auto_tree() const { return auto_tree_ ? &*auto_tree_ : nullptr; }
+  // The tree as chosen: options().tree, or what an empty one resolved to.
+  const std::string& tree_source() const { return tree_source_; }
   // Installs heads and a tree (the tree is cut to the heads' depth). Used by
   // Create for --heads, and by tests and tools that make heads in memory.
   absl::Status SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree);
@@ -77,6 +80,7 @@ class Engine {
   std::unique_ptr<kv::BlockAllocator> kv_allocator_;
   std::optional<MedusaTree> medusa_tree_;
   std::optional<AutoTree> auto_tree_;
+  std::string tree_source_;
 };
 
 // Finds the tokenizer for a model: the explicit path if given (a SentencePiece

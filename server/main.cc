@@ -28,9 +28,10 @@ ABSL_FLAG(std::string, tokenizer, "",
           "Tokenizer for llama2.c models (SentencePiece .model or tokenizer.bin); default: beside the model");
 ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors); none: plain decoding only");
 ABSL_FLAG(std::string, tree, "",
-          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths or of `medusa tree "
-          "--auto`'s choices, or auto (per batch size, the trees fastest on this machine: `medusa tree "
-          "--auto`'s file beside the heads when measured here, else measured at start-up)");
+          "Medusa tree: a preset name, a JSON file of paths or of `medusa tree --auto`'s choices, or auto "
+          "(per batch size, the trees fastest on this machine: `medusa tree --auto`'s file beside the heads "
+          "when measured here, else measured at start-up). Default: auto when the heads have a calibration "
+          "beside them, else mc_sim_7b_63");
 ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address both listeners bind to");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");

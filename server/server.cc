@@ -130,7 +130,7 @@ v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
     info.mutable_heads()->set_path(options_.engine.heads_path);
     info.mutable_heads()->set_num_heads(engine_->backend().num_medusa_heads());
     v1::MedusaTreeInfo* tree_info = info.mutable_tree();
-    tree_info->set_source(options_.engine.tree);
+    tree_info->set_source(engine_->tree_source());
     tree_info->set_num_nodes(tree->num_nodes());
     tree_info->set_depth(tree->max_depth());
     for (const std::vector<int>& path : tree->paths()) {

@@ -8,7 +8,8 @@ ABSL_FLAG(std::string, tokenizer, "",
           "(default: found beside the model; GGUF models carry their own)");
 ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors)");
 ABSL_FLAG(std::string, tree, "",
-          "Medusa tree: a preset name (default mc_sim_7b_63), a JSON file of paths, or auto");
+          "Medusa tree: a preset name, a JSON file of paths, or auto (see README). Default: auto when the "
+          "heads have a calibration beside them, else mc_sim_7b_63");
 ABSL_FLAG(bool, no_medusa, false,
           "Plain decoding (one token per step) through the same loop, even with --heads");
 ABSL_FLAG(double, typical_epsilon, 0.09,

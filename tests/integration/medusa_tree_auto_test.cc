@@ -240,8 +240,18 @@ TEST(MedusaTreeAutoTest, AutoMeasuresAtStartUpUnlessThisMachineMeasured) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {1}, {2}}));
   ASSERT_NE((*engine)->auto_tree(), nullptr);
+
+  // No tree named: "auto" while the calibration is there, the reference's default without.
+  options.tree = "";
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->tree_source(), "auto");
   std::filesystem::remove(CalibrationPathFor(heads));
   std::filesystem::remove(AutoTreePathFor(heads));
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->tree_source(), "mc_sim_7b_63");
+  EXPECT_EQ((*engine)->auto_tree(), nullptr);
 }
 
 TEST(MedusaTreeAutoTest, ErrorsAreClear) {
