@@ -28,7 +28,14 @@ void ProgressBar::Update(double done, double total, double rate, const std::stri
   const auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double fraction = total > 0 ? std::min(1.0, done / total) : 0.0;
-  const double eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : NAN;
+  // A resumed run starts part way: the ETA comes from the pace of this run only.
+  if (first_done_ < 0) {
+    first_done_ = done;
+    first_update_ = now;
+  }
+  const double done_here = done - first_done_;
+  const double pace_seconds = std::chrono::duration<double>(now - first_update_).count();
+  const double eta = done_here > 0 ? pace_seconds * (total - done) / done_here : NAN;
   constexpr int kWidth = 24;
   const int filled = static_cast<int>(fraction * kWidth);
   line_ = absl::StrFormat("%s [%s%s] %3.0f%% %.0f/%.0f | %.0f %s | %s | %s elapsed, ETA %s", label_,
