@@ -158,7 +158,7 @@ TEST(MedusaDecodingTest, ShippedSmolLM2HeadsAreLosslessAndAccelerate) {
     }
     const double acceleration = double(tokens) / steps;
     std::printf("SmolLM2, shipped heads, %s: acceleration %.3f\n", tree_name.c_str(), acceleration);
-    EXPECT_GT(acceleration, 1.15) << tree_name;
+    EXPECT_GT(acceleration, 1.3) << tree_name;  // measured 1.41 (chain) and 1.86 (mc_sim_7b_63) on other prompts
   }
 }
 
