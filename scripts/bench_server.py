@@ -4,14 +4,14 @@
 Starts one medusa-server (SmolLM2-135M-Instruct with the shipped heads, --tree auto, so the
 trees are those measured for this machine) on free loopback ports, waits until it serves,
 then for each concurrency runs `medusa bench --json` with Medusa on and off, alternating
-the two for --rounds rounds so machine noise falls on both alike. Each bench sends
+the two in ABBA order over --rounds rounds so machine noise falls on both alike. Each bench sends
 --requests-per-stream requests per concurrent stream (chat prompts from AlpacaEval, past the
 ones calibration used; greedy, so both modes produce the same text). Then, for the
 server-overhead check, `medusa client` at concurrency 1 against `medusa generate` in-process on
 the same prompts (decode tokens/s of each request, from the usage the server reports
 vs the JSON generate prints).
 
-  python3 scripts/bench_server.py [--concurrency 1,2,4,8,16] [--rounds 2] [--max-tokens 128]
+  python3 scripts/bench_server.py [--concurrency 1,2,4,8,16] [--rounds 4] [--max-tokens 128]
 
 Prints a Markdown table (medians over rounds) and the raw results as JSON.
 """
@@ -71,7 +71,7 @@ def main():
     p.add_argument("--requests-per-stream", type=int, default=2)
     p.add_argument("--min-requests", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
     p.add_argument("--generate-prompts", type=int, default=8, help="prompts of the server-vs-generate check")
@@ -91,7 +91,9 @@ def main():
         samples = {(c, m): [] for c in levels for m in (True, False)}
         for r in range(args.rounds):
             for c in levels:
-                for medusa_on in (True, False):
+                # ABBA order: Medusa first in even rounds, plain first in odd ones, so neither
+                # mode always runs right after the other level's load.
+                for medusa_on in ((True, False) if r % 2 == 0 else (False, True)):
                     requests = max(c * args.requests_per_stream, args.min_requests)
                     extra = ["bench", "--addr", addr, "--prompts", prompts, "--concurrency", str(c), "--requests",
                              str(requests), "--max-tokens", str(args.max_tokens), "--json"]
@@ -102,17 +104,24 @@ def main():
                     print(f"round {r + 1} concurrency {c} medusa {medusa_on}: {res['tokens_per_second']:.1f} tok/s, "
                           f"{res['acceleration_rate']:.2f} tokens/step", file=sys.stderr)
 
-        # Server vs in-process at concurrency 1, same prompts, alternating.
+        # Server vs in-process at concurrency 1, same prompts, alternating (ABBA).
         few = prompts_file(args.generate_prompts, args.skip)
         served, local = [], []
-        for _ in range(args.rounds):
+
+        def served_run():
             out = medusa(args, "client", "--addr", addr, "--prompts", few, "--max-tokens", str(args.max_tokens),
                          "--json")
             served.append([json.loads(line) for line in out.splitlines() if line.strip()])
+
+        def local_run():
             out = medusa(args, "generate", "--model", args.model, "--heads", args.heads, "--tree", args.tree,
                          "--prompts", few, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
                          "--json")
             local.append([json.loads(line) for line in out.splitlines() if line.strip()])
+
+        for r in range(args.rounds):
+            for run in ((served_run, local_run) if r % 2 == 0 else (local_run, served_run)):
+                run()
     finally:
         server.terminate()
         server.wait(timeout=60)
