@@ -8,10 +8,12 @@ the two in ABBA order over --rounds rounds so machine noise falls on both alike.
 --requests-per-stream requests per concurrent stream (chat prompts from AlpacaEval, past the
 ones calibration used; greedy, so both modes produce the same text). Then, for the
 server-overhead check, `medusa client` at concurrency 1 against `medusa generate` in-process on
-the same prompts (decode tokens/s of each request, from the usage the server reports
-vs the JSON generate prints).
+the same prompts, paired request by request (decode tokens/s of each request, from the usage
+the server reports vs the JSON generate prints).
 
   python3 scripts/bench_server.py [--concurrency 1,2,4,8,16] [--rounds 4] [--max-tokens 128]
+                                  [--generate-prompts 8] [--overhead-rounds 4]
+  python3 scripts/bench_server.py --concurrency "" --overhead-rounds 6    # the overhead check only
 
 Prints a Markdown table (medians over rounds) and the raw results as JSON.
 """
@@ -75,16 +77,17 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
     p.add_argument("--generate-prompts", type=int, default=8, help="prompts of the server-vs-generate check")
+    p.add_argument("--overhead-rounds", type=int, default=4, help="rounds of the server-vs-generate check")
     args = p.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    prompts = prompts_file(max(max(levels) * args.requests_per_stream, args.min_requests, args.generate_prompts),
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]  # empty: only the overhead check
+    prompts = prompts_file(max(max(levels, default=1) * args.requests_per_stream, args.min_requests, args.generate_prompts),
                            args.skip)
     port, metrics_port = free_port(), free_port()
     addr = f"127.0.0.1:{port}"
     server = subprocess.Popen([os.path.join(args.build, "bin", "medusa-server"), "--model", args.model, "--heads",
                                args.heads, "--tree", args.tree, "--port", str(port), "--metrics-port",
                                str(metrics_port), "--host", "127.0.0.1", "--threads", str(args.threads),
-                               "--max-running", str(max(levels)), "--max-waiting", "256", "--kv-cache-mb", "1024"],
+                               "--max-running", str(max(levels, default=1)), "--max-waiting", "256", "--kv-cache-mb", "1024"],
                               stderr=subprocess.PIPE, text=True)
     try:
         wait_serving(addr, args.build)
@@ -104,24 +107,34 @@ def main():
                     print(f"round {r + 1} concurrency {c} medusa {medusa_on}: {res['tokens_per_second']:.1f} tok/s, "
                           f"{res['acceleration_rate']:.2f} tokens/step", file=sys.stderr)
 
-        # Server vs in-process at concurrency 1, same prompts, alternating (ABBA).
-        few = prompts_file(args.generate_prompts, args.skip)
+        # Server vs in-process at concurrency 1, same prompts, paired request by request:
+        # prompt i through the server, then through `medusa generate` (the order flips
+        # every pair), so the two halves of a pair are seconds apart and this VM's slow
+        # drifts (rates swing by a third over minutes) fall on both alike.
+        singles = [prompts_file(1, args.skip + i) for i in range(args.generate_prompts)]
         served, local = [], []
 
-        def served_run():
-            out = medusa(args, "client", "--addr", addr, "--prompts", few, "--max-tokens", str(args.max_tokens),
+        def served_run(f):
+            out = medusa(args, "client", "--addr", addr, "--prompts", f, "--max-tokens", str(args.max_tokens),
                          "--json")
-            served.append([json.loads(line) for line in out.splitlines() if line.strip()])
+            return json.loads(out.splitlines()[0])
 
-        def local_run():
+        def local_run(f):
             out = medusa(args, "generate", "--model", args.model, "--heads", args.heads, "--tree", args.tree,
-                         "--prompts", few, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
+                         "--prompts", f, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
                          "--json")
-            local.append([json.loads(line) for line in out.splitlines() if line.strip()])
+            return json.loads(out.splitlines()[0])
 
-        for r in range(args.rounds):
-            for run in ((served_run, local_run) if r % 2 == 0 else (local_run, served_run)):
-                run()
+        for r in range(args.overhead_rounds):
+            for i, f in enumerate(singles):
+                if (r + i) % 2 == 0:
+                    served.append(served_run(f))
+                    local.append(local_run(f))
+                else:
+                    local.append(local_run(f))
+                    served.append(served_run(f))
+        for f in singles:
+            os.unlink(f)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -145,18 +158,22 @@ def main():
               f"{median(s['itl_ms_p50'] for s in on):.1f} / {median(s['itl_ms_p99'] for s in on):.1f} | "
               f"{median(s['itl_ms_p50'] for s in off):.1f} / {median(s['itl_ms_p99'] for s in off):.1f} |")
 
-    def decode_rate(runs):
-        return [sum(r["new_tokens"] - 1 for r in run) / sum(r["decode_seconds"] for r in run) for run in runs]
-    same = all(a["token_ids"] == b["token_ids"] for s, l in zip(served, local) for a, b in zip(s, l))
-    srv, loc = decode_rate(served), decode_rate(local)
-    print(f"\nconcurrency 1, {args.generate_prompts} prompts: server {median(srv):.1f} tok/s, in-process "
-          f"`medusa generate` {median(loc):.1f} tok/s: server / generate = "
-          f"{median(a / b for a, b in zip(srv, loc)):.3f}; identical tokens: {same}")
+    def decode_rate(run):
+        return (run["new_tokens"] - 1) / run["decode_seconds"]
+    same = all(a["token_ids"] == b["token_ids"] for a, b in zip(served, local))
+    srv, loc = [decode_rate(r) for r in served], [decode_rate(r) for r in local]
+    pairs = [a / b for a, b in zip(srv, loc)]
+    total = sum(r["new_tokens"] - 1 for r in served)
+    pooled = (total / sum(r["decode_seconds"] for r in served)) / (total / sum(r["decode_seconds"] for r in local))
+    q = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else [pairs[0]] * 3
+    print(f"\nconcurrency 1, {len(pairs)} request pairs ({args.generate_prompts} prompts x {args.overhead_rounds} "
+          f"rounds): server {median(srv):.1f} tok/s, in-process `medusa generate` {median(loc):.1f} tok/s; "
+          f"server / generate per pair: median {median(pairs):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f}), "
+          f"all tokens pooled {pooled:.3f}; identical tokens: {same}")
     raw = {f"{c}/{'medusa' if m else 'plain'}": v for (c, m), v in samples.items()}
     raw["server_decode_tok_s"], raw["generate_decode_tok_s"] = srv, loc
     print("\n" + json.dumps(raw))
     os.unlink(prompts)
-    os.unlink(few)
 
 
 if __name__ == "__main__":
