@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <future>
 #include <string>
 #include <vector>
@@ -18,7 +17,7 @@
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/scheduler/scheduler.h"
-#include "nlohmann/json.hpp"
+#include "tools/prompts.h"
 
 namespace {
 
@@ -63,24 +62,18 @@ int main(int argc, char** argv) {
   auto engine = Engine::Create(options);
   Check(engine.status());
 
+  // The CLI's prompt files: {"prompt": ...} lines as one chat turn, {"messages": [...]} as they are.
+  absl::StatusOr<std::vector<tools::PromptSpec>> prompts = tools::ReadPromptsFile(prompts_path);
+  Check(prompts.status());
   std::vector<GenerationRequest> requests;
-  std::ifstream in(prompts_path);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(line);
-    std::vector<ChatMessage> messages;
-    for (const auto& m : j["messages"]) messages.push_back({m["role"], m["content"]});
-    auto ids = EncodeChat((*engine)->tokenizer(), messages);
+  for (const tools::PromptSpec& spec : *prompts) {
+    auto ids = spec.messages.empty() ? EncodePrompt((*engine)->tokenizer(), spec.text, /*chat=*/true)
+                                     : EncodeChat((*engine)->tokenizer(), spec.messages);
     Check(ids.status());
     GenerationRequest r;
-    r.prompt_ids = *ids;
+    r.prompt_ids = *std::move(ids);
     r.max_tokens = max_tokens;
     requests.push_back(std::move(r));
-  }
-
-  if (requests.empty()) {
-    std::fprintf(stderr, "error: no prompts read from --prompts '%s'\n", prompts_path.c_str());
-    return 1;
   }
 
   auto through_scheduler = [&](const GenerationRequest& request) {
