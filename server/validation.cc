@@ -138,6 +138,11 @@ absl::Status CheckSampling(const v1::GenerateRequest& request) {
   if (request.has_typical_delta() && !(request.typical_delta() >= 0 && request.typical_delta() <= 1)) {
     return Invalid("typical_delta", absl::StrFormat("must be in [0, 1], got %g", request.typical_delta()));
   }
+  // Proto3 enums are open: a newer client may send a value this server does not know.
+  if (!v1::SamplingAcceptance_IsValid(request.acceptance())) {
+    return Invalid("acceptance", absl::StrFormat("unknown value %d (0: default, 1: typical, 2: rejection)",
+                                                 static_cast<int>(request.acceptance())));
+  }
   return absl::OkStatus();
 }
 
@@ -285,8 +290,10 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   out.stop_strings.assign(request.stop().begin(), request.stop().end());
   out.ignore_eos = request.ignore_eos();
   out.use_medusa = !request.has_medusa() || request.medusa();
-  if (request.has_typical_epsilon()) out.typical.epsilon = request.typical_epsilon();
-  if (request.has_typical_delta()) out.typical.delta = request.typical_delta();
+  if (request.has_typical_epsilon()) out.acceptance.epsilon = request.typical_epsilon();
+  if (request.has_typical_delta()) out.acceptance.delta = request.typical_delta();
+  out.acceptance.rule = request.acceptance() == v1::SAMPLING_ACCEPTANCE_REJECTION ? SamplingAcceptance::kRejection
+                                                                                  : SamplingAcceptance::kTypical;
   return out;
 }
 

@@ -51,6 +51,14 @@ std::unique_ptr<v1::Generator::Stub> Connect() {
 }
 
 // The request `medusa generate` would make of this prompt and the flags.
+// --acceptance as the API's enum (the names `medusa generate` takes).
+absl::StatusOr<v1::SamplingAcceptance> AcceptanceFromFlag() {
+  const std::string name = absl::GetFlag(FLAGS_acceptance);
+  if (name == "typical") return v1::SAMPLING_ACCEPTANCE_TYPICAL;
+  if (name == "rejection") return v1::SAMPLING_ACCEPTANCE_REJECTION;
+  return absl::InvalidArgumentError("--acceptance must be typical or rejection, got '" + name + "'");
+}
+
 v1::GenerateRequest RequestFor(const PromptSpec& spec) {
   v1::GenerateRequest request;
   if (!spec.messages.empty() || absl::GetFlag(FLAGS_chat)) {
@@ -74,6 +82,7 @@ v1::GenerateRequest RequestFor(const PromptSpec& spec) {
   request.set_medusa(!absl::GetFlag(FLAGS_no_medusa));
   request.set_typical_epsilon(static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon)));
   request.set_typical_delta(static_cast<float>(absl::GetFlag(FLAGS_typical_delta)));
+  request.set_acceptance(AcceptanceFromFlag().value_or(v1::SAMPLING_ACCEPTANCE_UNSPECIFIED));
   return request;
 }
 
@@ -178,6 +187,7 @@ double Quantile(std::vector<double> values, double q) {
 }  // namespace
 
 int RunClient() {
+  if (absl::Status s = AcceptanceFromFlag().status(); !s.ok()) return Fail(s);
   absl::StatusOr<std::vector<PromptSpec>> prompts = PromptsFromFlags();
   if (!prompts.ok()) return Fail(prompts.status());
   std::unique_ptr<v1::Generator::Stub> stub = Connect();
@@ -212,6 +222,7 @@ int RunClient() {
 }
 
 int RunBench() {
+  if (absl::Status s = AcceptanceFromFlag().status(); !s.ok()) return Fail(s);
   const std::string file = absl::GetFlag(FLAGS_prompts);
   if (file.empty()) return Fail(absl::InvalidArgumentError("medusa bench needs --prompts FILE.jsonl"));
   absl::StatusOr<std::vector<PromptSpec>> prompts = ReadPromptsFile(file);

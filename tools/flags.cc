@@ -12,6 +12,10 @@ ABSL_FLAG(std::string, tree, "",
           "heads have a calibration beside them, else mc_sim_7b_63");
 ABSL_FLAG(bool, no_medusa, false,
           "Plain decoding (one token per step) through the same loop, even with --heads");
+ABSL_FLAG(std::string, acceptance, "typical",
+          "Draft acceptance when sampling (--temperature > 0): typical (the Medusa paper's typical acceptance, "
+          "--typical-epsilon/--typical-delta) or rejection (rejection sampling: exactly the model's sampling "
+          "distribution)");
 ABSL_FLAG(double, typical_epsilon, 0.09,
           "Typical acceptance when sampling: accept x if p(x) > min(epsilon, delta * exp(-H(p)))");
 ABSL_FLAG(double, typical_delta, 0.3, "Typical acceptance delta (see --typical-epsilon)");

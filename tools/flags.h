@@ -14,6 +14,7 @@ ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(std::string, heads);
 ABSL_DECLARE_FLAG(std::string, tree);
 ABSL_DECLARE_FLAG(bool, no_medusa);
+ABSL_DECLARE_FLAG(std::string, acceptance);
 ABSL_DECLARE_FLAG(double, typical_epsilon);
 ABSL_DECLARE_FLAG(double, typical_delta);
 ABSL_DECLARE_FLAG(std::string, prompt);

@@ -36,8 +36,11 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
   request.stop_strings = absl::GetFlag(FLAGS_stop);
   request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   request.use_medusa = !absl::GetFlag(FLAGS_no_medusa);
-  request.typical.epsilon = static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon));
-  request.typical.delta = static_cast<float>(absl::GetFlag(FLAGS_typical_delta));
+  absl::StatusOr<SamplingAcceptance> rule = ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance));
+  if (!rule.ok()) return rule.status();
+  request.acceptance.rule = *rule;
+  request.acceptance.epsilon = static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon));
+  request.acceptance.delta = static_cast<float>(absl::GetFlag(FLAGS_typical_delta));
   return request;
 }
 
@@ -72,6 +75,10 @@ int RunGenerate() {
   if (absl::GetFlag(FLAGS_model).empty()) return Fail(absl::InvalidArgumentError("--model is required"));
   if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
     return Fail(absl::InvalidArgumentError("--tree needs Medusa heads: give --heads PATH"));
+  }
+  if (absl::StatusOr<SamplingAcceptance> rule = ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance));
+      !rule.ok()) {
+    return Fail(rule.status());  // before the model loads, not after
   }
   absl::StatusOr<std::vector<PromptSpec>> prompts = PromptsFromFlags();
   if (!prompts.ok()) return Fail(prompts.status());

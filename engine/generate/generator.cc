@@ -81,7 +81,7 @@ absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& requ
     return absl::InvalidArgumentError(
         absl::StrFormat("max_tokens must be >= 1, got %d", request.max_tokens));
   }
-  const TypicalAcceptanceOptions& typical = request.typical;
+  const AcceptanceOptions& typical = request.acceptance;  // the typical rule's parameters
   if (!(typical.epsilon >= 0 && typical.epsilon <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("typical acceptance epsilon must be in [0, 1], got %g", typical.epsilon));

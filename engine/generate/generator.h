@@ -30,7 +30,7 @@ struct GenerationRequest {
   std::vector<std::string> stop_strings;
   bool ignore_eos = false;  // keep going past EOS (benchmarks, fixed-length comparisons)
   bool use_medusa = true;   // when the engine has heads; false: plain decoding
-  TypicalAcceptanceOptions typical;  // acceptance when sampling (epsilon, delta)
+  AcceptanceOptions acceptance;  // of draft tokens when sampling: the rule (typical or rejection), epsilon, delta
 };
 
 // Why generation ended: "stop" (a stop token or stop string) or "length"

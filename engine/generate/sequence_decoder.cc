@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(Engine&
   absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(d->root_only_, d->config_.vocab_size);
   if (!candidates.ok()) return candidates.status();
   d->plain_.reset(new TreeState{&d->root_only_, *std::move(candidates),
-                                Acceptor(d->root_only_, d->config_.vocab_size, d->request_.typical)});
+                                Acceptor(d->root_only_, d->config_.vocab_size, d->request_.acceptance)});
   d->planned_ = d->plain_.get();
   GenerationResult& r = d->result_;
   r.prompt_tokens = d->prompt_len_;
@@ -53,7 +53,7 @@ absl::StatusOr<SequenceDecoder::TreeState*> SequenceDecoder::StateFor(const Medu
   absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(tree, config_.vocab_size);
   if (!candidates.ok()) return candidates.status();
   trees_.push_back(std::unique_ptr<TreeState>(
-      new TreeState{&tree, *std::move(candidates), Acceptor(tree, config_.vocab_size, request_.typical)}));
+      new TreeState{&tree, *std::move(candidates), Acceptor(tree, config_.vocab_size, request_.acceptance)}));
   return trees_.back().get();
 }
 

@@ -66,7 +66,7 @@ int32_t FastArgmax(absl::Span<const float> row) {
 }  // namespace
 
 TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double temperature,
-                                       const TypicalAcceptanceOptions& options) {
+                                       const AcceptanceOptions& options) {
   TypicalRowStats stats;
   const float* data = row.data();
   const int n = static_cast<int>(row.size());
@@ -97,11 +97,18 @@ TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double tempe
   return stats;
 }
 
+absl::StatusOr<SamplingAcceptance> ParseSamplingAcceptance(absl::string_view name) {
+  if (name == "typical") return SamplingAcceptance::kTypical;
+  if (name == "rejection") return SamplingAcceptance::kRejection;
+  return absl::InvalidArgumentError(
+      absl::StrCat("acceptance must be typical or rejection, got '", name, "'"));
+}
+
 double TypicalLogProb(const TypicalRowStats& stats, float logit, double temperature) {
   return (logit - stats.max_logit) / temperature - stats.log_z;
 }
 
-Acceptor::Acceptor(const MedusaTree& tree, int vocab, TypicalAcceptanceOptions options)
+Acceptor::Acceptor(const MedusaTree& tree, int vocab, AcceptanceOptions options)
     : tree_(&tree), vocab_(vocab), options_(options) {
   const int n = tree.num_nodes();
   accepted_.assign(n, 0);
@@ -195,11 +202,59 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
   return &result_;
 }
 
+absl::StatusOr<const AcceptedPath*> Acceptor::AcceptRejection(absl::Span<const int32_t> node_tokens,
+                                                              absl::Span<const float> logits,
+                                                              Sampler& sampler) {
+  if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
+  if (absl::Status s = CheckSizes(node_tokens, logits); !s.ok()) return s;
+  const MedusaTree& tree = *tree_;
+  int node = 0;
+  for (;;) {
+    sampler.Distribution(Row(logits, node), &target_);
+    double left = 1.0;  // probability mass of target_ not yet rejected
+    int next = -1;
+    for (int child : tree.children(node)) {
+      const double q = target_[node_tokens[child]];
+      if (sampler.Uniform() * left < q) {
+        next = child;
+        break;
+      }
+      left -= q;
+      target_[node_tokens[child]] = 0.0f;
+    }
+    if (next < 0) break;
+    node = next;
+  }
+  Finish(node_tokens, node, SampleResidual(sampler, Row(logits, node)));
+  return &result_;
+}
+
+int32_t Acceptor::SampleResidual(Sampler& sampler, absl::Span<const float> row) {
+  double left = 0.0;
+  for (float q : target_) left += q;
+  if (left > 0.0) {
+    const double r = sampler.Uniform() * left;
+    double cumulative = 0.0;
+    int32_t last = -1;
+    for (size_t x = 0; x < target_.size(); ++x) {
+      if (target_[x] <= 0.0f) continue;
+      cumulative += target_[x];
+      last = static_cast<int32_t>(x);
+      if (r < cumulative) return last;
+    }
+    return last;  // rounding left r just above the total
+  }
+  // Every kept token was tried and rejected: only float rounding gets here (the last
+  // candidate holding all the mass left is accepted with probability 1).
+  return Argmax(row);
+}
+
 absl::StatusOr<const AcceptedPath*> Acceptor::Accept(absl::Span<const int32_t> node_tokens,
                                                      absl::Span<const float> logits,
                                                      Sampler& sampler) {
-  return sampler.params().greedy() ? AcceptGreedy(node_tokens, logits)
-                                   : AcceptTypical(node_tokens, logits, sampler);
+  if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
+  return options_.rule == SamplingAcceptance::kRejection ? AcceptRejection(node_tokens, logits, sampler)
+                                                         : AcceptTypical(node_tokens, logits, sampler);
 }
 
 }  // namespace medusa

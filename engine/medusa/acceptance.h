@@ -22,25 +22,50 @@
 //     model's own distribution) and H(p_n) its entropy. The reference computes
 //     H with log(p + 1e-5); we use the exact entropy. Defaults: epsilon 0.09 (the
 //     reference's posterior_threshold), delta 0.3 (posterior_alpha).
+//   - Rejection sampling (exact; SpecInfer's multi-candidate rule for drafts that are
+//     proposed deterministically, as the heads' top-k are): walk down from the root. At
+//     node n, with target q = the sampler's distribution of row n (temperature, top-k,
+//     top-p: exactly what plain sampling draws from), try n's children in tree order
+//     (the heads' rank order): child x is accepted with probability q(x) / (mass left);
+//     a rejected token's probability is removed from q. The first accepted child becomes
+//     n and the walk goes on; when every child is rejected (or n is a leaf), the bonus
+//     token is drawn from what is left of q. Each emitted token is then distributed
+//     exactly as plain sampling would draw it: P(first child) = q(x1); P(second) =
+//     (1 - q(x1)) * q(x2) / (1 - q(x1)) = q(x2); and so on, the residual taking the
+//     rest. Unlike typical acceptance, the output distribution is the model's own; the
+//     price is fewer accepted drafts at high temperature.
 // Longest path, ties: greedy - the first in tree order (smallest node index);
 // typical - the highest likelihood (sum of log p_n(x) along the path, as the reference
-// does), then the first in tree order.
+// does), then the first in tree order. Rejection sampling follows one path by construction.
 
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/medusa/tree.h"
 #include "engine/sampling/sampler.h"
 
 namespace medusa {
 
-struct TypicalAcceptanceOptions {
+// How draft tokens are accepted when sampling (temperature > 0). Greedy decoding always
+// uses exact match with the argmax.
+enum class SamplingAcceptance {
+  kTypical,    // the Medusa paper's typical acceptance (epsilon, delta): fast, approximate
+  kRejection,  // rejection sampling over the tree: the exact sampling distribution
+};
+
+struct AcceptanceOptions {
+  // Typical acceptance's parameters.
   float epsilon = 0.09f;  // hard threshold (reference: posterior_threshold)
   float delta = 0.3f;     // entropy-dependent threshold scale (reference: posterior_alpha)
+  SamplingAcceptance rule = SamplingAcceptance::kTypical;
 };
+
+// The rule named "typical" or "rejection" (InvalidArgument for another name).
+absl::StatusOr<SamplingAcceptance> ParseSamplingAcceptance(absl::string_view name);
 
 struct AcceptedPath {
   // Tree nodes from the root to the last accepted node; nodes[0] == 0. Their KV entries
@@ -64,7 +89,7 @@ struct TypicalRowStats {
   double threshold = 0;  // min(epsilon, delta * exp(-entropy))
 };
 TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double temperature,
-                                       const TypicalAcceptanceOptions& options);
+                                       const AcceptanceOptions& options);
 // log p(token) under the row's tempered softmax.
 double TypicalLogProb(const TypicalRowStats& stats, float logit, double temperature);
 
@@ -72,7 +97,7 @@ double TypicalLogProb(const TypicalRowStats& stats, float logit, double temperat
 class Acceptor {
  public:
   // The tree must outlive the acceptor.
-  Acceptor(const MedusaTree& tree, int vocab, TypicalAcceptanceOptions options = {});
+  Acceptor(const MedusaTree& tree, int vocab, AcceptanceOptions options = {});
 
   // `node_tokens`: the tree's tokens (num_nodes, node 0 = root); `logits`: the
   // verification pass's rows [num_nodes, vocab], row n = the base model's logits after
@@ -86,11 +111,16 @@ class Acceptor {
   absl::StatusOr<const AcceptedPath*> AcceptTypical(absl::Span<const int32_t> node_tokens,
                                                     absl::Span<const float> logits,
                                                     Sampler& sampler);
-  // Greedy or typical, by the sampler's params.
+  // Rejection sampling at the sampler's params (see the rules above); uniform draws and
+  // the bonus token come from the sampler's seeded stream. Greedy params give AcceptGreedy.
+  absl::StatusOr<const AcceptedPath*> AcceptRejection(absl::Span<const int32_t> node_tokens,
+                                                      absl::Span<const float> logits,
+                                                      Sampler& sampler);
+  // Greedy when the sampler is greedy, else the options' rule.
   absl::StatusOr<const AcceptedPath*> Accept(absl::Span<const int32_t> node_tokens,
                                              absl::Span<const float> logits, Sampler& sampler);
 
-  const TypicalAcceptanceOptions& options() const { return options_; }
+  const AcceptanceOptions& options() const { return options_; }
 
  private:
   absl::Status CheckSizes(absl::Span<const int32_t> node_tokens,
@@ -98,17 +128,20 @@ class Acceptor {
   absl::Span<const float> Row(absl::Span<const float> logits, int node) const {
     return logits.subspan(static_cast<size_t>(node) * vocab_, vocab_);
   }
+  // Rejection: a draw from target_ (a node's distribution less its rejected tokens).
+  int32_t SampleResidual(Sampler& sampler, absl::Span<const float> row);
   // Fills result_ from the chosen last node and the bonus token.
   void Finish(absl::Span<const int32_t> node_tokens, int last, int32_t bonus);
 
   const MedusaTree* tree_;
   int vocab_;
-  TypicalAcceptanceOptions options_;
+  AcceptanceOptions options_;
   std::vector<uint8_t> accepted_;    // per node
   std::vector<double> likelihood_;   // per node: sum of log p along the path (typical)
   std::vector<int32_t> argmax_;      // per node, -1 until computed (greedy)
   std::vector<TypicalRowStats> stats_;  // per node (typical)
   std::vector<uint8_t> stats_ready_;
+  std::vector<float> target_;  // rejection: the distribution of the current node's row
   AcceptedPath result_;
 };
 

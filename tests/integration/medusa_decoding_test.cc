@@ -5,6 +5,9 @@
 // plain decoding writes, typical acceptance tends to greedy as temperature -> 0,
 // stops inside an accepted run, and no KV block outlives a request.
 
+#include <cmath>
+#include <map>
+#include <optional>
 #include <random>
 
 #include "engine/engine.h"
@@ -303,12 +306,99 @@ TEST(MedusaDecodingTest, SamplingWithTypicalAcceptanceIsSeededAndLeaksNothing) {
   InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
   GenerationRequest request = Greedy(engine->tokenizer().Encode("Once upon a time", true), 100);
   request.sampling = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 21};
-  request.typical = {.epsilon = 0.2f, .delta = 0.5f};
+  request.acceptance = {.epsilon = 0.2f, .delta = 0.5f};
   GenerationResult a = MustGenerate(*engine, request);
   GenerationResult b = MustGenerate(*engine, request);
   EXPECT_EQ(a.token_ids, b.token_ids);
   request.sampling.seed = 22;
   EXPECT_NE(MustGenerate(*engine, request).token_ids, a.token_ids);
+}
+
+// Two-sample chi-square of two equally sized samples of tokens (bins with fewer than
+// 10 draws in both together are pooled) and its degrees of freedom.
+std::pair<double, int> TwoSampleChiSquare(const std::map<int32_t, int>& a, const std::map<int32_t, int>& b) {
+  std::map<int32_t, std::pair<int, int>> bins;
+  for (const auto& [token, n] : a) bins[token].first += n;
+  for (const auto& [token, n] : b) bins[token].second += n;
+  double chi2 = 0;
+  int df = -1, pooled_a = 0, pooled_b = 0;
+  for (const auto& [token, n] : bins) {
+    if (n.first + n.second < 10) {
+      pooled_a += n.first;
+      pooled_b += n.second;
+      continue;
+    }
+    chi2 += double(n.first - n.second) * (n.first - n.second) / (n.first + n.second);
+    ++df;
+  }
+  if (pooled_a + pooled_b > 0) {
+    chi2 += double(pooled_a - pooled_b) * (pooled_a - pooled_b) / (pooled_a + pooled_b);
+    ++df;
+  }
+  return {chi2, df};
+}
+
+// Rejection sampling keeps the model's sampling distribution: over thousands of seeds,
+// the tokens Medusa emits at each position are distributed as plain sampling's (same
+// temperature, top-k, top-p), while many drafts are accepted. Typical acceptance, run
+// through the same check, fails it: it keeps a likely draft every time, where sampling
+// would keep it only as often as its probability. So the check can tell the two apart.
+TEST(MedusaDecodingTest, RejectionSamplingKeepsThePlainSamplingDistribution) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths({{0}, {1}, {2}, {0, 0}, {0, 1}, {1, 0}, {0, 0, 0}}, 5);
+  ASSERT_TRUE(tree.ok());
+  InstallRandomHeads(*engine, *tree);
+  GenerationRequest request = Greedy(engine->tokenizer().Encode("One day, a little", true), 5);
+  request.ignore_eos = true;
+  // Drafts that propose the greedy continuation (at a random rank, or not at all) among
+  // random tokens: often right, often wrong, as trained heads are.
+  const GenerationResult greedy = Plain(*engine, Greedy(request.prompt_ids, 12));
+  const GenerateHooks hooks = OracleDrafts(Concat(request.prompt_ids, greedy.token_ids), 512, 4);
+  constexpr int kSeeds = 3000;
+  using Counts = std::vector<std::map<int32_t, int>>;  // per position: token -> draws
+  auto sample = [&](std::optional<SamplingAcceptance> rule, double* accepted_per_step) {
+    Counts counts(request.max_tokens);
+    int accepted = 0, steps = 0;
+    for (int seed = 0; seed < kSeeds; ++seed) {
+      GenerationRequest r = request;
+      r.sampling = {.temperature = 1.0f, .top_k = 50, .top_p = 0.95f, .seed = static_cast<uint64_t>(seed)};
+      r.use_medusa = rule.has_value();
+      r.acceptance.rule = rule.value_or(SamplingAcceptance::kTypical);
+      const GenerationResult g = MustGenerate(*engine, r, rule ? hooks : GenerateHooks{});
+      EXPECT_EQ(g.new_tokens(), r.max_tokens);
+      for (int i = 0; i < std::min(g.new_tokens(), r.max_tokens); ++i) ++counts[i][g.token_ids[i]];
+      accepted += g.accepted_tokens;
+      steps += g.steps;
+    }
+    if (accepted_per_step != nullptr) *accepted_per_step = double(accepted) / steps;
+    return counts;
+  };
+  // Per position after the first: whether the two samples agree (chi-square under a
+  // bound a true match exceeds with probability far below 1e-6; seeds are fixed).
+  auto positions_that_differ = [&](const Counts& a, const Counts& b, const char* what) {
+    int differ = 0;
+    for (int i = 1; i < request.max_tokens; ++i) {
+      const auto [chi2, df] = TwoSampleChiSquare(a[i], b[i]);
+      const double bound = df + 7.0 * std::sqrt(2.0 * df) + 10.0;
+      std::printf("%s, token %d: %zu distinct, chi2 %.1f, df %d (bound %.1f)\n", what, i, a[i].size(), chi2, df,
+                  bound);
+      EXPECT_GT(df, 3) << "token " << i << " is too predictable to test anything";
+      differ += chi2 >= bound;
+    }
+    return differ;
+  };
+  const Counts plain = sample(std::nullopt, nullptr);
+  double accepted = 0;
+  const Counts rejection = sample(SamplingAcceptance::kRejection, &accepted);
+  // The first token comes from the prompt's logits in both modes, with the same seed:
+  // the same token. The rest went through the tree.
+  EXPECT_EQ(plain[0], rejection[0]);
+  EXPECT_EQ(positions_that_differ(plain, rejection, "rejection"), 0);
+  std::printf("rejection sampling: %.2f drafts accepted per step\n", accepted);
+  EXPECT_GT(accepted, 0.25);
+  EXPECT_GT(positions_that_differ(plain, sample(SamplingAcceptance::kTypical, nullptr), "typical"), 0);
 }
 
 // A stop (stop string, EOS, max_tokens) inside an accepted run drops the rest.

@@ -4,6 +4,7 @@
 // GetModelInfo, reflection, environment overrides, JSON logs, --help.
 
 #include <cmath>
+#include <map>
 
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -101,19 +102,42 @@ TEST_F(ServerStreamingTest, StreamedTextEqualsMedusaGenerate) {
     EXPECT_EQ(out.finish().usage().decoding_steps(), local["steps"].get<int>());
 
     // `medusa client` prints what `medusa generate` prints.
-    const std::string command = absl::StrCat(BinaryPath("bin/medusa"), " client --json --addr ", server_.address(),
-                                             common, " 2>&1");
-    FILE* pipe = popen(command.c_str(), "r");
-    std::string output;
-    char buffer[4096];
-    for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) output.append(buffer, n);
-    ASSERT_EQ(pclose(pipe), 0) << output;
-    nlohmann::json remote = nlohmann::json::parse(output);
+    nlohmann::json remote =
+        RunJsonCommand(absl::StrCat(BinaryPath("bin/medusa"), " client --json --addr ", server_.address(), common));
+    ASSERT_TRUE(remote.is_object());
     for (const char* key : {"text", "token_ids", "prompt_tokens", "new_tokens", "steps", "finish_reason", "mode",
                             "tree_nodes", "accepted_tokens", "accepted_per_position"}) {
       EXPECT_EQ(remote[key], local[key]) << key;
     }
   }
+}
+
+// Sampling through the server, per acceptance rule: the same seeded tokens as
+// `medusa generate` with the same flags (`medusa client` carries --acceptance in the
+// request), and the rule matters (typical and rejection sampling draw differently).
+TEST_F(ServerStreamingTest, SampledTextEqualsMedusaGenerateForEachAcceptanceRule) {
+  StartServer();
+  const std::string client = absl::StrCat(BinaryPath("bin/medusa"), " client --addr ", server_.address());
+  std::map<std::string, std::vector<int32_t>> by_rule;
+  for (const std::string rule : {"typical", "rejection"}) {
+    SCOPED_TRACE(rule);
+    const std::string common = absl::StrCat(" --prompt ", Quote(kPrompts[0]),
+                                            " --max-tokens 100 --ignore-eos --temperature 0.9 --top-k 40 --seed 17"
+                                            " --threads 1 --json --acceptance ",
+                                            rule);
+    nlohmann::json local = GenerateLocally(absl::StrCat("--model ", kStoriesModel, " --heads ", heads_, common));
+    nlohmann::json remote = RunJsonCommand(client + common);
+    ASSERT_TRUE(local.is_object() && remote.is_object());
+    EXPECT_EQ(remote["token_ids"], local["token_ids"]);
+    EXPECT_EQ(remote["steps"], local["steps"]);
+    EXPECT_EQ(remote["new_tokens"].get<int>(), 100);
+    by_rule[rule] = local["token_ids"].get<std::vector<int32_t>>();
+  }
+  EXPECT_NE(by_rule["typical"], by_rule["rejection"]);
+  // A rule the CLI does not know fails before anything is sent.
+  const CommandOutput bad = RunCommand(client + " --prompt hi --temperature 1 --acceptance exact");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_TRUE(absl::StrContains(bad.output, "typical or rejection")) << bad.output;
 }
 
 TEST_F(ServerStreamingTest, BenchReportsTheContractFields) {

@@ -377,18 +377,34 @@ inline v1::GenerateRequest GreedyRequest(const std::string& prompt, int max_toke
   return request;
 }
 
+// A shell command's exit code and its output (stdout and stderr together).
+struct CommandOutput {
+  int exit_code = -1;
+  std::string output;
+};
+inline CommandOutput RunCommand(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  CommandOutput result;
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.output.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+// The JSON object a `medusa` command printed (discarded when it printed something else).
+inline nlohmann::json RunJsonCommand(const std::string& command) {
+  const CommandOutput run = RunCommand(command);
+  EXPECT_EQ(run.exit_code, 0) << command << "\n" << run.output;
+  nlohmann::json parsed = nlohmann::json::parse(run.output, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(parsed.is_discarded()) << run.output;
+  return parsed;
+}
+
 // `medusa generate ... --json` in-process, for comparison: its JSON object.
 inline nlohmann::json GenerateLocally(const std::string& args) {
-  const std::string command = absl::StrCat(BinaryPath("bin/medusa"), " generate --json ", args, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) output.append(buffer, n);
-  const int status = pclose(pipe);
-  EXPECT_EQ(status, 0) << command << "\n" << output;
-  nlohmann::json parsed = nlohmann::json::parse(output, nullptr, /*allow_exceptions=*/false);
-  EXPECT_FALSE(parsed.is_discarded()) << output;
-  return parsed;
+  return RunJsonCommand(absl::StrCat(BinaryPath("bin/medusa"), " generate --json ", args));
 }
 
 // Shell quoting for one argument.

@@ -69,6 +69,7 @@ std::vector<Case> Cases() {
       {"typical_epsilon above 1", [](auto& r) { r.set_typical_epsilon(1.5f); }, "typical_epsilon"},
       {"typical_delta above 1", [](auto& r) { r.set_typical_delta(2.0f); }, "typical_delta"},
       {"typical_delta NaN", [=](auto& r) { r.set_typical_delta(nan); }, "typical_delta"},
+      {"unknown acceptance", [](auto& r) { r.set_acceptance(static_cast<v1::SamplingAcceptance>(7)); }, "acceptance"},
       {"chat without messages", [](auto& r) { r.mutable_chat(); }, "chat.messages"},
       {"chat message without role", chat("", "hi"), "chat.messages[0].role"},
       {"chat on a model without a chat template", chat("user", "hi"), "chat"},
@@ -130,6 +131,7 @@ TEST_F(ServerValidationTest, ValidEdgeValuesAreAccepted) {
   request.set_top_k(0);
   request.set_typical_epsilon(0.0f);
   request.set_typical_delta(1.0f);
+  request.set_acceptance(v1::SAMPLING_ACCEPTANCE_REJECTION);
   request.add_stop(std::string(256, 'x'));
   request.add_stop("caf\xc3\xa9");
   StreamOutcome out = RunGenerate(*stub, request);

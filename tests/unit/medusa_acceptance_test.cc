@@ -128,7 +128,7 @@ TEST(TypicalCriterionTest, StatsMatchTheDefinition) {
 
 // One-node chain: is the child's token accepted under the root's row?
 bool TypicalAccepts(const std::vector<float>& root_row, int32_t token, double temperature,
-                    TypicalAcceptanceOptions options = {}) {
+                    AcceptanceOptions options = {}) {
   MedusaTree chain = MedusaTree::Chain(1);
   const int vocab = static_cast<int>(root_row.size());
   Acceptor acceptor(chain, vocab, options);
@@ -284,7 +284,7 @@ struct Reference {
 };
 
 bool ReferencePasses(absl::Span<const float> row, int32_t token, double temperature,
-                     const TypicalAcceptanceOptions& options, double* log_p) {
+                     const AcceptanceOptions& options, double* log_p) {
   if (temperature <= 0) {
     return token == std::max_element(row.begin(), row.end()) - row.begin();
   }
@@ -302,7 +302,7 @@ bool ReferencePasses(absl::Span<const float> row, int32_t token, double temperat
 }
 
 Reference ReferenceAccept(const MedusaTree& tree, const Step& step, int vocab, double temperature,
-                          const TypicalAcceptanceOptions& options) {
+                          const AcceptanceOptions& options) {
   Reference best{{0}, 0.0};
   for (int n = 1; n < tree.num_nodes(); ++n) {
     absl::Span<const int> chain = tree.ancestors(n);
@@ -352,7 +352,7 @@ TEST(AcceptancePropertyTest, TypicalMatchesTheDirectRule) {
     const double temperature = std::vector<double>{0.3, 0.7, 1.0, 1.5}[rng() % 4];
     // Flat-ish rows (scale 1) accept several siblings: ties by likelihood get exercised.
     Step step = RandomStep(rng, tree, vocab, 1.0f);
-    TypicalAcceptanceOptions options;
+    AcceptanceOptions options;
     Acceptor acceptor(tree, vocab, options);
     const uint64_t seed = rng();
     Sampler sampler(SamplingParams{.temperature = static_cast<float>(temperature), .seed = seed});
