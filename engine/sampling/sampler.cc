@@ -37,41 +37,50 @@ void Sampler::KeepCandidates(absl::Span<const float> logits) {
   candidates_.resize(n);
   for (int i = 0; i < n; ++i) candidates_[i] = {logits[i], i};
 
-  // Highest logits first; only as many as top-k needs to be sorted.
-  int keep = (params_.top_k > 0 && params_.top_k < n) ? params_.top_k : n;
+  // Highest logits first, ties to the lower id; only as many as a filter needs are put in order.
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  if (keep < n) {
-    std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), by_logit);
-    candidates_.resize(keep);
-  } else if (params_.top_p < 1.0f) {
-    std::sort(candidates_.begin(), candidates_.end(), by_logit);
-  }  // else: no filter, so no order is needed (sorting the vocabulary costs more than a step)
+  size_t sorted = 0;  // candidates_[0, sorted) are the largest, in order
+  if (params_.top_k > 0 && params_.top_k < n) {
+    std::partial_sort(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(), by_logit);
+    candidates_.resize(params_.top_k);
+    sorted = candidates_.size();
+  }
 
-  // Softmax with temperature, in double for a stable normalizer.
+  // Softmax with temperature over every candidate, in double for a stable normalizer.
   const double inv_t = 1.0 / params_.temperature;
   double max_logit = candidates_.front().first;
   for (const auto& c : candidates_) max_logit = std::max<double>(max_logit, c.first);
-  double sum = 0.0;
-  for (auto& [value, id] : candidates_) {
-    double p = std::exp((value - max_logit) * inv_t);
-    value = static_cast<float>(p);
-    sum += p;
-  }
-  // Nucleus: the smallest prefix (candidates are sorted when top_p < 1) whose mass reaches top_p.
-  double mass = 0.0;
-  size_t cut = candidates_.size();
-  for (size_t i = 0; params_.top_p < 1.0f && i < candidates_.size(); ++i) {
-    mass += candidates_[i].first / sum;
-    if (mass >= params_.top_p) {
-      cut = i + 1;
-      break;
+  auto weight = [&](float logit) { return std::exp((logit - max_logit) * inv_t); };
+
+  // Nucleus: the smallest prefix, in logit order, whose mass reaches top_p. It is usually a
+  // small part of the vocabulary, so the order grows a block at a time (each block the next
+  // largest, by partial sort) instead of sorting all 50k logits for every token.
+  if (params_.top_p < 1.0f) {
+    double sum = 0.0;
+    for (const auto& c : candidates_) sum += weight(c.first);
+    size_t cut = candidates_.size();
+    double mass = 0.0;
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      if (i == sorted) {
+        const size_t next = std::min(candidates_.size(), std::max<size_t>(64, 4 * sorted));
+        std::partial_sort(candidates_.begin() + sorted, candidates_.begin() + next, candidates_.end(), by_logit);
+        sorted = next;
+      }
+      mass += static_cast<float>(weight(candidates_[i].first)) / sum;
+      if (mass >= params_.top_p) {
+        cut = i + 1;
+        break;
+      }
     }
+    candidates_.resize(cut);
   }
-  candidates_.resize(cut);
   double kept = 0.0;
-  for (const auto& c : candidates_) kept += c.first;
+  for (auto& c : candidates_) {
+    c.first = static_cast<float>(weight(c.first));
+    kept += c.first;
+  }
   for (auto& c : candidates_) c.first = static_cast<float>(c.first / kept);
 }
 

@@ -2,6 +2,7 @@
 
 #include "engine/sampling/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -58,6 +59,70 @@ TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
   EXPECT_NEAR(probs[1], 1.0 / 3, 1e-6);
   EXPECT_EQ(probs[2], 0.0f);
   EXPECT_EQ(probs[3], 0.0f);
+}
+
+// The kept set of top-k then top-p, the direct way: sort everything by logit (ties to the
+// lower id), take k, softmax in float64 over them, cut at the smallest prefix reaching p,
+// renormalize.
+std::vector<double> ReferenceFiltered(const std::vector<float>& logits, const SamplingParams& params) {
+  std::vector<int> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  if (params.top_k > 0 && params.top_k < static_cast<int>(order.size())) order.resize(params.top_k);
+  std::vector<double> w(order.size());
+  double sum = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    sum += w[i] = std::exp((logits[order[i]] - logits[order[0]]) / params.temperature);
+  }
+  size_t cut = order.size();
+  double mass = 0;
+  for (size_t i = 0; params.top_p < 1.0f && i < order.size(); ++i) {
+    mass += w[i] / sum;
+    if (mass >= params.top_p) {
+      cut = i + 1;
+      break;
+    }
+  }
+  double kept = 0;
+  for (size_t i = 0; i < cut; ++i) kept += w[i];
+  std::vector<double> probs(logits.size(), 0.0);
+  for (size_t i = 0; i < cut; ++i) probs[order[i]] = w[i] / kept;
+  return probs;
+}
+
+// The nucleus is found by growing a sorted prefix (not a full sort): the same kept set and
+// probabilities as the direct way, on a real vocabulary size, with ties (coarse logits),
+// small and large nuclei, and top-k before top-p.
+TEST(SamplerTest, TopKTopPMatchTheDirectFilter) {
+  std::mt19937 rng(3);
+  int cases = 0;
+  for (float scale : {0.5f, 3.0f, 8.0f}) {
+    for (bool coarse : {false, true}) {
+      std::normal_distribution<float> normal(0.0f, scale);
+      std::vector<float> logits(49152);
+      for (float& l : logits) l = coarse ? std::round(normal(rng) * 2) / 2 : normal(rng);
+      for (const SamplingParams& params :
+           {SamplingParams{.temperature = 0.7f, .top_p = 0.05f}, SamplingParams{.temperature = 1.0f, .top_p = 0.5f},
+            SamplingParams{.temperature = 1.3f, .top_p = 0.95f}, SamplingParams{.temperature = 0.9f, .top_p = 0.999f},
+            SamplingParams{.temperature = 0.8f, .top_k = 200, .top_p = 0.9f},
+            SamplingParams{.temperature = 1.0f, .top_k = 5000, .top_p = 0.7f}}) {
+        Sampler s(params);
+        std::vector<float> probs;
+        s.Distribution(logits, &probs);
+        const std::vector<double> ref = ReferenceFiltered(logits, params);
+        int kept = 0, ref_kept = 0;
+        for (size_t i = 0; i < logits.size(); ++i) {
+          kept += probs[i] > 0;
+          ref_kept += ref[i] > 0;
+          ASSERT_NEAR(probs[i], ref[i], 1e-6) << "token " << i << ", scale " << scale << ", top_p " << params.top_p;
+        }
+        EXPECT_EQ(kept, ref_kept);
+        ++cases;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 36);
 }
 
 TEST(SamplerTest, SampleFrequenciesFollowTheDistribution) {
