@@ -17,7 +17,8 @@ ABSL_FLAG(std::string, acceptance, "typical",
           "--typical-epsilon/--typical-delta) or rejection (rejection sampling: exactly the model's sampling "
           "distribution)");
 ABSL_FLAG(double, typical_epsilon, 0.09,
-          "Typical acceptance when sampling: accept x if p(x) > min(epsilon, delta * exp(-H(p)))");
+          "Typical acceptance (--acceptance typical) when sampling: accept x if "
+          "p(x) > min(epsilon, delta * exp(-H(p)))");
 ABSL_FLAG(double, typical_delta, 0.3, "Typical acceptance delta (see --typical-epsilon)");
 ABSL_FLAG(std::string, prompt, "", "Prompt text");
 ABSL_FLAG(std::string, prompts, "",
