@@ -61,7 +61,7 @@ struct AcceptanceOptions {
   // Typical acceptance's parameters.
   float epsilon = 0.09f;  // hard threshold (reference: posterior_threshold)
   float delta = 0.3f;     // entropy-dependent threshold scale (reference: posterior_alpha)
-  SamplingAcceptance rule = SamplingAcceptance::kTypical;
+  SamplingAcceptance rule = SamplingAcceptance::kTypical;  // last, so {epsilon, delta} still initializes
 };
 
 // The rule named "typical" or "rejection" (InvalidArgument for another name).
