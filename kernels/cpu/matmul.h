@@ -5,7 +5,8 @@
 // AVX2), each panel [in][kLanes] (input-major): one vector multiply-add takes one input value
 // of a row against a panel's outputs, so products need no horizontal sums and no per-call
 // packing. The micro-kernel keeps a tile of rows x 3 panels in registers (8 rows with
-// AVX-512, 4 with AVX2) and walks the inputs in L1-sized chunks. Every output is one chain of
+// AVX-512, 4 with AVX2) and walks the inputs in L1-sized chunks; a product of up to 1.5 tiles
+// of rows (12 or 6) takes one taller tile 2 panels wide instead. Every output is one chain of
 // multiply-adds in input order, so a row's result is bit-identical whatever rows share the
 // call: plain decoding (1 row) and Medusa verification (many) agree to the last bit.
 // Measured with AVX-512 on SmolLM2-135M shapes, 2 threads, against OpenBLAS 0.3.21 sgemm

@@ -1,7 +1,7 @@
 // The CPU backend's packed products against a plain double-precision loop, over the shapes
-// that reach every tile variant: row counts around the 8-row tile, output counts that leave
-// partial 16-wide panels and partial 3-panel groups, input counts across the 128-input chunks,
-// overwrite and accumulate, one and two threads.
+// that reach every tile variant: row counts around the 4- and 8-row tiles and the taller 6-
+// and 12-row ones, output counts that leave partial panels and partial panel groups, input
+// counts across the 128-input chunks, overwrite and accumulate, one and two threads.
 
 #include "kernels/cpu/matmul.h"
 
@@ -29,7 +29,8 @@ struct Case {
 TEST(PackedLinear, MatchesPlainProduct) {
   const Case cases[] = {{1, 16, 16},  {1, 576, 960},  {2, 40, 7},    {3, 130, 33},  {7, 64, 48},
                         {8, 129, 49}, {9, 300, 100},  {16, 576, 97}, {17, 257, 80}, {37, 200, 250},
-                        {64, 96, 512}, {5, 1, 3},     {12, 1536, 20}};
+                        {64, 96, 512}, {5, 1, 3},     {12, 1536, 20}, {5, 576, 97}, {6, 130, 50},
+                        {10, 200, 70},  {11, 129, 33}};
   ThreadPool one(1), two(2);
   for (const Case& c : cases) {
     const std::vector<float> w = Random(static_cast<size_t>(c.out) * c.in, 1);
@@ -59,6 +60,32 @@ TEST(PackedLinear, MatchesPlainProduct) {
                 << " accumulate " << accumulate << " at (" << r << ", " << o << ")";
           }
         }
+      }
+    }
+  }
+}
+
+// Medusa's losslessness rests on this: a row's outputs are bit-identical whether the row is
+// multiplied alone (plain decoding) or with others (a tree), whatever tile shapes the row
+// count picks and however the threads split the outputs.
+TEST(PackedLinear, RowResultDoesNotDependOnTheBatch) {
+  const int in = 300, out = 250, max_rows = 26;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 4);
+  const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 5);
+  const PackedMatrix packed(w.data(), out, in);
+  ThreadPool one(1), two(2);
+  std::vector<float> alone(static_cast<size_t>(max_rows) * out);
+  for (int r = 0; r < max_rows; ++r) {
+    Linear(x.data() + static_cast<size_t>(r) * in, 1, in, packed, alone.data() + static_cast<size_t>(r) * out, out,
+           false, &one);
+  }
+  for (int rows = 2; rows <= max_rows; ++rows) {
+    for (ThreadPool* pool : {&one, &two}) {
+      std::vector<float> y(static_cast<size_t>(rows) * out);
+      Linear(x.data(), rows, in, packed, y.data(), out, false, pool);
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_EQ(y[i], alone[i]) << rows << " rows, threads " << pool->size() << ", row " << i / out
+                                  << " output " << i % out;
       }
     }
   }
