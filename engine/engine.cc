@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -98,13 +100,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   return engine;
 }
 
-// Whether `path` is a `medusa tree --auto` result (an object with "choice").
+// Whether `path` is a `medusa tree --auto` result (an object with "machines", or with
+// "choice" for one machine's).
 bool IsAutoTreeFile(const std::string& path) {
   if (!absl::EndsWith(path, ".json")) return false;
   std::ifstream in(path);
   if (!in) return false;
   const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return doc.is_object() && doc.contains("choice");
+  return doc.is_object() && (doc.contains("machines") || doc.contains("choice"));
 }
 
 absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
@@ -126,11 +129,14 @@ absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
   const absl::Time start = absl::Now();
   absl::StatusOr<nlohmann::json> report = MeasureAutoTree(*this, *calibration, measure);
   if (!report.ok()) return report.status();
-  std::string summary;
+  std::map<int, int> nodes_by_batch;  // JSON keys sort as text ("16" before "2")
   for (const auto& [batch, choice] : (*report)["choice"].items()) {
+    nodes_by_batch[std::stoi(batch)] = choice["nodes"].get<int>();
+  }
+  std::string summary;
+  for (const auto& [batch, nodes] : nodes_by_batch) {
     absl::StrAppend(&summary, summary.empty() ? "" : ", ", "batch ", batch, ": ",
-                    choice["nodes"].get<int>() == 0 ? std::string("plain")
-                                                    : absl::StrCat(choice["nodes"].get<int>(), " nodes"));
+                    nodes == 0 ? std::string("plain") : absl::StrCat(nodes, " nodes"));
   }
   spdlog::info("measured Medusa trees on this machine in {:.1f} s: {} (save this with `medusa tree --auto`)",
                absl::ToDoubleSeconds(absl::Now() - start), summary);
@@ -143,31 +149,33 @@ absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
     // "auto" when it can work here: a calibration to measure with, or trees measured here.
     bool usable = fs::exists(CalibrationPathFor(options_.heads_path));
     if (!usable && fs::exists(AutoTreePathFor(options_.heads_path))) {
-      absl::StatusOr<AutoTree> saved = AutoTree::Load(AutoTreePathFor(options_.heads_path), num_heads);
+      absl::StatusOr<AutoTree> saved =
+          AutoTree::Load(AutoTreePathFor(options_.heads_path), num_heads, backend_->MachineId());
       usable = saved.ok() && (saved->machine_id().empty() || saved->machine_id() == backend_->MachineId());
     }
     tree_source_ = usable ? "auto" : "mc_sim_7b_63";
   }
   if (tree_source_ != "auto" && !IsAutoTreeFile(tree_source_)) return LoadTree(tree_source_, num_heads);
   if (tree_source_ != "auto") {
-    absl::StatusOr<AutoTree> given = AutoTree::Load(tree_source_, num_heads);
+    absl::StatusOr<AutoTree> given = AutoTree::Load(tree_source_, num_heads, backend_->MachineId());
     if (!given.ok()) return given.status();
     auto_tree_ = *std::move(given);
   } else {
     const std::string path = AutoTreePathFor(options_.heads_path);
     std::optional<AutoTree> saved;
     if (fs::exists(path)) {
-      absl::StatusOr<AutoTree> loaded = AutoTree::Load(path, num_heads);
+      absl::StatusOr<AutoTree> loaded = AutoTree::Load(path, num_heads, backend_->MachineId());
       if (!loaded.ok()) return loaded.status();
       saved = *std::move(loaded);
     }
     // A saved measurement counts when this machine made it (or when it does not say:
-    // a hand-written choice); timings of another machine do not travel.
+    // a hand-written choice); timings of another machine do not travel. Load picks this
+    // machine's measurement from a file that holds several.
     if (saved && (saved->machine_id().empty() || saved->machine_id() == backend_->MachineId())) {
       auto_tree_ = *std::move(saved);
     } else {
       if (saved) {
-        spdlog::info("{} was measured on '{}', not here ('{}'): measuring again", path, saved->machine_id(),
+        spdlog::info("{} holds no measurement of this machine ('{}'): measuring again", path,
                      backend_->MachineId());
       }
       absl::StatusOr<AutoTree> measured = MeasureAutoTreeNow(num_heads);

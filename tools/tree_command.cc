@@ -7,12 +7,14 @@
 //               [--context-tokens 128] [--threads N] [--out FILE]
 //     times each greedy tree's verification step against a plain step at each batch
 //     size on this machine and writes the per-batch-size choice that `--tree auto` reads
-//     (default: <heads without .safetensors>.auto_tree.json, beside the heads).
+//     (default: <heads without .safetensors>.auto_tree.json, beside the heads). The file
+//     keeps one measurement per machine: this machine's replaces its earlier one.
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -91,6 +93,28 @@ void PrintMeasurements(const nlohmann::json& report) {
   }
 }
 
+// The file at `path` (when there is one) with `report` in place of this machine's earlier
+// measurement; other machines' stay, so one file serves every machine it was measured on.
+absl::StatusOr<nlohmann::json> MergeIntoAutoTreeFile(const std::string& path, const nlohmann::json& report) {
+  std::string existing;
+  if (std::ifstream in(path, std::ios::binary); in) {
+    std::ostringstream text;
+    text << in.rdbuf();
+    existing = text.str();
+  }
+  std::vector<std::string> dropped;
+  absl::StatusOr<nlohmann::json> merged = MergeAutoTreeMeasurement(existing, report, &dropped);
+  if (!merged.ok()) {
+    spdlog::warn("'{}' is {}: replacing it", path, std::string(merged.status().message()));
+    merged = MergeAutoTreeMeasurement("", report);
+  }
+  for (const std::string& machine : dropped) {
+    spdlog::warn("dropped the measurement of '{}' from '{}': it was made for other head accuracies", machine,
+                 path);
+  }
+  return merged;
+}
+
 int RunAuto(const Calibration& calibration) {
   const std::string heads = absl::GetFlag(FLAGS_heads);
   if (absl::GetFlag(FLAGS_model).empty() || heads.empty()) {
@@ -130,9 +154,12 @@ int RunAuto(const Calibration& calibration) {
   (*report)["heads"] = heads;
   (*report)["calibration"] = absl::GetFlag(FLAGS_calibration);
   const std::string out = absl::GetFlag(FLAGS_out).empty() ? AutoTreePathFor(heads) : absl::GetFlag(FLAGS_out);
-  if (absl::Status s = WriteText(out, report->dump(2) + "\n"); !s.ok()) return Fail(s);
+  absl::StatusOr<nlohmann::json> file = MergeIntoAutoTreeFile(out, *report);
+  if (!file.ok()) return Fail(file.status());
+  if (absl::Status s = WriteText(out, file->dump(2) + "\n"); !s.ok()) return Fail(s);
   PrintMeasurements(*report);
-  std::printf("wrote %s\n", out.c_str());
+  std::printf("wrote %s (measurements of %zu machine%s)\n", out.c_str(), (*file)["machines"].size(),
+              (*file)["machines"].size() == 1 ? "" : "s");
   return 0;
 }
 

@@ -205,22 +205,54 @@ int ChooseTreeIndex(absl::Span<const double> expected_speedup) {
 
 // ------------------------------------------------------------------ auto trees
 
-absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std::string& source,
-                                         int num_heads) {
+namespace {
+
+// The machine a measurement was made on ("machine": {"id"}), "" when it does not say.
+std::string MachineIdOf(const nlohmann::json& measurement) {
+  if (!measurement.is_object() || !measurement.contains("machine")) return "";
+  const nlohmann::json& machine = measurement["machine"];
+  if (!machine.is_object() || !machine.contains("id") || !machine["id"].is_string()) return "";
+  return machine["id"].get<std::string>();
+}
+
+// The index of the measurement to use on `machine_id`: its own, else one naming no
+// machine, else the first.
+size_t PickMeasurement(const nlohmann::json& machines, const std::string& machine_id) {
+  for (size_t i = 0; i < machines.size(); ++i) {
+    if (!machine_id.empty() && MachineIdOf(machines[i]) == machine_id) return i;
+  }
+  for (size_t i = 0; i < machines.size(); ++i) {
+    if (MachineIdOf(machines[i]).empty()) return i;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std::string& source, int num_heads,
+                                         const std::string& machine_id) {
+  std::string in;  // where in a several-machine file the measurement is, for messages
   auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("auto tree '", source, "': ", what));
+    return absl::InvalidArgumentError(absl::StrCat("auto tree '", source, "': ", in, what));
   };
   const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return bad("not valid JSON");
-  if (!doc.is_object() || !doc.contains("choice") || !doc["choice"].is_object() || doc["choice"].empty()) {
+  const nlohmann::json* measurement = &doc;
+  if (doc.is_object() && doc.contains("machines")) {
+    if (!doc["machines"].is_array() || doc["machines"].empty()) {
+      return bad("\"machines\" must be a non-empty list of measurements");
+    }
+    const size_t pick = PickMeasurement(doc["machines"], machine_id);
+    measurement = &doc["machines"][pick];
+    in = absl::StrCat("machines[", pick, "]: ");
+  }
+  const nlohmann::json& m = *measurement;
+  if (!m.is_object() || !m.contains("choice") || !m["choice"].is_object() || m["choice"].empty()) {
     return bad("expected an object whose \"choice\" maps batch sizes to {\"nodes\", \"paths\"}");
   }
   AutoTree result;
-  if (doc.contains("machine") && doc["machine"].is_object() && doc["machine"].contains("id") &&
-      doc["machine"]["id"].is_string()) {
-    result.machine_id_ = doc["machine"]["id"].get<std::string>();
-  }
-  for (const auto& [key, entry] : doc["choice"].items()) {
+  result.machine_id_ = MachineIdOf(m);
+  for (const auto& [key, entry] : m["choice"].items()) {
     int batch = 0;
     if (!absl::SimpleAtoi(key, &batch) || batch < 1) {
       return bad(absl::StrCat("choice key \"", key, "\" is not a batch size (a positive integer)"));
@@ -232,7 +264,7 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
                               entry.dump()));
     }
     absl::StatusOr<std::vector<std::vector<int>>> paths =
-        ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", where));
+        ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where));
     if (!paths.ok()) return paths.status();
     if (entry["nodes"].get<int64_t>() != static_cast<int64_t>(paths->size())) {
       return bad(absl::StrCat(where, " says ", entry["nodes"].get<int64_t>(), " nodes but lists ",
@@ -245,7 +277,7 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
   return result;
 }
 
-absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads) {
+absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads, const std::string& machine_id) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(
@@ -254,7 +286,38 @@ absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads) 
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return Parse(text.str(), path, num_heads);
+  return Parse(text.str(), path, num_heads, machine_id);
+}
+
+absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing,
+                                                        const nlohmann::json& measurement,
+                                                        std::vector<std::string>* dropped) {
+  std::vector<nlohmann::json> kept;
+  if (!existing.empty()) {
+    const nlohmann::json doc = nlohmann::json::parse(existing, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_object() && doc.contains("machines") && doc["machines"].is_array()) {
+      kept.assign(doc["machines"].begin(), doc["machines"].end());
+    } else if (doc.is_object() && doc.contains("choice")) {
+      kept.push_back(doc);  // one machine's, as files were before they held several
+    } else {
+      return absl::InvalidArgumentError(
+          "not an auto-tree file (expected an object with \"machines\" or \"choice\")");
+    }
+  }
+  const std::string id = MachineIdOf(measurement);
+  const nlohmann::json accuracy = measurement.value("topk_accuracy", nlohmann::json());
+  std::erase_if(kept, [&](const nlohmann::json& m) {
+    if (MachineIdOf(m) == id) return true;  // replaced by the new measurement
+    // Measured for other heads' accuracies (or without saying): its choice is stale.
+    if (m.is_object() && m.value("topk_accuracy", nlohmann::json()) == accuracy) return false;
+    if (dropped != nullptr) dropped->push_back(MachineIdOf(m));
+    return true;
+  });
+  kept.push_back(measurement);
+  std::stable_sort(kept.begin(), kept.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+    return MachineIdOf(a) < MachineIdOf(b);
+  });
+  return nlohmann::json{{"machines", kept}};
 }
 
 std::vector<int> AutoTree::batch_sizes() const {

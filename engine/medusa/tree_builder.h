@@ -85,17 +85,22 @@ int MaxGreedyNodes(const Calibration& calibration, int max_depth = 0);
 int ChooseTreeIndex(absl::Span<const double> expected_speedup);
 
 // The trees `medusa tree --auto` chose, one per measured batch size.
-//   {"choice": {"1": {"nodes": N, "paths": [...]}, "2": {...}, ...}, ...}
-// "nodes": 0 with no paths means plain decoding was faster at that batch size.
+//   {"machine": {"id": ...}, "choice": {"1": {"nodes": N, "paths": [...]}, "2": {...}, ...}, ...}
+// "nodes": 0 with no paths means plain decoding was faster at that batch size. Timings
+// do not travel between machines, so a file may hold one such measurement per machine:
+//   {"machines": [measurement, measurement, ...]}
+// (what `medusa tree --auto` writes: measuring on a second machine adds its own).
 class AutoTree {
  public:
-  // Parses the "choice" member and builds each tree for `num_heads` loaded heads
-  // (strictly: a path deeper than that is an error). InvalidArgument naming the batch
-  // size and field otherwise. `source` names the input in messages.
-  static absl::StatusOr<AutoTree> Parse(const std::string& json_text, const std::string& source,
-                                        int num_heads);
+  // Parses the measurement made on `machine_id` (Backend::MachineId()): the entry whose
+  // "machine" "id" equals it, else one that names no machine (a hand-written choice), else
+  // the first; machine_id() says which was taken. Builds each tree for `num_heads` loaded
+  // heads (strictly: a path deeper than that is an error). InvalidArgument naming the
+  // batch size and field otherwise. `source` names the input in messages.
+  static absl::StatusOr<AutoTree> Parse(const std::string& json_text, const std::string& source, int num_heads,
+                                        const std::string& machine_id = "");
   // Reads `path`: NotFound, telling the user to run `medusa tree --auto`, when absent.
-  static absl::StatusOr<AutoTree> Load(const std::string& path, int num_heads);
+  static absl::StatusOr<AutoTree> Load(const std::string& path, int num_heads, const std::string& machine_id = "");
 
   // Measured batch sizes, increasing (at least one).
   std::vector<int> batch_sizes() const;
@@ -111,6 +116,14 @@ class AutoTree {
   std::map<int, MedusaTree> choice_;  // batch size -> tree
   std::string machine_id_;
 };
+
+// The auto-tree file `existing` (the text of one, or empty for none) with `measurement`
+// (MeasureAutoTree's report) in place of any earlier measurement of the same machine:
+// {"machines": [...]}, ordered by machine id. Other machines' measurements are kept when
+// they were made for the same head accuracies ("topk_accuracy"); the others are stale, and
+// their machine ids go to `dropped`. InvalidArgument when `existing` is not an auto-tree file.
+absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing, const nlohmann::json& measurement,
+                                                        std::vector<std::string>* dropped = nullptr);
 
 // Where `medusa tree --auto` writes its result for a heads file, and where
 // `--tree auto` looks: the heads path without ".safetensors", plus ".auto_tree.json".

@@ -223,6 +223,9 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
                                      {"id", engine.backend().MachineId()}}},
                         {"context_tokens", timings->context_tokens},
                         {"repeats", options.timing.repeats},
+                        // What the choice assumed of the heads: a measurement made for other
+                        // accuracies is stale (MergeAutoTreeMeasurement drops it).
+                        {"topk_accuracy", calibration.topk_accuracy},
                         {"measurements", measurements},
                         {"choice", choice}};
 }

@@ -52,7 +52,7 @@ struct AutoTreeOptions {
 // overhead = step / plain step at the same batch size, expected_speedup = expected
 // acceleration / overhead; per batch size the tree with the largest expected speedup
 // above 1, else plain decoding ({"nodes": 0, "paths": []}). Returns
-//   {"machine": {"backend", "threads"}, "context_tokens", "repeats",
+//   {"machine": {"backend", "threads", "id"}, "context_tokens", "repeats", "topk_accuracy",
 //    "measurements": [{"batch_size", "nodes", "step_ms", "overhead",
 //                      "expected_acceleration", "expected_speedup"}, ...],
 //    "choice": {"<batch size>": {"nodes", "paths", "expected_speedup"}, ...}}

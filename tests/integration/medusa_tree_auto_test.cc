@@ -92,9 +92,12 @@ TEST(MedusaTreeAutoTest, MeasuresTreesAndGenerateUsesTheBatchOneChoiceLosslessly
   ASSERT_EQ(run.exit_code, 0) << run.out;
   const std::string out_path = AutoTreePathFor(heads);
   EXPECT_THAT(run.out, HasSubstr("wrote " + out_path));
+  EXPECT_THAT(run.out, HasSubstr("(measurements of 1 machine)"));
   std::ifstream in(out_path);
   ASSERT_TRUE(in) << out_path << " was not written";
-  const nlohmann::json report = nlohmann::json::parse(in);
+  const nlohmann::json file = nlohmann::json::parse(in);
+  ASSERT_EQ(file["machines"].size(), 1u) << file.dump();
+  const nlohmann::json& report = file["machines"][0];
 
   EXPECT_EQ(report["heads"], heads);
   EXPECT_EQ(report["calibration"], calibration);
@@ -129,6 +132,55 @@ TEST(MedusaTreeAutoTest, MeasuresTreesAndGenerateUsesTheBatchOneChoiceLosslessly
   EXPECT_EQ(automatic["token_ids"], plain["token_ids"]);
   EXPECT_EQ(automatic["text"], plain["text"]);
   EXPECT_EQ(automatic["tree_nodes"], report["choice"]["1"]["nodes"].get<int>() + 1);
+}
+
+// One file serves several machines: measuring here keeps another machine's measurement
+// (made for the same heads), replaces this machine's own, and the engine takes this
+// machine's without measuring again.
+TEST(MedusaTreeAutoTest, MeasuringHereKeepsOtherMachinesMeasurements) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = WriteHeads("two_machines.safetensors");
+  const std::string calibration = WriteCalibration(heads);
+  const nlohmann::json accuracy = nlohmann::json::parse(std::ifstream(calibration))["topk_accuracy"];
+  std::ofstream(AutoTreePathFor(heads)) << nlohmann::json{
+      {"machine", {{"id", "cpu avx2, 2 threads, another machine"}}},
+      {"topk_accuracy", accuracy},
+      {"choice", {{"1", {{"nodes", 3}, {"paths", {{0}, {1}, {2}}}}}}}}.dump();
+  const std::string measure = "tree --auto " + ModelArgs() + " --heads " + heads + " --calibration " +
+                              calibration + " --batch-sizes 1 --tree-sizes 2 --repeats 1 --context-tokens 32 "
+                              "--threads 1";
+  for (int run_number = 0; run_number < 2; ++run_number) {  // the second replaces the first's
+    CliRun run = RunMedusa(measure);
+    ASSERT_EQ(run.exit_code, 0) << run.out;
+    EXPECT_THAT(run.out, HasSubstr("(measurements of 2 machines)")) << run.out;
+  }
+  const nlohmann::json file = nlohmann::json::parse(std::ifstream(AutoTreePathFor(heads)));
+  ASSERT_EQ(file["machines"].size(), 2u) << file.dump();
+  EXPECT_EQ(file["machines"][0]["machine"]["id"], "cpu avx2, 2 threads, another machine");
+  EXPECT_EQ(file["machines"][0]["choice"]["1"]["nodes"], 3);
+  const nlohmann::json& here = file["machines"][1];
+
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 8 << 20;
+  options.heads_path = heads;
+  options.tree = "auto";
+  options.backend.threads = 1;
+  options.auto_tree_batch_sizes = {1, 7};  // a measurement at start-up would have batch size 7
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(here["machine"]["id"], (*engine)->backend().MachineId());
+  EXPECT_EQ((*engine)->auto_tree()->machine_id(), (*engine)->backend().MachineId());
+  EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1})) << "read, not measured again";
+  EXPECT_EQ((*engine)->medusa_tree()->num_nodes(), here["choice"]["1"]["nodes"].get<int>() + 1);
+
+  // Heads retrained (other accuracies): the other machine's choice is stale and goes.
+  std::ofstream(calibration) << nlohmann::json{{"heads", heads}, {"topk_accuracy", {{0.5, 0.6}, {0.3, 0.4}}}}.dump();
+  CliRun retrained = RunMedusa(measure);
+  ASSERT_EQ(retrained.exit_code, 0) << retrained.out;
+  EXPECT_THAT(retrained.out, HasSubstr("dropped the measurement of 'cpu avx2, 2 threads, another machine'"));
+  EXPECT_THAT(retrained.out, HasSubstr("(measurements of 1 machine)"));
 }
 
 // Hand-written auto files: the engine installs batch size 1's choice (plain decoding
@@ -231,6 +283,16 @@ TEST(MedusaTreeAutoTest, AutoMeasuresAtStartUpUnlessThisMachineMeasured) {
   engine = Engine::Create(options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {1}, {2}}));
+  EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1}));
+  // Several machines' measurements, this one's among them: this machine's, as it is.
+  std::ofstream(AutoTreePathFor(heads)) << nlohmann::json{
+      {"machines",
+       {nlohmann::json::parse(elsewhere),
+        {{"machine", {{"id", (*engine)->backend().MachineId()}}},
+         {"choice", {{"1", {{"nodes", 2}, {"paths", {{0}, {0, 0}}}}}}}}}}}.dump();
+  engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ((*engine)->medusa_tree()->paths(), (Paths{{0}, {0, 0}}));
   EXPECT_EQ((*engine)->auto_tree()->batch_sizes(), (std::vector<int>{1}));
   // An auto-tree file given by path is used as it is, wherever it was measured.
   const std::string given = TempPath("given.auto_tree.json");

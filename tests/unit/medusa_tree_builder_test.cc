@@ -300,6 +300,108 @@ TEST(AutoTreeTest, MissingFileTellsHowToMakeIt) {
   EXPECT_TRUE(ok.ok()) << ok.status();
 }
 
+// One measurement per machine in one file: each machine takes its own, a hand-written
+// entry (no machine) serves any other, and failing both the first is taken.
+constexpr char kMachinesJson[] = R"({"machines": [
+    {"machine": {"id": "cpu avx2, 2 threads, A"}, "choice": {"1": {"nodes": 1, "paths": [[0]]}}},
+    {"machine": {"id": "cpu avx512, 2 threads, B"}, "choice": {"1": {"nodes": 2, "paths": [[0], [1]]}}},
+    {"choice": {"1": {"nodes": 0, "paths": []}}}]})";
+
+TEST(AutoTreeTest, TakesThisMachinesMeasurementFromSeveral) {
+  struct Case {
+    std::string machine, expect_id;
+    int expect_nodes;
+  };
+  for (const Case& c : std::vector<Case>{{"cpu avx2, 2 threads, A", "cpu avx2, 2 threads, A", 2},
+                                         {"cpu avx512, 2 threads, B", "cpu avx512, 2 threads, B", 3},
+                                         {"cuda H100", "", 1},
+                                         {"", "", 1}}) {
+    absl::StatusOr<AutoTree> a = AutoTree::Parse(kMachinesJson, "auto.json", 4, c.machine);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->machine_id(), c.expect_id) << c.machine;
+    EXPECT_EQ(a->TreeForBatch(1).num_nodes(), c.expect_nodes) << c.machine;
+  }
+  const std::string two = R"({"machines": [
+      {"machine": {"id": "A"}, "choice": {"1": {"nodes": 1, "paths": [[0]]}}},
+      {"machine": {"id": "B"}, "choice": {"1": {"nodes": 2, "paths": [[0], [1]]}}}]})";
+  absl::StatusOr<AutoTree> first = AutoTree::Parse(two, "auto.json", 4, "C");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->machine_id(), "A") << "no match: the first, which the caller sees is not its own";
+  absl::StatusOr<AutoTree> loaded = AutoTree::Load(WriteTemp("machines.auto_tree.json", two), 4, "B");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->machine_id(), "B");
+}
+
+TEST(AutoTreeTest, BadSeveralMachineFilesNameTheEntry) {
+  struct Case {
+    std::string json, expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"machines": []})", "\"machines\" must be a non-empty list"},
+           {R"({"machines": {"id": "A"}})", "\"machines\" must be a non-empty list"},
+           {R"({"machines": [{"machine": {"id": "A"}, "choice": {"1": {"nodes": 0, "paths": []}}},
+                             {"machine": {"id": "B"}, "choice": {"1": {"nodes": 2, "paths": [[0]]}}}]})",
+            "machines[1]: choice[\"1\"] says 2 nodes but lists 1 paths"},
+           {R"({"machines": [{"machine": {"id": "B"}}]})", "machines[0]: expected an object whose \"choice\""},
+       }) {
+    absl::StatusOr<AutoTree> a = AutoTree::Parse(c.json, "auto.json", 4, "B");
+    ASSERT_FALSE(a.ok()) << c.json;
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument) << c.json;
+    EXPECT_THAT(Message(a.status()), HasSubstr("auto.json")) << c.json;
+    EXPECT_THAT(Message(a.status()), HasSubstr(c.expect)) << c.json;
+  }
+}
+
+nlohmann::json Measurement(const std::string& machine, int nodes, double top1) {
+  nlohmann::json paths = nlohmann::json::array();
+  for (int i = 0; i < nodes; ++i) paths.push_back({i});
+  return {{"machine", {{"id", machine}}},
+          {"topk_accuracy", {{top1, 0.9}}},
+          {"choice", {{"1", {{"nodes", nodes}, {"paths", paths}}}}}};
+}
+
+std::vector<std::string> MachineIds(const nlohmann::json& file) {
+  std::vector<std::string> ids;
+  for (const nlohmann::json& m : file["machines"]) ids.push_back(m["machine"]["id"].get<std::string>());
+  return ids;
+}
+
+TEST(AutoTreeTest, MergeReplacesThisMachineAndKeepsOthersMeasuredForTheSameHeads) {
+  absl::StatusOr<nlohmann::json> first = MergeAutoTreeMeasurement("", Measurement("B", 1, 0.5));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(MachineIds(*first), ElementsAre("B"));
+
+  // A one-machine file (the format before "machines") is read as one entry.
+  absl::StatusOr<nlohmann::json> two = MergeAutoTreeMeasurement(Measurement("B", 1, 0.5).dump(),
+                                                                Measurement("A", 2, 0.5));
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_THAT(MachineIds(*two), ElementsAre("A", "B")) << "ordered by machine";
+
+  // Measuring B again replaces B's entry only.
+  std::vector<std::string> dropped;
+  absl::StatusOr<nlohmann::json> again = MergeAutoTreeMeasurement(two->dump(), Measurement("B", 3, 0.5), &dropped);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT(MachineIds(*again), ElementsAre("A", "B"));
+  EXPECT_TRUE(dropped.empty());
+  EXPECT_EQ((*again)["machines"][1]["choice"]["1"]["nodes"], 3);
+  EXPECT_EQ((*again)["machines"][0]["choice"]["1"]["nodes"], 2);
+  absl::StatusOr<AutoTree> parsed = AutoTree::Parse(again->dump(), "merged", 4, "B");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->TreeForBatch(1).num_nodes(), 4);
+
+  // Heads with other accuracies (retrained): the other machines' choices are stale.
+  absl::StatusOr<nlohmann::json> retrained =
+      MergeAutoTreeMeasurement(again->dump(), Measurement("B", 1, 0.7), &dropped);
+  ASSERT_TRUE(retrained.ok()) << retrained.status();
+  EXPECT_THAT(MachineIds(*retrained), ElementsAre("B"));
+  EXPECT_THAT(dropped, ElementsAre("A"));
+
+  absl::StatusOr<nlohmann::json> bad = MergeAutoTreeMeasurement("[1, 2]", Measurement("B", 1, 0.5));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(bad.status()), HasSubstr("not an auto-tree file"));
+  EXPECT_FALSE(MergeAutoTreeMeasurement("nope", Measurement("B", 1, 0.5)).ok());
+}
+
 TEST(AutoTreeTest, PathSitsBesideTheHeads) {
   EXPECT_EQ(AutoTreePathFor("/m/heads.safetensors"), "/m/heads.auto_tree.json");
   EXPECT_EQ(AutoTreePathFor("/m/heads"), "/m/heads.auto_tree.json");
@@ -381,6 +483,9 @@ TEST(MeasureAutoTreeTest, ReportHasEveryMeasurementAndAChoicePerBatchSize) {
   EXPECT_EQ(engine->kv_allocator().num_free(), free_before);
   EXPECT_EQ((*report)["machine"]["backend"], "cpu");
   EXPECT_EQ((*report)["machine"]["threads"], 1);
+  EXPECT_EQ((*report)["machine"]["id"], engine->backend().MachineId());
+  EXPECT_EQ((*report)["topk_accuracy"].get<std::vector<std::vector<double>>>(), FourHeads().topk_accuracy)
+      << "the accuracies the choice assumed";
   const nlohmann::json& m = (*report)["measurements"];
   ASSERT_EQ(m.size(), 6u) << m.dump();
   const absl::StatusOr<GreedyTree> eight = BuildGreedyTree(FourHeads(), 8);
