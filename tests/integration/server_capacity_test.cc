@@ -2,7 +2,7 @@
 // a CPU for a stream to be cut in the middle): a cancelled stream and an expired
 // deadline free every KV block of the request at once (medusa_kv_cache_blocks_used),
 // a full waiting queue answers RESOURCE_EXHAUSTED at once, and the server goes on
-// serving normally after each.
+// serving normally after each. A connection runs at most --max-concurrent-streams streams.
 
 #include <thread>
 
@@ -111,6 +111,43 @@ TEST_F(ServerCapacityTest, FullQueueIsResourceExhaustedAtOnce) {
   // The client hears CANCELLED at once; the server ends the requests before its next step.
   EXPECT_TRUE(EventuallyEquals("medusa_requests_running", 0));
   EXPECT_TRUE(EventuallyEquals("medusa_requests_waiting", 0));
+  ExpectServesNormally();
+}
+
+// --max-concurrent-streams is HTTP/2's per-connection limit: a second stream on a
+// connection that has one running waits in the client until the first ends (it never
+// reaches the scheduler meanwhile), while a stream on another connection runs at once.
+TEST_F(ServerCapacityTest, ConcurrentStreamsPerConnectionAreLimited) {
+  Start({"--max-concurrent-streams=1", "--max-running=4"});
+  auto stub = server_.StubOnNewConnection();
+  grpc::ClientContext first_context;
+  auto first = stub->Generate(&first_context, LongRequest());
+  v1::GenerateResponse chunk;
+  ASSERT_TRUE(first->Read(&chunk));  // it runs
+  // A synchronous call waits in its constructor until the stream may start: a thread.
+  StreamOutcome second;
+  std::thread second_thread([&] { second = RunGenerate(*stub, GreedyRequest("Hello", 4)); });
+
+  // Another connection is not held back, and the held stream has not reached the server.
+  StreamOutcome elsewhere = RunGenerate(*server_.StubOnNewConnection(), GreedyRequest("Hi", 4));
+  ASSERT_TRUE(elsewhere.status.ok()) << elsewhere.status.error_message();
+  EXPECT_TRUE(elsewhere.finished());
+  EXPECT_EQ(server_.Metric("medusa_requests_running"), 1.0);
+  EXPECT_EQ(server_.Metric("medusa_requests_waiting"), 0.0);
+  EXPECT_EQ(server_.Metric("medusa_requests_total{status=\"ok\"}"), 1.0) << "only the other connection's";
+  EXPECT_TRUE(first->Read(&chunk)) << "the first stream still runs";
+
+  // The first ends; the held stream then runs to completion on the same connection.
+  const absl::Time first_cancelled = absl::Now();
+  first_context.TryCancel();
+  while (first->Read(&chunk)) {}
+  EXPECT_EQ(first->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  second_thread.join();
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_TRUE(second.finished());
+  ASSERT_FALSE(second.arrivals.empty());
+  EXPECT_GT(second.arrivals.front(), first_cancelled) << "it streamed while the first held the connection";
+  EXPECT_TRUE(EventuallyEquals("medusa_requests_total{status=\"ok\"}", 2));
   ExpectServesNormally();
 }
 
