@@ -74,6 +74,17 @@ std::string WriteCalibration(const std::string& heads) {
   return path;
 }
 
+// stories260K with `heads` and --tree auto.
+EngineOptions AutoTreeEngineOptions(const std::string& heads) {
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 8 << 20;
+  options.heads_path = heads;
+  options.tree = "auto";
+  return options;
+}
+
 nlohmann::json GenerateJson(const std::string& extra) {
   CliRun run = RunMedusa("generate " + ModelArgs() + " --prompt 'Once upon a time' --max-tokens 40 --json " + extra,
                          false);
@@ -160,12 +171,7 @@ TEST(MedusaTreeAutoTest, MeasuringHereKeepsOtherMachinesMeasurements) {
   EXPECT_EQ(file["machines"][0]["choice"]["1"]["nodes"], 3);
   const nlohmann::json& here = file["machines"][1];
 
-  EngineOptions options;
-  options.model_path = kStoriesModel;
-  options.tokenizer_path = kStoriesTokenizer;
-  options.kv_cache_bytes = 8 << 20;
-  options.heads_path = heads;
-  options.tree = "auto";
+  EngineOptions options = AutoTreeEngineOptions(heads);
   options.backend.threads = 1;
   options.auto_tree_batch_sizes = {1, 7};  // a measurement at start-up would have batch size 7
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
@@ -188,12 +194,7 @@ TEST(MedusaTreeAutoTest, MeasuringHereKeepsOtherMachinesMeasurements) {
 TEST(MedusaTreeAutoTest, EngineResolvesAutoIncludingAPlainChoice) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   const std::string heads = WriteHeads("handwritten.safetensors");
-  EngineOptions options;
-  options.model_path = kStoriesModel;
-  options.tokenizer_path = kStoriesTokenizer;
-  options.kv_cache_bytes = 8 << 20;
-  options.heads_path = heads;
-  options.tree = "auto";
+  EngineOptions options = AutoTreeEngineOptions(heads);
 
   std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {
       "1": {"nodes": 0, "paths": []},
@@ -240,12 +241,7 @@ TEST(MedusaTreeAutoTest, AutoMeasuresAtStartUpUnlessThisMachineMeasured) {
   const std::string heads = WriteHeads("startup.safetensors");
   std::filesystem::copy_file(WriteCalibration(heads), CalibrationPathFor(heads),
                              std::filesystem::copy_options::overwrite_existing);
-  EngineOptions options;
-  options.model_path = kStoriesModel;
-  options.tokenizer_path = kStoriesTokenizer;
-  options.kv_cache_bytes = 8 << 20;
-  options.heads_path = heads;
-  options.tree = "auto";
+  EngineOptions options = AutoTreeEngineOptions(heads);
   options.auto_tree_batch_sizes = {1, 3};
   options.auto_tree_sizes = {2, 4};
   options.backend.threads = 1;
