@@ -29,6 +29,13 @@ constexpr int kTilePanels = 3;
 constexpr int kTallTileRows = kTileRows * 3 / 2;
 constexpr int kTallTilePanels = 2;
 constexpr int kInputChunk = 128;  // inputs per pass: 3 panels x 128 inputs stay in L1
+// How many inputs ahead a tile of several rows prefetches its panels' weights (16 inputs =
+// 16 cache lines a panel). A tile's multiply-adds wait in the scheduler for their weights,
+// and with several rows there are so many of them that the core runs few loads ahead: a
+// 3-row product of SmolLM2's weights took 1.27x a 1-row one, memory-bound as both are
+// (BENCHMARKS.md). Prefetching keeps the misses in flight: 1.05x. One row runs far enough
+// ahead by itself (a prefetch there measured no faster), so it does not prefetch.
+constexpr int kPrefetchAhead = 16;
 
 // Y tile [kRows][kPanels * kPanel] (+)= X[kRows][k0:k1] * panels[k0:k1]. Only the first `cols`
 // outputs of the tile exist (the last panel of a matrix may be partly padding). Each output is
@@ -46,6 +53,11 @@ void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size
     }
   }
   for (int k = k0; k < k1; ++k) {
+    if constexpr (kRows > 1) {
+      for (int j = 0; j < kPanels; ++j) {
+        __builtin_prefetch(w + j * panel_stride + static_cast<size_t>(k + kPrefetchAhead) * kPanel, 0, 3);
+      }
+    }
     Vec wv[kPanels];
     for (int j = 0; j < kPanels; ++j) wv[j] = simd::LoadAligned(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
     for (int r = 0; r < kRows; ++r) {
