@@ -33,7 +33,7 @@ constexpr int kInputChunk = 128;  // inputs per pass: 3 panels x 128 inputs stay
 // 16 cache lines a panel). A tile's multiply-adds wait in the scheduler for their weights,
 // and with several rows there are so many of them that the core runs few loads ahead: a
 // 3-row product of SmolLM2's weights took 1.27x a 1-row one, memory-bound as both are
-// (BENCHMARKS.md). Prefetching keeps the misses in flight: 1.05x. One row runs far enough
+// (BENCHMARKS.md). Prefetching keeps the misses in flight: 1.06x. One row runs far enough
 // ahead by itself (a prefetch there measured no faster), so it does not prefetch.
 constexpr int kPrefetchAhead = 16;
 
