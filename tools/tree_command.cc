@@ -95,7 +95,7 @@ void PrintMeasurements(const nlohmann::json& report) {
 
 // The file at `path` (when there is one) with `report` in place of this machine's earlier
 // measurement; other machines' stay, so one file serves every machine it was measured on.
-absl::StatusOr<nlohmann::json> MergeIntoAutoTreeFile(const std::string& path, const nlohmann::json& report) {
+nlohmann::json MergeIntoAutoTreeFile(const std::string& path, const nlohmann::json& report) {
   std::string existing;
   if (std::ifstream in(path, std::ios::binary); in) {
     std::ostringstream text;
@@ -106,13 +106,13 @@ absl::StatusOr<nlohmann::json> MergeIntoAutoTreeFile(const std::string& path, co
   absl::StatusOr<nlohmann::json> merged = MergeAutoTreeMeasurement(existing, report, &dropped);
   if (!merged.ok()) {
     spdlog::warn("'{}' is {}: replacing it", path, std::string(merged.status().message()));
-    merged = MergeAutoTreeMeasurement("", report);
+    return nlohmann::json{{"machines", {report}}};
   }
   for (const std::string& machine : dropped) {
     spdlog::warn("dropped the measurement of '{}' from '{}': it was made for other head accuracies", machine,
                  path);
   }
-  return merged;
+  return *std::move(merged);
 }
 
 int RunAuto(const Calibration& calibration) {
@@ -154,12 +154,11 @@ int RunAuto(const Calibration& calibration) {
   (*report)["heads"] = heads;
   (*report)["calibration"] = absl::GetFlag(FLAGS_calibration);
   const std::string out = absl::GetFlag(FLAGS_out).empty() ? AutoTreePathFor(heads) : absl::GetFlag(FLAGS_out);
-  absl::StatusOr<nlohmann::json> file = MergeIntoAutoTreeFile(out, *report);
-  if (!file.ok()) return Fail(file.status());
-  if (absl::Status s = WriteText(out, file->dump(2) + "\n"); !s.ok()) return Fail(s);
+  const nlohmann::json file = MergeIntoAutoTreeFile(out, *report);
+  if (absl::Status s = WriteText(out, file.dump(2) + "\n"); !s.ok()) return Fail(s);
   PrintMeasurements(*report);
-  std::printf("wrote %s (measurements of %zu machine%s)\n", out.c_str(), (*file)["machines"].size(),
-              (*file)["machines"].size() == 1 ? "" : "s");
+  std::printf("wrote %s (measurements of %zu machine%s)\n", out.c_str(), file["machines"].size(),
+              file["machines"].size() == 1 ? "" : "s");
   return 0;
 }
 
