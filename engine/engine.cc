@@ -7,11 +7,12 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/medusa/tree_timing.h"
 #include "engine/model/loader.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -52,24 +53,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   std::unique_ptr<Engine> engine(new Engine());
   engine->options_ = options;
 
-  absl::StatusOr<LoadedModel> model = LoadModel(options.model_path);
-  if (!model.ok()) return model.status();
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerFor(
-      options.model_path, options.tokenizer_path, model->gguf.get(), model->config.vocab_size);
-  if (!tokenizer.ok()) return tokenizer.status();
-  if ((*tokenizer)->vocab_size() != model->config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "tokenizer has %d tokens but the model's vocabulary is %d", (*tokenizer)->vocab_size(),
-        model->config.vocab_size));
+  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(options.model_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizerFor(options.model_path, options.tokenizer_path,
+                                                                          model.gguf.get(), model.config.vocab_size));
+  if (tokenizer->vocab_size() != model.config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrFormat("tokenizer has %d tokens but the model's vocabulary is %d",
+                                                      tokenizer->vocab_size(), model.config.vocab_size));
   }
-  engine->tokenizer_ = *std::move(tokenizer);
+  engine->tokenizer_ = std::move(tokenizer);
 
-  absl::StatusOr<std::unique_ptr<kernels::Backend>> backend = kernels::CreateBackend(options.backend);
-  if (!backend.ok()) return backend.status();
-  engine->backend_ = *std::move(backend);
-  if (absl::Status s = engine->backend_->LoadWeights(model->config, std::move(model->weights)); !s.ok()) {
-    return s;
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::CreateBackend(options.backend));
+  engine->backend_ = std::move(backend);
+  RETURN_IF_ERROR(engine->backend_->LoadWeights(model.config, std::move(model.weights)));
 
   size_t block_bytes = engine->backend_->KvBytesPerBlock(options.kv_block_size);
   int64_t num_blocks = options.kv_cache_bytes / static_cast<int64_t>(block_bytes);
@@ -82,17 +77,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   // when one sequence runs; the server sizes it for many.
   num_blocks = std::min<int64_t>(num_blocks, 1 << 24);
   kernels::KvCacheSpec spec{static_cast<int>(num_blocks), options.kv_block_size};
-  if (absl::Status s = engine->backend_->AllocateKvCache(spec); !s.ok()) return s;
+  RETURN_IF_ERROR(engine->backend_->AllocateKvCache(spec));
   engine->kv_allocator_ = std::make_unique<kv::BlockAllocator>(spec.num_blocks);
   if (!options.heads_path.empty()) {
-    absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(options.heads_path, engine->config());
-    if (!heads.ok()) return heads.status();
-    const int num_heads = heads->num_heads;
+    ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(options.heads_path, engine->config()));
+    const int num_heads = heads.num_heads;
     // Installed with a chain first: resolving "auto" may time trees with these heads.
-    if (absl::Status s = engine->SetMedusa(*std::move(heads), MedusaTree::Chain(num_heads)); !s.ok()) return s;
-    absl::StatusOr<MedusaTree> tree = engine->ResolveTree(num_heads);
-    if (!tree.ok()) return tree.status();
-    engine->medusa_tree_ = tree->TruncateToDepth(num_heads);
+    RETURN_IF_ERROR(engine->SetMedusa(std::move(heads), MedusaTree::Chain(num_heads)));
+    ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
+    engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
   }
   spdlog::debug("engine: {} on {}, KV cache {} blocks of {} tokens ({} MiB)",
                 engine->config().name, engine->backend_->Name(), spec.num_blocks, spec.block_size,
@@ -119,18 +112,16 @@ absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
         "neither exists",
         AutoTreePathFor(options_.heads_path), calibration_path));
   }
-  absl::StatusOr<Calibration> calibration = LoadCalibration(calibration_path);
-  if (!calibration.ok()) return calibration.status();
+  ASSIGN_OR_RETURN(Calibration calibration, LoadCalibration(calibration_path));
   AutoTreeOptions measure;
   measure.tree_sizes = options_.auto_tree_sizes;
   measure.timing.batch_sizes = options_.auto_tree_batch_sizes;
   measure.timing.repeats = 3;
   // Trees the calibration cannot fill are dropped by the measurement itself.
   const absl::Time start = absl::Now();
-  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(*this, *calibration, measure);
-  if (!report.ok()) return report.status();
+  ASSIGN_OR_RETURN(nlohmann::json report, MeasureAutoTree(*this, calibration, measure));
   std::map<int, int> nodes_by_batch;  // JSON keys sort as text ("16" before "2")
-  for (const auto& [batch, choice] : (*report)["choice"].items()) {
+  for (const auto& [batch, choice] : report["choice"].items()) {
     nodes_by_batch[std::stoi(batch)] = choice["nodes"].get<int>();
   }
   std::string summary;
@@ -140,7 +131,7 @@ absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
   }
   spdlog::info("measured Medusa trees on this machine in {:.1f} s: {} (save this with `medusa tree --auto`)",
                absl::ToDoubleSeconds(absl::Now() - start), summary);
-  return AutoTree::Parse(report->dump(), "the trees measured now", num_heads);
+  return AutoTree::Parse(report.dump(), "the trees measured now", num_heads);
 }
 
 absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
@@ -157,16 +148,14 @@ absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
   }
   if (tree_source_ != "auto" && !IsAutoTreeFile(tree_source_)) return LoadTree(tree_source_, num_heads);
   if (tree_source_ != "auto") {
-    absl::StatusOr<AutoTree> given = AutoTree::Load(tree_source_, num_heads, backend_->MachineId());
-    if (!given.ok()) return given.status();
-    auto_tree_ = *std::move(given);
+    ASSIGN_OR_RETURN(AutoTree given, AutoTree::Load(tree_source_, num_heads, backend_->MachineId()));
+    auto_tree_ = std::move(given);
   } else {
     const std::string path = AutoTreePathFor(options_.heads_path);
     std::optional<AutoTree> saved;
     if (fs::exists(path)) {
-      absl::StatusOr<AutoTree> loaded = AutoTree::Load(path, num_heads, backend_->MachineId());
-      if (!loaded.ok()) return loaded.status();
-      saved = *std::move(loaded);
+      ASSIGN_OR_RETURN(AutoTree loaded, AutoTree::Load(path, num_heads, backend_->MachineId()));
+      saved = std::move(loaded);
     }
     // A saved measurement counts when this machine made it (or when it does not say:
     // a hand-written choice); timings of another machine do not travel. Load picks this
@@ -178,9 +167,8 @@ absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
         spdlog::info("{} holds no measurement of this machine ('{}'): measuring again", path,
                      backend_->MachineId());
       }
-      absl::StatusOr<AutoTree> measured = MeasureAutoTreeNow(num_heads);
-      if (!measured.ok()) return measured.status();
-      auto_tree_ = *std::move(measured);
+      ASSIGN_OR_RETURN(AutoTree measured, MeasureAutoTreeNow(num_heads));
+      auto_tree_ = std::move(measured);
     }
   }
   // One request at a time runs at batch size 1; a scheduler asks auto_tree() per batch.
@@ -189,7 +177,7 @@ absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
 
 absl::Status Engine::SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree) {
   const int num_heads = heads.num_heads;
-  if (absl::Status s = backend_->LoadMedusaHeads(std::move(heads)); !s.ok()) return s;
+  RETURN_IF_ERROR(backend_->LoadMedusaHeads(std::move(heads)));
   medusa_tree_ = tree.TruncateToDepth(num_heads);
   return absl::OkStatus();
 }

@@ -9,6 +9,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kernels/base/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa::server {
@@ -36,7 +37,7 @@ MedusaServer::~MedusaServer() {
 absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOptions& options) {
   std::unique_ptr<MedusaServer> server(new MedusaServer(options));
   const std::string metrics_address = absl::StrCat(options.host, ":", options.metrics_port);
-  if (absl::Status s = server->metrics_->Serve(metrics_address); !s.ok()) return s;
+  RETURN_IF_ERROR(server->metrics_->Serve(metrics_address));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -65,9 +66,8 @@ void MedusaServer::SetServing(bool serving) {
 
 absl::Status MedusaServer::LoadModel() {
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.engine);
-  if (!engine.ok()) return engine.status();
-  engine_ = *std::move(engine);
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options_.engine));
+  engine_ = std::move(engine);
   scheduler_ = std::make_unique<Scheduler>(*engine_, options_.scheduler);
   scheduler_->set_step_observer([metrics = metrics_.get()](const StepReport& report) {
     metrics->ObserveStep(report);
@@ -109,8 +109,7 @@ absl::Status MedusaServer::WarmUpRequest(bool medusa) {
     status = result.status();
     done.Notify();
   };
-  absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(request), std::move(callbacks));
-  if (!id.ok()) return id.status();
+  ASSIGN_OR_RETURN(uint64_t id, scheduler_->Submit(std::move(request), std::move(callbacks)));
   done.WaitForNotification();
   return status;
 }

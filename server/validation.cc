@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/tokenizer/unicode.h"
+#include "kernels/base/status_macros.h"
 #include "medusa/internal/request_text.pb.h"
 
 namespace medusa::server {
@@ -21,8 +22,8 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
 absl::Status CheckChatText(const internal::ChatMessagesText& chat) {
   for (int i = 0; i < chat.messages_size(); ++i) {
     const std::string prefix = absl::StrFormat("chat.messages[%d].", i);
-    if (absl::Status s = CheckUtf8(chat.messages(i).role(), prefix + "role"); !s.ok()) return s;
-    if (absl::Status s = CheckUtf8(chat.messages(i).content(), prefix + "content"); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckUtf8(chat.messages(i).role(), prefix + "role"));
+    RETURN_IF_ERROR(CheckUtf8(chat.messages(i).content(), prefix + "content"));
   }
   return absl::OkStatus();
 }
@@ -71,7 +72,7 @@ template <typename Message>
 absl::StatusOr<Message> ParseStrict(std::string_view wire) {
   absl::StatusOr<Message> message = ParseAs<Message>(wire);
   if (!message.ok()) return message;
-  if (absl::Status s = CheckNoUnknownFields(*message); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckNoUnknownFields(*message));
   return message;
 }
 
@@ -83,8 +84,8 @@ absl::StatusOr<std::vector<ChatMessage>> ChatFrom(const v1::ChatMessages& chat) 
     const v1::ChatMessage& m = chat.messages(i);
     const std::string prefix = absl::StrFormat("chat.messages[%d].", i);
     if (m.role().empty()) return Invalid(prefix + "role", "empty (e.g. \"user\")");
-    if (absl::Status s = CheckUtf8(m.role(), prefix + "role"); !s.ok()) return s;
-    if (absl::Status s = CheckUtf8(m.content(), prefix + "content"); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckUtf8(m.role(), prefix + "role"));
+    RETURN_IF_ERROR(CheckUtf8(m.content(), prefix + "content"));
     messages.push_back({m.role(), m.content()});
   }
   return messages;
@@ -92,9 +93,8 @@ absl::StatusOr<std::vector<ChatMessage>> ChatFrom(const v1::ChatMessages& chat) 
 
 absl::StatusOr<std::vector<int32_t>> EncodeChatInput(const v1::ChatMessages& chat,
                                                      const Tokenizer& tokenizer) {
-  absl::StatusOr<std::vector<ChatMessage>> messages = ChatFrom(chat);
-  if (!messages.ok()) return messages.status();
-  absl::StatusOr<std::vector<int32_t>> ids = EncodeChat(tokenizer, *messages);
+  ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatFrom(chat));
+  absl::StatusOr<std::vector<int32_t>> ids = EncodeChat(tokenizer, messages);
   // A model without a (supported) chat template cannot take a conversation: the
   // request, not the server, has to change.
   if (!ids.ok()) return Invalid("chat", ids.status().message());
@@ -104,7 +104,7 @@ absl::StatusOr<std::vector<int32_t>> EncodeChatInput(const v1::ChatMessages& cha
 absl::StatusOr<std::vector<int32_t>> EncodeTextInput(const std::string& prompt,
                                                      const Tokenizer& tokenizer) {
   if (prompt.empty()) return Invalid("prompt", "empty");
-  if (absl::Status s = CheckUtf8(prompt, "prompt"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckUtf8(prompt, "prompt"));
   return EncodePrompt(tokenizer, prompt, /*chat=*/false);
 }
 
@@ -159,7 +159,7 @@ absl::Status CheckStops(const v1::GenerateRequest& request, const RequestLimits&
       return Invalid(field, absl::StrFormat("%d bytes; at most %d are allowed", stop.size(),
                                             limits.max_stop_string_bytes));
     }
-    if (absl::Status s = CheckUtf8(stop, field); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckUtf8(stop, field));
   }
   return absl::OkStatus();
 }
@@ -213,21 +213,19 @@ absl::Status CheckUtf8(absl::string_view text, absl::string_view field) {
 }
 
 absl::StatusOr<v1::GenerateRequest> ParseGenerateRequest(std::string_view wire) {
-  absl::StatusOr<internal::GenerateRequestText> text = ParseAs<internal::GenerateRequestText>(wire);
-  if (!text.ok()) return text.status();
-  if (absl::Status s = CheckUtf8(text->prompt(), "prompt"); !s.ok()) return s;
-  if (absl::Status s = CheckChatText(text->chat()); !s.ok()) return s;
-  for (int i = 0; i < text->stop_size(); ++i) {
-    if (absl::Status s = CheckUtf8(text->stop(i), absl::StrFormat("stop[%d]", i)); !s.ok()) return s;
+  ASSIGN_OR_RETURN(internal::GenerateRequestText text, ParseAs<internal::GenerateRequestText>(wire));
+  RETURN_IF_ERROR(CheckUtf8(text.prompt(), "prompt"));
+  RETURN_IF_ERROR(CheckChatText(text.chat()));
+  for (int i = 0; i < text.stop_size(); ++i) {
+    RETURN_IF_ERROR(CheckUtf8(text.stop(i), absl::StrFormat("stop[%d]", i)));
   }
   return ParseStrict<v1::GenerateRequest>(wire);
 }
 
 absl::StatusOr<v1::TokenizeRequest> ParseTokenizeRequest(std::string_view wire) {
-  absl::StatusOr<internal::TokenizeRequestText> text = ParseAs<internal::TokenizeRequestText>(wire);
-  if (!text.ok()) return text.status();
-  if (absl::Status s = CheckUtf8(text->prompt(), "prompt"); !s.ok()) return s;
-  if (absl::Status s = CheckChatText(text->chat()); !s.ok()) return s;
+  ASSIGN_OR_RETURN(internal::TokenizeRequestText text, ParseAs<internal::TokenizeRequestText>(wire));
+  RETURN_IF_ERROR(CheckUtf8(text.prompt(), "prompt"));
+  RETURN_IF_ERROR(CheckChatText(text.chat()));
   return ParseStrict<v1::TokenizeRequest>(wire);
 }
 
@@ -239,7 +237,7 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::GenerateRequest& reques
     case v1::GenerateRequest::kChat:
       return EncodeChatInput(request.chat(), tokenizer);
     case v1::GenerateRequest::kTokenIds: {
-      if (absl::Status s = CheckIds(request.token_ids(), limits.vocab_size); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckIds(request.token_ids(), limits.vocab_size));
       return std::vector<int32_t>(request.token_ids().ids().begin(), request.token_ids().ids().end());
     }
     default:
@@ -263,26 +261,24 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                                       const Tokenizer& tokenizer,
                                                       const RequestLimits& limits) {
   // Cheap field checks first, so a bad request costs no tokenization.
-  if (absl::Status s = CheckSampling(request); !s.ok()) return s;
-  if (absl::Status s = CheckStops(request, limits); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSampling(request));
+  RETURN_IF_ERROR(CheckStops(request, limits));
   if (request.has_max_tokens() && request.max_tokens() <= 0) {
     return Invalid("max_tokens", absl::StrFormat("must be >= 1, got %d", request.max_tokens()));
   }
 
-  absl::StatusOr<std::vector<int32_t>> ids = PromptIds(request, tokenizer, limits);
-  if (!ids.ok()) return ids.status();
-  const int prompt_tokens = static_cast<int>(ids->size());
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, PromptIds(request, tokenizer, limits));
+  const int prompt_tokens = static_cast<int>(ids.size());
   if (prompt_tokens >= limits.context_length) {
     return Invalid(InputField(request),
                    absl::StrFormat("%d prompt tokens leave no room in the model's context of %d tokens",
                                    prompt_tokens, limits.context_length));
   }
-  absl::StatusOr<int> max_tokens = MaxTokens(request, prompt_tokens, limits);
-  if (!max_tokens.ok()) return max_tokens.status();
+  ASSIGN_OR_RETURN(int max_tokens, MaxTokens(request, prompt_tokens, limits));
 
   GenerationRequest out;
-  out.prompt_ids = *std::move(ids);
-  out.max_tokens = *max_tokens;
+  out.prompt_ids = std::move(ids);
+  out.max_tokens = max_tokens;
   out.sampling.temperature = request.temperature();
   out.sampling.top_p = request.has_top_p() ? request.top_p() : 1.0f;
   out.sampling.top_k = request.top_k();

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "kernels/base/status_macros.h"
 #include "medusa/v1/generator.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
@@ -122,7 +123,7 @@ absl::StatusOr<StreamResult> RunStream(v1::Generator::Stub& stub, const v1::Gene
     if (on_text && !response.text().empty()) on_text(response.text());
     if (response.has_finish()) result.finish = response.finish();
   }
-  if (absl::Status s = FromGrpc(reader->Finish(), "Generate"); !s.ok()) return s;
+  RETURN_IF_ERROR(FromGrpc(reader->Finish(), "Generate"));
   result.e2e_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
   return result;
 }
@@ -167,10 +168,7 @@ nlohmann::json ResultJson(const StreamResult& r, const v1::ModelInfo& info, bool
 absl::StatusOr<v1::ModelInfo> GetModelInfo(v1::Generator::Stub& stub) {
   grpc::ClientContext context;
   v1::ModelInfo info;
-  if (absl::Status s = FromGrpc(stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info), "GetModelInfo");
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(FromGrpc(stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info), "GetModelInfo"));
   return info;
 }
 

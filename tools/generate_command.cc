@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -23,11 +24,10 @@ int Fail(const absl::Status& status) {
 
 absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const PromptSpec& spec) {
   GenerationRequest request;
-  absl::StatusOr<std::vector<int32_t>> ids =
-      spec.messages.empty() ? EncodePrompt(tokenizer, spec.text, absl::GetFlag(FLAGS_chat))
-                            : EncodeChat(tokenizer, spec.messages);
-  if (!ids.ok()) return ids.status();
-  request.prompt_ids = *std::move(ids);
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, spec.messages.empty()
+                                                 ? EncodePrompt(tokenizer, spec.text, absl::GetFlag(FLAGS_chat))
+                                                 : EncodeChat(tokenizer, spec.messages));
+  request.prompt_ids = std::move(ids);
   request.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
   request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
@@ -36,9 +36,8 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
   request.stop_strings = absl::GetFlag(FLAGS_stop);
   request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
   request.use_medusa = !absl::GetFlag(FLAGS_no_medusa);
-  absl::StatusOr<SamplingAcceptance> rule = ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance));
-  if (!rule.ok()) return rule.status();
-  request.acceptance.rule = *rule;
+  ASSIGN_OR_RETURN(SamplingAcceptance rule, ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance)));
+  request.acceptance.rule = rule;
   request.acceptance.epsilon = static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon));
   request.acceptance.delta = static_cast<float>(absl::GetFlag(FLAGS_typical_delta));
   return request;

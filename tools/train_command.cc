@@ -11,10 +11,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -27,6 +27,7 @@
 #include "engine/model/safetensors.h"
 #include "engine/train/heads_trainer.h"
 #include "engine/train/self_distill.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
 #include "tools/flags.h"
@@ -93,10 +94,9 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine() {
 
 // The model's classifier [vocab, dim] in float32 (the embedding when tied).
 absl::StatusOr<std::vector<float>> LoadClassifier(const std::string& model_path) {
-  absl::StatusOr<LoadedModel> model = LoadModel(model_path);
-  if (!model.ok()) return model.status();
-  return model->weights.classifier.empty() ? std::move(model->weights.token_embedding)
-                                           : std::move(model->weights.classifier);
+  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(model_path));
+  return model.weights.classifier.empty() ? std::move(model.weights.token_embedding)
+                                          : std::move(model.weights.classifier);
 }
 
 // Prompt texts to token ids: the chat template when the model has one; prompts
@@ -134,7 +134,7 @@ absl::Status SaveDistillCache(const std::string& path, const DistillRun& run, co
                              {"tokens", std::to_string(run.tokens)},
                              {"seconds", absl::StrCat(run.seconds)}};
   const std::string temp = path + ".tmp";
-  if (absl::Status s = safetensors::WriteFile(temp, tensors, metadata); !s.ok()) return s;
+  RETURN_IF_ERROR(safetensors::WriteFile(temp, tensors, metadata));
   std::error_code error;
   std::filesystem::rename(temp, path, error);
   if (error) return absl::InternalError(absl::StrCat("cannot write '", path, "': ", error.message()));
@@ -199,11 +199,9 @@ absl::StatusOr<DistillRun> Distill(Engine& engine, const std::vector<std::vector
 
 // Held-out rows: greedy answers to the calibration prompts.
 absl::StatusOr<DistillRun> CalibrationRows(Engine& engine, int num_heads) {
-  absl::StatusOr<std::vector<std::string>> texts = LoadSeedPrompts(absl::GetFlag(FLAGS_calibration_prompts));
-  if (!texts.ok()) return texts.status();
-  std::vector<std::vector<int32_t>> prompts = EncodeSeeds(engine.tokenizer(), *texts,
-                                                          absl::GetFlag(FLAGS_calibration_count),
-                                                          absl::GetFlag(FLAGS_max_prompt_tokens));
+  ASSIGN_OR_RETURN(std::vector<std::string> texts, LoadSeedPrompts(absl::GetFlag(FLAGS_calibration_prompts)));
+  std::vector<std::vector<int32_t>> prompts = EncodeSeeds(
+      engine.tokenizer(), texts, absl::GetFlag(FLAGS_calibration_count), absl::GetFlag(FLAGS_max_prompt_tokens));
   SelfDistillOptions options;
   options.num_heads = num_heads;
   options.max_new_tokens = absl::GetFlag(FLAGS_gen_tokens);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/generate/sequence_decoder.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 namespace {
@@ -13,33 +14,30 @@ absl::StatusOr<GenerationResult> RunAlone(SequenceDecoder& decoder, Engine& engi
   kernels::ForwardBatch batch;
   kernels::ForwardResult forward;
   std::vector<float> head_logits;  // [heads, vocab]
-  if (absl::Status s = decoder.ReservePrompt(); !s.ok()) return s;
+  RETURN_IF_ERROR(decoder.ReservePrompt());
   while (decoder.prefilling()) {
     batch.Clear();
     decoder.AppendPrefill(batch, 0, engine.options().prefill_chunk);
     batch.want_logits = !batch.output_rows.empty();
     batch.want_hidden = batch.want_logits && decoder.medusa();
-    if (absl::Status s = engine.backend().Forward(batch, &forward); !s.ok()) return s;
-    if (absl::Status s = decoder.AfterForward(forward, SequenceDecoder::Clock::now()); !s.ok()) return s;
+    RETURN_IF_ERROR(engine.backend().Forward(batch, &forward));
+    RETURN_IF_ERROR(decoder.AfterForward(forward, SequenceDecoder::Clock::now()));
   }
   while (!decoder.done()) {
     const auto step_start = SequenceDecoder::Clock::now();
-    if (absl::Status s = decoder.ReserveRoot(); !s.ok()) return s;
-    if (absl::Status s = decoder.PlanTree(engine.medusa_tree()); !s.ok()) return s;
+    RETURN_IF_ERROR(decoder.ReserveRoot());
+    RETURN_IF_ERROR(decoder.PlanTree(engine.medusa_tree()));
     if (decoder.needs_head_logits()) {
-      if (absl::Status s = engine.backend().MedusaHeadLogits(decoder.hidden(), 1,
-                                                             decoder.planned_tree().num_heads_used(), &head_logits);
-          !s.ok()) {
-        return s;
-      }
+      RETURN_IF_ERROR(engine.backend().MedusaHeadLogits(decoder.hidden(), 1, decoder.planned_tree().num_heads_used(),
+                                                        &head_logits));
     }
-    if (absl::Status s = decoder.BuildCandidates(head_logits); !s.ok()) return s;
+    RETURN_IF_ERROR(decoder.BuildCandidates(head_logits));
     batch.Clear();
     decoder.AppendStep(batch, 0);
     batch.want_logits = true;
     batch.want_hidden = decoder.medusa();
-    if (absl::Status s = engine.backend().Forward(batch, &forward); !s.ok()) return s;
-    if (absl::Status s = decoder.AfterForward(forward, step_start); !s.ok()) return s;
+    RETURN_IF_ERROR(engine.backend().Forward(batch, &forward));
+    RETURN_IF_ERROR(decoder.AfterForward(forward, step_start));
   }
   decoder.Release();
   return decoder.TakeResult();
@@ -95,24 +93,23 @@ absl::Status ValidateRequest(const Engine& engine, const GenerationRequest& requ
 
 absl::StatusOr<GenerationResult> Generate(Engine& engine, const GenerationRequest& request,
                                           const StreamCallback& on_text, const GenerateHooks& hooks) {
-  if (absl::Status s = ValidateRequest(engine, request); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateRequest(engine, request));
   const MedusaTree* tree = engine.medusa_tree();
   SequenceDecoder::Options options;
   options.medusa = request.use_medusa && tree != nullptr && tree->num_nodes() > 1;
   options.stats_depth = options.medusa ? tree->max_depth() : 0;
   options.on_text = on_text;
   options.hooks = &hooks;
-  absl::StatusOr<std::unique_ptr<SequenceDecoder>> decoder = SequenceDecoder::Create(engine, request, std::move(options));
-  if (!decoder.ok()) return decoder.status();
-  return RunAlone(**decoder, engine);
+  ASSIGN_OR_RETURN(std::unique_ptr<SequenceDecoder> decoder,
+                   SequenceDecoder::Create(engine, request, std::move(options)));
+  return RunAlone(*decoder, engine);
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer,
                                                 absl::Span<const ChatMessage> messages) {
-  absl::StatusOr<std::string> text = ApplyChatTemplate(tokenizer, messages, true);
-  if (!text.ok()) return text.status();
+  ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(tokenizer, messages, true));
   // The template writes BOS itself where the model wants one.
-  return tokenizer.Encode(*text, /*add_bos=*/false, /*parse_special=*/true);
+  return tokenizer.Encode(text, /*add_bos=*/false, /*parse_special=*/true);
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, std::string_view text,

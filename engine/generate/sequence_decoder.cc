@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kernels/base/status_macros.h"
+
 namespace medusa {
 namespace {
 
@@ -27,9 +29,8 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(Engine&
                                                                          Options options) {
   if (request.prompt_ids.empty()) return absl::InvalidArgumentError("prompt is empty");
   std::unique_ptr<SequenceDecoder> d(new SequenceDecoder(engine, std::move(request), std::move(options)));
-  absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(d->root_only_, d->config_.vocab_size);
-  if (!candidates.ok()) return candidates.status();
-  d->plain_.reset(new TreeState{&d->root_only_, *std::move(candidates),
+  ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(d->root_only_, d->config_.vocab_size));
+  d->plain_.reset(new TreeState{&d->root_only_, std::move(candidates),
                                 Acceptor(d->root_only_, d->config_.vocab_size, d->request_.acceptance)});
   d->planned_ = d->plain_.get();
   GenerationResult& r = d->result_;
@@ -50,10 +51,9 @@ absl::StatusOr<SequenceDecoder::TreeState*> SequenceDecoder::StateFor(const Medu
   for (const auto& state : trees_) {
     if (state->tree == &tree) return state.get();
   }
-  absl::StatusOr<CandidateBuilder> candidates = CandidateBuilder::Create(tree, config_.vocab_size);
-  if (!candidates.ok()) return candidates.status();
+  ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(tree, config_.vocab_size));
   trees_.push_back(std::unique_ptr<TreeState>(
-      new TreeState{&tree, *std::move(candidates), Acceptor(tree, config_.vocab_size, request_.acceptance)}));
+      new TreeState{&tree, std::move(candidates), Acceptor(tree, config_.vocab_size, request_.acceptance)}));
   return trees_.back().get();
 }
 
@@ -94,9 +94,8 @@ absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
       context_ + tree->max_depth() >= config_.max_seq_len || !seq_.Reserve(context_ + tree->num_nodes()).ok()) {
     return absl::OkStatus();
   }
-  absl::StatusOr<TreeState*> state = StateFor(*tree);
-  if (!state.ok()) return state.status();
-  planned_ = *state;
+  ASSIGN_OR_RETURN(TreeState * state, StateFor(*tree));
+  planned_ = state;
   return absl::OkStatus();
 }
 
@@ -179,7 +178,7 @@ absl::Status SequenceDecoder::Compact(const AcceptedPath& path) {
     copies_.push_back({seq_.BlockOf(from), seq_.OffsetOf(from), seq_.BlockOf(to), seq_.OffsetOf(to)});
   }
   if (!copies_.empty()) {
-    if (absl::Status s = engine_.backend().CopyKvSlots(copies_); !s.ok()) return s;
+    RETURN_IF_ERROR(engine_.backend().CopyKvSlots(copies_));
   }
   const int kept = context_ + static_cast<int>(path.nodes.size());
   seq_.SetLength(kept);
@@ -205,19 +204,19 @@ absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, 
       (options_.medusa && forward.hidden.size() < (first_row_ + nodes) * static_cast<size_t>(config_.dim))) {
     return absl::InternalError("the verification pass returned fewer output rows than the tree has nodes");
   }
-  absl::StatusOr<const AcceptedPath*> path = planned_->acceptor.Accept(
-      planned_->candidates.node_tokens(), absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
-      sampler_);
-  if (!path.ok()) return path.status();
-  if (absl::Status s = Compact(**path); !s.ok()) return s;
-  KeepHidden(forward, first_row_ + (*path)->last_node());
+  ASSIGN_OR_RETURN(const AcceptedPath* path,
+                   planned_->acceptor.Accept(
+                       planned_->candidates.node_tokens(),
+                       absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab), sampler_));
+  RETURN_IF_ERROR(Compact(*path));
+  KeepHidden(forward, first_row_ + path->last_node());
   result_.step_seconds.push_back(SecondsSince(step_start));
   ++result_.steps;
   if (options_.hooks && options_.hooks->after_step) options_.hooks->after_step(seq_);
-  last_accepted_ = (*path)->accepted();
+  last_accepted_ = path->accepted();
   CountAccepted(last_accepted_);
   bool stop = false;
-  for (int32_t token : (*path)->tokens) {
+  for (int32_t token : path->tokens) {
     ++last_emitted_;
     if ((stop = Emit(token))) break;  // a stop or the length limit drops the rest
   }

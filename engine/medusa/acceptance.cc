@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 
@@ -149,7 +150,7 @@ void Acceptor::Finish(absl::Span<const int32_t> node_tokens, int last, int32_t b
 
 absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int32_t> node_tokens,
                                                            absl::Span<const float> logits) {
-  if (absl::Status s = CheckSizes(node_tokens, logits); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
   const MedusaTree& tree = *tree_;
   std::fill(argmax_.begin(), argmax_.end(), -1);
   auto argmax = [&](int node) {
@@ -172,7 +173,7 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
                                                             absl::Span<const float> logits,
                                                             Sampler& sampler) {
   if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
-  if (absl::Status s = CheckSizes(node_tokens, logits); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
   const MedusaTree& tree = *tree_;
   const double temperature = sampler.params().temperature;
   std::fill(stats_ready_.begin(), stats_ready_.end(), 0);
@@ -206,7 +207,7 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptRejection(absl::Span<const i
                                                               absl::Span<const float> logits,
                                                               Sampler& sampler) {
   if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
-  if (absl::Status s = CheckSizes(node_tokens, logits); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
   const MedusaTree& tree = *tree_;
   int node = 0;
   for (;;) {

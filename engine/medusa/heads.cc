@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <map>
+#include <numeric>
 #include <random>
 #include <utility>
 
@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa {
@@ -92,8 +93,8 @@ class HeadsLoader {
       return Invalid(absl::StrCat("the model config has dim ", config_.dim, " and vocab_size ",
                                   config_.vocab_size, "; both must be positive"));
     }
-    if (absl::Status s = CollectNames(); !s.ok()) return s;
-    if (absl::Status s = CheckHeadNumbering(); !s.ok()) return s;
+    RETURN_IF_ERROR(CollectNames());
+    RETURN_IF_ERROR(CheckHeadNumbering());
     MedusaHeadsWeights weights;
     weights.num_heads = static_cast<int>(heads_.size());
     weights.dim = config_.dim;
@@ -101,15 +102,14 @@ class HeadsLoader {
     weights.num_layers = -1;
     bool first_has_projection = false;
     for (int h = 0; h < weights.num_heads; ++h) {
-      absl::StatusOr<int> layers = CountLayers(h);
-      if (!layers.ok()) return layers.status();
+      ASSIGN_OR_RETURN(int layers, CountLayers(h));
       const bool has_projection = !heads_[h].projections.empty();
       if (h == 0) {
-        weights.num_layers = *layers;
+        weights.num_layers = layers;
         first_has_projection = has_projection;
-      } else if (*layers != weights.num_layers) {
-        return Invalid(absl::StrCat("head ", h, " has ", *layers, " ResBlocks but head 0 has ",
-                                    weights.num_layers, "; every head must have the same number"));
+      } else if (layers != weights.num_layers) {
+        return Invalid(absl::StrCat("head ", h, " has ", layers, " ResBlocks but head 0 has ", weights.num_layers,
+                                    "; every head must have the same number"));
       } else if (has_projection != first_has_projection) {
         const int with = has_projection ? h : 0;
         const int without = has_projection ? 0 : h;
@@ -121,7 +121,7 @@ class HeadsLoader {
     }
     weights.heads.resize(weights.num_heads);
     for (int h = 0; h < weights.num_heads; ++h) {
-      if (absl::Status s = ReadHead(h, weights.num_layers, &weights.heads[h]); !s.ok()) return s;
+      RETURN_IF_ERROR(ReadHead(h, weights.num_layers, &weights.heads[h]));
     }
     if (file_.metadata().contains(kDraftVocabKey)) {
       const nlohmann::json& text = file_.metadata()[kDraftVocabKey];
@@ -243,15 +243,8 @@ class HeadsLoader {
     head->blocks.resize(num_layers);
     for (int l = 0; l < num_layers; ++l) {
       MedusaResBlock& block = head->blocks[l];
-      if (absl::Status s = ReadChecked(FileName(LinearWeightName(h, l)), {dim, dim}, dims,
-                                       &block.weight);
-          !s.ok()) {
-        return s;
-      }
-      if (absl::Status s = ReadChecked(FileName(LinearBiasName(h, l)), {dim}, dims, &block.bias);
-          !s.ok()) {
-        return s;
-      }
+      RETURN_IF_ERROR(ReadChecked(FileName(LinearWeightName(h, l)), {dim, dim}, dims, &block.weight));
+      RETURN_IF_ERROR(ReadChecked(FileName(LinearBiasName(h, l)), {dim}, dims, &block.bias));
     }
     if (!heads_.at(h).projections.empty()) {
       return ReadChecked(heads_.at(h).projections.begin()->second, {config_.vocab_size, dim},
@@ -371,14 +364,13 @@ absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file
 
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const std::string& path,
                                                    const ModelConfig& config) {
-  absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(path);
-  if (!file.ok()) return file.status();
-  return LoadMedusaHeads(**file, config);
+  ASSIGN_OR_RETURN(std::unique_ptr<safetensors::File> file, safetensors::File::Open(path));
+  return LoadMedusaHeads(*file, config);
 }
 
 absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,
                              const nlohmann::json& metadata, safetensors::DType dtype) {
-  if (absl::Status s = weights.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(weights.Validate());
   if (!metadata.is_null() && !metadata.is_object()) {
     return absl::InvalidArgumentError("Medusa heads metadata must be a JSON object");
   }
@@ -437,7 +429,7 @@ absl::Status ComputeHeadLogits(const MedusaHeadsWeights& weights,
                                absl::Span<const float> hidden, absl::Span<float> out,
                                std::vector<float>* scratch) {
   // Sizes only (a few comparisons): the loops below trust them.
-  if (absl::Status s = weights.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(weights.Validate());
   const int dim = weights.dim;
   const int vocab = weights.vocab;
   if (static_cast<int64_t>(hidden.size()) != dim) {

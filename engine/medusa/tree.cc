@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa {
@@ -84,7 +85,7 @@ MedusaTree::MedusaTree() { Build({}); }
 
 absl::StatusOr<MedusaTree> MedusaTree::FromPaths(const std::vector<std::vector<int>>& paths,
                                                  int num_heads) {
-  if (absl::Status s = CheckPaths(paths, num_heads); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckPaths(paths, num_heads));
   std::vector<std::vector<int>> sorted = paths;
   std::sort(sorted.begin(), sorted.end(), TreeOrder);
   MedusaTree tree;
@@ -269,9 +270,8 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
   if (name_or_path == "chain") return MedusaTree::Chain(num_heads);
   if (absl::StatusOr<std::vector<std::vector<int>>> preset = TreePresetPaths(name_or_path);
       preset.ok()) {
-    absl::StatusOr<MedusaTree> full = MedusaTree::FromPaths(*preset, /*num_heads=*/0);
-    if (!full.ok()) return full.status();
-    return full->TruncateToDepth(num_heads);
+    ASSIGN_OR_RETURN(MedusaTree full, MedusaTree::FromPaths(*preset, /*num_heads=*/0));
+    return full.TruncateToDepth(num_heads);
   }
   std::ifstream in(name_or_path, std::ios::binary);
   if (!in) {
@@ -282,9 +282,8 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
   }
   std::ostringstream text;
   text << in.rdbuf();
-  absl::StatusOr<std::vector<std::vector<int>>> paths = ParseTreePaths(text.str(), name_or_path);
-  if (!paths.ok()) return paths.status();
-  absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(*paths, num_heads);
+  ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths, ParseTreePaths(text.str(), name_or_path));
+  absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
   if (!tree.ok()) {
     return absl::Status(tree.status().code(),
                         absl::StrCat(tree.status().message(), " (in '", name_or_path, "')"));

@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa {
@@ -106,9 +107,8 @@ absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const
 }
 
 absl::StatusOr<Calibration> LoadCalibration(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path, "calibration file");
-  if (!text.ok()) return text.status();
-  return ParseCalibration(*text, path);
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, "calibration file"));
+  return ParseCalibration(text, path);
 }
 
 // ------------------------------------------------------------------ greedy trees
@@ -263,14 +263,13 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
       return bad(absl::StrCat(where, " must be an object with integer \"nodes\" and a list \"paths\", got ",
                               entry.dump()));
     }
-    absl::StatusOr<std::vector<std::vector<int>>> paths =
-        ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where));
-    if (!paths.ok()) return paths.status();
-    if (entry["nodes"].get<int64_t>() != static_cast<int64_t>(paths->size())) {
-      return bad(absl::StrCat(where, " says ", entry["nodes"].get<int64_t>(), " nodes but lists ",
-                              paths->size(), " paths"));
+    ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths,
+                     ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where)));
+    if (entry["nodes"].get<int64_t>() != static_cast<int64_t>(paths.size())) {
+      return bad(
+          absl::StrCat(where, " says ", entry["nodes"].get<int64_t>(), " nodes but lists ", paths.size(), " paths"));
     }
-    absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(*paths, num_heads);
+    absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
     if (!tree.ok()) return bad(absl::StrCat(where, ": ", tree.status().message()));
     result.choice_.emplace(batch, *std::move(tree));
   }

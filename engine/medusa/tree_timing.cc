@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -70,7 +71,7 @@ absl::StatusOr<std::vector<kv::SequenceKv>> PrefillSequences(Engine& engine, int
   for (int s = 0; s < count; ++s) {
     seqs.push_back(engine.NewSequence());
     kv::SequenceKv& seq = seqs.back();
-    if (absl::Status st = seq.Reserve(slots); !st.ok()) return st;
+    RETURN_IF_ERROR(seq.Reserve(slots));
     for (int begin = 0; begin < context; begin += engine.options().prefill_chunk) {
       const int end = std::min(context, begin + engine.options().prefill_chunk);
       batch.Clear();
@@ -81,7 +82,7 @@ absl::StatusOr<std::vector<kv::SequenceKv>> PrefillSequences(Engine& engine, int
       }
       batch.want_logits = false;
       batch.want_hidden = false;
-      if (absl::Status st = engine.backend().Forward(batch, &result); !st.ok()) return st;
+      RETURN_IF_ERROR(engine.backend().Forward(batch, &result));
     }
     seq.SetLength(context);
   }
@@ -113,7 +114,7 @@ kernels::ForwardBatch TreeStepBatch(const MedusaTree& tree, absl::Span<const kv:
 
 absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const MedusaTree> trees,
                                           const TreeTimingOptions& options) {
-  if (absl::Status s = CheckTimingInputs(engine, trees, options); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckTimingInputs(engine, trees, options));
   int max_nodes = 0, max_depth = 0;
   for (const MedusaTree& tree : trees) {
     max_nodes = std::max(max_nodes, tree.num_nodes());
@@ -128,9 +129,8 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
                                                    " tokens) has no room for a tree of depth ", max_depth));
   }
   const int max_batch = *std::max_element(options.batch_sizes.begin(), options.batch_sizes.end());
-  absl::StatusOr<std::vector<kv::SequenceKv>> seqs =
-      PrefillSequences(engine, max_batch, timings.context_tokens, max_nodes);
-  if (!seqs.ok()) return seqs.status();
+  ASSIGN_OR_RETURN(std::vector<kv::SequenceKv> seqs,
+                   PrefillSequences(engine, max_batch, timings.context_tokens, max_nodes));
 
   const int vocab = engine.config().vocab_size;
   const size_t dim = engine.config().dim;
@@ -139,10 +139,10 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
   for (int b : options.batch_sizes) {
     std::vector<kernels::ForwardBatch> batches;
     for (const MedusaTree& tree : trees) {
-      batches.push_back(TreeStepBatch(tree, *seqs, b, timings.context_tokens, vocab));
+      batches.push_back(TreeStepBatch(tree, seqs, b, timings.context_tokens, vocab));
     }
     auto run_step = [&](size_t t) -> absl::Status {
-      if (absl::Status s = engine.backend().Forward(batches[t], &result); !s.ok()) return s;
+      RETURN_IF_ERROR(engine.backend().Forward(batches[t], &result));
       if (trees[t].num_nodes() == 1) return absl::OkStatus();
       return engine.backend().MedusaHeadLogits(absl::MakeConstSpan(result.hidden).first(b * dim), b,
                                                trees[t].num_heads_used(), &head_logits);
@@ -151,7 +151,7 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
     for (int round = 0; round < options.warmup + options.repeats; ++round) {
       for (size_t t = 0; t < trees.size(); ++t) {
         const Clock::time_point start = Clock::now();
-        if (absl::Status s = run_step(t); !s.ok()) return s;
+        RETURN_IF_ERROR(run_step(t));
         const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
         if (round >= options.warmup) samples[t].push_back(ms);
       }
@@ -182,31 +182,28 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
     sizes.insert(n);
   }
   if (sizes.empty()) return absl::InvalidArgumentError("no tree size left to measure");
-  absl::StatusOr<GreedyTree> greedy = BuildGreedyTree(calibration, *sizes.rbegin(), heads);
-  if (!greedy.ok()) return greedy.status();
+  ASSIGN_OR_RETURN(GreedyTree greedy, BuildGreedyTree(calibration, *sizes.rbegin(), heads));
 
   // Tree 0 is plain decoding; tree i > 0 the greedy tree of size_list[i] nodes.
   std::vector<int> size_list = {0};
   size_list.insert(size_list.end(), sizes.begin(), sizes.end());
   std::vector<MedusaTree> trees;
   for (int n : size_list) {
-    absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(greedy->Prefix(n).paths, heads);
-    if (!tree.ok()) return tree.status();
-    trees.push_back(*std::move(tree));
+    ASSIGN_OR_RETURN(MedusaTree tree, MedusaTree::FromPaths(greedy.Prefix(n).paths, heads));
+    trees.push_back(std::move(tree));
   }
-  absl::StatusOr<TreeTimings> timings = TimeTreeSteps(engine, trees, options.timing);
-  if (!timings.ok()) return timings.status();
+  ASSIGN_OR_RETURN(TreeTimings timings, TimeTreeSteps(engine, trees, options.timing));
 
   const int threads = engine.options().backend.threads > 0 ? engine.options().backend.threads
                                                            : static_cast<int>(std::thread::hardware_concurrency());
   nlohmann::json measurements = nlohmann::json::array(), choice = nlohmann::json::object();
-  for (size_t bi = 0; bi < timings->batch_sizes.size(); ++bi) {
-    const int b = timings->batch_sizes[bi];
-    const std::vector<double>& ms = timings->step_ms[bi];
+  for (size_t bi = 0; bi < timings.batch_sizes.size(); ++bi) {
+    const int b = timings.batch_sizes[bi];
+    const std::vector<double>& ms = timings.step_ms[bi];
     std::vector<double> speedups;  // per tree after the plain one
     for (size_t t = 0; t < size_list.size(); ++t) {
       const double overhead = ms[t] / ms[0];
-      const double acceleration = greedy->expected_acceleration(size_list[t]);
+      const double acceleration = greedy.expected_acceleration(size_list[t]);
       if (t > 0) speedups.push_back(acceleration / overhead);
       measurements.push_back({{"batch_size", b}, {"nodes", size_list[t]}, {"step_ms", ms[t]},
                               {"overhead", overhead}, {"expected_acceleration", acceleration},
@@ -214,20 +211,19 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
     }
     const int best = ChooseTreeIndex(speedups);
     const int nodes = best < 0 ? 0 : size_list[best + 1];
-    nlohmann::json chosen = greedy->Prefix(nodes).ToJson();
+    nlohmann::json chosen = greedy.Prefix(nodes).ToJson();
     choice[std::to_string(b)] = {{"nodes", nodes}, {"paths", chosen["paths"]},
                                  {"expected_speedup", best < 0 ? 1.0 : speedups[best]}};
   }
-  return nlohmann::json{{"machine", {{"backend", engine.backend().Name()},
-                                     {"threads", threads},
-                                     {"id", engine.backend().MachineId()}}},
-                        {"context_tokens", timings->context_tokens},
-                        {"repeats", options.timing.repeats},
-                        // What the choice assumed of the heads: a measurement made for other
-                        // accuracies is stale (MergeAutoTreeMeasurement drops it).
-                        {"topk_accuracy", calibration.topk_accuracy},
-                        {"measurements", measurements},
-                        {"choice", choice}};
+  return nlohmann::json{
+      {"machine", {{"backend", engine.backend().Name()}, {"threads", threads}, {"id", engine.backend().MachineId()}}},
+      {"context_tokens", timings.context_tokens},
+      {"repeats", options.timing.repeats},
+      // What the choice assumed of the heads: a measurement made for other
+      // accuracies is stale (MergeAutoTreeMeasurement drops it).
+      {"topk_accuracy", calibration.topk_accuracy},
+      {"measurements", measurements},
+      {"choice", choice}};
 }
 
 }  // namespace medusa

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 namespace {
@@ -55,7 +56,7 @@ absl::Status ModelConfig::Validate() const {
       {"max_seq_len", max_seq_len, kMaxSeqLen},
   };
   for (const auto& s : sizes) {
-    if (absl::Status status = CheckRange(s.field, s.value, s.max); !status.ok()) return status;
+    RETURN_IF_ERROR(CheckRange(s.field, s.value, s.max));
   }
   // Products in int64 so that a corrupt header cannot overflow the check itself.
   if (absl::Status s =
@@ -72,8 +73,8 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("model config: head_dim (", head_dim, ") must be even (RoPE rotates pairs)"));
   }
-  if (absl::Status s = CheckPositiveFinite("rms_eps", rms_eps); !s.ok()) return s;
-  if (absl::Status s = CheckPositiveFinite("rope_theta", rope_theta); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckPositiveFinite("rms_eps", rms_eps));
+  RETURN_IF_ERROR(CheckPositiveFinite("rope_theta", rope_theta));
   if (architecture.empty()) {
     return absl::InvalidArgumentError("model config: architecture must not be empty");
   }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/model/dequant.h"
 #include "engine/model/mapped_file.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa::gguf {
@@ -97,7 +98,7 @@ class Cursor {
 
   template <typename T>
   absl::StatusOr<T> Read(absl::string_view what) {
-    if (absl::Status s = Need(sizeof(T), what); !s.ok()) return s;
+    RETURN_IF_ERROR(Need(sizeof(T), what));
     T value;
     std::memcpy(&value, data_ + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -105,7 +106,7 @@ class Cursor {
   }
 
   absl::Status Skip(uint64_t n, absl::string_view what) {
-    if (absl::Status s = Need(n, what); !s.ok()) return s;
+    RETURN_IF_ERROR(Need(n, what));
     pos_ += n;
     return absl::OkStatus();
   }
@@ -113,31 +114,27 @@ class Cursor {
   // A GGUF string: uint64 length, then that many bytes (not NUL-terminated).
   absl::StatusOr<absl::string_view> ReadString(absl::string_view what, uint64_t max_bytes) {
     const uint64_t at = pos_;
-    absl::StatusOr<uint64_t> length = Read<uint64_t>(what);
-    if (!length.ok()) return length.status();
-    if (*length > max_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " length ", *length, " at offset ", at,
-                                                     " exceeds the limit of ", max_bytes,
-                                                     " bytes"));
+    ASSIGN_OR_RETURN(uint64_t length, Read<uint64_t>(what));
+    if (length > max_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " length ", length, " at offset ", at, " exceeds the limit of ", max_bytes, " bytes"));
     }
-    if (*length > remaining()) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " length ", *length, " at offset ", at,
-                                                     " runs past the end of the file (",
-                                                     remaining(), " bytes remain)"));
+    if (length > remaining()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " length ", length, " at offset ", at,
+                                                     " runs past the end of the file (", remaining(),
+                                                     " bytes remain)"));
     }
-    absl::string_view out(reinterpret_cast<const char*>(data_ + pos_), *length);
-    pos_ += *length;
+    absl::string_view out(reinterpret_cast<const char*>(data_ + pos_), length);
+    pos_ += length;
     return out;
   }
 
   absl::StatusOr<ValueType> ReadValueType(absl::string_view what) {
-    absl::StatusOr<uint32_t> raw = Read<uint32_t>(what);
-    if (!raw.ok()) return raw.status();
-    if (*raw > kLastValueType) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown value type ", *raw, " at offset ", pos_ - 4));
+    ASSIGN_OR_RETURN(uint32_t raw, Read<uint32_t>(what));
+    if (raw > kLastValueType) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown value type ", raw, " at offset ", pos_ - 4));
     }
-    return static_cast<ValueType>(*raw);
+    return static_cast<ValueType>(raw);
   }
 
  private:
@@ -154,23 +151,20 @@ struct ArrayHeader {
 // Reads an array's element type and count and checks the count is possible for
 // the bytes left in the file.
 absl::StatusOr<ArrayHeader> ReadArrayHeader(Cursor& cursor) {
-  absl::StatusOr<ValueType> element_type = cursor.ReadValueType("array element type");
-  if (!element_type.ok()) return element_type.status();
+  ASSIGN_OR_RETURN(ValueType element_type, cursor.ReadValueType("array element type"));
   const uint64_t at = cursor.pos();
-  absl::StatusOr<uint64_t> count = cursor.Read<uint64_t>("array length");
-  if (!count.ok()) return count.status();
-  if (*count > kMaxArrayElements) {
-    return absl::InvalidArgumentError(absl::StrCat("array length ", *count, " at offset ", at,
-                                                   " exceeds the limit of ", kMaxArrayElements));
-  }
-  const uint64_t min_bytes = *count * MinElementSize(*element_type);  // < 2^28: no overflow
-  if (min_bytes > cursor.remaining()) {
+  ASSIGN_OR_RETURN(uint64_t count, cursor.Read<uint64_t>("array length"));
+  if (count > kMaxArrayElements) {
     return absl::InvalidArgumentError(
-        absl::StrCat("array of ", *count, " ", ValueTypeName(*element_type), " elements at offset ",
-                     at, " runs past the end of the file (needs at least ", min_bytes, " bytes, ",
-                     cursor.remaining(), " remain)"));
+        absl::StrCat("array length ", count, " at offset ", at, " exceeds the limit of ", kMaxArrayElements));
   }
-  return ArrayHeader{*element_type, *count};
+  const uint64_t min_bytes = count * MinElementSize(element_type);  // < 2^28: no overflow
+  if (min_bytes > cursor.remaining()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "array of ", count, " ", ValueTypeName(element_type), " elements at offset ", at,
+        " runs past the end of the file (needs at least ", min_bytes, " bytes, ", cursor.remaining(), " remain)"));
+  }
+  return ArrayHeader{element_type, count};
 }
 
 // Walks over one value, checking every length against the file.
@@ -181,13 +175,12 @@ absl::Status SkipValue(Cursor& cursor, ValueType type, int depth) {
     return absl::InvalidArgumentError(
         absl::StrCat("arrays nested deeper than ", kMaxArrayDepth, " levels"));
   }
-  absl::StatusOr<ArrayHeader> header = ReadArrayHeader(cursor);
-  if (!header.ok()) return header.status();
-  if (const uint64_t size = ScalarSize(header->element_type); size != 0) {
-    return cursor.Skip(header->count * size, "array data");
+  ASSIGN_OR_RETURN(ArrayHeader header, ReadArrayHeader(cursor));
+  if (const uint64_t size = ScalarSize(header.element_type); size != 0) {
+    return cursor.Skip(header.count * size, "array data");
   }
-  for (uint64_t i = 0; i < header->count; ++i) {
-    if (absl::Status s = SkipValue(cursor, header->element_type, depth + 1); !s.ok()) {
+  for (uint64_t i = 0; i < header.count; ++i) {
+    if (absl::Status s = SkipValue(cursor, header.element_type, depth + 1); !s.ok()) {
       return Annotate(s, absl::StrCat("array element ", i));
     }
   }
@@ -205,21 +198,20 @@ struct Scalar {
 
 template <typename T>
 absl::StatusOr<Scalar> ReadAs(Cursor& cursor, Scalar::Kind kind, absl::string_view what) {
-  absl::StatusOr<T> v = cursor.Read<T>(what);
-  if (!v.ok()) return v.status();
+  ASSIGN_OR_RETURN(T v, cursor.Read<T>(what));
   Scalar s{kind};
   if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, uint8_t>) {
     if (kind == Scalar::Kind::kBool) {
-      s.b = (*v != 0);
+      s.b = (v != 0);
       return s;
     }
   }
   if constexpr (std::is_floating_point_v<T>) {
-    s.f = *v;
+    s.f = v;
   } else if constexpr (std::is_signed_v<T>) {
-    s.i = *v;
+    s.i = v;
   } else {
-    s.u = *v;
+    s.u = v;
   }
   return s;
 }
@@ -259,33 +251,29 @@ absl::StatusOr<Scalar> ReadScalar(Cursor& cursor, ValueType type) {
 
 absl::StatusOr<nlohmann::json> ToJson(Cursor& cursor, ValueType type, int depth) {
   if (type == ValueType::kString) {
-    absl::StatusOr<absl::string_view> s = cursor.ReadString("string", kMaxStringBytes);
-    if (!s.ok()) return s.status();
-    return nlohmann::json(std::string(*s));
+    ASSIGN_OR_RETURN(absl::string_view s, cursor.ReadString("string", kMaxStringBytes));
+    return nlohmann::json(std::string(s));
   }
   if (type == ValueType::kArray) {
     if (depth >= kMaxArrayDepth) return absl::InvalidArgumentError("arrays nested too deep");
-    absl::StatusOr<ArrayHeader> header = ReadArrayHeader(cursor);
-    if (!header.ok()) return header.status();
+    ASSIGN_OR_RETURN(ArrayHeader header, ReadArrayHeader(cursor));
     nlohmann::json out = nlohmann::json::array();
-    for (uint64_t i = 0; i < header->count; ++i) {
-      absl::StatusOr<nlohmann::json> item = ToJson(cursor, header->element_type, depth + 1);
-      if (!item.ok()) return item.status();
-      out.push_back(*std::move(item));
+    for (uint64_t i = 0; i < header.count; ++i) {
+      ASSIGN_OR_RETURN(nlohmann::json item, ToJson(cursor, header.element_type, depth + 1));
+      out.push_back(std::move(item));
     }
     return out;
   }
-  absl::StatusOr<Scalar> s = ReadScalar(cursor, type);
-  if (!s.ok()) return s.status();
-  switch (s->kind) {
+  ASSIGN_OR_RETURN(Scalar s, ReadScalar(cursor, type));
+  switch (s.kind) {
     case Scalar::Kind::kUnsigned:
-      return nlohmann::json(s->u);
+      return nlohmann::json(s.u);
     case Scalar::Kind::kSigned:
-      return nlohmann::json(s->i);
+      return nlohmann::json(s.i);
     case Scalar::Kind::kFloat:
-      return nlohmann::json(s->f);
+      return nlohmann::json(s.f);
     case Scalar::Kind::kBool:
-      return nlohmann::json(s->b);
+      return nlohmann::json(s.b);
   }
   return absl::InternalError("unreachable");
 }
@@ -483,11 +471,10 @@ absl::Status File::Impl::ReadAlignment() {
 }
 
 absl::Status File::Impl::ReadTensorInfo(Cursor& cursor) {
-  absl::StatusOr<absl::string_view> name = cursor.ReadString("tensor name", kMaxTensorNameBytes);
-  if (!name.ok()) return name.status();
-  const std::string context = absl::StrCat("tensor '", *name, "'");
+  ASSIGN_OR_RETURN(absl::string_view name, cursor.ReadString("tensor name", kMaxTensorNameBytes));
+  const std::string context = absl::StrCat("tensor '", name, "'");
   TensorInfo info;
-  info.name = std::string(*name);
+  info.name = std::string(name);
 
   absl::StatusOr<uint32_t> n_dims = cursor.Read<uint32_t>("tensor dimension count");
   if (!n_dims.ok()) return Annotate(n_dims.status(), context);
@@ -560,16 +547,15 @@ absl::Status File::Impl::CheckTensorRanges() {
 }
 
 absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> map = MappedFile::Open(path);
-  if (!map.ok()) return map.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> map, MappedFile::Open(path));
   auto impl = std::make_unique<Impl>();
-  impl->map = *std::move(map);
+  impl->map = std::move(map);
   Cursor cursor = impl->At(0);
 
   uint64_t tensor_count = 0, kv_count = 0;
-  if (absl::Status s = impl->ReadHeader(cursor, &tensor_count, &kv_count); !s.ok()) return s;
-  if (absl::Status s = impl->ReadMetadata(cursor, kv_count); !s.ok()) return s;
-  if (absl::Status s = impl->ReadAlignment(); !s.ok()) return s;
+  RETURN_IF_ERROR(impl->ReadHeader(cursor, &tensor_count, &kv_count));
+  RETURN_IF_ERROR(impl->ReadMetadata(cursor, kv_count));
+  RETURN_IF_ERROR(impl->ReadAlignment());
   // A tensor info takes at least 32 bytes.
   impl->tensors.reserve(std::min(tensor_count, cursor.remaining() / 32));
   for (uint64_t i = 0; i < tensor_count; ++i) {
@@ -580,7 +566,7 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   }
   // The data section starts at the next multiple of the alignment after the header.
   impl->data_start = (cursor.pos() + impl->alignment - 1) / impl->alignment * impl->alignment;
-  if (absl::Status s = impl->CheckTensorRanges(); !s.ok()) return s;
+  RETURN_IF_ERROR(impl->CheckTensorRanges());
   return std::unique_ptr<File>(new File(std::move(impl)));
 }
 
@@ -622,26 +608,23 @@ absl::StatusOr<File::Impl::Entry> File::Impl::Lookup(absl::string_view key,
 absl::StatusOr<ArrayHeader> File::Impl::LookupArray(absl::string_view key, Cursor& cursor,
                                                     bool (*accepts)(ValueType),
                                                     absl::string_view expected) const {
-  absl::StatusOr<Entry> entry = Lookup(
-      key, [](ValueType t) { return t == ValueType::kArray; }, "an array");
-  if (!entry.ok()) return entry.status();
-  cursor = At(entry->offset);
+  ASSIGN_OR_RETURN(Entry entry, Lookup(
+                                    key, [](ValueType t) { return t == ValueType::kArray; }, "an array"));
+  cursor = At(entry.offset);
   absl::StatusOr<ArrayHeader> header = ReadArrayHeader(cursor);
   if (!header.ok()) return WithPath(Annotate(header.status(), key));
   if (!accepts(header->element_type)) {
-    return Invalid(absl::StrCat("metadata key '", key, "' is an array of ",
-                                ValueTypeName(header->element_type), ", expected an array of ",
-                                expected));
+    return Invalid(absl::StrCat("metadata key '", key, "' is an array of ", ValueTypeName(header->element_type),
+                                ", expected an array of ", expected));
   }
   return header;
 }
 
 absl::StatusOr<int64_t> File::GetInt(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
-  absl::StatusOr<Impl::Entry> entry = impl_->Lookup(key, IsInteger, "an integer");
-  if (!entry.ok()) return entry.status();
-  Cursor cursor = impl_->At(entry->offset);
-  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry->type);
+  ASSIGN_OR_RETURN(Impl::Entry entry, impl_->Lookup(key, IsInteger, "an integer"));
+  Cursor cursor = impl_->At(entry.offset);
+  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry.type);
   if (!s.ok()) return impl_->WithPath(s.status());
   absl::StatusOr<int64_t> v = ScalarToInt(*s, key);
   return v.ok() ? v : impl_->WithPath(v.status());
@@ -649,32 +632,29 @@ absl::StatusOr<int64_t> File::GetInt(std::string_view key_in) const {
 
 absl::StatusOr<double> File::GetFloat(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
-  absl::StatusOr<Impl::Entry> entry = impl_->Lookup(
-      key, [](ValueType t) { return IsFloat(t) || IsInteger(t); }, "a number");
-  if (!entry.ok()) return entry.status();
-  Cursor cursor = impl_->At(entry->offset);
-  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry->type);
+  ASSIGN_OR_RETURN(Impl::Entry entry, impl_->Lookup(
+                                          key, [](ValueType t) { return IsFloat(t) || IsInteger(t); }, "a number"));
+  Cursor cursor = impl_->At(entry.offset);
+  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry.type);
   if (!s.ok()) return impl_->WithPath(s.status());
   return ScalarToDouble(*s);
 }
 
 absl::StatusOr<bool> File::GetBool(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
-  absl::StatusOr<Impl::Entry> entry = impl_->Lookup(
-      key, [](ValueType t) { return t == ValueType::kBool; }, "a bool");
-  if (!entry.ok()) return entry.status();
-  Cursor cursor = impl_->At(entry->offset);
-  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry->type);
+  ASSIGN_OR_RETURN(Impl::Entry entry, impl_->Lookup(
+                                          key, [](ValueType t) { return t == ValueType::kBool; }, "a bool"));
+  Cursor cursor = impl_->At(entry.offset);
+  absl::StatusOr<Scalar> s = ReadScalar(cursor, entry.type);
   if (!s.ok()) return impl_->WithPath(s.status());
   return s->b;
 }
 
 absl::StatusOr<std::string> File::GetString(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
-  absl::StatusOr<Impl::Entry> entry = impl_->Lookup(
-      key, [](ValueType t) { return t == ValueType::kString; }, "a string");
-  if (!entry.ok()) return entry.status();
-  Cursor cursor = impl_->At(entry->offset);
+  ASSIGN_OR_RETURN(Impl::Entry entry, impl_->Lookup(
+                                          key, [](ValueType t) { return t == ValueType::kString; }, "a string"));
+  Cursor cursor = impl_->At(entry.offset);
   absl::StatusOr<absl::string_view> s = cursor.ReadString("string", kMaxStringBytes);
   if (!s.ok()) return impl_->WithPath(s.status());
   return std::string(*s);
@@ -683,12 +663,12 @@ absl::StatusOr<std::string> File::GetString(std::string_view key_in) const {
 absl::StatusOr<std::vector<std::string>> File::GetStringArray(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
   Cursor cursor = impl_->At(0);
-  absl::StatusOr<ArrayHeader> header = impl_->LookupArray(
-      key, cursor, [](ValueType t) { return t == ValueType::kString; }, "strings");
-  if (!header.ok()) return header.status();
+  ASSIGN_OR_RETURN(ArrayHeader header,
+                   impl_->LookupArray(
+                       key, cursor, [](ValueType t) { return t == ValueType::kString; }, "strings"));
   std::vector<std::string> out;
-  out.reserve(header->count);
-  for (uint64_t i = 0; i < header->count; ++i) {
+  out.reserve(header.count);
+  for (uint64_t i = 0; i < header.count; ++i) {
     absl::StatusOr<absl::string_view> s = cursor.ReadString("string", kMaxStringBytes);
     if (!s.ok()) return impl_->WithPath(s.status());
     out.emplace_back(*s);
@@ -699,13 +679,13 @@ absl::StatusOr<std::vector<std::string>> File::GetStringArray(std::string_view k
 absl::StatusOr<std::vector<double>> File::GetFloatArray(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
   Cursor cursor = impl_->At(0);
-  absl::StatusOr<ArrayHeader> header = impl_->LookupArray(
-      key, cursor, [](ValueType t) { return IsFloat(t) || IsInteger(t); }, "numbers");
-  if (!header.ok()) return header.status();
+  ASSIGN_OR_RETURN(ArrayHeader header,
+                   impl_->LookupArray(
+                       key, cursor, [](ValueType t) { return IsFloat(t) || IsInteger(t); }, "numbers"));
   std::vector<double> out;
-  out.reserve(header->count);
-  for (uint64_t i = 0; i < header->count; ++i) {
-    absl::StatusOr<Scalar> s = ReadScalar(cursor, header->element_type);
+  out.reserve(header.count);
+  for (uint64_t i = 0; i < header.count; ++i) {
+    absl::StatusOr<Scalar> s = ReadScalar(cursor, header.element_type);
     if (!s.ok()) return impl_->WithPath(s.status());
     out.push_back(ScalarToDouble(*s));
   }
@@ -715,12 +695,11 @@ absl::StatusOr<std::vector<double>> File::GetFloatArray(std::string_view key_in)
 absl::StatusOr<std::vector<int64_t>> File::GetIntArray(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
   Cursor cursor = impl_->At(0);
-  absl::StatusOr<ArrayHeader> header = impl_->LookupArray(key, cursor, IsInteger, "integers");
-  if (!header.ok()) return header.status();
+  ASSIGN_OR_RETURN(ArrayHeader header, impl_->LookupArray(key, cursor, IsInteger, "integers"));
   std::vector<int64_t> out;
-  out.reserve(header->count);
-  for (uint64_t i = 0; i < header->count; ++i) {
-    absl::StatusOr<Scalar> s = ReadScalar(cursor, header->element_type);
+  out.reserve(header.count);
+  for (uint64_t i = 0; i < header.count; ++i) {
+    absl::StatusOr<Scalar> s = ReadScalar(cursor, header.element_type);
     if (!s.ok()) return impl_->WithPath(s.status());
     absl::StatusOr<int64_t> v = ScalarToInt(*s, key);
     if (!v.ok()) return impl_->WithPath(v.status());
@@ -732,19 +711,17 @@ absl::StatusOr<std::vector<int64_t>> File::GetIntArray(std::string_view key_in) 
 absl::StatusOr<uint64_t> File::ArrayLength(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
   Cursor cursor = impl_->At(0);
-  absl::StatusOr<ArrayHeader> header = impl_->LookupArray(
-      key, cursor, [](ValueType) { return true; }, "anything");
-  if (!header.ok()) return header.status();
-  return header->count;
+  ASSIGN_OR_RETURN(ArrayHeader header, impl_->LookupArray(
+                                           key, cursor, [](ValueType) { return true; }, "anything"));
+  return header.count;
 }
 
 absl::StatusOr<nlohmann::json> File::GetJson(std::string_view key_in) const {
   const absl::string_view key(key_in.data(), key_in.size());
-  absl::StatusOr<Impl::Entry> entry = impl_->Lookup(
-      key, [](ValueType) { return true; }, "anything");
-  if (!entry.ok()) return entry.status();
-  Cursor cursor = impl_->At(entry->offset);
-  absl::StatusOr<nlohmann::json> out = ToJson(cursor, entry->type, 0);
+  ASSIGN_OR_RETURN(Impl::Entry entry, impl_->Lookup(
+                                          key, [](ValueType) { return true; }, "anything"));
+  Cursor cursor = impl_->At(entry.offset);
+  absl::StatusOr<nlohmann::json> out = ToJson(cursor, entry.type, 0);
   if (!out.ok()) return impl_->WithPath(Annotate(out.status(), key));
   return out;
 }
@@ -768,8 +745,7 @@ absl::StatusOr<const uint8_t*> File::TensorData(const TensorInfo& info) const {
 }
 
 absl::Status File::ReadTensor(const TensorInfo& info, std::vector<float>* out) const {
-  absl::StatusOr<const uint8_t*> data = TensorData(info);
-  if (!data.ok()) return data.status();
+  ASSIGN_OR_RETURN(const uint8_t* data, TensorData(info));
   const TensorInfo& own = *FindTensor(info.name);
   if (!CanDequantize(own.type)) {
     return impl_->Error(absl::StatusCode::kUnimplemented,
@@ -779,7 +755,7 @@ absl::Status File::ReadTensor(const TensorInfo& info, std::vector<float>* out) c
   }
   const int64_t count = own.num_elements();
   out->resize(static_cast<size_t>(count));
-  Dequantize(own.type, *data, count, out->data());
+  Dequantize(own.type, data, count, out->data());
   return absl::OkStatus();
 }
 

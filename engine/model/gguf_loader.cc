@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/model/dequant.h"
 #include "engine/model/loader.h"
+#include "kernels/base/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa {
@@ -46,12 +47,11 @@ class GgufModelReader {
 
 absl::StatusOr<int> GgufModelReader::RequiredSize(const char* key) const {
   if (!file_.Has(key)) return Invalid(absl::StrCat("missing required metadata key '", key, "'"));
-  absl::StatusOr<int64_t> v = file_.GetInt(key);
-  if (!v.ok()) return v.status();
-  if (*v <= 0 || *v > std::numeric_limits<int>::max()) {
-    return Invalid(absl::StrCat("metadata key '", key, "' = ", *v, " is not a positive size"));
+  ASSIGN_OR_RETURN(int64_t v, file_.GetInt(key));
+  if (v <= 0 || v > std::numeric_limits<int>::max()) {
+    return Invalid(absl::StrCat("metadata key '", key, "' = ", v, " is not a positive size"));
   }
-  return static_cast<int>(*v);
+  return static_cast<int>(v);
 }
 
 absl::StatusOr<int> GgufModelReader::OptionalSize(const char* key, int fallback) const {
@@ -61,12 +61,11 @@ absl::StatusOr<int> GgufModelReader::OptionalSize(const char* key, int fallback)
 absl::StatusOr<int> GgufModelReader::VocabSize() const {
   if (file_.Has("llama.vocab_size")) return RequiredSize("llama.vocab_size");
   if (file_.Has("tokenizer.ggml.tokens")) {
-    absl::StatusOr<uint64_t> n = file_.ArrayLength("tokenizer.ggml.tokens");
-    if (!n.ok()) return n.status();
-    if (*n == 0 || *n > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
-      return Invalid(absl::StrCat("tokenizer.ggml.tokens has ", *n, " entries"));
+    ASSIGN_OR_RETURN(uint64_t n, file_.ArrayLength("tokenizer.ggml.tokens"));
+    if (n == 0 || n > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+      return Invalid(absl::StrCat("tokenizer.ggml.tokens has ", n, " entries"));
     }
-    return static_cast<int>(*n);
+    return static_cast<int>(n);
   }
   return Invalid(
       "missing required metadata key 'llama.vocab_size' (and no 'tokenizer.ggml.tokens')");
@@ -76,11 +75,10 @@ absl::StatusOr<int> GgufModelReader::VocabSize() const {
 // silently wrong, so they are refused.
 absl::Status GgufModelReader::CheckRopeIsPlain() const {
   if (file_.Has("llama.rope.scaling.type")) {
-    absl::StatusOr<std::string> type = file_.GetString("llama.rope.scaling.type");
-    if (!type.ok()) return type.status();
-    if (*type != "none") {
+    ASSIGN_OR_RETURN(std::string type, file_.GetString("llama.rope.scaling.type"));
+    if (type != "none") {
       return absl::UnimplementedError(
-          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", *type, "' is not supported"));
+          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", type, "' is not supported"));
     }
   }
   if (file_.FindTensor("rope_freqs.weight") != nullptr) {
@@ -94,14 +92,13 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
   if (!file_.Has("general.architecture")) {
     return Invalid("missing required metadata key 'general.architecture'");
   }
-  absl::StatusOr<std::string> arch = file_.GetString("general.architecture");
-  if (!arch.ok()) return arch.status();
-  if (*arch != "llama") {
-    return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': architecture '", *arch,
-                                                 "' is not supported (only 'llama')"));
+  ASSIGN_OR_RETURN(std::string arch, file_.GetString("general.architecture"));
+  if (arch != "llama") {
+    return absl::UnimplementedError(
+        absl::StrCat("GGUF model '", path_, "': architecture '", arch, "' is not supported (only 'llama')"));
   }
   ModelConfig c;
-  c.architecture = *arch;
+  c.architecture = arch;
   absl::StatusOr<std::string> name = file_.GetString("general.name");
   c.name = name.ok() ? *name : std::filesystem::path(path_).stem().string();
 
@@ -114,16 +111,13 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
                   {"llama.feed_forward_length", &c.hidden_dim},
                   {"llama.attention.head_count", &c.n_heads}};
   for (const auto& r : required) {
-    absl::StatusOr<int> v = RequiredSize(r.key);
-    if (!v.ok()) return v.status();
-    *r.field = *v;
+    ASSIGN_OR_RETURN(int v, RequiredSize(r.key));
+    *r.field = v;
   }
-  absl::StatusOr<int> kv_heads = OptionalSize("llama.attention.head_count_kv", c.n_heads);
-  if (!kv_heads.ok()) return kv_heads.status();
-  c.n_kv_heads = *kv_heads;
-  absl::StatusOr<int> vocab = VocabSize();
-  if (!vocab.ok()) return vocab.status();
-  c.vocab_size = *vocab;
+  ASSIGN_OR_RETURN(int kv_heads, OptionalSize("llama.attention.head_count_kv", c.n_heads));
+  c.n_kv_heads = kv_heads;
+  ASSIGN_OR_RETURN(int vocab, VocabSize());
+  c.vocab_size = vocab;
 
   // head_dim: key_length when given, else dim / n_heads. Value heads and the rotated
   // part must match it: the engine has no partial rotary or distinct value width.
@@ -131,32 +125,27 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
     return Invalid(absl::StrCat("embedding_length ", c.dim, " is not a multiple of head_count ",
                                 c.n_heads, " and no llama.attention.key_length is given"));
   }
-  absl::StatusOr<int> head_dim = OptionalSize("llama.attention.key_length", c.dim / c.n_heads);
-  if (!head_dim.ok()) return head_dim.status();
-  c.head_dim = *head_dim;
+  ASSIGN_OR_RETURN(int head_dim, OptionalSize("llama.attention.key_length", c.dim / c.n_heads));
+  c.head_dim = head_dim;
   for (const char* key : {"llama.attention.value_length", "llama.rope.dimension_count"}) {
-    absl::StatusOr<int> v = OptionalSize(key, c.head_dim);
-    if (!v.ok()) return v.status();
-    if (*v != c.head_dim) {
-      return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': ", key, " = ", *v,
-                                                   " differs from the head size ", c.head_dim,
-                                                   " (not supported)"));
+    ASSIGN_OR_RETURN(int v, OptionalSize(key, c.head_dim));
+    if (v != c.head_dim) {
+      return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': ", key, " = ", v,
+                                                   " differs from the head size ", c.head_dim, " (not supported)"));
     }
   }
 
   if (!file_.Has("llama.attention.layer_norm_rms_epsilon")) {
     return Invalid("missing required metadata key 'llama.attention.layer_norm_rms_epsilon'");
   }
-  absl::StatusOr<double> eps = file_.GetFloat("llama.attention.layer_norm_rms_epsilon");
-  if (!eps.ok()) return eps.status();
-  c.rms_eps = static_cast<float>(*eps);
+  ASSIGN_OR_RETURN(double eps, file_.GetFloat("llama.attention.layer_norm_rms_epsilon"));
+  c.rms_eps = static_cast<float>(eps);
   c.rope_theta = 10000.0f;
   if (file_.Has("llama.rope.freq_base")) {
-    absl::StatusOr<double> theta = file_.GetFloat("llama.rope.freq_base");
-    if (!theta.ok()) return theta.status();
-    c.rope_theta = static_cast<float>(*theta);
+    ASSIGN_OR_RETURN(double theta, file_.GetFloat("llama.rope.freq_base"));
+    c.rope_theta = static_cast<float>(theta);
   }
-  if (absl::Status s = CheckRopeIsPlain(); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckRopeIsPlain());
   c.tied_classifier = file_.FindTensor("output.weight") == nullptr;
   if (absl::Status s = c.Validate(); !s.ok()) return Invalid(s.message());
   return c;
@@ -178,10 +167,7 @@ absl::Status GgufModelReader::ReadTensor(const std::string& name,
 absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w) const {
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
   const int64_t vocab = c.vocab_size;
-  if (absl::Status s = ReadTensor("token_embd.weight", {dim, vocab}, &w->token_embedding);
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(ReadTensor("token_embd.weight", {dim, vocab}, &w->token_embedding));
   w->layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     LayerWeights& l = w->layers[i];
@@ -198,17 +184,12 @@ absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w)
         {"ffn_up", {dim, hidden}, &l.w_up},
     };
     for (const auto& t : tensors) {
-      if (absl::Status s = ReadTensor(absl::StrCat(blk, t.name, ".weight"), t.dims, t.out);
-          !s.ok()) {
-        return s;
-      }
+      RETURN_IF_ERROR(ReadTensor(absl::StrCat(blk, t.name, ".weight"), t.dims, t.out));
     }
   }
-  if (absl::Status s = ReadTensor("output_norm.weight", {dim}, &w->final_norm); !s.ok()) return s;
+  RETURN_IF_ERROR(ReadTensor("output_norm.weight", {dim}, &w->final_norm));
   if (!c.tied_classifier) {
-    if (absl::Status s = ReadTensor("output.weight", {dim, vocab}, &w->classifier); !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(ReadTensor("output.weight", {dim, vocab}, &w->classifier));
   }
   return absl::OkStatus();
 }
@@ -226,15 +207,13 @@ void WarnAboutUnusedTensors(const gguf::File& file, const ModelConfig& c, const 
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadGguf(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path);
-  if (!file.ok()) return file.status();
-  GgufModelReader reader(**file, path);
-  absl::StatusOr<ModelConfig> config = reader.ReadConfig();
-  if (!config.ok()) return config.status();
-  LoadedModel model{ModelFormat::kGguf, *config, {}, nullptr};
-  if (absl::Status s = reader.ReadWeights(*config, &model.weights); !s.ok()) return s;
-  WarnAboutUnusedTensors(**file, *config, path);
-  model.gguf = *std::move(file);
+  ASSIGN_OR_RETURN(std::unique_ptr<gguf::File> file, gguf::File::Open(path));
+  GgufModelReader reader(*file, path);
+  ASSIGN_OR_RETURN(ModelConfig config, reader.ReadConfig());
+  LoadedModel model{ModelFormat::kGguf, config, {}, nullptr};
+  RETURN_IF_ERROR(reader.ReadWeights(config, &model.weights));
+  WarnAboutUnusedTensors(*file, config, path);
+  model.gguf = std::move(file);
   return model;
 }
 

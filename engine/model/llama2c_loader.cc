@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/loader.h"
 #include "engine/model/mapped_file.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 namespace {
@@ -120,9 +121,8 @@ class FloatReader {
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path);
-  if (!file.ok()) return file.status();
-  const MappedFile& f = **file;
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  const MappedFile& f = *file;
   if (f.size() < sizeof(Llama2cHeader)) {
     return Invalid(path, absl::StrCat("file is ", f.size(), " bytes, shorter than the ",
                                       sizeof(Llama2cHeader), "-byte header"));
@@ -134,28 +134,24 @@ absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
   }
   Llama2cHeader header;
   std::memcpy(&header, f.data(), sizeof(header));
-  absl::StatusOr<ModelConfig> config = ConfigFromHeader(header, path);
-  if (!config.ok()) return config.status();
+  ASSIGN_OR_RETURN(ModelConfig config, ConfigFromHeader(header, path));
 
-  const Llama2cLayout layout = LayoutOf(*config);
+  const Llama2cLayout layout = LayoutOf(config);
   const uint64_t expected =
       sizeof(Llama2cHeader) + static_cast<uint64_t>(layout.total_floats()) * sizeof(float);
   if (f.size() != expected) {
     const bool truncated = f.size() < expected;
-    return Invalid(
-        path,
-        absl::StrCat("file is ", f.size(), " bytes but its header (dim ", config->dim,
-                     ", hidden_dim ", config->hidden_dim, ", n_layers ", config->n_layers,
-                     ", n_heads ", config->n_heads, ", n_kv_heads ", config->n_kv_heads,
-                     ", vocab_size ", header.vocab_size, ", seq_len ", config->max_seq_len,
-                     ") implies ", expected, " bytes: ",
-                     truncated ? absl::StrCat("truncated by ", expected - f.size(), " bytes")
-                               : absl::StrCat(f.size() - expected, " unexpected trailing bytes")));
+    return Invalid(path, absl::StrCat("file is ", f.size(), " bytes but its header (dim ", config.dim, ", hidden_dim ",
+                                      config.hidden_dim, ", n_layers ", config.n_layers, ", n_heads ", config.n_heads,
+                                      ", n_kv_heads ", config.n_kv_heads, ", vocab_size ", header.vocab_size,
+                                      ", seq_len ", config.max_seq_len, ") implies ", expected, " bytes: ",
+                                      truncated ? absl::StrCat("truncated by ", expected - f.size(), " bytes")
+                                                : absl::StrCat(f.size() - expected, " unexpected trailing bytes")));
   }
 
-  LoadedModel model{ModelFormat::kLlama2c, *config, {}, nullptr};
+  LoadedModel model{ModelFormat::kLlama2c, config, {}, nullptr};
   ModelWeights& w = model.weights;
-  w.layers.resize(config->n_layers);
+  w.layers.resize(config.n_layers);
   FloatReader in(f.data() + sizeof(Llama2cHeader));
   w.token_embedding = in.Take(layout.embedding);
   in.TakePerLayer(w.layers, &LayerWeights::attn_norm, layout.rms_att);
@@ -169,7 +165,7 @@ absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
   in.TakePerLayer(w.layers, &LayerWeights::w_up, layout.w3);
   w.final_norm = in.Take(layout.rms_final);
   in.Skip(layout.freq_cis);  // RoPE tables: the engine computes its own from rope_theta
-  if (!config->tied_classifier) w.classifier = in.Take(layout.wcls);
+  if (!config.tied_classifier) w.classifier = in.Take(layout.wcls);
   return model;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/model/dequant.h"
 #include "engine/model/mapped_file.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa::safetensors {
@@ -207,7 +208,7 @@ absl::Status File::Impl::ParseHeader(std::string_view header_text) {
       metadata = nlohmann::json(it.value());
       continue;
     }
-    if (absl::Status s = ParseTensor(it.key(), it.value()); !s.ok()) return s;
+    RETURN_IF_ERROR(ParseTensor(it.key(), it.value()));
   }
   return CheckNoOverlap();
 }
@@ -216,10 +217,9 @@ File::File(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 File::~File() = default;
 
 absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> map = MappedFile::Open(path);
-  if (!map.ok()) return map.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> map, MappedFile::Open(path));
   auto impl = std::make_unique<Impl>();
-  impl->map = *std::move(map);
+  impl->map = std::move(map);
   const uint64_t size = impl->map->size();
   if (size < 8) {
     return impl->Invalid(absl::StrCat("the file has ", size,
@@ -238,7 +238,7 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   impl->data_start = 8 + header_len;
   impl->data_size = size - impl->data_start;
   std::string_view header_text(reinterpret_cast<const char*>(impl->map->data()) + 8, header_len);
-  if (absl::Status s = impl->ParseHeader(header_text); !s.ok()) return s;
+  RETURN_IF_ERROR(impl->ParseHeader(header_text));
   return std::unique_ptr<File>(new File(std::move(impl)));
 }
 
@@ -264,8 +264,7 @@ absl::StatusOr<absl::Span<const uint8_t>> File::TensorData(std::string_view name
 }
 
 absl::Status File::ReadTensor(std::string_view name, std::vector<float>* out) const {
-  absl::StatusOr<absl::Span<const uint8_t>> data = TensorData(name);
-  if (!data.ok()) return data.status();
+  ASSIGN_OR_RETURN(absl::Span<const uint8_t> data, TensorData(name));
   const TensorInfo& info = *FindTensor(name);
   uint32_t ggml_type;
   switch (info.dtype) {
@@ -279,13 +278,13 @@ absl::Status File::ReadTensor(std::string_view name, std::vector<float>* out) co
   }
   const int64_t count = info.num_elements();
   out->resize(static_cast<size_t>(count));
-  if (count > 0) gguf::Dequantize(ggml_type, data->data(), count, out->data());
+  if (count > 0) gguf::Dequantize(ggml_type, data.data(), count, out->data());
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<float>> File::ReadTensor(std::string_view name) const {
   std::vector<float> out;
-  if (absl::Status s = ReadTensor(name, &out); !s.ok()) return s;
+  RETURN_IF_ERROR(ReadTensor(name, &out));
   return out;
 }
 
@@ -389,7 +388,7 @@ absl::Status WriteFile(const std::string& path, absl::Span<const TensorToWrite> 
   uint64_t offset = 0;
   absl::flat_hash_set<absl::string_view> names;
   for (const TensorToWrite& t : tensors) {
-    if (absl::Status s = CheckTensorToWrite(t); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckTensorToWrite(t));
     if (!names.insert(t.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is written twice"));
     }

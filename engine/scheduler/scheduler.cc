@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/generate/sequence_decoder.h"
+#include "kernels/base/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa {
@@ -410,7 +411,7 @@ Scheduler::~Scheduler() {
 absl::StatusOr<uint64_t> Scheduler::Submit(GenerationRequest request, RequestCallbacks callbacks,
                                            absl::Time deadline) {
   Impl& s = *impl_;
-  if (absl::Status status = ValidateRequest(s.engine, request); !status.ok()) return status;
+  RETURN_IF_ERROR(ValidateRequest(s.engine, request));
   const int prompt = static_cast<int>(request.prompt_ids.size());
   if (BlocksFor(prompt + 1, s.block_size) > s.total_blocks) {
     return absl::ResourceExhaustedError(absl::StrFormat(

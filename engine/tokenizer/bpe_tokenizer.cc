@@ -10,6 +10,7 @@
 #include "engine/tokenizer/bpe_merge.h"
 #include "engine/tokenizer/pretokenizer.h"
 #include "engine/tokenizer/unicode.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa::tokenizer_internal {
 namespace {
@@ -266,7 +267,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateByteLevelBpeTokenizer(
     std::string_view source) {
   auto tokenizer = std::make_unique<ByteLevelBpeTokenizer>(std::move(tokens), std::move(types),
                                                            std::move(settings));
-  if (absl::Status s = tokenizer->Init(merges, source); !s.ok()) return s;
+  RETURN_IF_ERROR(tokenizer->Init(merges, source));
   return std::unique_ptr<Tokenizer>(std::move(tokenizer));
 }
 

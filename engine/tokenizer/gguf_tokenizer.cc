@@ -11,6 +11,7 @@
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/spm_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 namespace {
@@ -38,27 +39,25 @@ absl::StatusOr<std::string> StringOr(const gguf::File& file, std::string_view ke
 
 absl::StatusOr<int32_t> TokenIdOr(const gguf::File& file, std::string_view key, int32_t fallback,
                                   size_t vocab_size) {
-  absl::StatusOr<int64_t> id = IntOr(file, key, fallback);
-  if (!id.ok()) return id.status();
-  if (*id < -1 || *id >= static_cast<int64_t>(vocab_size)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: %s is %d, outside the vocabulary (size %d)", kSource, key, *id, vocab_size));
+  ASSIGN_OR_RETURN(int64_t id, IntOr(file, key, fallback));
+  if (id < -1 || id >= static_cast<int64_t>(vocab_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %s is %d, outside the vocabulary (size %d)", kSource, key, id, vocab_size));
   }
-  return static_cast<int32_t>(*id);
+  return static_cast<int32_t>(id);
 }
 
 // tokenizer.ggml.token_type, or all NORMAL when the file has none.
 absl::StatusOr<std::vector<TokenType>> ReadTokenTypes(const gguf::File& file, size_t count) {
   std::vector<TokenType> types(count, TokenType::kNormal);
   if (!file.Has("tokenizer.ggml.token_type")) return types;
-  absl::StatusOr<std::vector<int64_t>> raw = file.GetIntArray("tokenizer.ggml.token_type");
-  if (!raw.ok()) return raw.status();
-  if (raw->size() != count) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: tokenizer.ggml.token_type has %d entries for %d tokens", kSource, raw->size(), count));
+  ASSIGN_OR_RETURN(std::vector<int64_t> raw, file.GetIntArray("tokenizer.ggml.token_type"));
+  if (raw.size() != count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: tokenizer.ggml.token_type has %d entries for %d tokens", kSource, raw.size(), count));
   }
   for (size_t i = 0; i < count; ++i) {
-    const int64_t t = (*raw)[i];
+    const int64_t t = raw[i];
     if (t < static_cast<int64_t>(TokenType::kNormal) ||
         t > static_cast<int64_t>(TokenType::kByte)) {
       return absl::InvalidArgumentError(
@@ -76,31 +75,21 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlamaVocabulary(const gguf::File&
   const size_t n = tokens.size();
   std::vector<double> scores(n, 0.0);
   if (file.Has("tokenizer.ggml.scores")) {
-    absl::StatusOr<std::vector<double>> s = file.GetFloatArray("tokenizer.ggml.scores");
-    if (!s.ok()) return s.status();
-    if (s->size() != n) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: tokenizer.ggml.scores has %d entries for %d tokens", kSource, s->size(), n));
+    ASSIGN_OR_RETURN(std::vector<double> s, file.GetFloatArray("tokenizer.ggml.scores"));
+    if (s.size() != n) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tokenizer.ggml.scores has %d entries for %d tokens", kSource, s.size(), n));
     }
-    scores = *std::move(s);
+    scores = std::move(s);
   }
   tokenizer_internal::SpmSettings settings;
   settings.chat_template = std::move(chat_template);
   // Defaults as llama.cpp's for SentencePiece vocabularies.
-  absl::StatusOr<int32_t> unk = TokenIdOr(file, "tokenizer.ggml.unknown_token_id", 0, n);
-  absl::StatusOr<int32_t> bos = TokenIdOr(file, "tokenizer.ggml.bos_token_id", 1, n);
-  absl::StatusOr<int32_t> eos = TokenIdOr(file, "tokenizer.ggml.eos_token_id", 2, n);
-  absl::StatusOr<bool> add_bos = BoolOr(file, "tokenizer.ggml.add_bos_token", true);
-  absl::StatusOr<bool> add_space = BoolOr(file, "tokenizer.ggml.add_space_prefix", true);
-  for (const absl::Status& s :
-       {unk.status(), bos.status(), eos.status(), add_bos.status(), add_space.status()}) {
-    if (!s.ok()) return s;
-  }
-  settings.unk_id = *unk;
-  settings.bos_id = *bos;
-  settings.eos_id = *eos;
-  settings.add_bos = *add_bos;
-  settings.add_dummy_prefix = *add_space;
+  ASSIGN_OR_RETURN(settings.unk_id, TokenIdOr(file, "tokenizer.ggml.unknown_token_id", 0, n));
+  ASSIGN_OR_RETURN(settings.bos_id, TokenIdOr(file, "tokenizer.ggml.bos_token_id", 1, n));
+  ASSIGN_OR_RETURN(settings.eos_id, TokenIdOr(file, "tokenizer.ggml.eos_token_id", 2, n));
+  ASSIGN_OR_RETURN(settings.add_bos, BoolOr(file, "tokenizer.ggml.add_bos_token", true));
+  ASSIGN_OR_RETURN(settings.add_dummy_prefix, BoolOr(file, "tokenizer.ggml.add_space_prefix", true));
   settings.remove_extra_whitespaces = false;  // GGUF cannot say; llama.cpp never does
   settings.byte_fallback = std::find(types.begin(), types.end(), TokenType::kByte) != types.end();
 
@@ -126,34 +115,26 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Vocabulary(const gguf::File& 
                                                               std::vector<TokenType> types,
                                                               std::string chat_template) {
   const size_t n = tokens.size();
-  absl::StatusOr<std::string> pre = StringOr(file, "tokenizer.ggml.pre", "");
-  if (!pre.ok()) return pre.status();
-  if (!UsesGpt2Split(*pre)) {
-    return absl::UnimplementedError(absl::StrCat(
-        kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", *pre,
-        "\" is not implemented (only GPT-2 style splitting: default, gpt2, smollm, starcoder)"));
+  ASSIGN_OR_RETURN(std::string pre, StringOr(file, "tokenizer.ggml.pre", ""));
+  if (!UsesGpt2Split(pre)) {
+    return absl::UnimplementedError(
+        absl::StrCat(kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", pre,
+                     "\" is not implemented (only GPT-2 style splitting: default, gpt2, smollm, starcoder)"));
   }
-  absl::StatusOr<std::vector<std::string>> merges = file.GetStringArray("tokenizer.ggml.merges");
-  if (!merges.ok()) return merges.status();
+  ASSIGN_OR_RETURN(std::vector<std::string> merges, file.GetStringArray("tokenizer.ggml.merges"));
   tokenizer_internal::ByteLevelBpeSettings settings;
   settings.chat_template = std::move(chat_template);
-  absl::StatusOr<int32_t> bos = TokenIdOr(file, "tokenizer.ggml.bos_token_id", -1, n);
-  absl::StatusOr<int32_t> eos = TokenIdOr(file, "tokenizer.ggml.eos_token_id", -1, n);
-  absl::StatusOr<bool> add_bos = BoolOr(file, "tokenizer.ggml.add_bos_token", false);
-  for (const absl::Status& s : {bos.status(), eos.status(), add_bos.status()}) {
-    if (!s.ok()) return s;
-  }
-  settings.bos_id = *bos;
-  settings.eos_id = *eos;
-  settings.add_bos = *add_bos;
+  ASSIGN_OR_RETURN(settings.bos_id, TokenIdOr(file, "tokenizer.ggml.bos_token_id", -1, n));
+  ASSIGN_OR_RETURN(settings.eos_id, TokenIdOr(file, "tokenizer.ggml.eos_token_id", -1, n));
+  ASSIGN_OR_RETURN(settings.add_bos, BoolOr(file, "tokenizer.ggml.add_bos_token", false));
   // Hugging Face's conversion keeps digit runs together even for "smollm",
   // whose original tokenizer (and llama.cpp) splits off every \p{N} character
   // first; we match the conversion. SmolLM2's vocabulary has no multi-digit
   // tokens, so the two differ only around numbers: the space before a digit
   // ("a  1") and numeric non-digits such as " ½".
   settings.individual_digits = false;
-  return tokenizer_internal::CreateByteLevelBpeTokenizer(std::move(tokens), std::move(types),
-                                                         *merges, std::move(settings), kSource);
+  return tokenizer_internal::CreateByteLevelBpeTokenizer(std::move(tokens), std::move(types), merges,
+                                                         std::move(settings), kSource);
 }
 
 }  // namespace
@@ -163,23 +144,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& f
     return absl::InvalidArgumentError(
         absl::StrCat(kSource, ": the file has no tokenizer (tokenizer.ggml.model is missing)"));
   }
-  absl::StatusOr<std::string> model = file.GetString("tokenizer.ggml.model");
-  if (!model.ok()) return model.status();
-  if (*model != "llama" && *model != "gpt2") {
-    return absl::UnimplementedError(absl::StrCat(kSource, ": tokenizer.ggml.model \"", *model,
-                                                 "\" is not supported (only llama, gpt2)"));
+  ASSIGN_OR_RETURN(std::string model, file.GetString("tokenizer.ggml.model"));
+  if (model != "llama" && model != "gpt2") {
+    return absl::UnimplementedError(
+        absl::StrCat(kSource, ": tokenizer.ggml.model \"", model, "\" is not supported (only llama, gpt2)"));
   }
-  absl::StatusOr<std::vector<std::string>> tokens = file.GetStringArray("tokenizer.ggml.tokens");
-  if (!tokens.ok()) return tokens.status();
-  absl::StatusOr<std::vector<TokenType>> types = ReadTokenTypes(file, tokens->size());
-  if (!types.ok()) return types.status();
-  absl::StatusOr<std::string> chat_template = StringOr(file, "tokenizer.chat_template", "");
-  if (!chat_template.ok()) return chat_template.status();
-  if (*model == "llama") {
-    return LoadLlamaVocabulary(file, *std::move(tokens), *std::move(types),
-                               *std::move(chat_template));
+  ASSIGN_OR_RETURN(std::vector<std::string> tokens, file.GetStringArray("tokenizer.ggml.tokens"));
+  ASSIGN_OR_RETURN(std::vector<TokenType> types, ReadTokenTypes(file, tokens.size()));
+  ASSIGN_OR_RETURN(std::string chat_template, StringOr(file, "tokenizer.chat_template", ""));
+  if (model == "llama") {
+    return LoadLlamaVocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
   }
-  return LoadGpt2Vocabulary(file, *std::move(tokens), *std::move(types), *std::move(chat_template));
+  return LoadGpt2Vocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
 }
 
 }  // namespace medusa

@@ -11,6 +11,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/spm_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "kernels/base/status_macros.h"
 #include "sentencepiece_model.pb.h"
 
 namespace medusa {
@@ -70,22 +71,20 @@ absl::Status CheckSupported(const sp::ModelProto& model, const std::string& path
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceModel(const std::string& path) {
-  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
-  if (!bytes.ok()) return bytes.status();
+  ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
   sp::ModelProto model;
-  if (!model.ParseFromString(*bytes)) {
+  if (!model.ParseFromString(bytes)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a SentencePiece model (the protobuf does not parse)"));
   }
-  if (absl::Status s = CheckSupported(model, path); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSupported(model, path));
 
   std::vector<SpmPiece> pieces;
   pieces.reserve(model.pieces_size());
   for (int id = 0; id < model.pieces_size(); ++id) {
     const auto& p = model.pieces(id);
-    absl::StatusOr<TokenType> type = ConvertType(p.type(), id, path);
-    if (!type.ok()) return type.status();
-    pieces.push_back({p.piece(), p.score(), *type});
+    ASSIGN_OR_RETURN(TokenType type, ConvertType(p.type(), id, path));
+    pieces.push_back({p.piece(), p.score(), type});
   }
   const auto& trainer = model.trainer_spec();
   const auto& normalizer = model.normalizer_spec();
@@ -111,9 +110,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: vocab_size %d is too small (ids 0, 1, 2 are unk, bos, eos)", path, vocab_size));
   }
-  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
-  if (!bytes.ok()) return bytes.status();
-  const std::string& data = *bytes;
+  ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
+  const std::string& data = bytes;
   size_t pos = 0;
   const auto read_i32 = [&](int32_t* v) {
     if (data.size() - pos < 4) return false;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/bpe_merge.h"
 #include "engine/tokenizer/unicode.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa::tokenizer_internal {
 namespace {
@@ -297,7 +298,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateSpmTokenizer(std::vector<SpmPie
                                                               SpmSettings settings,
                                                               std::string_view source) {
   auto tokenizer = std::make_unique<SpmTokenizer>(std::move(pieces), std::move(settings));
-  if (absl::Status s = tokenizer->Init(source); !s.ok()) return s;
+  RETURN_IF_ERROR(tokenizer->Init(source));
   return std::unique_ptr<Tokenizer>(std::move(tokenizer));
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/safetensors.h"
+#include "kernels/base/status_macros.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cpu/vector_ops.h"
@@ -64,7 +65,7 @@ absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab
   if (data.hidden.empty()) {
     return absl::InvalidArgumentError("distill set is empty (no rows)");
   }
-  if (absl::Status s = data.Validate(vocab); !s.ok()) return s;
+  RETURN_IF_ERROR(data.Validate(vocab));
   if (data.dim != dim) {
     return absl::InvalidArgumentError(
         absl::StrCat("distill set has dim ", data.dim, " but the model's dim is ", dim));
@@ -616,7 +617,7 @@ struct HeadsTrainer::Impl {
                            {"medusa_num_heads", std::to_string(K())},
                            {"medusa_num_layers", std::to_string(options.num_layers)}};
     const std::string temp = path + ".tmp";
-    if (absl::Status s = safetensors::WriteFile(temp, tensors, meta); !s.ok()) return s;
+    RETURN_IF_ERROR(safetensors::WriteFile(temp, tensors, meta));
     std::error_code error;
     std::filesystem::rename(temp, path, error);
     if (error) {
@@ -661,9 +662,8 @@ struct HeadsTrainer::Impl {
   }
 
   absl::Status LoadCheckpoint(const std::string& path, const nlohmann::json& now) {
-    absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(path);
-    if (!file.ok()) return file.status();
-    const nlohmann::json& meta = (*file)->metadata();
+    ASSIGN_OR_RETURN(std::unique_ptr<safetensors::File> file, safetensors::File::Open(path));
+    const nlohmann::json& meta = file->metadata();
     if (!meta.contains(kStateKey) || !meta[kStateKey].is_string()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "'", path, "' is not a trainer checkpoint (no '", kStateKey, "' in its metadata)"));
@@ -673,28 +673,27 @@ struct HeadsTrainer::Impl {
       return absl::FailedPreconditionError(
           absl::StrCat("checkpoint '", path, "': its '", kStateKey, "' is not a JSON object"));
     }
-    if (absl::Status s = CheckState(path, saved, now); !s.ok()) return s;
-    absl::StatusOr<MedusaHeadsWeights> loaded = LoadMedusaHeads(**file, config);
-    if (!loaded.ok()) return loaded.status();
-    if (loaded->num_heads != K() || loaded->num_layers != options.num_layers ||
-        loaded->has_projection() == options.share_lm_head) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "checkpoint '", path, "' holds ", loaded->num_heads, " heads of ", loaded->num_layers,
-          " blocks", loaded->has_projection() ? " with" : " without", " own projections; the options want ",
-          K(), " of ", options.num_layers, options.share_lm_head ? " without" : " with"));
+    RETURN_IF_ERROR(CheckState(path, saved, now));
+    ASSIGN_OR_RETURN(MedusaHeadsWeights loaded, LoadMedusaHeads(*file, config));
+    if (loaded.num_heads != K() || loaded.num_layers != options.num_layers ||
+        loaded.has_projection() == options.share_lm_head) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint '", path, "' holds ", loaded.num_heads, " heads of ", loaded.num_layers, " blocks",
+                       loaded.has_projection() ? " with" : " without", " own projections; the options want ", K(),
+                       " of ", options.num_layers, options.share_lm_head ? " without" : " with"));
     }
-    heads = *std::move(loaded);
+    heads = std::move(loaded);
     ResetOptimizer();  // re-points the parameter table at the loaded heads
     std::vector<float> values;
     for (const ParamTensor& p : params) {
       for (const auto& [prefix, dest] : {std::pair{kExpAvgPrefix, p.exp_avg}, std::pair{kExpAvgSqPrefix, p.exp_avg_sq}}) {
         const std::string name = prefix + p.name;
-        const safetensors::TensorInfo* info = (*file)->FindTensor(name);
+        const safetensors::TensorInfo* info = file->FindTensor(name);
         if (info == nullptr || info->shape != p.shape || info->dtype != safetensors::DType::kF32) {
           return absl::FailedPreconditionError(absl::StrCat(
               "checkpoint '", path, "': optimizer tensor '", name, "' is missing or not F32 of the parameter's shape"));
         }
-        if (absl::Status s = (*file)->ReadTensor(name, &values); !s.ok()) return s;
+        RETURN_IF_ERROR(file->ReadTensor(name, &values));
         std::copy(values.begin(), values.end(), dest);
       }
     }
@@ -710,12 +709,12 @@ HeadsTrainer::~HeadsTrainer() = default;
 
 absl::StatusOr<HeadsTrainer> HeadsTrainer::Create(const TrainerOptions& options, const ModelConfig& config,
                                                   absl::Span<const float> classifier) {
-  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(options.Validate());
   if (config.dim <= 0 || config.vocab_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("model config has dim ", config.dim, " and vocab_size ",
                                                    config.vocab_size, "; both must be positive"));
   }
-  if (absl::Status s = CheckClassifier(classifier, config.vocab_size, config.dim); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckClassifier(classifier, config.vocab_size, config.dim));
   kernels::cpu::ConfigureBlasThreads();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -739,7 +738,7 @@ const TrainerOptions& HeadsTrainer::options() const { return impl_->options; }
 int64_t HeadsTrainer::step() const { return impl_->step; }
 
 absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
-  if (absl::Status s = heads.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(heads.Validate());
   const TrainerOptions& o = impl_->options;
   if (heads.num_heads != o.num_heads || heads.num_layers != o.num_layers || heads.dim != impl_->config.dim ||
       heads.vocab != impl_->config.vocab_size || heads.has_projection() == o.share_lm_head) {
@@ -758,7 +757,7 @@ absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
 absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& data,
                                                              absl::Span<const int64_t> rows) {
   Impl& impl = *impl_;
-  if (absl::Status s = CheckData(data, impl.K(), impl.config.dim, impl.config.vocab_size); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckData(data, impl.K(), impl.config.dim, impl.config.vocab_size));
   if (rows.empty() || static_cast<int64_t>(rows.size()) > impl.options.batch_size) {
     return absl::InvalidArgumentError(absl::StrCat("a batch has ", rows.size(), " rows, expected 1 to batch_size ",
                                                    impl.options.batch_size));
@@ -774,7 +773,7 @@ absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& d
 absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& run) {
   Impl& impl = *impl_;
   const int K = impl.K();
-  if (absl::Status s = CheckData(data, K, impl.config.dim, impl.config.vocab_size); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckData(data, K, impl.config.dim, impl.config.vocab_size));
   const int rows = data.rows();
   const int batch = impl.options.batch_size;
   const int64_t steps_per_epoch = (rows + batch - 1) / batch;
@@ -787,7 +786,7 @@ absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& 
         Hex(Fingerprint(impl.classifier.data(), impl.classifier.size() * sizeof(float), 2));
     now = impl.State(DataFingerprint(data), classifier_fingerprint, total_steps, rows);
     if (std::filesystem::exists(path)) {
-      if (absl::Status s = impl.LoadCheckpoint(path, now); !s.ok()) return s;
+      RETURN_IF_ERROR(impl.LoadCheckpoint(path, now));
     }
   }
   auto save = [&]() -> absl::Status {
@@ -856,7 +855,7 @@ absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& 
     const bool stop = !last && ((run.stop_requested != nullptr && run.stop_requested->load()) ||
                                 (run.stop_after_step > 0 && impl.step >= run.stop_after_step));
     if (last || stop || (run.checkpoint_every_steps > 0 && impl.step % run.checkpoint_every_steps == 0)) {
-      if (absl::Status s = save(); !s.ok()) return s;
+      RETURN_IF_ERROR(save());
     }
     if (stop) {
       return absl::CancelledError(absl::StrCat(
@@ -872,7 +871,7 @@ absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& 
 namespace {
 
 absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float> classifier) {
-  if (absl::Status s = heads.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(heads.Validate());
   if (heads.num_heads < 1) return absl::InvalidArgumentError("Medusa heads: there are no heads");
   if (!heads.has_projection()) return CheckClassifier(classifier, heads.vocab, heads.dim);
   return absl::OkStatus();
@@ -883,7 +882,7 @@ absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float>
 absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
                                     absl::Span<const float> hidden, int rows, absl::Span<float> out,
                                     int threads) {
-  if (absl::Status s = CheckHeads(heads, classifier); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckHeads(heads, classifier));
   if (rows < 1 || hidden.size() != static_cast<size_t>(rows) * heads.dim) {
     return absl::InvalidArgumentError(absl::StrCat("hidden has ", hidden.size(), " values, expected rows ", rows,
                                                    " x dim ", heads.dim));
@@ -907,8 +906,8 @@ absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<
 absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
                                                               absl::Span<const float> classifier,
                                                               const DistillSet& data, int max_k, int threads) {
-  if (absl::Status s = CheckHeads(heads, classifier); !s.ok()) return s;
-  if (absl::Status s = CheckData(data, heads.num_heads, heads.dim, heads.vocab); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckHeads(heads, classifier));
+  RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab));
   if (max_k < 1) return absl::InvalidArgumentError(absl::StrCat("max_k is ", max_k, ", must be >= 1"));
   const int K = heads.num_heads, vocab = heads.vocab;
   ThreadPool pool(ResolveThreads(threads));

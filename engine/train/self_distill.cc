@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/generate/generator.h"
+#include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa {
@@ -73,10 +74,7 @@ absl::Status Distiller::Admit(int index) {
   sampling.seed += static_cast<uint64_t>(index);
   auto answer = std::make_unique<Answer>(engine_, index, sampling);
   // The whole answer's blocks up front: a running answer never runs out of KV.
-  if (absl::Status s = answer->kv.Reserve(std::min(length + options_.max_new_tokens, config_.max_seq_len));
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(answer->kv.Reserve(std::min(length + options_.max_new_tokens, config_.max_seq_len)));
   answer->tokens = prompt;
   answer->prompt_len = length;
   const int chunk = engine_.options().prefill_chunk;
@@ -90,7 +88,7 @@ absl::Status Distiller::Admit(int index) {
     }
     if (last) batch_.output_rows.push_back(count - 1);
     batch_.want_logits = batch_.want_hidden = last;
-    if (absl::Status s = engine_.backend().Forward(batch_, &forward_); !s.ok()) return s;
+    RETURN_IF_ERROR(engine_.backend().Forward(batch_, &forward_));
   }
   answer->kv.SetLength(length);
   Push(*answer, forward_.logits, forward_.hidden);
@@ -107,14 +105,14 @@ absl::Status Distiller::DecodeStep() {
   for (size_t i = 0; i < active_.size(); ++i) {
     Answer& a = *active_[i];
     const int pos = static_cast<int>(a.tokens.size()) - 1;  // the newest token's K/V is written now
-    if (absl::Status s = a.kv.Reserve(pos + 1); !s.ok()) return s;
+    RETURN_IF_ERROR(a.kv.Reserve(pos + 1));
     batch_.block_tables.push_back(a.kv.block_table());
     batch_.tokens.push_back({.token = a.tokens.back(), .position = pos, .seq = static_cast<int32_t>(i),
                              .kv_index = pos, .attend_prefix = pos + 1});
     batch_.output_rows.push_back(static_cast<int32_t>(i));
   }
   batch_.want_logits = batch_.want_hidden = true;
-  if (absl::Status s = engine_.backend().Forward(batch_, &forward_); !s.ok()) return s;
+  RETURN_IF_ERROR(engine_.backend().Forward(batch_, &forward_));
   const size_t vocab = config_.vocab_size, dim = config_.dim;
   for (size_t i = 0; i < active_.size(); ++i) {
     Answer& a = *active_[i];
@@ -173,7 +171,7 @@ absl::StatusOr<DistillSet> Distiller::Run(const std::function<void(const SelfDis
         "self-distillation needs num_heads, max_new_tokens and concurrency >= 1 (got %d, %d, %d)",
         options_.num_heads, options_.max_new_tokens, options_.concurrency));
   }
-  if (absl::Status s = options_.sampling.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(options_.sampling.Validate());
   const auto start = std::chrono::steady_clock::now();
   const int total = static_cast<int>(prompts_.size());
   int next = 0;
@@ -187,7 +185,7 @@ absl::StatusOr<DistillSet> Distiller::Run(const std::function<void(const SelfDis
       ++next;
     }
     if (!active_.empty()) {
-      if (absl::Status s = DecodeStep(); !s.ok()) return s;
+      RETURN_IF_ERROR(DecodeStep());
     }
     if (on_progress) {
       on_progress({.prompts_done = done_, .prompts_total = total, .tokens = tokens_,

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 #include "kernels/cpu/aligned_vector.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/layer_ops.h"
@@ -75,7 +76,7 @@ absl::Status ValidateConfig(const ModelConfig& c) {
   for (auto [v, name] : {std::pair{c.dim, "dim"}, {c.hidden_dim, "hidden_dim"}, {c.n_layers, "n_layers"},
                          {c.n_heads, "n_heads"}, {c.n_kv_heads, "n_kv_heads"}, {c.head_dim, "head_dim"},
                          {c.vocab_size, "vocab_size"}}) {
-    if (absl::Status s = positive(v, name); !s.ok()) return s;
+    RETURN_IF_ERROR(positive(v, name));
   }
   if (c.n_heads % c.n_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat("config.n_heads (", c.n_heads,
@@ -197,10 +198,10 @@ class CpuBackend final : public Backend {
 absl::Status CpuBackend::ValidateWeights(const ModelConfig& c, const ModelWeights& w) const {
   const size_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
   const size_t vocab = c.vocab_size;
-  if (absl::Status s = CheckSize(w.token_embedding, vocab * dim, "token_embedding"); !s.ok()) return s;
-  if (absl::Status s = CheckSize(w.final_norm, dim, "final_norm"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSize(w.token_embedding, vocab * dim, "token_embedding"));
+  RETURN_IF_ERROR(CheckSize(w.final_norm, dim, "final_norm"));
   if (!w.classifier.empty() || !c.tied_classifier) {
-    if (absl::Status s = CheckSize(w.classifier, vocab * dim, "classifier"); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckSize(w.classifier, vocab * dim, "classifier"));
   }
   if (w.layers.size() != static_cast<size_t>(c.n_layers)) {
     return absl::InvalidArgumentError(
@@ -213,15 +214,15 @@ absl::Status CpuBackend::ValidateWeights(const ModelConfig& c, const ModelWeight
                                  {&L.wk, kv * dim, "wk"}, {&L.wv, kv * dim, "wv"}, {&L.wo, dim * q, "wo"},
                                  {&L.ffn_norm, dim, "ffn_norm"}, {&L.w_gate, hidden * dim, "w_gate"},
                                  {&L.w_down, dim * hidden, "w_down"}, {&L.w_up, hidden * dim, "w_up"}}) {
-      if (absl::Status s = CheckSize(*v, size, p + name); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckSize(*v, size, p + name));
     }
   }
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights weights) {
-  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
-  if (absl::Status s = ValidateWeights(config, weights); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateConfig(config));
+  RETURN_IF_ERROR(ValidateWeights(config, weights));
   // Drop any previous model and cache: the geometry may change.
   loaded_ = false;
   medusa_heads_ = cpu::MedusaHeadsCpu();  // heads belong to a model
@@ -453,7 +454,7 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   if (!loaded_) return absl::FailedPreconditionError("Forward before LoadWeights");
   if (k_cache_.empty()) return absl::FailedPreconditionError("Forward before AllocateKvCache");
   if (result == nullptr) return absl::InvalidArgumentError("Forward needs a result");
-  if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateBatch(batch));
   const int n = static_cast<int>(batch.tokens.size());
   out_rows_ = n == 0 ? 0 : static_cast<int>(batch.output_rows.size());
   if (!batch.want_logits || out_rows_ == 0) result->logits.clear();
@@ -489,8 +490,8 @@ absl::Status CpuBackend::CheckSlot(int32_t block, int32_t slot, const char* what
 absl::Status CpuBackend::CopyKvSlots(absl::Span<const KvSlotCopy> copies) {
   if (k_cache_.empty()) return absl::FailedPreconditionError("CopyKvSlots before AllocateKvCache");
   for (const KvSlotCopy& c : copies) {
-    if (absl::Status s = CheckSlot(c.src_block, c.src_slot, "copy source"); !s.ok()) return s;
-    if (absl::Status s = CheckSlot(c.dst_block, c.dst_slot, "copy destination"); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckSlot(c.src_block, c.src_slot, "copy source"));
+    RETURN_IF_ERROR(CheckSlot(c.dst_block, c.dst_slot, "copy destination"));
   }
   // Stage every source (all layers, K then V per layer) before writing any destination.
   const cpu::KvLayout layout = KvLayout();
@@ -524,7 +525,7 @@ absl::Status CpuBackend::ReadKvSlot(int layer, int block, int slot, std::vector<
   if (layer < 0 || layer >= config_.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is outside [0, ", config_.n_layers, ")"));
   }
-  if (absl::Status s = CheckSlot(block, slot, "slot"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSlot(block, slot, "slot"));
   const int head_dim = config_.head_dim;
   k->resize(config_.kv_dim());
   v->resize(config_.kv_dim());
