@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree_timing.h"
 #include "engine/model/loader.h"
 #include "kernels/base/status_macros.h"

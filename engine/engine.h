@@ -11,10 +11,10 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/block_allocator.h"
-#include "engine/medusa/heads.h"
+#include "kernels/model/medusa_heads_weights.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
-#include "engine/model/config.h"
+#include "kernels/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
 

@@ -15,9 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/medusa/heads.h"
-#include "engine/model/config.h"
-#include "engine/model/weights.h"
+#include "kernels/model/config.h"
+#include "kernels/model/medusa_heads_weights.h"
+#include "kernels/model/weights.h"
 
 namespace medusa::kernels {
 

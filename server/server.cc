@@ -159,10 +159,11 @@ bool MedusaServer::Shutdown() {
   if (shut_down_ || server_ == nullptr) return true;
   shut_down_ = true;
   const absl::Time start = absl::Now();
-  // Health first, so load balancers stop sending; the listener stays open so that
-  // late calls get a clear UNAVAILABLE instead of a refused connection.
-  server_->GetHealthCheckService()->Shutdown();
+  // New calls are refused first, then health turns NOT_SERVING so load balancers stop
+  // sending: whoever sees NOT_SERVING can count on a late call's UNAVAILABLE. The listener
+  // stays open so that late calls get that clear answer instead of a refused connection.
   service_->StopAccepting();
+  server_->GetHealthCheckService()->Shutdown();
   const bool finished = scheduler_ == nullptr || scheduler_->Drain(options_.shutdown_grace);
   if (!finished) {
     spdlog::warn("shutdown: streams still running after the {:.1f} s grace period ended UNAVAILABLE",

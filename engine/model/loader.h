@@ -5,9 +5,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/model/config.h"
+#include "kernels/model/config.h"
 #include "engine/model/gguf.h"
-#include "engine/model/weights.h"
+#include "kernels/model/weights.h"
 
 namespace medusa {
 

@@ -1,5 +1,7 @@
 #pragma once
-// Training Medusa-1 heads (Cai et al. 2024) on self-distillation data, on the CPU.
+// Training Medusa-1 heads (Cai et al. 2024) on self-distillation data, on the CPU. The
+// batch math is head_batch.h's, the optimizer adamw.h's, checkpoints trainer_checkpoint.h's;
+// evaluation is heads_evaluation.h.
 //
 // Head k (0-based) is r = h; r = r + SiLU(W_l r + b_l) for each of its blocks; logits =
 // P r, with P the head's own projection (trained) or the base model's classifier (shared,
@@ -32,33 +34,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/medusa/heads.h"
-#include "engine/model/config.h"
+#include "kernels/model/medusa_heads_weights.h"
+#include "kernels/model/config.h"
 #include "engine/train/distill_set.h"
+#include "engine/train/trainer_options.h"
 
 namespace medusa {
-
-struct TrainerOptions {
-  int num_heads = 4;
-  int num_layers = 1;          // ResBlocks per head
-  bool share_lm_head = true;   // true: project with the base classifier (frozen); false: own copies (trained)
-  int batch_size = 64;         // rows per step (the last batch of an epoch may be smaller)
-  int epochs = 1;
-  float lr = 1e-3f;            // peak learning rate
-  float weight_decay = 0.0f;   // decoupled (AdamW); applied to W and own projections, never to biases
-  int warmup_steps = -1;       // linear warm-up; -1: 10% of the total steps (the reference recipe's warmup_ratio)
-  float min_lr_ratio = 0.1f;   // the cosine decays to min_lr_ratio * lr at the last step
-  float grad_clip = 1.0f;      // max global gradient norm; <= 0: no clipping
-  uint64_t seed = 0;           // row shuffling
-  float loss_decay = 0.8f;     // lambda_k = loss_decay^(k+1)
-  float adam_beta1 = 0.9f;
-  float adam_beta2 = 0.999f;
-  float adam_eps = 1e-8f;
-  int threads = 0;             // 0: all hardware threads (results depend on this count)
-
-  // InvalidArgument naming the field.
-  absl::Status Validate() const;
-};
 
 struct TrainProgress {
   int64_t step = 0;         // steps done
@@ -90,8 +71,8 @@ struct TrainRunOptions {
 
 class HeadsTrainer {
  public:
-  // Heads initialized as the issue demands: every W and b zero (each head starts as the base
-  // model's projection, SiLU(0) = 0) and own projections as copies of the classifier.
+  // Heads start with every W and b zero (each head starts as the base model's projection,
+  // SiLU(0) = 0), and own projections as copies of the classifier.
   // `classifier` [vocab, dim] (the base model's lm_head) must outlive the trainer.
   // Sets OpenBLAS to one thread (process-wide, as the CPU backend does): the trainer splits
   // its products across its own threads.
@@ -125,30 +106,5 @@ class HeadsTrainer {
   explicit HeadsTrainer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// The learning rate of step `step` (0-based) of `total_steps`: linear warm-up to options.lr
-// over the warm-up steps (step s gets lr * (s + 1) / warmup), then a half cosine from lr down
-// to min_lr_ratio * lr at the last step.
-double LearningRate(const TrainerOptions& options, int64_t step, int64_t total_steps);
-// The warm-up length used for `total_steps` (resolves warmup_steps = -1).
-int64_t WarmupSteps(const TrainerOptions& options, int64_t total_steps);
-
-// Head logits for `rows` hidden states [rows, dim] with the trainer's (BLAS) forward:
-// out [num_heads, rows, vocab]. `classifier` [vocab, dim] is needed when the heads have no
-// projection of their own. InvalidArgument naming the size that does not fit.
-absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
-                                    absl::Span<const float> hidden, int rows, absl::Span<float> out,
-                                    int threads = 0);
-
-// Per-head top-1..top-max_k accuracy on `data` with the same forward: result[k][j] is the
-// fraction of head k's valid targets (not -1) ranked within the top j+1 logits (rank =
-// the number of logits strictly greater than the target's). Cumulative, so monotone in j.
-// Heads with a draft vocabulary are ranked as they propose: among its tokens only, and a
-// target outside it is never within the top k.
-// A head with no valid target gets zeros. Uses data's first heads.num_heads target columns.
-absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
-                                                              absl::Span<const float> classifier,
-                                                              const DistillSet& data, int max_k = 10,
-                                                              int threads = 0);
 
 }  // namespace medusa

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/vector_ops.h"
+#include "kernels/math/vector_ops.h"
 
 namespace medusa::kernels::cpu {
 
@@ -34,7 +34,7 @@ inline int KeysOf(const BatchToken& t) { return t.attend_prefix + t.extra_count;
 
 // Score rows are padded to whole vectors.
 inline size_t PaddedKeys(int keys) {
-  return (static_cast<size_t>(keys) + simd::kLanes - 1) / simd::kLanes * simd::kLanes;
+  return (static_cast<size_t>(keys) + math::simd::kLanes - 1) / math::simd::kLanes * math::simd::kLanes;
 }
 
 // Calls fn(first_key, block, count) for each block-sized run of the prefix [0, prefix).
@@ -52,7 +52,7 @@ void ForEachPrefixRun(absl::Span<const int32_t> table, int prefix, int block_siz
 template <int kHeads>
 __attribute__((noinline)) void ScoreTile(const float* kt, int block_size, int head_dim, int count, const float* q, float scale, float* scores,
                size_t stride) {
-  using namespace simd;
+  using namespace math::simd;
   const Vec vscale = Set1(scale);
   const size_t row_stride = block_size;
   for (int c0 = 0; c0 < count; c0 += kLanes) {
@@ -126,7 +126,7 @@ void ForEachValue(const AttentionArgs& args, const BatchToken& t, int kv_head, F
 template <int kVectors, int kHeads>
 void WeightedValues(const AttentionArgs& args, const BatchToken& t, int kv_head, const float* p, size_t stride,
                     float* out) {
-  using namespace simd;
+  using namespace math::simd;
   Vec acc[kHeads][kVectors];
   for (int h = 0; h < kHeads; ++h)
     for (int c = 0; c < kVectors; ++c) acc[h][c] = Zero();
@@ -147,9 +147,9 @@ void WeightedValues(const AttentionArgs& args, const BatchToken& t, int kv_head,
 // register file: 32 registers with AVX-512, 16 with AVX2.
 using WeightedValuesFn = void (*)(const AttentionArgs&, const BatchToken&, int, const float*, size_t, float*);
 WeightedValuesFn RegisterWeightedValues(int head_dim, int heads) {
-  constexpr int kRegisters = simd::kLanes == 16 ? 32 : 16;
-  if (head_dim % simd::kLanes != 0) return nullptr;
-  const int vectors = head_dim / simd::kLanes;
+  constexpr int kRegisters = math::simd::kLanes == 16 ? 32 : 16;
+  if (head_dim % math::simd::kLanes != 0) return nullptr;
+  const int vectors = head_dim / math::simd::kLanes;
   if (heads * vectors + (heads > 1 ? vectors : 1) + heads > kRegisters) return nullptr;
   switch (vectors * 8 + heads) {
     case 1 * 8 + 1: return WeightedValues<1, 1>;
@@ -176,7 +176,7 @@ void WeightedValuesGeneric(const AttentionArgs& args, const BatchToken& t, int k
   const int head_dim = args.kv.layout.head_dim;
   std::fill(out, out + static_cast<size_t>(heads) * head_dim, 0.0f);
   ForEachValue(args, t, kv_head, [&](int j, const float* row) {
-    for (int h = 0; h < heads; ++h) Axpy(p[h * stride + j], row, out + h * head_dim, head_dim);
+    for (int h = 0; h < heads; ++h) math::Axpy(p[h * stride + j], row, out + h * head_dim, head_dim);
   });
 }
 
@@ -195,8 +195,8 @@ void AttendHeads(const AttentionArgs& args, int row, int kv_head, int first_head
   Score(args, t, kv_head, q, heads, 1.0f / std::sqrt(static_cast<float>(head_dim)), scores, stride);
   for (int h = 0; h < heads; ++h) {
     float* s = scores + h * stride;
-    const float sum = ExpShiftedSum(s, n, Max(s, n));
-    Scale(1.0f / sum, s, n);
+    const float sum = math::ExpShiftedSum(s, n, math::Max(s, n));
+    math::Scale(1.0f / sum, s, n);
   }
   if (WeightedValuesFn fn = RegisterWeightedValues(head_dim, heads)) {
     fn(args, t, kv_head, scores, stride, out);
@@ -235,7 +235,7 @@ void ReserveAttentionScratch(int max_keys, int head_dim, int threads, std::vecto
   }
 }
 
-void PagedAttention(const AttentionArgs& args, ThreadPool* pool, std::vector<AttentionScratch>* scratch) {
+void PagedAttention(const AttentionArgs& args, math::ThreadPool* pool, std::vector<AttentionScratch>* scratch) {
   const int n_kv_heads = args.kv.layout.n_kv_heads;
   int max_keys = 0;
   long long total_work = 0;

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/cpu/aligned_vector.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/aligned_vector.h"
+#include "kernels/math/thread_pool.h"
 
 namespace medusa::kernels::cpu {
 
@@ -41,8 +41,8 @@ struct KvLayerView {
 
 // Per-thread working memory, grown to the largest rule seen and then reused.
 struct AttentionScratch {
-  AlignedFloats scores;  // [heads of a group][keys, padded to 16]
-  AlignedFloats out;     // [heads of a group][head_dim] (generic head sizes only)
+  math::AlignedFloats scores;  // [heads of a group][keys, padded to 16]
+  math::AlignedFloats out;     // [heads of a group][head_dim] (generic head sizes only)
 };
 
 struct AttentionArgs {
@@ -65,6 +65,6 @@ void ReserveAttentionScratch(int max_keys, int head_dim, int threads, std::vecto
 // Runs attention for every row and head: softmax(q k / sqrt(head_dim)) v over the row's
 // rule, q head h reading kv head h / (n_heads / n_kv_heads). `scratch` holds one entry per
 // thread (resized here to the pool's size). The batch must have been validated.
-void PagedAttention(const AttentionArgs& args, ThreadPool* pool, std::vector<AttentionScratch>* scratch);
+void PagedAttention(const AttentionArgs& args, math::ThreadPool* pool, std::vector<AttentionScratch>* scratch);
 
 }  // namespace medusa::kernels::cpu

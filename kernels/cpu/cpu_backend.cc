@@ -14,46 +14,37 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
-#include "kernels/cpu/aligned_vector.h"
+#include "kernels/math/aligned_vector.h"
+#include "kernels/math/blas_threads.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/layer_ops.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/medusa_heads.h"
-#include "kernels/cpu/simd.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/simd.h"
+#include "kernels/math/thread_pool.h"
 
 namespace medusa::kernels {
 namespace {
 
-using cpu::AlignedFloats;
 
 // One layer, repacked: Q, K and V stacked into one matrix and gate and up into another,
 // so each becomes one product (bigger, fewer calls) instead of three or two; the matrices in
 // the products' packed layout (matmul.h).
 struct CpuLayer {
-  AlignedFloats attn_norm;     // [dim]
+  math::AlignedFloats attn_norm;     // [dim]
   cpu::PackedMatrix wqkv;      // [q_dim + 2 * kv_dim, dim]
   cpu::PackedMatrix wo;        // [dim, q_dim]
-  AlignedFloats ffn_norm;      // [dim]
+  math::AlignedFloats ffn_norm;      // [dim]
   cpu::PackedMatrix w_gate_up; // [2 * hidden_dim, dim]
   cpu::PackedMatrix w_down;    // [dim, hidden_dim]
 };
 
-// Checks a weight's size and names it when wrong.
-absl::Status CheckSize(const std::vector<float>& v, size_t expected, const std::string& name) {
-  if (v.size() != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight ", name, " has ", v.size(), " floats, expected ", expected));
-  }
-  return absl::OkStatus();
-}
-
 // Moves `parts` one after another into one aligned buffer, releasing each source as it goes
 // so peak memory stays near the model size.
-AlignedFloats Concatenate(std::initializer_list<std::vector<float>*> parts) {
+math::AlignedFloats Concatenate(std::initializer_list<std::vector<float>*> parts) {
   size_t total = 0;
   for (const auto* p : parts) total += p->size();
-  AlignedFloats out;
+  math::AlignedFloats out;
   out.reserve(total);
   for (auto* p : parts) {
     out.insert(out.end(), p->begin(), p->end());
@@ -64,32 +55,8 @@ AlignedFloats Concatenate(std::initializer_list<std::vector<float>*> parts) {
 
 // Packs the row-major [out, in] matrix made of `parts` stacked, releasing them.
 cpu::PackedMatrix Pack(std::initializer_list<std::vector<float>*> parts, int in) {
-  const AlignedFloats stacked = Concatenate(parts);
+  const math::AlignedFloats stacked = Concatenate(parts);
   return cpu::PackedMatrix(stacked.data(), static_cast<int>(stacked.size() / in), in);
-}
-
-absl::Status ValidateConfig(const ModelConfig& c) {
-  auto positive = [](int v, const char* name) -> absl::Status {
-    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("config.", name, " must be positive, got ", v));
-    return absl::OkStatus();
-  };
-  for (auto [v, name] : {std::pair{c.dim, "dim"}, {c.hidden_dim, "hidden_dim"}, {c.n_layers, "n_layers"},
-                         {c.n_heads, "n_heads"}, {c.n_kv_heads, "n_kv_heads"}, {c.head_dim, "head_dim"},
-                         {c.vocab_size, "vocab_size"}}) {
-    RETURN_IF_ERROR(positive(v, name));
-  }
-  if (c.n_heads % c.n_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("config.n_heads (", c.n_heads,
-                                                   ") is not a multiple of config.n_kv_heads (", c.n_kv_heads, ")"));
-  }
-  if (c.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("config.head_dim must be even for RoPE, got ", c.head_dim));
-  }
-  if (!(c.rms_eps >= 0.0f) || !(c.rope_theta > 0.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.rms_eps (", c.rms_eps, ") / config.rope_theta (", c.rope_theta, ") out of range"));
-  }
-  return absl::OkStatus();
 }
 
 // The processor's model name (/proc/cpuinfo), or "unknown processor".
@@ -116,12 +83,12 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads)
       : pool_(threads > 0 ? threads : UsableCores()) {
-    cpu::ConfigureBlasThreads();
+    math::PinBlasToOneThread();
   }
 
   std::string Name() const override { return "cpu"; }
   std::string MachineId() const override {
-    return absl::StrCat("cpu ", cpu::simd::kName, ", ", pool_.size(), " threads, ", CpuModelName());
+    return absl::StrCat("cpu ", math::simd::kName, ", ", pool_.size(), " threads, ", CpuModelName());
   }
   const ModelConfig& config() const override { return config_; }
 
@@ -147,7 +114,6 @@ class CpuBackend final : public Backend {
                           std::vector<float>* v) const override;
 
  private:
-  absl::Status ValidateWeights(const ModelConfig& c, const ModelWeights& w) const;
   absl::Status ValidateBatch(const ForwardBatch& batch) const;
   absl::Status CheckSlot(int32_t block, int32_t slot, const char* what) const;
   void EnsureScratch(int rows);
@@ -166,11 +132,11 @@ class CpuBackend final : public Backend {
   const float* VLayer(int layer) const { return v_cache_.data() + layer * kv_layer_floats_; }
   int QkvDim() const { return config_.q_dim() + 2 * config_.kv_dim(); }
 
-  cpu::ThreadPool pool_;
+  math::ThreadPool pool_;
   bool loaded_ = false;
   ModelConfig config_;
-  AlignedFloats embedding_;       // [vocab, dim]; empty when tied (rows come from classifier_)
-  AlignedFloats final_norm_;      // [dim]
+  math::AlignedFloats embedding_;       // [vocab, dim]; empty when tied (rows come from classifier_)
+  math::AlignedFloats final_norm_;      // [dim]
   cpu::PackedMatrix classifier_;  // [vocab, dim]
   std::vector<CpuLayer> layers_;
   std::vector<double> rope_frequencies_;  // [head_dim / 2]
@@ -178,56 +144,30 @@ class CpuBackend final : public Backend {
 
   KvCacheSpec kv_spec_;
   size_t kv_layer_floats_ = 0;  // floats per layer in each of k_cache_ / v_cache_
-  AlignedFloats k_cache_;       // per layer, cpu::KvLayout: K transposed per (block, kv head)
-  AlignedFloats v_cache_;       // per layer, cpu::KvLayout: V row-wise per (block, kv head)
+  math::AlignedFloats k_cache_;       // per layer, cpu::KvLayout: K transposed per (block, kv head)
+  math::AlignedFloats v_cache_;       // per layer, cpu::KvLayout: V row-wise per (block, kv head)
 
   // Scratch, grown to the largest batch seen (no allocation per call after that).
   int scratch_rows_ = 0;
-  AlignedFloats x_;        // residual stream [rows, dim]
-  AlignedFloats xb_;       // normed input of a sub-layer [rows, dim]
-  AlignedFloats qkv_;      // [rows, q_dim + 2 kv_dim]
-  AlignedFloats att_;      // attention output [rows, q_dim]
-  AlignedFloats gate_up_;  // [rows, 2 hidden]
-  AlignedFloats act_;      // [rows, hidden]
-  AlignedFloats rope_cos_, rope_sin_;  // [rows, head_dim / 2]
+  math::AlignedFloats x_;        // residual stream [rows, dim]
+  math::AlignedFloats xb_;       // normed input of a sub-layer [rows, dim]
+  math::AlignedFloats qkv_;      // [rows, q_dim + 2 kv_dim]
+  math::AlignedFloats att_;      // attention output [rows, q_dim]
+  math::AlignedFloats gate_up_;  // [rows, 2 hidden]
+  math::AlignedFloats act_;      // [rows, hidden]
+  math::AlignedFloats rope_cos_, rope_sin_;  // [rows, head_dim / 2]
   std::vector<cpu::AttentionScratch> attention_scratch_;
   std::vector<float> copy_staging_;
   int out_rows_ = 0;  // rows carried through the last layer (the batch's output rows)
 };
 
-absl::Status CpuBackend::ValidateWeights(const ModelConfig& c, const ModelWeights& w) const {
-  const size_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
-  const size_t vocab = c.vocab_size;
-  RETURN_IF_ERROR(CheckSize(w.token_embedding, vocab * dim, "token_embedding"));
-  RETURN_IF_ERROR(CheckSize(w.final_norm, dim, "final_norm"));
-  if (!w.classifier.empty() || !c.tied_classifier) {
-    RETURN_IF_ERROR(CheckSize(w.classifier, vocab * dim, "classifier"));
-  }
-  if (w.layers.size() != static_cast<size_t>(c.n_layers)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weights have ", w.layers.size(), " layers, config.n_layers is ", c.n_layers));
-  }
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    const LayerWeights& L = w.layers[l];
-    const std::string p = absl::StrCat("layers[", l, "].");
-    for (auto [v, size, name] : {std::tuple{&L.attn_norm, dim, "attn_norm"}, {&L.wq, q * dim, "wq"},
-                                 {&L.wk, kv * dim, "wk"}, {&L.wv, kv * dim, "wv"}, {&L.wo, dim * q, "wo"},
-                                 {&L.ffn_norm, dim, "ffn_norm"}, {&L.w_gate, hidden * dim, "w_gate"},
-                                 {&L.w_down, dim * hidden, "w_down"}, {&L.w_up, hidden * dim, "w_up"}}) {
-      RETURN_IF_ERROR(CheckSize(*v, size, p + name));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights weights) {
-  RETURN_IF_ERROR(ValidateConfig(config));
   RETURN_IF_ERROR(ValidateWeights(config, weights));
   // Drop any previous model and cache: the geometry may change.
   loaded_ = false;
   medusa_heads_ = cpu::MedusaHeadsCpu();  // heads belong to a model
-  k_cache_ = AlignedFloats();
-  v_cache_ = AlignedFloats();
+  k_cache_ = math::AlignedFloats();
+  v_cache_ = math::AlignedFloats();
   kv_spec_ = KvCacheSpec{};
   scratch_rows_ = 0;
   config_ = config;
@@ -236,7 +176,7 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
   // A tied model keeps one copy, packed for the classifier; its rows are unpacked on lookup.
   if (weights.classifier.empty()) {
     classifier_ = Pack({&weights.token_embedding}, config.dim);
-    embedding_ = AlignedFloats();
+    embedding_ = math::AlignedFloats();
   } else {
     embedding_ = Concatenate({&weights.token_embedding});
     classifier_ = Pack({&weights.classifier}, config.dim);
@@ -267,15 +207,15 @@ absl::Status CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
   if (per_layer > std::numeric_limits<size_t>::max() / sizeof(float) / 2 / config_.n_layers) {
     return absl::InvalidArgumentError("KvCacheSpec is too large to address");
   }
-  k_cache_ = AlignedFloats();
-  v_cache_ = AlignedFloats();
+  k_cache_ = math::AlignedFloats();
+  v_cache_ = math::AlignedFloats();
   try {
     // Zeroed, so a slot that was never written reads as zeros rather than garbage.
     k_cache_.assign(per_layer * config_.n_layers, 0.0f);
     v_cache_.assign(per_layer * config_.n_layers, 0.0f);
   } catch (const std::bad_alloc&) {
-    k_cache_ = AlignedFloats();
-    v_cache_ = AlignedFloats();
+    k_cache_ = math::AlignedFloats();
+    v_cache_ = math::AlignedFloats();
     kv_spec_ = KvCacheSpec{};
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV cache of ", 2 * per_layer * config_.n_layers * sizeof(float), " bytes"));

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstddef>
 
-#include "kernels/cpu/vector_ops.h"
+#include "kernels/math/vector_ops.h"
 
 namespace medusa::kernels::cpu {
 namespace {
@@ -12,8 +12,8 @@ namespace {
 constexpr long long kMinElementsPerThread = 1 << 14;
 
 void RmsNormRow(const float* x, const float* weight, int dim, float eps, float* out) {
-  using namespace simd;
-  const float mean_square = Dot(x, x, dim) / static_cast<float>(dim);
+  using namespace math::simd;
+  const float mean_square = math::Dot(x, x, dim) / static_cast<float>(dim);
   const float inv = 1.0f / std::sqrt(mean_square + eps);
   const Vec vinv = Set1(inv);
   int i = 0;
@@ -22,7 +22,7 @@ void RmsNormRow(const float* x, const float* weight, int dim, float eps, float* 
 }
 
 void SwiGluRow(const float* gate, const float* up, int n, float* out) {
-  using namespace simd;
+  using namespace math::simd;
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) Store(out + i, Mul(Silu(Load(gate + i)), Load(up + i)));
   if (i < n) MaskedStore(out + i, n - i, Mul(Silu(MaskedLoad(gate + i, n - i)), MaskedLoad(up + i, n - i)));
@@ -31,7 +31,7 @@ void SwiGluRow(const float* gate, const float* up, int n, float* out) {
 }  // namespace
 
 void RmsNorm(const float* x, int x_stride, const float* weight, int rows, int dim, float eps,
-             float* out, int out_stride, ThreadPool* pool) {
+             float* out, int out_stride, math::ThreadPool* pool) {
   pool->ForRanges(rows, static_cast<long long>(rows) * dim, kMinElementsPerThread, [&](int begin, int end) {
     for (int r = begin; r < end; ++r) {
       RmsNormRow(x + static_cast<size_t>(r) * x_stride, weight, dim, eps, out + static_cast<size_t>(r) * out_stride);
@@ -66,7 +66,7 @@ void ApplyRope(float* x, int n_heads, int head_dim, const float* cos_table, cons
   }
 }
 
-void SwiGlu(const float* gate_up, int rows, int hidden, float* out, ThreadPool* pool) {
+void SwiGlu(const float* gate_up, int rows, int hidden, float* out, math::ThreadPool* pool) {
   pool->ForRanges(rows, static_cast<long long>(rows) * hidden, kMinElementsPerThread, [&](int begin, int end) {
     for (int r = begin; r < end; ++r) {
       const float* row = gate_up + static_cast<size_t>(r) * 2 * hidden;

@@ -4,14 +4,14 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/thread_pool.h"
 
 namespace medusa::kernels::cpu {
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for `rows` rows of `dim` floats.
 // `x` and `out` rows are `x_stride` / `out_stride` floats apart; out may equal x.
 void RmsNorm(const float* x, int x_stride, const float* weight, int rows, int dim, float eps,
-             float* out, int out_stride, ThreadPool* pool);
+             float* out, int out_stride, math::ThreadPool* pool);
 
 // theta^(-2i/head_dim) for i < head_dim / 2: the rotation frequency of each pair.
 std::vector<double> RopeFrequencies(int head_dim, float theta);
@@ -24,6 +24,6 @@ void RopeAngles(int position, const double* frequencies, int half, float* cos_ou
 void ApplyRope(float* x, int n_heads, int head_dim, const float* cos_table, const float* sin_table);
 
 // out[r, i] = silu(gate_up[r, i]) * gate_up[r, hidden + i] for rows of [gate | up].
-void SwiGlu(const float* gate_up, int rows, int hidden, float* out, ThreadPool* pool);
+void SwiGlu(const float* gate_up, int rows, int hidden, float* out, math::ThreadPool* pool);
 
 }  // namespace medusa::kernels::cpu

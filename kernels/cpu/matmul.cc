@@ -1,23 +1,21 @@
 #include "kernels/cpu/matmul.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <array>
 #include <utility>
 
-#include "kernels/cpu/simd.h"
+#include "kernels/math/simd.h"
 
 namespace medusa::kernels::cpu {
 
 namespace {
 
-using simd::Vec;
+using math::simd::Vec;
 
 // One panel holds kPanel = kLanes outputs (one register per input value). A register tile
 // is kTileRows input rows x kTilePanels panels of accumulators: 8 x 3 = 24 of AVX-512's 32
 // registers, 4 x 3 = 12 of AVX2's 16 (plus the weights and a broadcast).
-constexpr int kPanel = simd::kLanes;
+constexpr int kPanel = math::simd::kLanes;
 #if defined(__AVX512F__)
 constexpr int kTileRows = 8;
 #else
@@ -49,7 +47,7 @@ void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size
   Vec acc[kRows][kPanels];
   for (int r = 0; r < kRows; ++r) {
     for (int j = 0; j < kPanels; ++j) {
-      acc[r][j] = load_y ? simd::MaskedLoad(y + r * ldy + j * kPanel, lanes[j]) : simd::Zero();
+      acc[r][j] = load_y ? math::simd::MaskedLoad(y + r * ldy + j * kPanel, lanes[j]) : math::simd::Zero();
     }
   }
   for (int k = k0; k < k1; ++k) {
@@ -59,19 +57,19 @@ void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size
       }
     }
     Vec wv[kPanels];
-    for (int j = 0; j < kPanels; ++j) wv[j] = simd::LoadAligned(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
+    for (int j = 0; j < kPanels; ++j) wv[j] = math::simd::LoadAligned(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
     for (int r = 0; r < kRows; ++r) {
-      const Vec xv = simd::Set1(x[r * ldx + k]);
-      for (int j = 0; j < kPanels; ++j) acc[r][j] = simd::Fma(xv, wv[j], acc[r][j]);
+      const Vec xv = math::simd::Set1(x[r * ldx + k]);
+      for (int j = 0; j < kPanels; ++j) acc[r][j] = math::simd::Fma(xv, wv[j], acc[r][j]);
     }
   }
   for (int r = 0; r < kRows; ++r) {
     for (int j = 0; j < kPanels; ++j) {
       float* out = y + r * ldy + j * kPanel;
       if (lanes[j] == kPanel) {
-        simd::Store(out, acc[r][j]);
+        math::simd::Store(out, acc[r][j]);
       } else {
-        simd::MaskedStore(out, lanes[j], acc[r][j]);
+        math::simd::MaskedStore(out, lanes[j], acc[r][j]);
       }
     }
   }
@@ -156,7 +154,7 @@ void PackedMatrix::CopyRow(int o, float* row) const {
 int PackedMatrix::panel_width() { return kPanel; }
 
 void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
-            ThreadPool* pool) {
+            math::ThreadPool* pool) {
   if (rows <= 0) return;
   const TilePlan plan = PlanFor(rows);
   const int groups = (w.out() + kPanel * plan.panels - 1) / (kPanel * plan.panels);
@@ -170,7 +168,5 @@ void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, 
     if (p_begin < p_end) LinearPanels(x, rows, ldx, w, plan, p_begin, p_end, y, ldy, accumulate);
   });
 }
-
-void ConfigureBlasThreads() { openblas_set_num_threads(1); }
 
 }  // namespace medusa::kernels::cpu

@@ -1,7 +1,7 @@
 #pragma once
 // Dense products y = W x for weights W[out, in], repacked once at load time.
 //
-// The weights are stored in panels of simd::kLanes output rows (16 with AVX-512, 8 with
+// The weights are stored in panels of math::simd::kLanes output rows (16 with AVX-512, 8 with
 // AVX2), each panel [in][kLanes] (input-major): one vector multiply-add takes one input value
 // of a row against a panel's outputs, so products need no horizontal sums and no per-call
 // packing. The micro-kernel keeps a tile of rows x 3 panels in registers (8 rows with
@@ -17,8 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/aligned_vector.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/aligned_vector.h"
+#include "kernels/math/thread_pool.h"
 
 namespace medusa::kernels::cpu {
 
@@ -43,16 +43,12 @@ class PackedMatrix {
  private:
   int out_ = 0;
   int in_ = 0;
-  AlignedFloats data_;
+  math::AlignedFloats data_;
 };
 
 // Y[r, o] = sum_i X[r, i] * W[o, i] (or += when `accumulate`) for r < rows, o < w.out().
 // X rows are `ldx` floats apart, Y rows `ldy`. Output columns are split across the pool.
 void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
-            ThreadPool* pool);
-
-// Pins OpenBLAS to one thread (process-wide): the trainer's products are split across the
-// caller's own threads, so none oversubscribe.
-void ConfigureBlasThreads();
+            math::ThreadPool* pool);
 
 }  // namespace medusa::kernels::cpu

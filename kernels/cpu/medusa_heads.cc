@@ -3,12 +3,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa::kernels::cpu {
 namespace {
 
-AlignedFloats Copy(const std::vector<float>& v) {
-  AlignedFloats out(v.size());
+math::AlignedFloats Copy(const std::vector<float>& v) {
+  math::AlignedFloats out(v.size());
   std::copy(v.begin(), v.end(), out.begin());
   return out;
 }
@@ -24,42 +25,19 @@ PackedMatrix PackRows(const PackedMatrix& m, absl::Span<const int32_t> ids) {
 
 absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
                                   const PackedMatrix* classifier) {
-  if (weights.dim != dim || weights.vocab != vocab) {
-    return absl::InvalidArgumentError(absl::StrCat("Medusa heads are for dim ", weights.dim, ", vocab ",
-                                                   weights.vocab, "; the model has dim ", dim, ", vocab ", vocab));
+  RETURN_IF_ERROR(weights.ValidateFor(dim, vocab));
+  if (!weights.has_projection() && (classifier == nullptr || classifier->empty())) {
+    return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
   }
-  if (static_cast<int>(weights.heads.size()) != weights.num_heads) {
-    return absl::InvalidArgumentError("Medusa heads: num_heads disagrees with the heads given");
-  }
-  for (int32_t id : weights.draft_vocab) {
-    if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("Medusa heads: draft token ", id, " is outside the vocabulary"));
-    }
-  }
-  const size_t d = dim;
   std::vector<Head> heads;
-  for (size_t k = 0; k < weights.heads.size(); ++k) {
-    const MedusaHead& in = weights.heads[k];
+  for (const MedusaHead& in : weights.heads) {
     Head head;
-    for (size_t l = 0; l < in.blocks.size(); ++l) {
-      if (in.blocks[l].weight.size() != d * d || in.blocks[l].bias.size() != d) {
-        return absl::InvalidArgumentError(absl::StrCat("Medusa head ", k, " block ", l, ": weight must be [", dim,
-                                                       ", ", dim, "] and bias [", dim, "]"));
-      }
-      head.blocks.push_back({PackedMatrix(in.blocks[l].weight.data(), dim, dim), Copy(in.blocks[l].bias)});
+    for (const MedusaResBlock& block : in.blocks) {
+      head.blocks.push_back({PackedMatrix(block.weight.data(), dim, dim), Copy(block.bias)});
     }
     if (!in.projection.empty()) {
-      if (in.projection.size() != static_cast<size_t>(vocab) * d) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Medusa head ", k, ": projection must be [", vocab, ", ", dim, "]"));
-      }
       head.projection = PackedMatrix(in.projection.data(), vocab, dim);
       if (!weights.draft_vocab.empty()) head.projection = PackRows(head.projection, weights.draft_vocab);
-    } else if (classifier == nullptr || classifier->empty()) {
-      return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
-    }
-    if (!heads.empty() && heads[0].projection.empty() != head.projection.empty()) {
-      return absl::InvalidArgumentError("Medusa heads: either every head has its own projection or none has");
     }
     heads.push_back(std::move(head));
   }
@@ -77,7 +55,7 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
   return absl::OkStatus();
 }
 
-absl::Status MedusaHeadsCpu::Compute(absl::Span<const float> hidden, int rows, int num_heads, ThreadPool* pool,
+absl::Status MedusaHeadsCpu::Compute(absl::Span<const float> hidden, int rows, int num_heads, math::ThreadPool* pool,
                                      std::vector<float>* head_logits) {
   if (num_heads < 0 || num_heads > this->num_heads()) {
     return absl::InvalidArgumentError(

@@ -9,29 +9,29 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "engine/medusa/heads.h"
-#include "kernels/cpu/aligned_vector.h"
+#include "kernels/math/aligned_vector.h"
 #include "kernels/cpu/matmul.h"
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/model/medusa_heads_weights.h"
+#include "kernels/math/thread_pool.h"
 
 namespace medusa::kernels::cpu {
 
 class MedusaHeadsCpu {
  public:
-  // Packs the weights; `classifier` (the model's, kept alive by the caller) serves
-  // heads without their own projection.
+  // Checks (MedusaHeadsWeights::ValidateFor) and packs the weights; `classifier` (the
+  // model's, kept alive by the caller) serves heads without their own projection.
   absl::Status Load(const MedusaHeadsWeights& weights, int dim, int vocab, const PackedMatrix* classifier);
   int num_heads() const { return static_cast<int>(heads_.size()); }
   absl::Span<const int32_t> draft_vocab() const { return draft_vocab_; }
 
   // head_logits [rows, num_heads, draft size] for hidden [rows, dim] (Backend::MedusaHeadLogits).
-  absl::Status Compute(absl::Span<const float> hidden, int rows, int num_heads, ThreadPool* pool,
+  absl::Status Compute(absl::Span<const float> hidden, int rows, int num_heads, math::ThreadPool* pool,
                        std::vector<float>* head_logits);
 
  private:
   struct Block {
     PackedMatrix weight;  // [dim, dim]
-    AlignedFloats bias;   // [dim]
+    math::AlignedFloats bias;   // [dim]
   };
   struct Head {
     std::vector<Block> blocks;
@@ -45,8 +45,8 @@ class MedusaHeadsCpu {
   const PackedMatrix* shared_projection_ = nullptr;
   PackedMatrix draft_classifier_;
   std::vector<Head> heads_;
-  AlignedFloats x_;  // [rows, heads, dim]: each head's residual stream
-  AlignedFloats y_;  // [rows, dim]: one block's product
+  math::AlignedFloats x_;  // [rows, heads, dim]: each head's residual stream
+  math::AlignedFloats y_;  // [rows, dim]: one block's product
 };
 
 }  // namespace medusa::kernels::cpu

@@ -20,7 +20,8 @@
 
 #include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
-#include "engine/medusa/heads.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/reference_heads.h"
 #include "engine/medusa/tree.h"
 
 namespace {

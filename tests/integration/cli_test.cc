@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <fstream>
 
+#include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/test_models.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

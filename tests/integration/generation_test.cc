@@ -8,7 +8,7 @@
 
 #include "engine/engine.h"
 #include "gtest/gtest.h"
-#include "tests/integration/test_models.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

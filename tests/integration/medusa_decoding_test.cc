@@ -12,10 +12,11 @@
 
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
-#include "engine/medusa/heads.h"
+#include "engine/medusa/heads_file.h"
+#include "tests/support/random_heads.h"
 #include "engine/medusa/tree.h"
 #include "gtest/gtest.h"
-#include "tests/integration/test_models.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

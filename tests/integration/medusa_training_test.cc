@@ -7,13 +7,15 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/medusa/heads_file.h"
 #include "engine/generate/generator.h"
 #include "engine/model/loader.h"
+#include "engine/train/heads_evaluation.h"
 #include "engine/train/heads_trainer.h"
 #include "engine/train/self_distill.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/test_models.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

@@ -8,13 +8,15 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/tree_builder.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/test_models.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

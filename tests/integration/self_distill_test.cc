@@ -10,7 +10,7 @@
 #include "engine/generate/generator.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
-#include "tests/integration/test_models.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

@@ -3,13 +3,22 @@
 // rate, the acceleration rate and the step overhead ratio.
 
 #include <signal.h>
-#include <sys/wait.h>
 
 #include <atomic>
 #include <cmath>
 #include <thread>
 
-#include "tests/integration/server_test_util.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/child_process.h"
+#include "tests/support/generate_stream.h"
+#include "tests/support/loopback.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_models.h"
 
 namespace medusa::testing {
 namespace {
@@ -20,13 +29,9 @@ constexpr char kPrometheus[] = "/usr/bin/prometheus";
 class PrometheusProcess {
  public:
   ~PrometheusProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status;
-      for (int i = 0; i < 100 && waitpid(pid_, &status, WNOHANG) == 0; ++i) absl::SleepFor(absl::Milliseconds(50));
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
+    // SIGTERM first, so Prometheus closes its storage; ChildProcess kills what is left.
+    process_.Signal(SIGTERM);
+    process_.WaitExit(absl::Seconds(5));
   }
 
   void Start(const TempDir& dir, int target_port) {
@@ -35,24 +40,11 @@ class PrometheusProcess {
     std::ofstream(config) << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                           << "scrape_configs:\n  - job_name: medusa\n    static_configs:\n"
                           << "      - targets: ['127.0.0.1:" << target_port << "']\n";
-    log_ = dir.file("prometheus.log");
-    std::vector<std::string> argv = {kPrometheus, "--config.file=" + config,
-                                     "--storage.tsdb.path=" + dir.file("tsdb"),
-                                     absl::StrCat("--web.listen-address=127.0.0.1:", port_), "--log.level=warn"};
-    std::vector<char*> cargv;
-    for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-    cargv.push_back(nullptr);
-    const int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ASSERT_GE(log, 0);
-    pid_ = fork();
-    ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      dup2(log, STDOUT_FILENO);
-      dup2(log, STDERR_FILENO);
-      execv(cargv[0], cargv.data());
-      _exit(127);
-    }
-    close(log);
+    const std::vector<std::string> argv = {kPrometheus, "--config.file=" + config,
+                                           "--storage.tsdb.path=" + dir.file("tsdb"),
+                                           absl::StrCat("--web.listen-address=127.0.0.1:", port_),
+                                           "--log.level=warn"};
+    ASSERT_TRUE(process_.Start(argv, {}, dir.file("prometheus.log")));
   }
 
   ::testing::AssertionResult WaitReady() {
@@ -60,8 +52,7 @@ class PrometheusProcess {
       if (HttpGet(port_, "/-/ready")) return ::testing::AssertionSuccess();
       absl::SleepFor(absl::Milliseconds(50));
     }
-    std::ifstream in(log_);
-    return ::testing::AssertionFailure() << "Prometheus not ready:\n" << std::string(std::istreambuf_iterator<char>(in), {});
+    return ::testing::AssertionFailure() << "Prometheus not ready:\n" << process_.Log();
   }
 
   // The value of an instant query with one result, or nullopt (no data yet).
@@ -89,9 +80,8 @@ class PrometheusProcess {
   }
 
  private:
-  pid_t pid_ = -1;
+  ChildProcess process_;
   int port_ = 0;
-  std::string log_;
 };
 
 TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {

@@ -7,7 +7,12 @@
 
 #include <thread>
 
-#include "tests/integration/server_test_util.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "tests/support/generate_stream.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_models.h"
 
 namespace medusa::testing {
 namespace {

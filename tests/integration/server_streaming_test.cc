@@ -6,9 +6,22 @@
 #include <cmath>
 #include <map>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/generic/generic_stub.h"
-#include "tests/integration/server_test_util.h"
+#include "grpcpp/security/credentials.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/commands.h"
+#include "tests/support/generate_stream.h"
+#include "tests/support/loopback.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_models.h"
 
 namespace medusa::testing {
 namespace {
@@ -268,7 +281,9 @@ TEST_F(ServerStreamingTest, EnvironmentOverridesAndJsonLogs) {
   }
   ASSERT_TRUE(serving) << s.Log();
   EXPECT_TRUE(HttpGet(metrics_port, "/metrics").has_value());
-  // Info lines were logged (--log-level beat the environment), each one JSON object.
+  // Info lines were logged (--log-level beat the environment), each one JSON object. The
+  // "serving" line is written just after health turns SERVING: wait for it.
+  EXPECT_TRUE(s.WaitLogLines(2));
   int lines = 0;
   for (absl::string_view line : absl::StrSplit(s.Log(), '\n', absl::SkipEmpty())) {
     nlohmann::json parsed = nlohmann::json::parse(line, nullptr, false);

@@ -6,10 +6,15 @@
 #include <functional>
 #include <limits>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "medusa/internal/request_text.pb.h"
-#include "tests/integration/server_test_util.h"
+#include "tests/support/generate_stream.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_models.h"
 
 namespace medusa::testing {
 namespace {

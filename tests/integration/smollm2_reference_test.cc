@@ -9,7 +9,7 @@
 #include "engine/generate/generator.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/test_models.h"
+#include "tests/support/test_models.h"
 
 namespace medusa {
 namespace {

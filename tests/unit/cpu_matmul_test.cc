@@ -14,6 +14,8 @@
 namespace medusa::kernels::cpu {
 namespace {
 
+using math::ThreadPool;
+
 std::vector<float> Random(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);

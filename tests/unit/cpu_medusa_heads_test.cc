@@ -7,11 +7,14 @@
 #include <cmath>
 #include <random>
 
-#include "engine/medusa/heads.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/reference_heads.h"
 #include "gtest/gtest.h"
 
 namespace medusa::kernels::cpu {
 namespace {
+
+using math::ThreadPool;
 
 constexpr int kDim = 40;    // not a multiple of any vector width: tails on every path
 constexpr int kVocab = 97;

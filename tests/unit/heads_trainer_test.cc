@@ -3,6 +3,7 @@
 // zero initialization, learning a synthetic task, determinism and checkpoint resume,
 // top-k evaluation against a brute-force count, and input errors.
 
+#include "engine/train/heads_evaluation.h"
 #include "engine/train/heads_trainer.h"
 
 #include <algorithm>
@@ -16,7 +17,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/medusa/heads.h"
+#include "engine/medusa/heads_file.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/reference_heads.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"

@@ -2,7 +2,10 @@
 // tests/reference/make_safetensors_fixtures.py), the head math against torch's logits,
 // layout and shape errors, and the writer's round trip.
 
-#include "engine/medusa/heads.h"
+#include "engine/medusa/heads_file.h"
+#include "engine/train/draft_vocab.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/reference_heads.h"
 
 #include <cmath>
 

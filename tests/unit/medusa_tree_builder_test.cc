@@ -13,7 +13,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/test_models.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/test_models.h"
 #include "tests/unit/model_test_util.h"
 
 namespace medusa {

@@ -7,9 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/simd.h"
+#include "kernels/math/simd.h"
 
-namespace medusa::kernels::cpu {
+namespace medusa::math {
 
 // sum_i a[i] * b[i]
 inline float Dot(const float* a, const float* b, int n) {
@@ -80,4 +80,4 @@ inline float ExpShiftedSum(float* x, int n, float shift) {
   return ReduceAdd(acc);
 }
 
-}  // namespace medusa::kernels::cpu
+}  // namespace medusa::math

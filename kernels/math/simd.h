@@ -23,7 +23,7 @@
 #pragma GCC diagnostic pop
 #endif
 
-namespace medusa::kernels::cpu::simd {
+namespace medusa::math::simd {
 
 #if defined(__AVX512F__)
 
@@ -159,4 +159,4 @@ inline Vec Exp(Vec x) {
 // x / (1 + exp(-x)) per lane.
 inline Vec Silu(Vec x) { return Div(x, Add(Set1(1.0f), Exp(Sub(Zero(), x)))); }
 
-}  // namespace medusa::kernels::cpu::simd
+}  // namespace medusa::math::simd

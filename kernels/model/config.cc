@@ -1,4 +1,4 @@
-#include "engine/model/config.h"
+#include "kernels/model/config.h"
 
 #include <cmath>
 #include <cstdint>

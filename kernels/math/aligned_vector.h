@@ -6,7 +6,7 @@
 #include <new>
 #include <vector>
 
-namespace medusa::kernels::cpu {
+namespace medusa::math {
 
 template <typename T>
 struct CacheAlignedAllocator {
@@ -26,4 +26,4 @@ struct CacheAlignedAllocator {
 
 using AlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
 
-}  // namespace medusa::kernels::cpu
+}  // namespace medusa::math

@@ -1,4 +1,4 @@
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/thread_pool.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,7 +7,7 @@
 #include <immintrin.h>
 #endif
 
-namespace medusa::kernels::cpu {
+namespace medusa::math {
 namespace {
 
 // How long a waiting thread spins before it sleeps: longer than the serial gap between two
@@ -114,4 +114,4 @@ void ThreadPool::ForRanges(int n, long long work, long long min_work_per_thread,
   });
 }
 
-}  // namespace medusa::kernels::cpu
+}  // namespace medusa::math

@@ -1,10 +1,7 @@
-#include "engine/medusa/heads.h"
+#include "engine/medusa/heads_file.h"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
-#include <numeric>
-#include <random>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -261,64 +258,7 @@ class HeadsLoader {
   std::map<int, HeadTensorNames> heads_;    // by head index
 };
 
-// y[r] = W[r, :] . x for a row-major W [rows, cols].
-void MatVec(const float* w, const float* x, int rows, int cols, float* y) {
-  for (int r = 0; r < rows; ++r) {
-    const float* row = w + static_cast<int64_t>(r) * cols;
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int c = 0; c < cols; ++c) acc += row[c] * x[c];
-    y[r] = acc;
-  }
-}
-
 }  // namespace
-
-absl::Status MedusaHeadsWeights::Validate() const {
-  auto bad = [](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("Medusa heads: ", what));
-  };
-  if (num_heads < 0 || num_layers < 0 || dim <= 0 || vocab <= 0) {
-    return bad(absl::StrCat("bad sizes: num_heads ", num_heads, ", num_layers ", num_layers,
-                            ", dim ", dim, ", vocab ", vocab));
-  }
-  if (static_cast<int>(heads.size()) != num_heads) {
-    return bad(absl::StrCat("num_heads is ", num_heads, " but there are ", heads.size(), " heads"));
-  }
-  const size_t dd = static_cast<size_t>(dim) * dim;
-  const size_t vd = static_cast<size_t>(vocab) * dim;
-  for (int h = 0; h < num_heads; ++h) {
-    const MedusaHead& head = heads[h];
-    if (static_cast<int>(head.blocks.size()) != num_layers) {
-      return bad(absl::StrCat("head ", h, " has ", head.blocks.size(), " blocks, expected ",
-                              num_layers));
-    }
-    for (int l = 0; l < num_layers; ++l) {
-      if (head.blocks[l].weight.size() != dd || head.blocks[l].bias.size() != static_cast<size_t>(dim)) {
-        return bad(absl::StrCat("head ", h, " block ", l, ": weight has ",
-                                head.blocks[l].weight.size(), " values (expected ", dd,
-                                "), bias ", head.blocks[l].bias.size(), " (expected ", dim, ")"));
-      }
-    }
-    if (head.projection.size() != (has_projection() ? vd : 0)) {
-      return bad(absl::StrCat("head ", h, " projection has ", head.projection.size(),
-                              " values, expected ", has_projection() ? vd : 0,
-                              " (all heads have a projection or none does)"));
-    }
-  }
-  if (!draft_vocab.empty()) {
-    std::vector<bool> seen(vocab, false);
-    for (size_t i = 0; i < draft_vocab.size(); ++i) {
-      const int32_t id = draft_vocab[i];
-      if (id < 0 || id >= vocab) {
-        return bad(absl::StrCat("draft_vocab[", i, "] = ", id, " is outside the vocabulary [0, ", vocab, ")"));
-      }
-      if (seen[id]) return bad(absl::StrCat("draft_vocab lists token ", id, " twice"));
-      seen[id] = true;
-    }
-  }
-  return absl::OkStatus();
-}
 
 std::string DraftVocabToText(absl::Span<const int32_t> ids) { return absl::StrJoin(ids, " "); }
 
@@ -340,21 +280,6 @@ absl::StatusOr<std::vector<int32_t>> DraftVocabFromText(const std::string& text,
   }
   if (ids.empty()) return absl::InvalidArgumentError("no token ids");
   return ids;
-}
-
-std::vector<int32_t> ChooseDraftVocab(absl::Span<const int64_t> counts, double coverage, int min_size) {
-  std::vector<int32_t> order(counts.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return counts[a] > counts[b]; });
-  const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
-  const size_t floor = std::min(static_cast<size_t>(std::max(min_size, 1)), order.size());
-  size_t size = 0;
-  int64_t covered = 0;
-  while (size < order.size() && (size < floor || static_cast<double>(covered) < coverage * total)) {
-    covered += counts[order[size++]];
-  }
-  order.resize(size);
-  return order;
 }
 
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file,
@@ -394,102 +319,6 @@ absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& 
     }
   }
   return safetensors::WriteFile(path, tensors, meta);
-}
-
-MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers,
-                                     bool with_projection, uint64_t seed, float scale) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale > 0.0f ? scale : 1.0f);
-  auto fill = [&](std::vector<float>& v, size_t n) {
-    v.assign(n, 0.0f);
-    if (scale > 0.0f) {
-      for (float& x : v) x = normal(rng);
-    }
-  };
-  MedusaHeadsWeights w;
-  w.num_heads = num_heads;
-  w.num_layers = num_layers;
-  w.dim = config.dim;
-  w.vocab = config.vocab_size;
-  w.heads.resize(num_heads);
-  const size_t dim = config.dim;
-  for (MedusaHead& head : w.heads) {
-    head.blocks.resize(num_layers);
-    for (MedusaResBlock& block : head.blocks) {
-      fill(block.weight, dim * dim);
-      fill(block.bias, dim);
-    }
-    if (with_projection) fill(head.projection, static_cast<size_t>(config.vocab_size) * dim);
-  }
-  return w;
-}
-
-absl::Status ComputeHeadLogits(const MedusaHeadsWeights& weights,
-                               absl::Span<const float> base_classifier,
-                               absl::Span<const float> hidden, absl::Span<float> out,
-                               std::vector<float>* scratch) {
-  // Sizes only (a few comparisons): the loops below trust them.
-  RETURN_IF_ERROR(weights.Validate());
-  const int dim = weights.dim;
-  const int vocab = weights.vocab;
-  if (static_cast<int64_t>(hidden.size()) != dim) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Medusa heads: hidden state has ", hidden.size(), " values, expected ", dim));
-  }
-  if (vocab <= 0 || out.size() % vocab != 0 || out.size() / vocab > weights.heads.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Medusa heads: output has ", out.size(), " values, expected a multiple of vocab ", vocab,
-        " for at most ", weights.heads.size(), " heads"));
-  }
-  if (!weights.has_projection() &&
-      base_classifier.size() != static_cast<size_t>(vocab) * static_cast<size_t>(dim)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Medusa heads without their own projection need the base classifier [", vocab, ", ", dim,
-        "], got ", base_classifier.size(), " values"));
-  }
-  const int rows = static_cast<int>(out.size() / vocab);
-  std::vector<float> local;
-  std::vector<float>& buffer = scratch != nullptr ? *scratch : local;
-  const size_t need = static_cast<size_t>(rows + 1) * dim;
-  if (buffer.size() < need) buffer.resize(need);
-  float* t = buffer.data();  // one block's W h
-
-  // Residual blocks: head k's final state goes to states + k * dim.
-  float* states = buffer.data() + dim;
-  for (int k = 0; k < rows; ++k) {
-    float* h = states + static_cast<size_t>(k) * dim;
-    std::copy(hidden.begin(), hidden.end(), h);
-    for (const MedusaResBlock& block : weights.heads[k].blocks) {
-      MatVec(block.weight.data(), h, dim, dim, t);
-      for (int i = 0; i < dim; ++i) {
-        const float z = t[i] + block.bias[i];
-        h[i] += z / (1.0f + std::exp(-z));  // SiLU
-      }
-    }
-  }
-
-  // Projections. Heads sharing the base classifier take it in one pass (each row
-  // against every head's state while it is in cache): the classifier is the largest
-  // matrix of the model, and reading it once instead of once per head is what makes
-  // this memory-bound product fast.
-  if (weights.has_projection()) {
-    for (int k = 0; k < rows; ++k) {
-      MatVec(weights.heads[k].projection.data(), states + static_cast<size_t>(k) * dim, vocab,
-             dim, out.data() + static_cast<size_t>(k) * vocab);
-    }
-  } else {
-    for (int r = 0; r < vocab; ++r) {
-      const float* row = base_classifier.data() + static_cast<size_t>(r) * dim;
-      for (int k = 0; k < rows; ++k) {
-        const float* h = states + static_cast<size_t>(k) * dim;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int c = 0; c < dim; ++c) acc += row[c] * h[c];
-        out[static_cast<size_t>(k) * vocab + r] = acc;
-      }
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace medusa

@@ -1,5 +1,6 @@
 #pragma once
-// One model configuration, independent of the file format it was read from.
+// One model configuration, independent of the file format it was read from: what a
+// backend is told of the model besides its weights.
 
 #include <cstdint>
 #include <string>

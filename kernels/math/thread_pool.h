@@ -16,7 +16,7 @@
 
 #include "absl/functional/function_ref.h"
 
-namespace medusa::kernels::cpu {
+namespace medusa::math {
 
 class ThreadPool {
  public:
@@ -61,4 +61,4 @@ class ThreadPool {
   const absl::FunctionRef<void(int, int)>* job_ = nullptr;
 };
 
-}  // namespace medusa::kernels::cpu
+}  // namespace medusa::math

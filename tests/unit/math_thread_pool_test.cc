@@ -1,7 +1,7 @@
 // The CPU kernels' fork/join pool: every task runs exactly once, jobs follow one another
 // without mixing, a worker asleep after a long idle wakes up, nested calls run inline.
 
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/math/thread_pool.h"
 
 #include <atomic>
 #include <chrono>
@@ -10,7 +10,7 @@
 
 #include "gtest/gtest.h"
 
-namespace medusa::kernels::cpu {
+namespace medusa::math {
 namespace {
 
 TEST(ThreadPool, EveryTaskRunsExactlyOnce) {
@@ -96,4 +96,4 @@ TEST(ThreadPool, ForRangesCoversEachIndexOnce) {
 }
 
 }  // namespace
-}  // namespace medusa::kernels::cpu
+}  // namespace medusa::math

@@ -1,13 +1,14 @@
 #pragma once
-// Host-side Llama weights in the compute type (float32), row-major.
-// A matrix [rows, cols] maps a vector of length `cols` to one of length `rows`
-// (y = W x), the layout of llama2.c, GGUF and PyTorch's nn.Linear.
+// Host-side Llama weights in the compute type (float32), row-major, as loaders hand them
+// to a backend. A matrix [rows, cols] maps a vector of length `cols` to one of length
+// `rows` (y = W x), the layout of llama2.c, GGUF and PyTorch's nn.Linear.
 // RoPE convention: rotation of adjacent pairs (x[2i], x[2i+1]) inside each head, as in
 // llama2.c and GGUF "llama" files; loaders of other layouts permute Q/K rows to match.
 
 #include <vector>
 
-#include "engine/model/config.h"
+#include "absl/status/status.h"
+#include "kernels/model/config.h"
 
 namespace medusa {
 
@@ -29,5 +30,9 @@ struct ModelWeights {
   std::vector<float> final_norm;       // [dim]
   std::vector<float> classifier;       // [vocab_size, dim]; empty when tied to token_embedding
 };
+
+// Checks the config (ModelConfig::Validate) and that every weight has the size it says:
+// InvalidArgument naming the weight ("layers[1].w_up") otherwise.
+absl::Status ValidateWeights(const ModelConfig& config, const ModelWeights& weights);
 
 }  // namespace medusa

@@ -1,0 +1,40 @@
+#pragma once
+// One server-streaming Generate call as a client makes it, recorded chunk by chunk.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "grpcpp/support/status.h"
+#include "medusa/v1/generator.grpc.pb.h"
+
+namespace medusa::testing {
+
+// One Generate stream as the client saw it.
+struct StreamOutcome {
+  grpc::Status status;
+  absl::Time start;
+  std::vector<v1::GenerateResponse> chunks;
+  std::vector<absl::Time> arrivals;
+
+  std::string text() const;
+  std::vector<int32_t> ids() const;
+  bool finished() const { return !chunks.empty() && chunks.back().has_finish(); }
+  const v1::Finish& finish() const { return chunks.back().finish(); }
+};
+
+struct StreamOptions {
+  int cancel_after_chunks = -1;                      // TryCancel once this many arrived
+  absl::Duration timeout = absl::InfiniteDuration();  // the call's deadline
+  std::function<void(int chunk)> on_chunk;           // called after each chunk
+};
+
+StreamOutcome RunGenerate(v1::Generator::Stub& stub, const v1::GenerateRequest& request,
+                          const StreamOptions& options = {});
+
+// A greedy request for `prompt`, Medusa on or off.
+v1::GenerateRequest GreedyRequest(const std::string& prompt, int max_tokens, bool medusa = true);
+
+}  // namespace medusa::testing

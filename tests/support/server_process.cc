@@ -1,0 +1,107 @@
+#include "tests/support/server_process.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "tests/support/loopback.h"
+#include "tests/support/random_heads.h"
+#include "tests/support/test_models.h"
+
+namespace medusa::testing {
+
+ServerProcess::ServerProcess() : port_(FreePort()), metrics_port_(FreePort()) {}
+
+std::string ServerProcess::address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+void ServerProcess::Start(const std::vector<std::string>& args, const TempDir& dir,
+                          const std::vector<std::string>& env, bool pass_ports) {
+  std::vector<std::string> argv = {BinaryPath("bin/medusa-server"), "--host=127.0.0.1"};
+  if (pass_ports) {
+    argv.push_back(absl::StrCat("--port=", port_));
+    argv.push_back(absl::StrCat("--metrics-port=", metrics_port_));
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  const std::string log = dir.file(absl::StrCat("server_", port_, ".log"));
+  ASSERT_TRUE(process_.Start(argv, env, log)) << "cannot start medusa-server (log " << log << ")";
+}
+
+std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ServerProcess::Health(
+    const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(Channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return std::nullopt;
+  return response.status();
+}
+
+::testing::AssertionResult ServerProcess::WaitServing(absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  int status = 0;
+  // First until the port accepts connections: a gRPC channel whose first connection
+  // was refused retries only after seconds.
+  while (absl::Now() < end && !Accepts(port_)) {
+    if (process_.Exited(&status)) {
+      return ::testing::AssertionFailure() << "medusa-server exited (" << status << "):\n" << Log();
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  while (absl::Now() < end) {
+    if (process_.Exited(&status)) {
+      return ::testing::AssertionFailure() << "medusa-server exited (" << status << "):\n" << Log();
+    }
+    if (Health() == grpc::health::v1::HealthCheckResponse::SERVING) return ::testing::AssertionSuccess();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return ::testing::AssertionFailure() << "medusa-server not SERVING after " << timeout << ":\n" << Log();
+}
+
+::testing::AssertionResult ServerProcess::WaitLogLines(int lines, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (;;) {
+    const std::string log = Log();
+    const std::vector<absl::string_view> written = absl::StrSplit(log, '\n', absl::SkipEmpty());
+    if (static_cast<int>(written.size()) >= lines) return ::testing::AssertionSuccess();
+    if (absl::Now() >= end) {
+      return ::testing::AssertionFailure() << "the log has " << written.size() << " lines after " << timeout
+                                           << ", expected " << lines << ":\n" << log;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+grpc::ChannelArguments ServerProcess::FastReconnect() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  return args;
+}
+
+std::shared_ptr<grpc::Channel> ServerProcess::Channel() {
+  if (!channel_) channel_ = grpc::CreateCustomChannel(target(), grpc::InsecureChannelCredentials(), FastReconnect());
+  return channel_;
+}
+
+std::unique_ptr<v1::Generator::Stub> ServerProcess::Stub() { return v1::Generator::NewStub(Channel()); }
+
+std::unique_ptr<v1::Generator::Stub> ServerProcess::StubOnNewConnection() {
+  grpc::ChannelArguments args = FastReconnect();
+  args.SetInt("medusa.test.unique", next_channel_++);  // distinct args: no subchannel sharing
+  return v1::Generator::NewStub(grpc::CreateCustomChannel(target(), grpc::InsecureChannelCredentials(), args));
+}
+
+std::string ServerProcess::Metrics() { return HttpGet(metrics_port_, "/metrics").value_or(""); }
+
+std::optional<double> ServerProcess::Metric(const std::string& series) { return MetricValue(Metrics(), series); }
+
+std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path) {
+  WriteRandomHeads(kSmolModel, heads_path);
+  return {"--model=" + kSmolModel, "--heads=" + heads_path, "--tree=chain", "--threads=1", "--kv-cache-mb=64"};
+}
+
+}  // namespace medusa::testing
