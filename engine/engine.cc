@@ -120,7 +120,7 @@ absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
   measure.timing.repeats = 3;
   // Trees the calibration cannot fill are dropped by the measurement itself.
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(nlohmann::json report, MeasureAutoTree(*this, calibration, measure));
+  ASSIGN_OR_RETURN(nlohmann::json report, MeasureAutoTree(timing_target(), calibration, measure));
   std::map<int, int> nodes_by_batch;  // JSON keys sort as text ("16" before "2")
   for (const auto& [batch, choice] : report["choice"].items()) {
     nodes_by_batch[std::stoi(batch)] = choice["nodes"].get<int>();
@@ -174,6 +174,14 @@ absl::StatusOr<MedusaTree> Engine::ResolveTree(int num_heads) {
   }
   // One request at a time runs at batch size 1; a scheduler asks auto_tree() per batch.
   return auto_tree_->TreeForBatch(1);
+}
+
+TimingTarget Engine::timing_target() {
+  return {.backend = *backend_,
+          .kv_pool = *kv_allocator_,
+          .kv_block_size = options_.kv_block_size,
+          .prefill_chunk = options_.prefill_chunk,
+          .threads = options_.backend.threads};
 }
 
 absl::Status Engine::SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree) {

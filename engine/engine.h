@@ -14,6 +14,7 @@
 #include "kernels/model/medusa_heads_weights.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
+#include "engine/medusa/tree_timing.h"
 #include "kernels/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
@@ -65,6 +66,8 @@ class Engine {
 
   // A new, empty KV sequence drawing blocks from this engine's pool.
   kv::SequenceKv NewSequence() { return kv::SequenceKv(kv_allocator_.get(), options_.kv_block_size); }
+  // The backend and KV pool, for timing Medusa trees on them (tree_timing.h).
+  TimingTarget timing_target();
 
  private:
   Engine() = default;

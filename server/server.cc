@@ -68,10 +68,11 @@ absl::Status MedusaServer::LoadModel() {
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options_.engine));
   engine_ = std::move(engine);
-  scheduler_ = std::make_unique<Scheduler>(*engine_, options_.scheduler);
-  scheduler_->set_step_observer([metrics = metrics_.get()](const StepReport& report) {
+  SchedulerOptions scheduler_options = options_.scheduler;
+  scheduler_options.step_observer = [metrics = metrics_.get()](const StepReport& report) {
     metrics->ObserveStep(report);
-  });
+  };
+  scheduler_ = std::make_unique<Scheduler>(*engine_, scheduler_options);
   metrics_->set_load_probe([scheduler = scheduler_.get()] { return scheduler->load(); });
   const absl::Duration load_time = absl::Now() - start;
 

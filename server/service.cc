@@ -39,10 +39,8 @@ absl::Time ToAbslDeadline(std::chrono::system_clock::time_point deadline) {
   return absl::FromChrono(deadline);
 }
 
-v1::FinishReason ToFinishReason(const std::string& reason) {
-  if (reason == "stop") return v1::FINISH_REASON_STOP;
-  if (reason == "length") return v1::FINISH_REASON_LENGTH;
-  return v1::FINISH_REASON_UNSPECIFIED;
+v1::FinishReason ToFinishReason(FinishReason reason) {
+  return reason == FinishReason::kStop ? v1::FINISH_REASON_STOP : v1::FINISH_REASON_LENGTH;
 }
 
 }  // namespace
@@ -278,7 +276,7 @@ void GenerateCall::Record(const absl::Status& status, const GenerationResult* re
   if (result != nullptr) {
     spdlog::debug("generate peer={} status=ok prompt_tokens={} new_tokens={} steps={} finish={} seconds={:.4f}",
                   context_->peer(), result->prompt_tokens, result->new_tokens(), result->steps,
-                  result->finish_reason, absl::ToDoubleSeconds(duration));
+                  FinishReasonName(result->finish_reason), absl::ToDoubleSeconds(duration));
   } else {
     spdlog::debug("generate peer={} status={} seconds={:.4f} error=\"{}\"", context_->peer(),
                   StatusLabel(status.code()), absl::ToDoubleSeconds(duration), std::string(status.message()));

@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/generate/generator.h"
+#include "engine/generate/request.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "medusa/v1/generator.pb.h"
 

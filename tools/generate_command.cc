@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
@@ -64,7 +65,7 @@ nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool 
       {"mean_step_ms", r.mean_step_ms()},
       {"step_ms_p50", r.step_ms_quantile(0.5)},
       {"step_ms_p90", r.step_ms_quantile(0.9)},
-      {"finish_reason", r.finish_reason},
+      {"finish_reason", FinishReasonName(r.finish_reason)},
   };
 }
 
@@ -118,7 +119,7 @@ int RunGenerate() {
                    result->prompt_tokens, result->new_tokens(), result->steps,
                    result->acceleration_rate(), medusa ? "medusa" : "plain",
                    result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0.0,
-                   result->tokens_per_second(), result->finish_reason.c_str());
+                   result->tokens_per_second(), std::string(FinishReasonName(result->finish_reason)).c_str());
     }
   }
   return 0;

@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/model/loader.h"
 #include "engine/model/safetensors.h"

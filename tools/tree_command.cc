@@ -149,7 +149,7 @@ int RunAuto(const Calibration& calibration) {
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(engine_options);
   if (!engine.ok()) return Fail(engine.status());
 
-  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(**engine, calibration, options);
+  absl::StatusOr<nlohmann::json> report = MeasureAutoTree((*engine)->timing_target(), calibration, options);
   if (!report.ok()) return Fail(report.status());
   (*report)["heads"] = heads;
   (*report)["calibration"] = absl::GetFlag(FLAGS_calibration);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/generate/batch_planner.h"
 #include "kernels/base/status_macros.h"
 
 namespace medusa {
@@ -37,13 +38,23 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(Engine&
   r.prompt_tokens = d->prompt_len_;
   r.token_ids.reserve(d->max_tokens_);
   r.step_seconds.reserve(d->max_tokens_);
-  if (d->options_.medusa) {
+  if (d->options_.use_medusa) {
     r.accepted_per_position.assign(d->options_.stats_depth, 0);
     r.accepted_length_counts.assign(d->options_.stats_depth + 1, 0);
   }
   d->tokens_.reserve(d->prompt_len_ + d->max_tokens_);
   d->tokens_ = d->request_.prompt_ids;
   return d;
+}
+
+bool SequenceDecoder::wants_hidden() const {
+  return options_.use_medusa || (options_.hooks != nullptr && options_.hooks->on_token);
+}
+
+void SequenceDecoder::Fail(absl::Status status) {
+  if (!status_.ok()) return;
+  status_ = std::move(status);
+  seq_.Release();
 }
 
 absl::StatusOr<SequenceDecoder::TreeState*> SequenceDecoder::StateFor(const MedusaTree& tree) {
@@ -62,21 +73,14 @@ absl::Status SequenceDecoder::ReservePrompt() {
   return seq_.Reserve(prompt_len_);
 }
 
-void SequenceDecoder::AppendPrefill(kernels::ForwardBatch& batch, int seq, int max_count) {
+void SequenceDecoder::AppendPrefill(kernels::ForwardBatch& batch, int max_count) {
   const int begin = prefilled_;
   const int count = std::min(max_count, prompt_len_ - begin);
-  batch.block_tables.push_back(seq_.block_table());
-  for (int i = begin; i < begin + count; ++i) {
-    batch.tokens.push_back({.token = request_.prompt_ids[i], .position = i, .seq = seq, .kv_index = i,
-                            .attend_prefix = i + 1});
-  }
   prefilled_ += count;
   last_prefill_count_ = count;
-  first_row_ = -1;
-  if (prefilled_ == prompt_len_) {
-    first_row_ = static_cast<int>(batch.output_rows.size());
-    batch.output_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
-  }
+  first_row_ = AppendCausal(batch, AddSequence(batch, seq_.block_table()),
+                            absl::MakeConstSpan(request_.prompt_ids).subspan(begin, count), begin,
+                            /*want_last_row=*/prefilled_ == prompt_len_);
 }
 
 absl::Status SequenceDecoder::ReserveRoot() {
@@ -90,12 +94,11 @@ absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
   // A tree when it can pay: more than one token still wanted, and its deepest node
   // inside the model's context. Without KV room for the tree, a plain step.
   const int remaining = max_tokens_ - result_.new_tokens();
-  if (!options_.medusa || tree == nullptr || tree->num_nodes() <= 1 || remaining <= 1 ||
+  if (!options_.use_medusa || tree == nullptr || tree->num_nodes() <= 1 || remaining <= 1 ||
       context_ + tree->max_depth() >= config_.max_seq_len || !seq_.Reserve(context_ + tree->num_nodes()).ok()) {
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(TreeState * state, StateFor(*tree));
-  planned_ = state;
+  ASSIGN_OR_RETURN(planned_, StateFor(*tree));
   return absl::OkStatus();
 }
 
@@ -116,36 +119,23 @@ absl::Status SequenceDecoder::BuildCandidates(absl::Span<const float> head_logit
   return absl::OkStatus();
 }
 
-void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch, int seq) {
-  // Node n sits in KV slot context + n at position context + depth, and attends to
-  // the context and to its ancestors (root and itself included), by depth.
-  const MedusaTree& tree = *planned_->tree;
-  const absl::Span<const int32_t> tokens = planned_->candidates.node_tokens();
-  batch.block_tables.push_back(seq_.block_table());
-  first_row_ = static_cast<int>(batch.output_rows.size());
-  for (int n = 0; n < tree.num_nodes(); ++n) {
-    const absl::Span<const int> ancestors = tree.ancestors(n);
-    batch.output_rows.push_back(static_cast<int32_t>(batch.tokens.size()));
-    batch.tokens.push_back({.token = tokens[n], .position = context_ + tree.depth(n), .seq = seq,
-                            .kv_index = context_ + n, .attend_prefix = context_,
-                            .extra_begin = static_cast<int32_t>(batch.extra_indices.size()),
-                            .extra_count = static_cast<int32_t>(ancestors.size())});
-    for (int a : ancestors) batch.extra_indices.push_back(context_ + a);
-  }
+void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch) {
+  first_row_ = AppendTree(batch, AddSequence(batch, seq_.block_table()), *planned_->tree,
+                          planned_->candidates.node_tokens(), context_);
 }
 
 absl::Status SequenceDecoder::AfterForward(const kernels::ForwardResult& forward, Clock::time_point step_start) {
   last_accepted_ = last_emitted_ = 0;
+  if (ended()) return absl::FailedPreconditionError("AfterForward on a sequence that has ended");
   if (phase_ == Phase::kPrefill) {
     if (first_row_ < 0) return absl::OkStatus();  // a chunk before the last: nothing to read yet
     return FinishPrefill(forward);
   }
-  if (phase_ == Phase::kDecode) return FinishStep(forward, step_start);
-  return absl::FailedPreconditionError("AfterForward on a finished sequence");
+  return FinishStep(forward, step_start);
 }
 
 void SequenceDecoder::KeepHidden(const kernels::ForwardResult& forward, int row) {
-  if (!options_.medusa) return;
+  if (!options_.use_medusa) return;
   const size_t dim = config_.dim;
   hidden_.assign(forward.hidden.begin() + row * dim, forward.hidden.begin() + (row + 1) * dim);
 }
@@ -153,7 +143,7 @@ void SequenceDecoder::KeepHidden(const kernels::ForwardResult& forward, int row)
 absl::Status SequenceDecoder::FinishPrefill(const kernels::ForwardResult& forward) {
   const size_t vocab = config_.vocab_size;
   if (forward.logits.size() < (first_row_ + 1) * vocab ||
-      (options_.medusa && forward.hidden.size() < (first_row_ + 1) * static_cast<size_t>(config_.dim))) {
+      (wants_hidden() && forward.hidden.size() < (first_row_ + 1) * static_cast<size_t>(config_.dim))) {
     return absl::InternalError("the prefill pass returned fewer output rows than asked");
   }
   seq_.SetLength(prompt_len_);
@@ -162,7 +152,9 @@ absl::Status SequenceDecoder::FinishPrefill(const kernels::ForwardResult& forwar
   decode_start_ = Clock::now();
   phase_ = Phase::kDecode;
   result_.steps = 1;  // the prefill's last pass yields the first token
-  const bool stop = Emit(sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab)));
+  const int32_t first =
+      sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab));
+  const bool stop = Emit(first, forward, first_row_);
   last_emitted_ = 1;
   Flush(stream_.TakeReady());
   if (stop) Finish();
@@ -177,9 +169,7 @@ absl::Status SequenceDecoder::Compact(const AcceptedPath& path) {
     if (from == to) continue;
     copies_.push_back({seq_.BlockOf(from), seq_.OffsetOf(from), seq_.BlockOf(to), seq_.OffsetOf(to)});
   }
-  if (!copies_.empty()) {
-    RETURN_IF_ERROR(engine_.backend().CopyKvSlots(copies_));
-  }
+  if (!copies_.empty()) RETURN_IF_ERROR(engine_.backend().CopyKvSlots(copies_));
   const int kept = context_ + static_cast<int>(path.nodes.size());
   seq_.SetLength(kept);
   seq_.Truncate(kept);  // the rejected nodes' slots and blocks go back
@@ -188,7 +178,7 @@ absl::Status SequenceDecoder::Compact(const AcceptedPath& path) {
 
 void SequenceDecoder::CountAccepted(int accepted) {
   result_.accepted_tokens += accepted;
-  if (!options_.medusa) return;
+  if (!options_.use_medusa) return;
   if (static_cast<int>(result_.accepted_per_position.size()) < accepted) {
     result_.accepted_per_position.resize(accepted, 0);
     result_.accepted_length_counts.resize(accepted + 1, 0);
@@ -201,13 +191,13 @@ absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, 
   const MedusaTree& tree = *planned_->tree;
   const size_t vocab = config_.vocab_size, nodes = tree.num_nodes();
   if (first_row_ < 0 || forward.logits.size() < (first_row_ + nodes) * vocab ||
-      (options_.medusa && forward.hidden.size() < (first_row_ + nodes) * static_cast<size_t>(config_.dim))) {
+      (wants_hidden() && forward.hidden.size() < (first_row_ + nodes) * static_cast<size_t>(config_.dim))) {
     return absl::InternalError("the verification pass returned fewer output rows than the tree has nodes");
   }
   ASSIGN_OR_RETURN(const AcceptedPath* path,
-                   planned_->acceptor.Accept(
-                       planned_->candidates.node_tokens(),
-                       absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab), sampler_));
+                   planned_->acceptor.Accept(planned_->candidates.node_tokens(),
+                                             absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
+                                             sampler_));
   RETURN_IF_ERROR(Compact(*path));
   KeepHidden(forward, first_row_ + path->last_node());
   result_.step_seconds.push_back(SecondsSince(step_start));
@@ -216,25 +206,30 @@ absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, 
   last_accepted_ = path->accepted();
   CountAccepted(last_accepted_);
   bool stop = false;
-  for (int32_t token : path->tokens) {
+  // Token i was chosen by the logits of path node i (the bonus token by the last node's).
+  for (size_t i = 0; i < path->tokens.size() && !stop; ++i) {
     ++last_emitted_;
-    if ((stop = Emit(token))) break;  // a stop or the length limit drops the rest
+    stop = Emit(path->tokens[i], forward, first_row_ + path->nodes[i]);  // a stop drops the rest
   }
   Flush(stream_.TakeReady());
   if (stop) Finish();
   return absl::OkStatus();
 }
 
-bool SequenceDecoder::Emit(int32_t token) {
+bool SequenceDecoder::Emit(int32_t token, const kernels::ForwardResult& forward, int row) {
+  if (options_.hooks && options_.hooks->on_token) {
+    const size_t dim = config_.dim;
+    options_.hooks->on_token(absl::MakeConstSpan(forward.hidden).subspan(row * dim, dim), token);
+  }
   result_.token_ids.push_back(token);
   tokens_.push_back(token);
   root_ = token;
   if (stream_.Push(token)) {
-    result_.finish_reason = "stop";
+    result_.finish_reason = FinishReason::kStop;
     return true;
   }
   if (result_.new_tokens() >= max_tokens_) {
-    result_.finish_reason = "length";
+    result_.finish_reason = FinishReason::kLength;
     return true;
   }
   return false;
@@ -252,6 +247,12 @@ void SequenceDecoder::Finish() {
   Flush(stream_.TakeRest());
   result_.decode_seconds = SecondsSince(decode_start_);
   phase_ = Phase::kDone;
+}
+
+absl::StatusOr<GenerationResult> SequenceDecoder::TakeResult() {
+  if (!status_.ok()) return status_;
+  if (phase_ != Phase::kDone) return absl::FailedPreconditionError("the sequence is still decoding");
+  return std::move(result_);
 }
 
 }  // namespace medusa

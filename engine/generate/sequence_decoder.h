@@ -1,7 +1,7 @@
 #pragma once
-// One request's decoding state, driven from outside one forward pass at a time, so
-// that Generate() (one sequence per pass) and the scheduler (many sequences per pass)
-// run the same prefill, tree verification, acceptance, KV compaction and streaming.
+// One request's decoding state, driven one forward pass at a time by StepRunner
+// (engine/scheduler/step_runner.h), which puts many sequences in each pass: prefill,
+// tree verification, acceptance, KV compaction and streaming are written once, here.
 //
 // A pass, for each sequence in it:
 //   prefilling: AppendPrefill(batch)                          -> Forward -> AfterForward
@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/engine.h"
-#include "engine/generate/generator.h"
+#include "engine/generate/request.h"
 #include "engine/generate/text_stream.h"
 #include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
@@ -36,12 +36,12 @@ class SequenceDecoder {
   struct Options {
     // Whether Medusa heads may propose for this request: hidden states are kept and
     // PlanTree may pick a tree. False: every step is plain.
-    bool medusa = false;
+    bool use_medusa = false;
     // Initial length of accepted_per_position (accepted_length_counts: one more); a
-    // deeper tree grows them. Generate uses its tree's depth.
+    // deeper tree grows them.
     int stats_depth = 0;
     StreamCallback on_text;
-    const GenerateHooks* hooks = nullptr;  // Generate's test hooks; nullptr: none
+    const GenerateHooks* hooks = nullptr;  // nullptr: none
   };
 
   // The request must be valid (ValidateRequest).
@@ -50,18 +50,27 @@ class SequenceDecoder {
   SequenceDecoder(const SequenceDecoder&) = delete;
   SequenceDecoder& operator=(const SequenceDecoder&) = delete;
 
-  bool prefilling() const { return phase_ == Phase::kPrefill; }
-  bool done() const { return phase_ == Phase::kDone; }
-  bool medusa() const { return options_.medusa; }
+  bool prefilling() const { return phase_ == Phase::kPrefill && status_.ok(); }
+  // Finished (a stop or the length limit) or failed: nothing more to do.
+  bool ended() const { return phase_ == Phase::kDone || !status_.ok(); }
+  // OK, or the error decoding ended with (Fail).
+  const absl::Status& status() const { return status_; }
+  bool use_medusa() const { return options_.use_medusa; }
+  // Whether the passes must return this sequence's hidden states (heads or an on_token hook).
+  bool wants_hidden() const;
   const GenerationRequest& request() const { return request_; }
   int generated() const { return result_.new_tokens(); }
+
+  // Ends decoding with `status` (not OK) and returns every KV block; AfterForward and the
+  // step calls are no longer made. Later failures do not replace the first.
+  void Fail(absl::Status status);
 
   // --- Prefill ---
   // Backs the whole prompt with KV blocks (all or nothing: ResourceExhausted).
   absl::Status ReservePrompt();
-  // Adds the next up to `max_count` prompt tokens as sequence `seq` of the batch; the
-  // chunk that completes the prompt asks for its last row (the first token).
-  void AppendPrefill(kernels::ForwardBatch& batch, int seq, int max_count);
+  // Adds the next up to `max_count` prompt tokens to the batch; the chunk that completes
+  // the prompt asks for its last row (the first token).
+  void AppendPrefill(kernels::ForwardBatch& batch, int max_count);
 
   // --- A decoding step ---
   // Backs the root's slot (the token chosen last, whose K/V this step writes).
@@ -79,8 +88,8 @@ class SequenceDecoder {
   // Node tokens from the heads' logits (planned_tree().num_heads_used() rows over the draft
   // vocabulary: Backend::MedusaHeadLogits), the draft override, or just the root.
   absl::Status BuildCandidates(absl::Span<const float> head_logits);
-  // Adds the planned tree's nodes as sequence `seq` of the batch, one output row each.
-  void AppendStep(kernels::ForwardBatch& batch, int seq);
+  // Adds the planned tree's nodes to the batch, one output row each.
+  void AppendStep(kernels::ForwardBatch& batch);
 
   // Consumes this sequence's rows of the pass: after the prompt's last chunk, the
   // first token; after a step, acceptance, KV compaction and the accepted tokens.
@@ -96,7 +105,8 @@ class SequenceDecoder {
 
   // Returns every KV block now (also done by the destructor).
   void Release() { seq_.Release(); }
-  GenerationResult TakeResult() { return std::move(result_); }
+  // The result once ended(): the generation, or the error it failed with.
+  absl::StatusOr<GenerationResult> TakeResult();
 
  private:
   enum class Phase { kPrefill, kDecode, kDone };
@@ -115,8 +125,9 @@ class SequenceDecoder {
   absl::Status Compact(const AcceptedPath& path);
   void KeepHidden(const kernels::ForwardResult& forward, int row);
   void CountAccepted(int accepted);
-  // Records a generated token; true when generation must end.
-  bool Emit(int32_t token);
+  // Records a generated token chosen by the logits of output row `row` of the pass; true
+  // when generation must end.
+  bool Emit(int32_t token, const kernels::ForwardResult& forward, int row);
   void Flush(std::string text);
   void Finish();
 
@@ -135,6 +146,7 @@ class SequenceDecoder {
   std::vector<std::unique_ptr<TreeState>> trees_;
   TreeState* planned_ = nullptr;
   Phase phase_ = Phase::kPrefill;
+  absl::Status status_;
   int prefilled_ = 0;         // prompt tokens handed to passes
   int first_row_ = -1;        // this sequence's first output row in the current pass, -1: none
   int context_ = 0;           // KV length when the step was planned

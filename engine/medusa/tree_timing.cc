@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/generate/batch_planner.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -31,7 +32,7 @@ int32_t TimingToken(int seq, int index, int vocab) {
   return static_cast<int32_t>((static_cast<int64_t>(index) * 7919 + seq * 104729 + 1) % vocab);
 }
 
-absl::Status CheckTimingInputs(Engine& engine, absl::Span<const MedusaTree> trees,
+absl::Status CheckTimingInputs(const TimingTarget& target, absl::Span<const MedusaTree> trees,
                                const TreeTimingOptions& options) {
   if (trees.empty()) return absl::InvalidArgumentError("no trees to time");
   if (options.batch_sizes.empty()) return absl::InvalidArgumentError("no batch sizes to time");
@@ -44,66 +45,61 @@ absl::Status CheckTimingInputs(Engine& engine, absl::Span<const MedusaTree> tree
                                                    options.warmup, ") not negative"));
   }
   for (const MedusaTree& tree : trees) {
-    if (tree.num_heads_used() > 0 && tree.num_heads_used() > engine.backend().num_medusa_heads()) {
+    if (tree.num_heads_used() > 0 && tree.num_heads_used() > target.backend.num_medusa_heads()) {
       return absl::InvalidArgumentError(absl::StrCat("a tree of depth ", tree.max_depth(), " needs ",
                                                      tree.num_heads_used(), " Medusa heads; ",
-                                                     engine.backend().num_medusa_heads(), " are loaded"));
+                                                     target.backend.num_medusa_heads(), " are loaded"));
     }
   }
   return absl::OkStatus();
 }
 
+// `count` timing tokens of sequence `seq` from index `first` on.
+std::vector<int32_t> TimingTokens(int seq, int first, int count, int vocab) {
+  std::vector<int32_t> tokens(count);
+  for (int i = 0; i < count; ++i) tokens[i] = TimingToken(seq, first + i, vocab);
+  return tokens;
+}
+
 // Sequences with `context` cached tokens each and room for the largest tree after them.
 // The KV blocks return when the vector goes away.
-absl::StatusOr<std::vector<kv::SequenceKv>> PrefillSequences(Engine& engine, int count, int context,
+absl::StatusOr<std::vector<kv::SequenceKv>> PrefillSequences(const TimingTarget& target, int count, int context,
                                                              int tree_slots) {
   const int slots = context + tree_slots;
-  const int blocks_each = (slots + engine.kv_block_size() - 1) / engine.kv_block_size();
-  if (static_cast<int64_t>(blocks_each) * count > engine.kv_allocator().num_free()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "timing ", count, " sequences of ", slots, " KV slots needs ", blocks_each * count,
-        " KV blocks but only ", engine.kv_allocator().num_free(), " are free: raise --kv-cache-mb"));
+  const int blocks_each = (slots + target.kv_block_size - 1) / target.kv_block_size;
+  if (static_cast<int64_t>(blocks_each) * count > target.kv_pool.num_free()) {
+    return absl::ResourceExhaustedError(absl::StrCat("timing ", count, " sequences of ", slots, " KV slots needs ",
+                                                     blocks_each * count, " KV blocks but only ",
+                                                     target.kv_pool.num_free(), " are free: raise --kv-cache-mb"));
   }
   std::vector<kv::SequenceKv> seqs;
   kernels::ForwardBatch batch;
   kernels::ForwardResult result;
-  const int vocab = engine.config().vocab_size;
+  const int vocab = target.backend.config().vocab_size;
   for (int s = 0; s < count; ++s) {
-    seqs.push_back(engine.NewSequence());
-    kv::SequenceKv& seq = seqs.back();
+    kv::SequenceKv& seq = seqs.emplace_back(&target.kv_pool, target.kv_block_size);
     RETURN_IF_ERROR(seq.Reserve(slots));
-    for (int begin = 0; begin < context; begin += engine.options().prefill_chunk) {
-      const int end = std::min(context, begin + engine.options().prefill_chunk);
+    for (int begin = 0; begin < context; begin += target.prefill_chunk) {
+      const int end = std::min(context, begin + target.prefill_chunk);
       batch.Clear();
-      batch.block_tables.push_back(seq.block_table());
-      for (int i = begin; i < end; ++i) {
-        batch.tokens.push_back({.token = TimingToken(s, i, vocab), .position = i, .seq = 0, .kv_index = i,
-                                .attend_prefix = i + 1});
-      }
+      AppendCausal(batch, AddSequence(batch, seq.block_table()), TimingTokens(s, begin, end - begin, vocab), begin,
+                   /*want_last_row=*/false);
       batch.want_logits = false;
       batch.want_hidden = false;
-      RETURN_IF_ERROR(engine.backend().Forward(batch, &result));
+      RETURN_IF_ERROR(target.backend.Forward(batch, &result));
     }
     seq.SetLength(context);
   }
   return seqs;
 }
 
-// One verification step of `tree` for sequences [0, b): what the decoder sends, per sequence.
+// One verification step of `tree` for sequences [0, b), as the decoding loop builds it.
 kernels::ForwardBatch TreeStepBatch(const MedusaTree& tree, absl::Span<const kv::SequenceKv> seqs, int b,
                                     int context, int vocab) {
   kernels::ForwardBatch batch;
   for (int s = 0; s < b; ++s) {
-    batch.block_tables.push_back(seqs[s].block_table());
-    for (int n = 0; n < tree.num_nodes(); ++n) {
-      const absl::Span<const int> ancestors = tree.ancestors(n);
-      batch.output_rows.push_back(static_cast<int32_t>(batch.tokens.size()));
-      batch.tokens.push_back({.token = TimingToken(s, context + n, vocab), .position = context + tree.depth(n),
-                              .seq = s, .kv_index = context + n, .attend_prefix = context,
-                              .extra_begin = static_cast<int32_t>(batch.extra_indices.size()),
-                              .extra_count = static_cast<int32_t>(ancestors.size())});
-      for (int a : ancestors) batch.extra_indices.push_back(context + a);
-    }
+    AppendTree(batch, AddSequence(batch, seqs[s].block_table()), tree,
+               TimingTokens(s, context, tree.num_nodes(), vocab), context);
   }
   batch.want_logits = true;
   batch.want_hidden = tree.num_nodes() > 1;
@@ -112,9 +108,9 @@ kernels::ForwardBatch TreeStepBatch(const MedusaTree& tree, absl::Span<const kv:
 
 }  // namespace
 
-absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const MedusaTree> trees,
+absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span<const MedusaTree> trees,
                                           const TreeTimingOptions& options) {
-  RETURN_IF_ERROR(CheckTimingInputs(engine, trees, options));
+  RETURN_IF_ERROR(CheckTimingInputs(target, trees, options));
   int max_nodes = 0, max_depth = 0;
   for (const MedusaTree& tree : trees) {
     max_nodes = std::max(max_nodes, tree.num_nodes());
@@ -123,17 +119,17 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
   TreeTimings timings;
   timings.batch_sizes = options.batch_sizes;
   // The deepest node's position must stay inside the model's context.
-  timings.context_tokens = std::min(options.context_tokens, engine.config().max_seq_len - max_depth - 1);
+  timings.context_tokens = std::min(options.context_tokens, target.backend.config().max_seq_len - max_depth - 1);
   if (timings.context_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("the model's context (", engine.config().max_seq_len,
+    return absl::InvalidArgumentError(absl::StrCat("the model's context (", target.backend.config().max_seq_len,
                                                    " tokens) has no room for a tree of depth ", max_depth));
   }
   const int max_batch = *std::max_element(options.batch_sizes.begin(), options.batch_sizes.end());
   ASSIGN_OR_RETURN(std::vector<kv::SequenceKv> seqs,
-                   PrefillSequences(engine, max_batch, timings.context_tokens, max_nodes));
+                   PrefillSequences(target, max_batch, timings.context_tokens, max_nodes));
 
-  const int vocab = engine.config().vocab_size;
-  const size_t dim = engine.config().dim;
+  const int vocab = target.backend.config().vocab_size;
+  const size_t dim = target.backend.config().dim;
   kernels::ForwardResult result;
   std::vector<float> head_logits;
   for (int b : options.batch_sizes) {
@@ -142,9 +138,9 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
       batches.push_back(TreeStepBatch(tree, seqs, b, timings.context_tokens, vocab));
     }
     auto run_step = [&](size_t t) -> absl::Status {
-      RETURN_IF_ERROR(engine.backend().Forward(batches[t], &result));
+      RETURN_IF_ERROR(target.backend.Forward(batches[t], &result));
       if (trees[t].num_nodes() == 1) return absl::OkStatus();
-      return engine.backend().MedusaHeadLogits(absl::MakeConstSpan(result.hidden).first(b * dim), b,
+      return target.backend.MedusaHeadLogits(absl::MakeConstSpan(result.hidden).first(b * dim), b,
                                                trees[t].num_heads_used(), &head_logits);
     };
     std::vector<std::vector<double>> samples(trees.size());
@@ -163,9 +159,9 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const Medus
   return timings;
 }
 
-absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration& calibration,
+absl::StatusOr<nlohmann::json> MeasureAutoTree(const TimingTarget& target, const Calibration& calibration,
                                                const AutoTreeOptions& options) {
-  const int heads = engine.backend().num_medusa_heads();
+  const int heads = target.backend.num_medusa_heads();
   if (heads < 1) return absl::FailedPreconditionError("measuring Medusa trees needs Medusa heads loaded");
   if (calibration.num_heads() > heads) {
     spdlog::warn("the calibration covers {} heads but {} are loaded: trees use the first {}",
@@ -192,10 +188,10 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
     ASSIGN_OR_RETURN(MedusaTree tree, MedusaTree::FromPaths(greedy.Prefix(n).paths, heads));
     trees.push_back(std::move(tree));
   }
-  ASSIGN_OR_RETURN(TreeTimings timings, TimeTreeSteps(engine, trees, options.timing));
+  ASSIGN_OR_RETURN(TreeTimings timings, TimeTreeSteps(target, trees, options.timing));
 
-  const int threads = engine.options().backend.threads > 0 ? engine.options().backend.threads
-                                                           : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      target.threads > 0 ? target.threads : static_cast<int>(std::thread::hardware_concurrency());
   nlohmann::json measurements = nlohmann::json::array(), choice = nlohmann::json::object();
   for (size_t bi = 0; bi < timings.batch_sizes.size(); ++bi) {
     const int b = timings.batch_sizes[bi];
@@ -216,7 +212,7 @@ absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration
                                  {"expected_speedup", best < 0 ? 1.0 : speedups[best]}};
   }
   return nlohmann::json{
-      {"machine", {{"backend", engine.backend().Name()}, {"threads", threads}, {"id", engine.backend().MachineId()}}},
+      {"machine", {{"backend", target.backend.Name()}, {"threads", threads}, {"id", target.backend.MachineId()}}},
       {"context_tokens", timings.context_tokens},
       {"repeats", options.timing.repeats},
       // What the choice assumed of the heads: a measurement made for other

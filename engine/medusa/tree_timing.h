@@ -9,12 +9,23 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/engine.h"
+#include "engine/kv/block_allocator.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
+#include "kernels/backend.h"
 #include "nlohmann/json_fwd.hpp"
 
 namespace medusa {
+
+// What trees are timed on: a backend with the model and Medusa heads loaded, and the KV
+// pool it writes (Engine::timing_target()).
+struct TimingTarget {
+  kernels::Backend& backend;
+  kv::BlockAllocator& kv_pool;
+  int kv_block_size = 16;
+  int prefill_chunk = 512;  // prompt tokens per forward pass when filling the context
+  int threads = 0;          // the backend's threads as configured (0: every core), for the report
+};
 
 struct TreeTimingOptions {
   std::vector<int> batch_sizes = {1, 2, 4, 8, 16};
@@ -38,7 +49,7 @@ struct TreeTimings {
 // Every KV block taken is returned before it returns, whatever the outcome.
 // InvalidArgument for empty or non-positive sizes or a tree deeper than the loaded heads;
 // ResourceExhausted (naming the blocks needed) when the KV pool is too small.
-absl::StatusOr<TreeTimings> TimeTreeSteps(Engine& engine, absl::Span<const MedusaTree> trees,
+absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span<const MedusaTree> trees,
                                           const TreeTimingOptions& options);
 
 struct AutoTreeOptions {
@@ -47,7 +58,7 @@ struct AutoTreeOptions {
 };
 
 // The whole `medusa tree --auto` measurement: greedy trees of each size for the
-// calibration (no deeper than the engine's loaded heads; sizes the calibration cannot
+// calibration (no deeper than the loaded heads; sizes the calibration cannot
 // fill are dropped with a warning), plus the root-only tree, timed by TimeTreeSteps;
 // overhead = step / plain step at the same batch size, expected_speedup = expected
 // acceleration / overhead; per batch size the tree with the largest expected speedup
@@ -56,8 +67,8 @@ struct AutoTreeOptions {
 //    "measurements": [{"batch_size", "nodes", "step_ms", "overhead",
 //                      "expected_acceleration", "expected_speedup"}, ...],
 //    "choice": {"<batch size>": {"nodes", "paths", "expected_speedup"}, ...}}
-// which AutoTree::Parse reads. The engine must have Medusa heads loaded.
-absl::StatusOr<nlohmann::json> MeasureAutoTree(Engine& engine, const Calibration& calibration,
+// which AutoTree::Parse reads. The backend must have Medusa heads loaded.
+absl::StatusOr<nlohmann::json> MeasureAutoTree(const TimingTarget& target, const Calibration& calibration,
                                                const AutoTreeOptions& options);
 
 }  // namespace medusa

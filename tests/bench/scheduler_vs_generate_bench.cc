@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/scheduler/scheduler.h"

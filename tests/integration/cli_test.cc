@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"

@@ -60,7 +60,7 @@ TEST(GenerationTest, Stories260KGreedyMatchesLlama2cGoldenOutput) {
   EXPECT_EQ(result->text, ReadFile(kStoriesGolden));
   EXPECT_EQ(result->new_tokens(), 200);
   EXPECT_EQ(result->steps, 200);
-  EXPECT_EQ(result->finish_reason, "length");
+  EXPECT_EQ(result->finish_reason, FinishReason::kLength);
   EXPECT_EQ(engine->kv_allocator().num_used(), 0) << "KV blocks leaked";
 }
 
@@ -138,7 +138,7 @@ TEST(GenerationTest, StopStringEndsGenerationAndIsNotReturned) {
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->text, full->text.substr(0, at));
   EXPECT_EQ(streamed, result->text) << "no part of a stop string may be streamed";
-  EXPECT_EQ(result->finish_reason, "stop");
+  EXPECT_EQ(result->finish_reason, FinishReason::kStop);
   EXPECT_LT(result->new_tokens(), full->new_tokens());
 }
 
@@ -160,7 +160,7 @@ TEST(GenerationTest, EndOfSequenceStopsGeneration) {
   request.ignore_eos = false;
   auto stopped = Generate(*engine, request);
   ASSERT_TRUE(stopped.ok());
-  EXPECT_EQ(stopped->finish_reason, "stop");
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kStop);
   EXPECT_EQ(stopped->token_ids, std::vector<int32_t>(full->token_ids.begin(), eos + 1));
 }
 
@@ -171,14 +171,14 @@ TEST(GenerationTest, MaxTokensAndContextBoundTheOutput) {
   auto r = Generate(*engine, GreedyFromBos(7));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->new_tokens(), 7);
-  EXPECT_EQ(r->finish_reason, "length");
+  EXPECT_EQ(r->finish_reason, FinishReason::kLength);
   // A long prompt near the 512-token context: generation stops at the context.
   GenerationRequest request = GreedyFromBos(100);
   request.prompt_ids.assign(500, 300);
   r = Generate(*engine, request);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->new_tokens(), 12);
-  EXPECT_EQ(r->finish_reason, "length");
+  EXPECT_EQ(r->finish_reason, FinishReason::kLength);
 }
 
 TEST(GenerationTest, SameSeedSameTextDifferentSeedDifferentText) {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
@@ -417,7 +418,7 @@ TEST(MedusaDecodingTest, StopsInsideAnAcceptedRunDropTheRest) {
     r.max_tokens = max_tokens;
     GenerationResult m = MustGenerate(*engine, r, OracleDrafts(all, 512, max_tokens));
     EXPECT_EQ(m.token_ids, std::vector<int32_t>(truth.token_ids.begin(), truth.token_ids.begin() + max_tokens));
-    EXPECT_EQ(m.finish_reason, "length");
+    EXPECT_EQ(m.finish_reason, FinishReason::kLength);
   }
   GenerationRequest r = request;
   r.stop_strings = {"Lily's mom"};
@@ -428,7 +429,7 @@ TEST(MedusaDecodingTest, StopsInsideAnAcceptedRunDropTheRest) {
   EXPECT_EQ(stopped->text, plain_stopped.text);
   EXPECT_EQ(stopped->token_ids, plain_stopped.token_ids);
   EXPECT_EQ(streamed, stopped->text);
-  EXPECT_EQ(stopped->finish_reason, "stop");
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kStop);
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
 }
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"

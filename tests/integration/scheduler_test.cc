@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
@@ -216,7 +217,7 @@ TEST(SchedulerTest, SixteenConcurrentGreedyRequestsMatchGenerateAlone) {
     GenerationRequest plain = r;
     plain.use_medusa = false;
     ASSERT_EQ(Alone(*engine, plain).token_ids, alone.back().token_ids) << "Generate: Medusa changed the output";
-    if (!r.stop_strings.empty() && alone.back().finish_reason == "stop") ++stopped_by_string;
+    if (!r.stop_strings.empty() && alone.back().finish_reason == FinishReason::kStop) ++stopped_by_string;
   }
   EXPECT_GE(stopped_by_string, 2) << "the stop strings should end some requests";
 
@@ -227,8 +228,8 @@ TEST(SchedulerTest, SixteenConcurrentGreedyRequestsMatchGenerateAlone) {
       SchedulerOptions options;
       options.medusa_max_batch = 16;  // trees at every batch size: many sequences' trees per pass
       options.prefill_chunk = 4;      // prompts span several steps, beside others' decoding
+      options.step_observer = log.Observer();
       Scheduler scheduler(*engine, options);
-      scheduler.set_step_observer(log.Observer());
       std::vector<std::unique_ptr<Collector>> collectors;
       for (GenerationRequest r : requests) {
         r.use_medusa = use_medusa;
@@ -313,8 +314,7 @@ TEST(SchedulerTest, SmolLM2ConcurrentRequestsMatchGenerateAlone) {
   }
   StepLog log;
   {
-    Scheduler scheduler(*engine, SchedulerOptions{});
-    scheduler.set_step_observer(log.Observer());
+    Scheduler scheduler(*engine, SchedulerOptions{.step_observer = log.Observer()});
     std::vector<std::unique_ptr<Collector>> collectors;
     for (const GenerationRequest& r : requests) {
       collectors.push_back(std::make_unique<Collector>());
@@ -523,8 +523,7 @@ TEST(SchedulerTest, SmallKvPoolUnderLoad) {
 
   StepLog log;
   {
-    Scheduler scheduler(*engine, SchedulerOptions{});
-    scheduler.set_step_observer(log.Observer());
+    Scheduler scheduler(*engine, SchedulerOptions{.step_observer = log.Observer()});
     Collector refused;
     absl::StatusOr<uint64_t> id = scheduler.Submit(too_big, refused.Callbacks());
     EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted) << id.status();
@@ -585,8 +584,7 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
 
   StepLog log;
   {
-    Scheduler scheduler(*engine, SchedulerOptions{});
-    scheduler.set_step_observer(log.Observer());
+    Scheduler scheduler(*engine, SchedulerOptions{.step_observer = log.Observer()});
     Collector first;  // alone: batch size 1
     MustSubmit(scheduler, requests[0], first);
     ASSERT_TRUE(first.WaitDone());
@@ -645,8 +643,7 @@ TEST(SchedulerTest, DISABLED_SmolLM2Throughput) {
     }
     for (const int concurrency : {1, 4, 16}) {
       StepLog log;
-      Scheduler scheduler(*engine, SchedulerOptions{});
-      scheduler.set_step_observer(log.Observer());
+      Scheduler scheduler(*engine, SchedulerOptions{.step_observer = log.Observer()});
       const int count = concurrency == 1 ? 4 : concurrency;
       std::vector<std::unique_ptr<Collector>> collectors;
       const auto start = std::chrono::steady_clock::now();

@@ -433,7 +433,7 @@ TEST(TreeTimingTest, TimesEveryBatchAndTreeAndReturnsEveryBlock) {
   const int free_before = engine->kv_allocator().num_free();
   std::vector<MedusaTree> trees = {MedusaTree(), MedusaTree::Chain(3), *LoadTree("mc_sim_7b_63", 3)};
   TreeTimingOptions options{.batch_sizes = {1, 3}, .context_tokens = 40, .repeats = 2, .warmup = 1};
-  absl::StatusOr<TreeTimings> timings = TimeTreeSteps(*engine, trees, options);
+  absl::StatusOr<TreeTimings> timings = TimeTreeSteps(engine->timing_target(), trees, options);
   ASSERT_TRUE(timings.ok()) << timings.status();
   EXPECT_EQ(engine->kv_allocator().num_free(), free_before) << "timing must return every KV block";
   EXPECT_THAT(timings->batch_sizes, ElementsAre(1, 3));
@@ -453,7 +453,7 @@ TEST(TreeTimingTest, TooSmallAPoolFailsClearlyAndLeaksNothing) {
   ASSERT_EQ(engine->kv_allocator().num_blocks(), 12);
   std::vector<MedusaTree> trees = {MedusaTree(), MedusaTree::Chain(2)};
   absl::StatusOr<TreeTimings> timings =
-      TimeTreeSteps(*engine, trees, {.batch_sizes = {1, 4}, .context_tokens = 60, .repeats = 1});
+      TimeTreeSteps(engine->timing_target(), trees, {.batch_sizes = {1, 4}, .context_tokens = 60, .repeats = 1});
   EXPECT_EQ(timings.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(Message(timings.status()), HasSubstr("KV blocks"));
   EXPECT_EQ(engine->kv_allocator().num_free(), 12);
@@ -464,11 +464,11 @@ TEST(TreeTimingTest, RejectsTreesDeeperThanTheHeadsAndBadSizes) {
   std::unique_ptr<Engine> engine = StoriesEngineWithHeads(8 << 20, 2);
   ASSERT_NE(engine, nullptr);
   std::vector<MedusaTree> deep = {MedusaTree::Chain(3)};
-  EXPECT_THAT(Message(TimeTreeSteps(*engine, deep, {}).status()), HasSubstr("needs 3 Medusa heads; 2 are loaded"));
+  EXPECT_THAT(Message(TimeTreeSteps(engine->timing_target(), deep, {}).status()), HasSubstr("needs 3 Medusa heads; 2 are loaded"));
   std::vector<MedusaTree> plain = {MedusaTree()};
-  EXPECT_EQ(TimeTreeSteps(*engine, plain, {.batch_sizes = {0}}).status().code(),
+  EXPECT_EQ(TimeTreeSteps(engine->timing_target(), plain, {.batch_sizes = {0}}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(TimeTreeSteps(*engine, plain, {.batch_sizes = {1}, .repeats = 0}).status().code(),
+  EXPECT_EQ(TimeTreeSteps(engine->timing_target(), plain, {.batch_sizes = {1}, .repeats = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -479,7 +479,7 @@ TEST(MeasureAutoTreeTest, ReportHasEveryMeasurementAndAChoicePerBatchSize) {
   const int free_before = engine->kv_allocator().num_free();
   AutoTreeOptions options{.tree_sizes = {8, 4, 5000},  // 5000: more than 4 heads allow, dropped
                           .timing = {.batch_sizes = {1, 2}, .context_tokens = 32, .repeats = 1}};
-  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(*engine, FourHeads(), options);
+  absl::StatusOr<nlohmann::json> report = MeasureAutoTree(engine->timing_target(), FourHeads(), options);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(engine->kv_allocator().num_free(), free_before);
   EXPECT_EQ((*report)["machine"]["backend"], "cpu");

@@ -1,0 +1,137 @@
+#include "engine/scheduler/step_runner.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_format.h"
+#include "spdlog/spdlog.h"
+
+namespace medusa {
+
+StepRunner::StepRunner(Engine& engine, const StepOptions& options)
+    : engine_(engine), options_([&] {
+        StepOptions o = options;
+        o.prefill_chunk = std::max(1, o.prefill_chunk);
+        o.max_batch = std::max(1, o.max_batch);
+        return o;
+      }()) {
+  for (int b = 1; b <= options_.max_batch; ++b) {
+    const MedusaTree* tree = TreeFor(b);
+    if (tree != nullptr && tree->num_nodes() > 1) max_tree_depth_ = std::max(max_tree_depth_, tree->max_depth());
+  }
+}
+
+const MedusaTree* StepRunner::TreeFor(int batch) const {
+  if (batch <= 0) return nullptr;
+  if (const AutoTree* automatic = engine_.auto_tree()) return &automatic->TreeForBatch(batch);
+  if (batch == 1 || batch <= options_.medusa_max_batch) return engine_.medusa_tree();
+  return nullptr;
+}
+
+void StepRunner::DropEnded(std::vector<SequenceDecoder*>& list) {
+  list.erase(std::remove_if(list.begin(), list.end(), [](const SequenceDecoder* s) { return s->ended(); }),
+             list.end());
+}
+
+void StepRunner::PlanDecoding() {
+  // Every root's slot first: a tree takes only blocks no root needs.
+  for (SequenceDecoder* s : decoding_) {
+    if (absl::Status status = s->ReserveRoot(); !status.ok()) {
+      s->Fail(absl::ResourceExhaustedError(absl::StrFormat("KV memory ran out after %d generated tokens (%s)",
+                                                           s->generated(), status.message())));
+    }
+  }
+  DropEnded(decoding_);
+  step_tree_ = TreeFor(static_cast<int>(decoding_.size()));
+  for (SequenceDecoder* s : decoding_) {
+    if (absl::Status status = s->PlanTree(step_tree_); !status.ok()) s->Fail(status);
+  }
+  DropEnded(decoding_);
+  // The heads of every sequence verifying the step's tree, in one call.
+  const absl::Span<const int32_t> draft = engine_.backend().medusa_draft_vocab();
+  const size_t vocab = draft.empty() ? engine_.config().vocab_size : draft.size();
+  head_hidden_.clear();
+  int rows = 0;
+  for (SequenceDecoder* s : decoding_) {
+    if (!s->needs_head_logits()) continue;
+    head_hidden_.insert(head_hidden_.end(), s->hidden().begin(), s->hidden().end());
+    ++rows;
+  }
+  const int heads = rows > 0 ? step_tree_->num_heads_used() : 0;
+  if (rows > 0) {
+    if (absl::Status status = engine_.backend().MedusaHeadLogits(head_hidden_, rows, heads, &head_logits_);
+        !status.ok()) {
+      for (SequenceDecoder* s : decoding_) {
+        if (s->needs_head_logits()) s->Fail(status);
+      }
+      DropEnded(decoding_);
+      rows = 0;
+    }
+  }
+  int row = 0;
+  for (SequenceDecoder* s : decoding_) {
+    absl::Span<const float> logits;
+    if (rows > 0 && s->needs_head_logits()) {
+      logits = absl::MakeConstSpan(head_logits_).subspan(row++ * heads * vocab, heads * vocab);
+    }
+    if (absl::Status status = s->BuildCandidates(logits); !status.ok()) s->Fail(status);
+  }
+  DropEnded(decoding_);
+}
+
+const StepReport* StepRunner::Run(absl::Span<SequenceDecoder* const> sequences) {
+  const SequenceDecoder::Clock::time_point start = SequenceDecoder::Clock::now();
+  decoding_.clear();
+  prefilling_.clear();
+  for (SequenceDecoder* s : sequences) {
+    if (!s->ended()) (s->prefilling() ? prefilling_ : decoding_).push_back(s);
+  }
+  PlanDecoding();
+
+  batch_.Clear();
+  bool want_hidden = false;
+  report_.medusa = false;
+  report_.tree_nodes = 1;
+  for (SequenceDecoder* s : decoding_) {
+    s->AppendStep(batch_);
+    want_hidden |= s->wants_hidden();
+    if (s->planned_tree().num_nodes() > 1) {
+      report_.medusa = true;
+      report_.tree_nodes = s->planned_tree().num_nodes();
+    }
+  }
+  report_.prefill_tokens = 0;
+  for (SequenceDecoder* s : prefilling_) {
+    s->AppendPrefill(batch_, options_.prefill_chunk);
+    report_.prefill_tokens += s->last_prefill_count();
+    want_hidden |= s->wants_hidden();
+  }
+  if (batch_.tokens.empty()) return nullptr;
+  batch_.want_logits = !batch_.output_rows.empty();
+  batch_.want_hidden = batch_.want_logits && want_hidden;
+  if (absl::Status status = engine_.backend().Forward(batch_, &forward_); !status.ok()) {
+    spdlog::error("forward pass failed: {}", status.ToString());
+    for (SequenceDecoder* s : decoding_) s->Fail(status);
+    for (SequenceDecoder* s : prefilling_) s->Fail(status);
+    return nullptr;
+  }
+
+  report_.batch_size = static_cast<int>(decoding_.size());
+  report_.tokens = 0;
+  report_.first_tokens = 0;
+  report_.accepted.clear();
+  for (SequenceDecoder* s : decoding_) {
+    if (absl::Status status = s->AfterForward(forward_, start); !status.ok()) s->Fail(status);
+    report_.tokens += s->last_emitted();
+    report_.accepted.push_back(s->last_accepted());
+  }
+  for (SequenceDecoder* s : prefilling_) {
+    if (absl::Status status = s->AfterForward(forward_, start); !status.ok()) s->Fail(status);
+    report_.tokens += s->last_emitted();
+    report_.first_tokens += s->last_emitted() > 0 ? 1 : 0;
+  }
+  report_.seconds = std::chrono::duration<double>(SequenceDecoder::Clock::now() - start).count();
+  return &report_;
+}
+
+}  // namespace medusa

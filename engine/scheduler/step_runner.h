@@ -1,0 +1,79 @@
+#pragma once
+// One decoding step: the only place where a forward pass is planned and run for
+// sequences. Every running sequence takes part: those still prefilling with their next
+// prompt chunk, those decoding with their Medusa tree (or the root alone) verified by tree
+// attention; one batched forward pass runs them all; then each consumes its rows
+// (acceptance, KV compaction, streaming). EngineCore drives it for Generate, the server's
+// Scheduler and self-distillation alike (vLLM's EngineCore.step() plays this role there).
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "engine/engine.h"
+#include "engine/generate/sequence_decoder.h"
+#include "engine/medusa/tree.h"
+#include "kernels/backend.h"
+
+namespace medusa {
+
+// What one decoding step did, for metrics. A step may also carry prompt chunks of
+// newcomers (prefill_tokens > 0), which lengthen it: step-time metrics per mode are
+// cleanest from steps without them. batch_size is 0 for a step of prompt chunks only.
+struct StepReport {
+  int batch_size = 0;        // sequences decoded in this step (prefilling ones excluded)
+  bool medusa = false;       // whether any sequence verified a tree
+  int tree_nodes = 1;        // nodes per sequence (1 for plain)
+  double seconds = 0;        // wall time of the step (heads, forward, acceptance)
+  int tokens = 0;            // tokens emitted by all sequences
+  std::vector<int> accepted; // per sequence: draft tokens kept
+  int prefill_tokens = 0;    // prompt tokens of newcomers processed in the same forward
+  int first_tokens = 0;      // newcomers whose prompt ended here (their first token is in `tokens`)
+};
+
+struct StepOptions {
+  int prefill_chunk = 256;  // prompt tokens per step per prefilling sequence
+  // With the engine's auto tree the tree for b decoding sequences is the one measured for
+  // b. Without one, the engine's fixed tree is verified while at most this many sequences
+  // decode, plain decoding above: each tree node costs about as much compute as a token of
+  // a plain step, and a plain step is memory-bound, so trees stop paying past a few
+  // sequences. A sequence decoding alone always uses the tree.
+  int medusa_max_batch = 4;
+  int max_batch = 16;  // the most sequences a step may carry
+};
+
+class StepRunner {
+ public:
+  StepRunner(Engine& engine, const StepOptions& options);
+
+  // The tree for a step of `batch` decoding sequences; nullptr: plain decoding.
+  const MedusaTree* TreeFor(int batch) const;
+  // Whether some batch size up to max_batch verifies trees with draft nodes, and the
+  // deepest of those trees (0 when none).
+  bool medusa_possible() const { return max_tree_depth_ > 0; }
+  int max_tree_depth() const { return max_tree_depth_; }
+
+  // One step over the sequences that have not ended. A sequence that cannot go on (KV
+  // memory ran out, a backend error) ends with that error (SequenceDecoder::Fail) and the
+  // others go on. Returns the step's report, or nullptr when no forward pass ran.
+  const StepReport* Run(absl::Span<SequenceDecoder* const> sequences);
+
+ private:
+  // Reserves the decoding sequences' roots, plans their trees, computes the heads' logits
+  // for all of them in one call and builds their candidates.
+  void PlanDecoding();
+  // Drops the sequences that have ended from `list`.
+  static void DropEnded(std::vector<SequenceDecoder*>& list);
+
+  Engine& engine_;
+  const StepOptions options_;
+  int max_tree_depth_ = 0;
+  std::vector<SequenceDecoder*> decoding_, prefilling_;
+  const MedusaTree* step_tree_ = nullptr;
+  kernels::ForwardBatch batch_;
+  kernels::ForwardResult forward_;
+  std::vector<float> head_hidden_, head_logits_;
+  StepReport report_;
+};
+
+}  // namespace medusa

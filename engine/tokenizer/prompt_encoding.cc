@@ -1,0 +1,23 @@
+#include "engine/tokenizer/prompt_encoding.h"
+
+#include <string>
+
+#include "kernels/base/status_macros.h"
+
+namespace medusa {
+
+absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages) {
+  ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(tokenizer, messages, true));
+  // The template writes BOS itself where the model wants one.
+  return tokenizer.Encode(text, /*add_bos=*/false, /*parse_special=*/true);
+}
+
+absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, std::string_view text, bool chat) {
+  if (chat) {
+    ChatMessage message{"user", std::string(text)};
+    return EncodeChat(tokenizer, absl::MakeConstSpan(&message, 1));
+  }
+  return tokenizer.Encode(text, tokenizer.add_bos_default(), /*parse_special=*/true);
+}
+
+}  // namespace medusa
