@@ -94,16 +94,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   return engine;
 }
 
-// Whether `path` is a `medusa tree --auto` result (an object with "machines", or with
-// "choice" for one machine's).
-bool IsAutoTreeFile(const std::string& path) {
-  if (!absl::EndsWith(path, ".json")) return false;
-  std::ifstream in(path);
-  if (!in) return false;
-  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return doc.is_object() && (doc.contains("machines") || doc.contains("choice"));
-}
-
 absl::StatusOr<AutoTree> Engine::MeasureAutoTreeNow(int num_heads) {
   const std::string calibration_path = CalibrationPathFor(options_.heads_path);
   if (!fs::exists(calibration_path)) {

@@ -1,7 +1,7 @@
 #pragma once
-// The engine: a loaded model on a compute backend, its tokenizer and the paged
-// KV cache's block pool. Generation loops (plain, Medusa) and the scheduler run
-// on top of it. Knows nothing of gRPC.
+// The engine: a loaded model on a compute backend, its tokenizer, the paged KV cache's
+// block pool and the Medusa heads and trees in use. The decoding loop (EngineCore) runs on
+// top of it. Knows nothing of gRPC.
 
 #include <cstdint>
 #include <memory>
@@ -11,13 +11,14 @@
 
 #include "absl/status/statusor.h"
 #include "engine/kv/block_allocator.h"
-#include "kernels/model/medusa_heads_weights.h"
+#include "engine/medusa/auto_tree_file.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
 #include "engine/medusa/tree_timing.h"
-#include "kernels/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/model/config.h"
+#include "kernels/model/medusa_heads_weights.h"
 
 namespace medusa {
 
@@ -29,13 +30,7 @@ struct EngineOptions {
   int kv_block_size = 16;                // tokens per KV block
   int prefill_chunk = 512;               // prompt tokens per forward pass
   std::string heads_path;                // Medusa heads (safetensors); empty: plain decoding only
-  // Medusa tree: a preset name, a JSON file of paths (or a `medusa tree --auto` result,
-  // used as it is), or "auto": the trees that decode fastest on this machine, per batch
-  // size, from `medusa tree --auto`'s file beside the heads (AutoTreePathFor) when this
-  // machine measured it, else measured now (a few seconds) from the heads' calibration
-  // (CalibrationPathFor). Batch size 1's choice is medusa_tree() (root-only, i.e. plain
-  // decoding, when no tree paid there). Empty: "auto" when the heads have a calibration
-  // or a measured auto tree beside them, else "mc_sim_7b_63" (the reference's default).
+  // Medusa tree: what `--tree` takes (README, "--tree"; ResolveTree applies those rules).
   std::string tree;
   // With tree "auto" measured at start-up: the batch sizes and tree sizes to time.
   std::vector<int> auto_tree_batch_sizes = {1};

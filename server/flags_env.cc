@@ -27,9 +27,9 @@ std::string EnvironmentName(absl::string_view flag_name) {
   return absl::StrCat("MEDUSA_", absl::AsciiStrToUpper(flag_name));
 }
 
-absl::Status ApplyEnvironmentOverrides(absl::string_view defined_in) {
+absl::Status ApplyEnvironmentOverrides(bool (*is_ours)(absl::string_view file)) {
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (!absl::StrContains(flag->Filename(), defined_in)) continue;
+    if (!is_ours(flag->Filename())) continue;
     const std::string variable = EnvironmentName(name);
     const char* value = std::getenv(variable.c_str());
     if (value == nullptr) continue;

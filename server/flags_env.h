@@ -3,10 +3,10 @@
 // environment overrides (MEDUSA_KV_CACHE_MB=...), which the command line beats.
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace medusa::server {
 
@@ -17,9 +17,9 @@ std::vector<std::string> DashesToUnderscores(int argc, char** argv);
 // The environment variable that overrides a flag: "kv_cache_mb" -> "MEDUSA_KV_CACHE_MB".
 std::string EnvironmentName(absl::string_view flag_name);
 
-// Sets every flag defined in a file whose path contains `defined_in` from its
-// MEDUSA_<NAME> variable, where set. InvalidArgument naming the variable for a value
-// the flag cannot parse. Call before parsing the command line.
-absl::Status ApplyEnvironmentOverrides(absl::string_view defined_in);
+// Sets every flag defined in a file `is_ours` accepts from its MEDUSA_<NAME> variable,
+// where set. InvalidArgument naming the variable for a value the flag cannot parse. Call
+// before parsing the command line.
+absl::Status ApplyEnvironmentOverrides(bool (*is_ours)(absl::string_view file));
 
 }  // namespace medusa::server

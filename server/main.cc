@@ -18,26 +18,16 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "kernels/base/status_macros.h"
 #include "server/flags_env.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
+#include "tools/engine_flags.h"
 
-ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin (required)");
-ABSL_FLAG(std::string, tokenizer, "",
-          "Tokenizer for llama2.c models (SentencePiece .model or tokenizer.bin); default: beside the model");
-ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors); none: plain decoding only");
-ABSL_FLAG(std::string, tree, "",
-          "Medusa tree: a preset name, a JSON file of paths or of `medusa tree --auto`'s choices, or auto "
-          "(per batch size, the trees fastest on this machine: `medusa tree --auto`'s file beside the heads "
-          "when measured here, else measured at start-up). Default: auto when the heads have a calibration "
-          "beside them, else mc_sim_7b_63");
-ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address both listeners bind to");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");
 ABSL_FLAG(int32_t, metrics_port, 9464, "Prometheus /metrics port");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
-ABSL_FLAG(int32_t, kv_cache_mb, 512, "Memory for the paged KV cache shared by all requests, in MiB");
 ABSL_FLAG(int32_t, max_running, 16, "Sequences decoded together in one batch");
 ABSL_FLAG(int32_t, max_waiting, 64,
           "Requests waiting for a place in the batch; beyond, Generate answers RESOURCE_EXHAUSTED");
@@ -62,7 +52,15 @@ constexpr char kUsage[] =
     "Flags take dashes or underscores (--kv-cache-mb, --kv_cache_mb). Every flag can be set from the\n"
     "environment as MEDUSA_<FLAG>, e.g. MEDUSA_PORT=50052; the command line wins.";
 
-constexpr char kFlagsFile[] = "server/main.cc";
+// The files whose flags are the server's: its own and the engine's.
+constexpr absl::string_view kFlagsFiles[] = {"server/main.cc", medusa::tools::kEngineFlagsFile};
+
+bool IsServerFlagsFile(absl::string_view file) {
+  for (absl::string_view f : kFlagsFiles) {
+    if (absl::StrContains(file, f)) return true;
+  }
+  return false;
+}
 
 int Fail(const std::string& message, int code) {
   std::fprintf(stderr, "medusa-server: %s\n", message.c_str());
@@ -71,36 +69,27 @@ int Fail(const std::string& message, int code) {
 
 // Checks the flags' values; "" when they are fine.
 std::string CheckFlags() {
-  if (absl::GetFlag(FLAGS_model).empty()) return "--model is required";
-  if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
-    return "--tree needs Medusa heads: give --heads PATH";
-  }
   for (auto [name, port] : {std::pair{"--port", absl::GetFlag(FLAGS_port)},
                             std::pair{"--metrics-port", absl::GetFlag(FLAGS_metrics_port)}}) {
     if (port < 0 || port > 65535) return absl::StrCat(name, " must be in [0, 65535], got ", port);
   }
-  for (auto [name, value] : {std::pair{"--kv-cache-mb", absl::GetFlag(FLAGS_kv_cache_mb)},
-                             std::pair{"--max-running", absl::GetFlag(FLAGS_max_running)},
+  for (auto [name, value] : {std::pair{"--max-running", absl::GetFlag(FLAGS_max_running)},
                              std::pair{"--max-concurrent-streams", absl::GetFlag(FLAGS_max_concurrent_streams)},
                              std::pair{"--max-message-bytes", absl::GetFlag(FLAGS_max_message_bytes)}}) {
     if (value < 1) return absl::StrCat(name, " must be >= 1, got ", value);
   }
   if (absl::GetFlag(FLAGS_max_waiting) < 0) return "--max-waiting must be >= 0";
-  if (absl::GetFlag(FLAGS_threads) < 0) return "--threads must be >= 0";
   if (absl::GetFlag(FLAGS_medusa_max_batch) < 1) return "--medusa-max-batch must be >= 1";
   if (!(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0)) return "--shutdown-grace-seconds must be >= 0";
   return "";
 }
 
-medusa::server::ServerOptions OptionsFromFlags() {
+// The server's options from its flags; InvalidArgument naming a bad one.
+absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
+  if (std::string problem = CheckFlags(); !problem.empty()) return absl::InvalidArgumentError(problem);
   medusa::server::ServerOptions options;
-  options.engine.model_path = absl::GetFlag(FLAGS_model);
-  options.engine.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
-  options.engine.heads_path = absl::GetFlag(FLAGS_heads);
-  if (!absl::GetFlag(FLAGS_tree).empty()) options.engine.tree = absl::GetFlag(FLAGS_tree);
-  options.engine.backend.device = absl::GetFlag(FLAGS_device);
-  options.engine.backend.threads = absl::GetFlag(FLAGS_threads);
-  options.engine.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
+  ASSIGN_OR_RETURN(options.engine, medusa::tools::EngineOptionsFromFlags());
+  if (options.engine.model_path.empty()) return absl::InvalidArgumentError("--model is required");
   options.scheduler.max_running = absl::GetFlag(FLAGS_max_running);
   // --tree auto without this machine's measurement times the trees at start-up, for
   // the batch sizes the scheduler will run.
@@ -153,11 +142,11 @@ bool WatchSignals(absl::Notification* shutdown) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) { return absl::StrContains(file, kFlagsFile); };
+  usage_config.contains_help_flags = IsServerFlagsFile;
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
 
-  if (absl::Status s = medusa::server::ApplyEnvironmentOverrides(kFlagsFile); !s.ok()) {
+  if (absl::Status s = medusa::server::ApplyEnvironmentOverrides(IsServerFlagsFile); !s.ok()) {
     return Fail(std::string(s.message()), 2);
   }
   std::vector<std::string> args = medusa::server::DashesToUnderscores(argc, argv);
@@ -165,7 +154,8 @@ int main(int argc, char** argv) {
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
   if (positional.size() > 1) return Fail(absl::StrCat("unexpected argument '", positional[1], "'"), 2);
-  if (std::string problem = CheckFlags(); !problem.empty()) return Fail(problem, 2);
+  absl::StatusOr<medusa::server::ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(std::string(options.status().message()), 2);
   if (absl::Status s = medusa::server::ConfigureLogging(absl::GetFlag(FLAGS_log_format),
                                                         absl::GetFlag(FLAGS_log_level));
       !s.ok()) {
@@ -176,7 +166,7 @@ int main(int argc, char** argv) {
   if (!WatchSignals(&shutdown)) return Fail("cannot install the SIGTERM/SIGINT handlers", 1);
 
   absl::StatusOr<std::unique_ptr<medusa::server::MedusaServer>> server =
-      medusa::server::MedusaServer::Start(OptionsFromFlags());
+      medusa::server::MedusaServer::Start(*options);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
     return 1;

@@ -110,7 +110,7 @@ absl::Status MedusaServer::WarmUpRequest(bool medusa) {
     status = result.status();
     done.Notify();
   };
-  ASSIGN_OR_RETURN(uint64_t id, scheduler_->Submit(std::move(request), std::move(callbacks)));
+  RETURN_IF_ERROR(scheduler_->Submit(std::move(request), std::move(callbacks)).status());
   done.WaitForNotification();
   return status;
 }

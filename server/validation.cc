@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/tokenizer/unicode.h"
 #include "engine/tokenizer/prompt_encoding.h"
+#include "engine/tokenizer/unicode.h"
 #include "kernels/base/status_macros.h"
 #include "medusa/internal/request_text.pb.h"
 

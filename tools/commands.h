@@ -1,13 +1,16 @@
 #pragma once
-// Subcommands of the `medusa` tool. Each returns the process exit code.
+// Subcommands of the `medusa` tool, each given its flags (command_options.h). Each returns
+// the process exit code.
+
+#include "tools/command_options.h"
 
 namespace medusa::tools {
 
-int RunGenerate();
-int RunTree();
-int RunTrain();
-int RunCalibrate();
-int RunClient();
-int RunBench();
+int RunGenerate(const GenerateCommand& command);
+int RunTree(const TreeCommand& command);
+int RunTrain(const TrainCommand& command);
+int RunCalibrate(const CalibrateCommand& command);
+int RunClient(const ClientCommand& command);
+int RunBench(const BenchCommand& command);
 
 }  // namespace medusa::tools

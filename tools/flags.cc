@@ -1,25 +1,13 @@
 #include "tools/flags.h"
 
-#include "absl/flags/flag.h"
+#include <cstdint>
 
-ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin");
-ABSL_FLAG(std::string, tokenizer, "",
-          "Tokenizer for llama2.c models: SentencePiece .model or llama2.c tokenizer.bin "
-          "(default: found beside the model; GGUF models carry their own)");
-ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors)");
-ABSL_FLAG(std::string, tree, "",
-          "Medusa tree: a preset name, a JSON file of paths, or auto (see README). Default: auto when the "
-          "heads have a calibration beside them, else mc_sim_7b_63");
-ABSL_FLAG(bool, no_medusa, false,
-          "Plain decoding (one token per step) through the same loop, even with --heads");
-ABSL_FLAG(std::string, acceptance, "typical",
-          "Draft acceptance when sampling (--temperature > 0): typical (the Medusa paper's typical acceptance, "
-          "--typical-epsilon/--typical-delta) or rejection (rejection sampling: exactly the model's sampling "
-          "distribution)");
-ABSL_FLAG(double, typical_epsilon, 0.09,
-          "Typical acceptance (--acceptance typical) when sampling: accept x if "
-          "p(x) > min(epsilon, delta * exp(-H(p)))");
-ABSL_FLAG(double, typical_delta, 0.3, "Typical acceptance delta (see --typical-epsilon)");
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "kernels/base/status_macros.h"
+#include "tools/engine_flags.h"
+
+// Prompts and requests (generate, client, bench).
 ABSL_FLAG(std::string, prompt, "", "Prompt text");
 ABSL_FLAG(std::string, prompts, "",
           "JSONL file of prompts: {\"prompt\": ...} or {\"messages\": [{\"role\", \"content\"}]} per line");
@@ -28,23 +16,35 @@ ABSL_FLAG(int32_t, max_tokens, 256, "Most tokens to generate per prompt");
 ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy decoding");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling mass, in (0, 1]");
 ABSL_FLAG(int32_t, top_k, 0, "Sample among the k most likely tokens; 0 for all");
-ABSL_FLAG(uint64_t, seed, 0, "Random seed (same seed, same output)");
+ABSL_FLAG(uint64_t, seed, 0, "Random seed (same seed, same output; medusa train: the training's)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "Comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating past end-of-sequence tokens (benchmarks)");
-ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0 for every core");
-ABSL_FLAG(int32_t, kv_cache_mb, 512, "Memory for the paged KV cache, in MiB");
-ABSL_FLAG(int32_t, kv_block_size, 16, "Tokens per KV cache block");
+ABSL_FLAG(bool, no_medusa, false, "Plain decoding (one token per step) through the same loop, even with --heads");
+ABSL_FLAG(std::string, acceptance, "typical",
+          "Draft acceptance when sampling (--temperature > 0): typical (the Medusa paper's typical acceptance, "
+          "--typical-epsilon/--typical-delta) or rejection (rejection sampling: exactly the model's sampling "
+          "distribution)");
+ABSL_FLAG(double, typical_epsilon, 0.09,
+          "Typical acceptance (--acceptance typical) when sampling: accept x if "
+          "p(x) > min(epsilon, delta * exp(-H(p)))");
+ABSL_FLAG(double, typical_delta, 0.3, "Typical acceptance delta (see --typical-epsilon)");
 ABSL_FLAG(bool, json, false, "Print one JSON object per prompt instead of streaming text");
 ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, error");
 
-// medusa tree
+// client, bench
+ABSL_FLAG(std::string, addr, "localhost:50051", "medusa-server address, HOST:PORT (medusa client, medusa bench)");
+ABSL_FLAG(int32_t, requests, 0, "medusa bench: requests in all (default: one per prompt)");
+ABSL_FLAG(int32_t, concurrency, 16,
+          "medusa bench: requests in flight at once; medusa train / calibrate: answers decoded together in one "
+          "batched forward pass");
+
+// tree
 ABSL_FLAG(std::string, calibration, "",
           "Calibration JSON of the heads: {\"topk_accuracy\": [[top1, ..., top10] per head]}");
 ABSL_FLAG(int32_t, nodes, 0, "Nodes of the greedy tree, besides the root");
 ABSL_FLAG(std::string, out, "",
           "Output file (medusa tree: stdout for a greedy tree; with --auto, "
-          "<heads without .safetensors>.auto_tree.json)");
+          "<heads without .safetensors>.auto_tree.json; medusa train: the heads)");
 ABSL_FLAG(bool, auto, false,
           "medusa tree: time greedy trees of each --tree-sizes at each --batch-sizes on this machine "
           "and pick the fastest per batch size (what --tree auto reads)");
@@ -55,7 +55,91 @@ ABSL_FLAG(std::vector<std::string>, tree_sizes, std::vector<std::string>({"4", "
 ABSL_FLAG(int32_t, repeats, 5, "Timed runs per measurement; the median is kept (after one warm-up)");
 ABSL_FLAG(int32_t, context_tokens, 128, "Cached tokens per sequence when timing tree steps");
 
+// train, calibrate
+ABSL_FLAG(std::string, seed_prompts, "data/sharegpt_first_turns.json",
+          "Seed prompts for self-distillation (ShareGPT conversations: first human turns)");
+ABSL_FLAG(int32_t, num_prompts, 1000, "Seed prompts to answer (after de-duplication); 0 for all");
+ABSL_FLAG(int32_t, max_prompt_tokens, 512, "Skip seed prompts longer than this (tokens, template included)");
+ABSL_FLAG(int32_t, gen_tokens, 192, "Most tokens the model writes per seed prompt");
+ABSL_FLAG(double, gen_temperature, 0.0, "Temperature of the model's own answers (0: greedy)");
+ABSL_FLAG(int32_t, num_heads, 4, "Medusa heads to train");
+ABSL_FLAG(int32_t, num_layers, 1, "Residual blocks per head");
+ABSL_FLAG(bool, share_lm_head, false,
+          "Heads use the model's classifier as their vocabulary projection (small files) instead "
+          "of their own (initialized from it)");
+ABSL_FLAG(int32_t, epochs, 1, "Passes over the training rows");
+ABSL_FLAG(int32_t, batch_size, 64, "Rows per optimizer step");
+ABSL_FLAG(double, lr, 1e-3, "Peak learning rate (AdamW; linear warm-up, then cosine decay)");
+ABSL_FLAG(double, weight_decay, 0.0, "AdamW decoupled weight decay");
+ABSL_FLAG(std::string, dtype, "f16", "Heads file precision: f32, f16 or bf16");
+ABSL_FLAG(double, draft_coverage, 0.995,
+          "Draft vocabulary: the most frequent tokens of the model's answers that make up this share of "
+          "them (the heads propose only these; cheaper projections, same output); 0: the whole vocabulary");
+ABSL_FLAG(int32_t, draft_min_tokens, 1024, "Draft vocabulary: at least this many tokens");
+ABSL_FLAG(std::string, checkpoint, "",
+          "Training checkpoint (default <out>.ckpt); training resumes from it when present");
+ABSL_FLAG(std::string, data_cache, "",
+          "Self-distillation rows cache (default <out>.distill.safetensors; 'none' for no cache)");
+ABSL_FLAG(std::string, calibration_prompts, "data/alpaca_eval.json",
+          "Held-out prompts for per-head top-k accuracy (AlpacaEval instructions)");
+ABSL_FLAG(int32_t, calibration_count, 100, "Held-out prompts to answer for calibration");
+ABSL_FLAG(std::string, calibration_out, "", "Calibration JSON to write (default <heads>.calibration.json)");
+
 namespace medusa::tools {
+namespace {
+
+absl::StatusOr<RequestFlags> ReadRequestFlags() {
+  RequestFlags r;
+  r.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  r.temperature = absl::GetFlag(FLAGS_temperature);
+  r.top_p = absl::GetFlag(FLAGS_top_p);
+  r.top_k = absl::GetFlag(FLAGS_top_k);
+  r.seed = absl::GetFlag(FLAGS_seed);
+  r.stop = absl::GetFlag(FLAGS_stop);
+  r.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  r.no_medusa = absl::GetFlag(FLAGS_no_medusa);
+  r.acceptance = absl::GetFlag(FLAGS_acceptance);
+  r.typical_epsilon = absl::GetFlag(FLAGS_typical_epsilon);
+  r.typical_delta = absl::GetFlag(FLAGS_typical_delta);
+  if (r.acceptance != "typical" && r.acceptance != "rejection") {
+    return absl::InvalidArgumentError("--acceptance must be typical or rejection, got '" + r.acceptance + "'");
+  }
+  return r;
+}
+
+// What generate and client share: the prompts, how each is generated, and --json.
+absl::Status ReadPromptedRequests(PromptSource* prompts, RequestFlags* request, bool* json) {
+  *prompts = {.prompt = absl::GetFlag(FLAGS_prompt),
+              .prompts_file = absl::GetFlag(FLAGS_prompts),
+              .chat = absl::GetFlag(FLAGS_chat)};
+  ASSIGN_OR_RETURN(*request, ReadRequestFlags());
+  *json = absl::GetFlag(FLAGS_json);
+  return absl::OkStatus();
+}
+
+DistillFlags ReadDistillFlags() {
+  return {.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens),
+          .gen_tokens = absl::GetFlag(FLAGS_gen_tokens),
+          .concurrency = absl::GetFlag(FLAGS_concurrency)};
+}
+
+CalibrationFlags ReadCalibrationFlags() {
+  return {.prompts_file = absl::GetFlag(FLAGS_calibration_prompts),
+          .count = absl::GetFlag(FLAGS_calibration_count),
+          .out = absl::GetFlag(FLAGS_calibration_out)};
+}
+
+// The engine of train and calibrate: the base model alone (their heads are trained or
+// evaluated apart from it).
+absl::StatusOr<EngineOptions> BaseModelFlags() {
+  ASSIGN_OR_RETURN(EngineOptions engine, EngineOptionsFromFlags());
+  if (engine.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  engine.heads_path.clear();
+  engine.tree.clear();
+  return engine;
+}
+
+}  // namespace
 
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
@@ -70,6 +154,102 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
     }
   }
   return args;
+}
+
+std::string LogLevelFlag() { return absl::GetFlag(FLAGS_log_level); }
+
+absl::StatusOr<GenerateCommand> GenerateFlags() {
+  GenerateCommand c;
+  ASSIGN_OR_RETURN(c.engine, EngineOptionsFromFlags());
+  if (c.engine.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  RETURN_IF_ERROR(ReadPromptedRequests(&c.prompts, &c.request, &c.json));
+  return c;
+}
+
+absl::StatusOr<ClientCommand> ClientFlags() {
+  ClientCommand c;
+  c.addr = absl::GetFlag(FLAGS_addr);
+  RETURN_IF_ERROR(ReadPromptedRequests(&c.prompts, &c.request, &c.json));
+  return c;
+}
+
+absl::StatusOr<BenchCommand> BenchFlags() {
+  BenchCommand c;
+  c.addr = absl::GetFlag(FLAGS_addr);
+  c.prompts_file = absl::GetFlag(FLAGS_prompts);
+  if (c.prompts_file.empty()) return absl::InvalidArgumentError("medusa bench needs --prompts FILE.jsonl");
+  c.chat = absl::GetFlag(FLAGS_chat);
+  c.concurrency = absl::GetFlag(FLAGS_concurrency);
+  if (c.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
+  c.requests = absl::GetFlag(FLAGS_requests);
+  ASSIGN_OR_RETURN(c.request, ReadRequestFlags());
+  c.json = absl::GetFlag(FLAGS_json);
+  return c;
+}
+
+absl::StatusOr<TreeCommand> TreeFlags() {
+  TreeCommand c;
+  c.calibration = absl::GetFlag(FLAGS_calibration);
+  if (c.calibration.empty()) return absl::InvalidArgumentError("--calibration FILE.json is required");
+  c.nodes = absl::GetFlag(FLAGS_nodes);
+  c.out = absl::GetFlag(FLAGS_out);
+  c.automatic = absl::GetFlag(FLAGS_auto);
+  c.batch_sizes = absl::GetFlag(FLAGS_batch_sizes);
+  c.tree_sizes = absl::GetFlag(FLAGS_tree_sizes);
+  c.repeats = absl::GetFlag(FLAGS_repeats);
+  c.context_tokens = absl::GetFlag(FLAGS_context_tokens);
+  if (c.repeats < 1 || c.context_tokens < 1) {
+    return absl::InvalidArgumentError("--repeats and --context-tokens must be positive");
+  }
+  if (c.automatic) {
+    ASSIGN_OR_RETURN(c.engine, EngineOptionsFromFlags());
+    if (c.engine.model_path.empty() || c.engine.heads_path.empty()) {
+      return absl::InvalidArgumentError("--auto needs --model and --heads (and --calibration)");
+    }
+    c.engine.tree = "chain";  // any tree the heads can run; the measurement makes its own
+  }
+  return c;
+}
+
+absl::StatusOr<TrainCommand> TrainFlags() {
+  TrainCommand c;
+  ASSIGN_OR_RETURN(c.engine, BaseModelFlags());
+  c.out = absl::GetFlag(FLAGS_out);
+  if (c.out.empty()) return absl::InvalidArgumentError("--out HEADS.safetensors is required");
+  c.seed_prompts = absl::GetFlag(FLAGS_seed_prompts);
+  c.num_prompts = absl::GetFlag(FLAGS_num_prompts);
+  c.gen_temperature = absl::GetFlag(FLAGS_gen_temperature);
+  c.num_heads = absl::GetFlag(FLAGS_num_heads);
+  c.num_layers = absl::GetFlag(FLAGS_num_layers);
+  c.share_lm_head = absl::GetFlag(FLAGS_share_lm_head);
+  c.epochs = absl::GetFlag(FLAGS_epochs);
+  c.batch_size = absl::GetFlag(FLAGS_batch_size);
+  c.lr = absl::GetFlag(FLAGS_lr);
+  c.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  c.seed = absl::GetFlag(FLAGS_seed);
+  c.dtype = absl::GetFlag(FLAGS_dtype);
+  c.draft_coverage = absl::GetFlag(FLAGS_draft_coverage);
+  if (!(c.draft_coverage >= 0 && c.draft_coverage <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--draft-coverage must be in [0, 1], got %g", c.draft_coverage));
+  }
+  c.draft_min_tokens = absl::GetFlag(FLAGS_draft_min_tokens);
+  if (c.draft_min_tokens < 1) return absl::InvalidArgumentError("--draft-min-tokens must be >= 1");
+  c.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  c.data_cache = absl::GetFlag(FLAGS_data_cache);
+  c.distill = ReadDistillFlags();
+  c.calibration = ReadCalibrationFlags();
+  return c;
+}
+
+absl::StatusOr<CalibrateCommand> CalibrateFlags() {
+  CalibrateCommand c;
+  ASSIGN_OR_RETURN(const EngineOptions given, EngineOptionsFromFlags());
+  c.heads = given.heads_path;
+  if (c.heads.empty()) return absl::InvalidArgumentError("--heads is required");
+  ASSIGN_OR_RETURN(c.engine, BaseModelFlags());
+  c.distill = ReadDistillFlags();
+  c.calibration = ReadCalibrationFlags();
+  return c;
 }
 
 }  // namespace medusa::tools

@@ -1,10 +1,9 @@
 // `medusa generate`: in-process generation on the local engine.
 
-#include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <string>
 
-#include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
@@ -12,40 +11,33 @@
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "tools/fail.h"
 #include "tools/prompts.h"
 
 namespace medusa::tools {
 namespace {
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "medusa: %s\n", std::string(status.message()).c_str());
-  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
-absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const PromptSpec& spec) {
+absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const PromptSpec& spec, bool chat,
+                                               const RequestFlags& flags) {
   GenerationRequest request;
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, spec.messages.empty()
-                                                 ? EncodePrompt(tokenizer, spec.text, absl::GetFlag(FLAGS_chat))
-                                                 : EncodeChat(tokenizer, spec.messages));
-  request.prompt_ids = std::move(ids);
-  request.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  request.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
-  request.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
-  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  request.sampling.seed = absl::GetFlag(FLAGS_seed);
-  request.stop_strings = absl::GetFlag(FLAGS_stop);
-  request.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
-  request.use_medusa = !absl::GetFlag(FLAGS_no_medusa);
-  ASSIGN_OR_RETURN(SamplingAcceptance rule, ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance)));
-  request.acceptance.rule = rule;
-  request.acceptance.epsilon = static_cast<float>(absl::GetFlag(FLAGS_typical_epsilon));
-  request.acceptance.delta = static_cast<float>(absl::GetFlag(FLAGS_typical_delta));
+  ASSIGN_OR_RETURN(request.prompt_ids, spec.messages.empty() ? EncodePrompt(tokenizer, spec.text, chat)
+                                                             : EncodeChat(tokenizer, spec.messages));
+  request.max_tokens = flags.max_tokens;
+  request.sampling.temperature = static_cast<float>(flags.temperature);
+  request.sampling.top_p = static_cast<float>(flags.top_p);
+  request.sampling.top_k = flags.top_k;
+  request.sampling.seed = flags.seed;
+  request.stop_strings = flags.stop;
+  request.ignore_eos = flags.ignore_eos;
+  request.use_medusa = !flags.no_medusa;
+  ASSIGN_OR_RETURN(request.acceptance.rule, ParseSamplingAcceptance(flags.acceptance));
+  request.acceptance.epsilon = static_cast<float>(flags.typical_epsilon);
+  request.acceptance.delta = static_cast<float>(flags.typical_delta);
   return request;
 }
 
-nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool medusa) {
-  const MedusaTree* tree = medusa ? engine.medusa_tree() : nullptr;
+nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool use_medusa) {
+  const MedusaTree* tree = use_medusa ? engine.medusa_tree() : nullptr;
   return {
       {"mode", tree && tree->num_nodes() > 1 ? "medusa" : "plain"},
       {"tree_nodes", tree ? tree->num_nodes() : 1},
@@ -69,57 +61,43 @@ nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool 
   };
 }
 
+void PrintSummary(const GenerationResult& r, bool use_medusa) {
+  std::fprintf(stderr,
+               "\n[%d prompt tokens, %d new tokens in %d steps (%.2f tokens/step, %s); prefill "
+               "%.1f tok/s, decode %.1f tok/s; %s]\n",
+               r.prompt_tokens, r.new_tokens(), r.steps, r.acceleration_rate(), use_medusa ? "medusa" : "plain",
+               r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0.0, r.tokens_per_second(),
+               std::string(FinishReasonName(r.finish_reason)).c_str());
+}
+
 }  // namespace
 
-int RunGenerate() {
-  if (absl::GetFlag(FLAGS_model).empty()) return Fail(absl::InvalidArgumentError("--model is required"));
-  if (absl::GetFlag(FLAGS_heads).empty() && !absl::GetFlag(FLAGS_tree).empty()) {
-    return Fail(absl::InvalidArgumentError("--tree needs Medusa heads: give --heads PATH"));
-  }
-  if (absl::StatusOr<SamplingAcceptance> rule = ParseSamplingAcceptance(absl::GetFlag(FLAGS_acceptance));
-      !rule.ok()) {
-    return Fail(rule.status());  // before the model loads, not after
-  }
-  absl::StatusOr<std::vector<PromptSpec>> prompts = PromptsFromFlags();
+int RunGenerate(const GenerateCommand& command) {
+  absl::StatusOr<std::vector<PromptSpec>> prompts = ReadPrompts(command.prompts);
   if (!prompts.ok()) return Fail(prompts.status());
-
-  EngineOptions options;
-  options.model_path = absl::GetFlag(FLAGS_model);
-  options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
-  options.backend.device = absl::GetFlag(FLAGS_device);
-  options.backend.threads = absl::GetFlag(FLAGS_threads);
-  options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
-  options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
-  options.heads_path = absl::GetFlag(FLAGS_heads);
-  if (!absl::GetFlag(FLAGS_tree).empty()) options.tree = absl::GetFlag(FLAGS_tree);
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(command.engine);
   if (!engine.ok()) return Fail(engine.status());
 
-  const bool json = absl::GetFlag(FLAGS_json);
-  const bool medusa = !absl::GetFlag(FLAGS_no_medusa) && (*engine)->medusa_tree() != nullptr;
+  const bool use_medusa = !command.request.no_medusa && (*engine)->medusa_tree() != nullptr;
+  StreamCallback print_text = nullptr;
+  if (!command.json) {
+    print_text = [](absl::Span<const int32_t>, std::string_view text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
   for (const PromptSpec& spec : *prompts) {
-    absl::StatusOr<GenerationRequest> request = BuildRequest((*engine)->tokenizer(), spec);
+    absl::StatusOr<GenerationRequest> request =
+        BuildRequest((*engine)->tokenizer(), spec, command.prompts.chat, command.request);
     if (!request.ok()) return Fail(request.status());
-    StreamCallback print_text = nullptr;
-    if (!json) {
-      print_text = [](absl::Span<const int32_t>, std::string_view text) {
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
-      };
-    }
     absl::StatusOr<GenerationResult> result = Generate(**engine, *request, print_text);
     if (!result.ok()) return Fail(result.status());
-    if (json) {
-      std::cout << ResultJson(*result, **engine, medusa).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+    if (command.json) {
+      std::cout << ResultJson(*result, **engine, use_medusa)
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << std::endl;
     } else {
-      std::fprintf(stderr,
-                   "\n[%d prompt tokens, %d new tokens in %d steps (%.2f tokens/step, %s); prefill "
-                   "%.1f tok/s, decode %.1f tok/s; %s]\n",
-                   result->prompt_tokens, result->new_tokens(), result->steps,
-                   result->acceleration_rate(), medusa ? "medusa" : "plain",
-                   result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0.0,
-                   result->tokens_per_second(), std::string(FinishReasonName(result->finish_reason)).c_str());
+      PrintSummary(*result, use_medusa);
     }
   }
   return 0;

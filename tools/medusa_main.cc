@@ -1,15 +1,17 @@
-// The `medusa` tool: medusa <command> [flags]. Commands: generate, tree.
+// The `medusa` tool: medusa <command> [flags], for generate, client, bench, train,
+// calibrate and tree (kUsage below). main parses the command line and reads the
+// command's flags once (tools/flags.h); the command gets them as plain values.
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
+#include "tools/fail.h"
 #include "tools/flags.h"
 
 namespace {
@@ -38,6 +40,13 @@ constexpr char kUsage[] =
     "             this machine and pick one per batch size, for --tree auto)\n"
     "Run `medusa <command> --help` for every flag.";
 
+// Runs the command with its flags, or fails with what is wrong with them.
+template <typename Command>
+int Dispatch(const absl::StatusOr<Command>& flags, int (*run)(const Command&)) {
+  if (!flags.ok()) return medusa::tools::Fail(flags.status());
+  return run(*flags);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,16 +65,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "medusa %s: unexpected argument '%s'\n", command.c_str(), positional[1]);
     return 2;
   }
-  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   spdlog::set_default_logger(spdlog::stderr_color_mt("medusa"));
-  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::set_level(spdlog::level::from_str(medusa::tools::LogLevelFlag()));
 
-  if (command == "generate") return medusa::tools::RunGenerate();
-  if (command == "tree") return medusa::tools::RunTree();
-  if (command == "train") return medusa::tools::RunTrain();
-  if (command == "calibrate") return medusa::tools::RunCalibrate();
-  if (command == "client") return medusa::tools::RunClient();
-  if (command == "bench") return medusa::tools::RunBench();
+  namespace tools = medusa::tools;
+  if (command == "generate") return Dispatch(tools::GenerateFlags(), tools::RunGenerate);
+  if (command == "tree") return Dispatch(tools::TreeFlags(), tools::RunTree);
+  if (command == "train") return Dispatch(tools::TrainFlags(), tools::RunTrain);
+  if (command == "calibrate") return Dispatch(tools::CalibrateFlags(), tools::RunCalibrate);
+  if (command == "client") return Dispatch(tools::ClientFlags(), tools::RunClient);
+  if (command == "bench") return Dispatch(tools::BenchFlags(), tools::RunBench);
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;
 }

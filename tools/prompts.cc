@@ -2,11 +2,9 @@
 
 #include <fstream>
 
-#include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
-#include "tools/flags.h"
 
 namespace medusa::tools {
 
@@ -47,9 +45,9 @@ absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path)
   return prompts;
 }
 
-absl::StatusOr<std::vector<PromptSpec>> PromptsFromFlags() {
-  const std::string text = absl::GetFlag(FLAGS_prompt);
-  const std::string file = absl::GetFlag(FLAGS_prompts);
+absl::StatusOr<std::vector<PromptSpec>> ReadPrompts(const PromptSource& source) {
+  const std::string& text = source.prompt;
+  const std::string& file = source.prompts_file;
   if (text.empty() == file.empty()) {
     return absl::InvalidArgumentError("give exactly one of --prompt TEXT or --prompts FILE.jsonl");
   }

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tools/command_options.h"
 
 namespace medusa::tools {
 
@@ -19,6 +20,6 @@ struct PromptSpec {
 absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path);
 
 // The prompts --prompt TEXT or --prompts FILE.jsonl name (exactly one of them).
-absl::StatusOr<std::vector<PromptSpec>> PromptsFromFlags();
+absl::StatusOr<std::vector<PromptSpec>> ReadPrompts(const PromptSource& source);
 
 }  // namespace medusa::tools

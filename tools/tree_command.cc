@@ -18,24 +18,19 @@
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
+#include "engine/medusa/auto_tree_file.h"
 #include "engine/medusa/tree_builder.h"
 #include "engine/medusa/tree_timing.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "tools/commands.h"
-#include "tools/flags.h"
+#include "tools/fail.h"
 
 namespace medusa::tools {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "medusa tree: %s\n", std::string(status.message()).c_str());
-  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
 
 absl::StatusOr<std::vector<int>> ParseSizes(const std::vector<std::string>& items, const char* flag) {
   std::vector<int> sizes;
@@ -59,13 +54,12 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
-int RunGreedy(const Calibration& calibration) {
-  const int nodes = absl::GetFlag(FLAGS_nodes);
-  if (nodes < 1) return Fail(absl::InvalidArgumentError("--nodes N (N >= 1) is required without --auto"));
-  absl::StatusOr<GreedyTree> tree = BuildGreedyTree(calibration, nodes);
+int RunGreedy(const TreeCommand& command, const Calibration& calibration) {
+  if (command.nodes < 1) return Fail(absl::InvalidArgumentError("--nodes N (N >= 1) is required without --auto"));
+  absl::StatusOr<GreedyTree> tree = BuildGreedyTree(calibration, command.nodes);
   if (!tree.ok()) return Fail(tree.status());
   const std::string text = tree->ToJson().dump() + "\n";
-  const std::string out = absl::GetFlag(FLAGS_out);
+  const std::string& out = command.out;
   if (out.empty()) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     return 0;
@@ -115,45 +109,29 @@ nlohmann::json MergeIntoAutoTreeFile(const std::string& path, const nlohmann::js
   return *std::move(merged);
 }
 
-int RunAuto(const Calibration& calibration) {
-  const std::string heads = absl::GetFlag(FLAGS_heads);
-  if (absl::GetFlag(FLAGS_model).empty() || heads.empty()) {
-    return Fail(absl::InvalidArgumentError("--auto needs --model and --heads (and --calibration)"));
-  }
+int RunAuto(const TreeCommand& command, const Calibration& calibration) {
+  const std::string& heads = command.engine.heads_path;
   if (!calibration.heads.empty() &&
       std::filesystem::path(calibration.heads).filename() != std::filesystem::path(heads).filename()) {
     spdlog::warn("the calibration was measured for '{}', not '{}'", calibration.heads, heads);
   }
   AutoTreeOptions options;
-  absl::StatusOr<std::vector<int>> batch_sizes = ParseSizes(absl::GetFlag(FLAGS_batch_sizes), "batch-sizes");
+  absl::StatusOr<std::vector<int>> batch_sizes = ParseSizes(command.batch_sizes, "batch-sizes");
   if (!batch_sizes.ok()) return Fail(batch_sizes.status());
-  absl::StatusOr<std::vector<int>> tree_sizes = ParseSizes(absl::GetFlag(FLAGS_tree_sizes), "tree-sizes");
+  absl::StatusOr<std::vector<int>> tree_sizes = ParseSizes(command.tree_sizes, "tree-sizes");
   if (!tree_sizes.ok()) return Fail(tree_sizes.status());
   options.timing.batch_sizes = *batch_sizes;
   options.tree_sizes = *tree_sizes;
-  options.timing.repeats = absl::GetFlag(FLAGS_repeats);
-  options.timing.context_tokens = absl::GetFlag(FLAGS_context_tokens);
-  if (options.timing.repeats < 1 || options.timing.context_tokens < 1) {
-    return Fail(absl::InvalidArgumentError("--repeats and --context-tokens must be positive"));
-  }
-
-  EngineOptions engine_options;
-  engine_options.model_path = absl::GetFlag(FLAGS_model);
-  engine_options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
-  engine_options.backend.device = absl::GetFlag(FLAGS_device);
-  engine_options.backend.threads = absl::GetFlag(FLAGS_threads);
-  engine_options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
-  engine_options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
-  engine_options.heads_path = heads;
-  engine_options.tree = "chain";  // any tree the heads can run; the measurement makes its own
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(engine_options);
+  options.timing.repeats = command.repeats;
+  options.timing.context_tokens = command.context_tokens;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(command.engine);
   if (!engine.ok()) return Fail(engine.status());
 
   absl::StatusOr<nlohmann::json> report = MeasureAutoTree((*engine)->timing_target(), calibration, options);
   if (!report.ok()) return Fail(report.status());
   (*report)["heads"] = heads;
-  (*report)["calibration"] = absl::GetFlag(FLAGS_calibration);
-  const std::string out = absl::GetFlag(FLAGS_out).empty() ? AutoTreePathFor(heads) : absl::GetFlag(FLAGS_out);
+  (*report)["calibration"] = command.calibration;
+  const std::string out = command.out.empty() ? AutoTreePathFor(heads) : command.out;
   const nlohmann::json file = MergeIntoAutoTreeFile(out, *report);
   if (absl::Status s = WriteText(out, file.dump(2) + "\n"); !s.ok()) return Fail(s);
   PrintMeasurements(*report);
@@ -164,12 +142,10 @@ int RunAuto(const Calibration& calibration) {
 
 }  // namespace
 
-int RunTree() {
-  const std::string path = absl::GetFlag(FLAGS_calibration);
-  if (path.empty()) return Fail(absl::InvalidArgumentError("--calibration FILE.json is required"));
-  absl::StatusOr<Calibration> calibration = LoadCalibration(path);
+int RunTree(const TreeCommand& command) {
+  absl::StatusOr<Calibration> calibration = LoadCalibration(command.calibration);
   if (!calibration.ok()) return Fail(calibration.status());
-  return absl::GetFlag(FLAGS_auto) ? RunAuto(*calibration) : RunGreedy(*calibration);
+  return command.automatic ? RunAuto(command, *calibration) : RunGreedy(command, *calibration);
 }
 
 }  // namespace medusa::tools

@@ -11,7 +11,10 @@ absl::StatusOr<GenerationResult> Generate(Engine& engine, const GenerationReques
   options.prefill_chunk = engine.options().prefill_chunk;
   options.max_batch = 1;
   EngineCore core(engine, options);
-  RETURN_IF_ERROR(core.Add(/*id=*/1, request, {.on_text = on_text, .hooks = &hooks}));
+  RequestOptions request_options;
+  request_options.on_text = on_text;
+  request_options.hooks = &hooks;
+  RETURN_IF_ERROR(core.Add(/*id=*/1, request, std::move(request_options)));
   for (;;) {
     std::vector<RequestOutput> ended = core.Step();
     if (!ended.empty()) return std::move(ended.front().result);

@@ -260,6 +260,13 @@ class HeadsLoader {
 
 }  // namespace
 
+std::string BesideHeads(const std::string& heads_path, std::string_view suffix) {
+  constexpr std::string_view kExtension = ".safetensors";
+  std::string stem = heads_path;
+  if (stem.size() > kExtension.size() && stem.ends_with(kExtension)) stem.resize(stem.size() - kExtension.size());
+  return stem.append(suffix);
+}
+
 std::string DraftVocabToText(absl::Span<const int32_t> ids) { return absl::StrJoin(ids, " "); }
 
 absl::StatusOr<std::vector<int32_t>> DraftVocabFromText(const std::string& text, int vocab) {

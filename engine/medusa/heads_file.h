@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -45,6 +46,10 @@ absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file
 absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,
                              const nlohmann::json& metadata,
                              safetensors::DType dtype = safetensors::DType::kF32);
+
+// A file that belongs to a heads file: its path without ".safetensors", plus `suffix`
+// ("x/heads.safetensors", ".json" -> "x/heads.json").
+std::string BesideHeads(const std::string& heads_path, std::string_view suffix);
 
 // The metadata key of the draft vocabulary, and its text form ("12 5 873 ...").
 inline constexpr char kDraftVocabKey[] = "medusa_draft_vocab";

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -13,10 +11,6 @@
 
 namespace medusa {
 namespace {
-
-// Cumulative accuracies written as count / total may wobble in the last bits when a
-// tool rounds them; a drop smaller than this is read as equal.
-constexpr double kMonotoneSlack = 1e-9;
 
 // Probabilities that differ by less than this (relative) are ties, so products taken
 // in different orders (a*b*c vs a*c*b) do not decide the greedy order by rounding.
@@ -29,14 +23,6 @@ struct TreeOrderLess {
   }
 };
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Ranks the greedy search may use at depth d (1-based): head d-1's measured ranks, at most 10.
 int RanksAtDepth(const Calibration& calibration, int depth) {
   return std::min(kGreedyMaxRank, calibration.num_ranks(depth - 1));
@@ -48,70 +34,6 @@ int DepthLimit(const Calibration& calibration, int max_depth) {
 }
 
 }  // namespace
-
-double Calibration::rank_accuracy(int head, int rank) const {
-  const std::vector<double>& top = topk_accuracy[head];
-  if (rank < 0 || rank >= static_cast<int>(top.size())) return 0.0;
-  const double below = rank == 0 ? 0.0 : top[rank - 1];
-  return std::max(0.0, top[rank] - below);  // a slack-sized drop counts as 0
-}
-
-absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const std::string& source) {
-  auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration '", source, "': ", what));
-  };
-  const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return bad("not valid JSON");
-  if (!doc.is_object()) return bad("expected a JSON object with \"topk_accuracy\"");
-  Calibration calibration;
-  if (doc.contains("heads")) {
-    if (!doc["heads"].is_string()) return bad(absl::StrCat("\"heads\" must be a string, got ", doc["heads"].dump()));
-    calibration.heads = doc["heads"].get<std::string>();
-  }
-  if (!doc.contains("topk_accuracy")) return bad("missing \"topk_accuracy\" (one list of top-1..top-k accuracies per head)");
-  const nlohmann::json& heads = doc["topk_accuracy"];
-  if (!heads.is_array() || heads.empty()) {
-    return bad(absl::StrCat("\"topk_accuracy\" must be a non-empty list with one list per head, got ",
-                            heads.dump()));
-  }
-  if (heads.size() > static_cast<size_t>(MedusaTree::kMaxDepth)) {
-    return bad(absl::StrCat("\"topk_accuracy\" has ", heads.size(), " heads, more than the limit of ",
-                            MedusaTree::kMaxDepth));
-  }
-  for (size_t k = 0; k < heads.size(); ++k) {
-    const nlohmann::json& head = heads[k];
-    if (!head.is_array() || head.empty()) {
-      return bad(absl::StrCat("topk_accuracy[", k, "] must be a non-empty list of top-1, top-2, ... ",
-                              "accuracies, got ", head.dump()));
-    }
-    std::vector<double> top;
-    for (size_t i = 0; i < head.size(); ++i) {
-      const nlohmann::json& v = head[i];
-      if (!v.is_number()) {
-        return bad(absl::StrCat("topk_accuracy[", k, "][", i, "] is ", v.dump(), ", not a number"));
-      }
-      const double x = v.get<double>();
-      if (!(x >= 0.0 && x <= 1.0)) {
-        return bad(absl::StrCat("topk_accuracy[", k, "][", i, "] = ", x, " is outside [0, 1]"));
-      }
-      if (!top.empty() && x < top.back() - kMonotoneSlack) {
-        return bad(absl::StrCat("topk_accuracy[", k, "] decreases: top-", i + 1, " = ", x, " < top-", i,
-                                " = ", top.back(), " (top-k accuracies are cumulative, so they cannot "
-                                "decrease with k)"));
-      }
-      top.push_back(x);
-    }
-    calibration.topk_accuracy.push_back(std::move(top));
-  }
-  return calibration;
-}
-
-absl::StatusOr<Calibration> LoadCalibration(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path, "calibration file"));
-  return ParseCalibration(text, path);
-}
-
-// ------------------------------------------------------------------ greedy trees
 
 double GreedyTree::expected_acceleration(int nodes) const {
   const size_t n = nodes < 0 ? probabilities.size() : std::min<size_t>(nodes, probabilities.size());
@@ -201,149 +123,6 @@ int ChooseTreeIndex(absl::Span<const double> expected_speedup) {
     }
   }
   return best;
-}
-
-// ------------------------------------------------------------------ auto trees
-
-namespace {
-
-// The machine a measurement was made on ("machine": {"id"}), "" when it does not say.
-std::string MachineIdOf(const nlohmann::json& measurement) {
-  if (!measurement.is_object() || !measurement.contains("machine")) return "";
-  const nlohmann::json& machine = measurement["machine"];
-  if (!machine.is_object() || !machine.contains("id") || !machine["id"].is_string()) return "";
-  return machine["id"].get<std::string>();
-}
-
-// The index of the measurement to use on `machine_id`: its own, else one naming no
-// machine, else the first.
-size_t PickMeasurement(const nlohmann::json& machines, const std::string& machine_id) {
-  for (size_t i = 0; i < machines.size(); ++i) {
-    if (!machine_id.empty() && MachineIdOf(machines[i]) == machine_id) return i;
-  }
-  for (size_t i = 0; i < machines.size(); ++i) {
-    if (MachineIdOf(machines[i]).empty()) return i;
-  }
-  return 0;
-}
-
-}  // namespace
-
-absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std::string& source, int num_heads,
-                                         const std::string& machine_id) {
-  std::string in;  // where in a several-machine file the measurement is, for messages
-  auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("auto tree '", source, "': ", in, what));
-  };
-  const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return bad("not valid JSON");
-  const nlohmann::json* measurement = &doc;
-  if (doc.is_object() && doc.contains("machines")) {
-    if (!doc["machines"].is_array() || doc["machines"].empty()) {
-      return bad("\"machines\" must be a non-empty list of measurements");
-    }
-    const size_t pick = PickMeasurement(doc["machines"], machine_id);
-    measurement = &doc["machines"][pick];
-    in = absl::StrCat("machines[", pick, "]: ");
-  }
-  const nlohmann::json& m = *measurement;
-  if (!m.is_object() || !m.contains("choice") || !m["choice"].is_object() || m["choice"].empty()) {
-    return bad("expected an object whose \"choice\" maps batch sizes to {\"nodes\", \"paths\"}");
-  }
-  AutoTree result;
-  result.machine_id_ = MachineIdOf(m);
-  for (const auto& [key, entry] : m["choice"].items()) {
-    int batch = 0;
-    if (!absl::SimpleAtoi(key, &batch) || batch < 1) {
-      return bad(absl::StrCat("choice key \"", key, "\" is not a batch size (a positive integer)"));
-    }
-    const std::string where = absl::StrCat("choice[\"", key, "\"]");
-    if (!entry.is_object() || !entry.contains("paths") || !entry.contains("nodes") ||
-        !entry["nodes"].is_number_integer()) {
-      return bad(absl::StrCat(where, " must be an object with integer \"nodes\" and a list \"paths\", got ",
-                              entry.dump()));
-    }
-    ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths,
-                     ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where)));
-    if (entry["nodes"].get<int64_t>() != static_cast<int64_t>(paths.size())) {
-      return bad(
-          absl::StrCat(where, " says ", entry["nodes"].get<int64_t>(), " nodes but lists ", paths.size(), " paths"));
-    }
-    absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
-    if (!tree.ok()) return bad(absl::StrCat(where, ": ", tree.status().message()));
-    result.choice_.emplace(batch, *std::move(tree));
-  }
-  return result;
-}
-
-absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads, const std::string& machine_id) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        "--tree auto needs '", path, "', which does not exist: measure it once with "
-        "`medusa tree --auto --model MODEL --heads HEADS --calibration CALIBRATION.json`"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return Parse(text.str(), path, num_heads, machine_id);
-}
-
-absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing,
-                                                        const nlohmann::json& measurement,
-                                                        std::vector<std::string>* dropped) {
-  std::vector<nlohmann::json> kept;
-  if (!existing.empty()) {
-    const nlohmann::json doc = nlohmann::json::parse(existing, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_object() && doc.contains("machines") && doc["machines"].is_array()) {
-      kept.assign(doc["machines"].begin(), doc["machines"].end());
-    } else if (doc.is_object() && doc.contains("choice")) {
-      kept.push_back(doc);  // one machine's, as files were before they held several
-    } else {
-      return absl::InvalidArgumentError(
-          "not an auto-tree file (expected an object with \"machines\" or \"choice\")");
-    }
-  }
-  const std::string id = MachineIdOf(measurement);
-  const nlohmann::json accuracy = measurement.value("topk_accuracy", nlohmann::json());
-  std::erase_if(kept, [&](const nlohmann::json& m) {
-    if (MachineIdOf(m) == id) return true;  // replaced by the new measurement
-    // Measured for other heads' accuracies (or without saying): its choice is stale.
-    if (m.is_object() && m.value("topk_accuracy", nlohmann::json()) == accuracy) return false;
-    if (dropped != nullptr) dropped->push_back(MachineIdOf(m));
-    return true;
-  });
-  kept.push_back(measurement);
-  std::stable_sort(kept.begin(), kept.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
-    return MachineIdOf(a) < MachineIdOf(b);
-  });
-  return nlohmann::json{{"machines", kept}};
-}
-
-std::vector<int> AutoTree::batch_sizes() const {
-  std::vector<int> sizes;
-  for (const auto& [batch, tree] : choice_) sizes.push_back(batch);
-  return sizes;
-}
-
-const MedusaTree& AutoTree::TreeForBatch(int batch) const {
-  auto it = choice_.lower_bound(batch);
-  if (it == choice_.end()) it = std::prev(choice_.end());
-  return it->second;
-}
-
-namespace {
-std::string HeadsStem(const std::string& heads_path) {
-  constexpr std::string_view kSuffix = ".safetensors";
-  std::string stem = heads_path;
-  if (stem.size() > kSuffix.size() && stem.ends_with(kSuffix)) stem.resize(stem.size() - kSuffix.size());
-  return stem;
-}
-}  // namespace
-
-std::string AutoTreePathFor(const std::string& heads_path) { return HeadsStem(heads_path) + ".auto_tree.json"; }
-
-std::string CalibrationPathFor(const std::string& heads_path) {
-  return HeadsStem(heads_path) + ".calibration.json";
 }
 
 }  // namespace medusa

@@ -90,7 +90,10 @@ void Scheduler::Impl::TakeControlLocked(std::vector<RequestOutput>& outputs) {
   taken.swap(inbox);
   inbox.clear();
   for (Submitted& s : taken) {
-    absl::Status added = core.Add(s.id, std::move(s.request), {std::move(s.callbacks.on_text), s.deadline});
+    RequestOptions request_options;
+    request_options.on_text = std::move(s.callbacks.on_text);
+    request_options.deadline = s.deadline;
+    const absl::Status added = core.Add(s.id, std::move(s.request), std::move(request_options));
     if (added.ok()) {
       on_done[s.id] = std::move(s.callbacks.on_done);
     } else if (s.callbacks.on_done) {

@@ -21,4 +21,13 @@ std::vector<int32_t> ChooseDraftVocab(absl::Span<const int64_t> counts, double c
 }
 
 
+std::vector<int32_t> DraftVocabOf(const DistillSet& data, int vocab, double coverage, int min_size) {
+  std::vector<int64_t> counts(vocab, 0);
+  for (int r = 0; r < data.rows(); ++r) {
+    const int32_t token = data.Targets(r)[0];
+    if (token >= 0 && token < vocab) ++counts[token];
+  }
+  return ChooseDraftVocab(counts, std::min(coverage, 1.0), min_size);
+}
+
 }  // namespace medusa

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "engine/train/distill_set.h"
 
 namespace medusa {
 
@@ -14,5 +15,9 @@ namespace medusa {
 // frequent first, ties (unseen tokens among them) by smaller id. `counts` has one entry
 // per vocabulary id.
 std::vector<int32_t> ChooseDraftVocab(absl::Span<const int64_t> counts, double coverage, int min_size);
+
+// The draft vocabulary of self-distillation rows: ChooseDraftVocab over the tokens the model
+// wrote (head 0's targets, which cover every answer token but each answer's first two).
+std::vector<int32_t> DraftVocabOf(const DistillSet& data, int vocab, double coverage, int min_size);
 
 }  // namespace medusa

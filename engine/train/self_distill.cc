@@ -101,7 +101,9 @@ absl::StatusOr<DistillSet> SelfDistill(Engine& engine, const std::vector<std::ve
     request.sampling = options.sampling;
     request.sampling.seed += static_cast<uint64_t>(i);
     request.use_medusa = false;
-    RETURN_IF_ERROR(core.Add(i, std::move(request), {.hooks = &hooks[i]}));
+    RequestOptions request_options;
+    request_options.hooks = &hooks[i];
+    RETURN_IF_ERROR(core.Add(i, std::move(request), std::move(request_options)));
   }
   std::vector<DistillSet> per_prompt(prompts.size());
   SelfDistillProgress progress{.prompts_total = static_cast<int>(prompts.size())};

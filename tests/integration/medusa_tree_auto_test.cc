@@ -8,11 +8,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/tokenizer/prompt_encoding.h"
-#include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "engine/medusa/auto_tree_file.h"
+#include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree_builder.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"

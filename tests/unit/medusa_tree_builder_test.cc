@@ -3,6 +3,7 @@
 // paths, growth by prefixes), the auto-tree file and its per-batch-size lookup, the
 // tree choice, and tree-step timing on stories260K (every KV block returned).
 
+#include "engine/medusa/auto_tree_file.h"
 #include "engine/medusa/tree_builder.h"
 
 #include <algorithm>

@@ -1,0 +1,151 @@
+#include "engine/medusa/auto_tree_file.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/medusa/heads_file.h"
+#include "kernels/base/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace medusa {
+namespace {
+
+// The machine a measurement was made on ("machine": {"id"}), "" when it does not say.
+std::string MachineIdOf(const nlohmann::json& measurement) {
+  if (!measurement.is_object() || !measurement.contains("machine")) return "";
+  const nlohmann::json& machine = measurement["machine"];
+  if (!machine.is_object() || !machine.contains("id") || !machine["id"].is_string()) return "";
+  return machine["id"].get<std::string>();
+}
+
+// The index of the measurement to use on `machine_id`: its own, else one naming no
+// machine, else the first.
+size_t PickMeasurement(const nlohmann::json& machines, const std::string& machine_id) {
+  for (size_t i = 0; i < machines.size(); ++i) {
+    if (!machine_id.empty() && MachineIdOf(machines[i]) == machine_id) return i;
+  }
+  for (size_t i = 0; i < machines.size(); ++i) {
+    if (MachineIdOf(machines[i]).empty()) return i;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std::string& source, int num_heads,
+                                         const std::string& machine_id) {
+  std::string in;  // where in a several-machine file the measurement is, for messages
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("auto tree '", source, "': ", in, what));
+  };
+  const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return bad("not valid JSON");
+  const nlohmann::json* measurement = &doc;
+  if (doc.is_object() && doc.contains("machines")) {
+    if (!doc["machines"].is_array() || doc["machines"].empty()) {
+      return bad("\"machines\" must be a non-empty list of measurements");
+    }
+    const size_t pick = PickMeasurement(doc["machines"], machine_id);
+    measurement = &doc["machines"][pick];
+    in = absl::StrCat("machines[", pick, "]: ");
+  }
+  const nlohmann::json& m = *measurement;
+  if (!m.is_object() || !m.contains("choice") || !m["choice"].is_object() || m["choice"].empty()) {
+    return bad("expected an object whose \"choice\" maps batch sizes to {\"nodes\", \"paths\"}");
+  }
+  AutoTree result;
+  result.machine_id_ = MachineIdOf(m);
+  for (const auto& [key, entry] : m["choice"].items()) {
+    int batch = 0;
+    if (!absl::SimpleAtoi(key, &batch) || batch < 1) {
+      return bad(absl::StrCat("choice key \"", key, "\" is not a batch size (a positive integer)"));
+    }
+    const std::string where = absl::StrCat("choice[\"", key, "\"]");
+    if (!entry.is_object() || !entry.contains("paths") || !entry.contains("nodes") ||
+        !entry["nodes"].is_number_integer()) {
+      return bad(absl::StrCat(where, " must be an object with integer \"nodes\" and a list \"paths\", got ",
+                              entry.dump()));
+    }
+    ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths,
+                     ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where)));
+    if (entry["nodes"].get<int64_t>() != static_cast<int64_t>(paths.size())) {
+      return bad(
+          absl::StrCat(where, " says ", entry["nodes"].get<int64_t>(), " nodes but lists ", paths.size(), " paths"));
+    }
+    absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
+    if (!tree.ok()) return bad(absl::StrCat(where, ": ", tree.status().message()));
+    result.choice_.emplace(batch, *std::move(tree));
+  }
+  return result;
+}
+
+absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads, const std::string& machine_id) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        "--tree auto needs '", path, "', which does not exist: measure it once with "
+        "`medusa tree --auto --model MODEL --heads HEADS --calibration CALIBRATION.json`"));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return Parse(text.str(), path, num_heads, machine_id);
+}
+
+absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing,
+                                                        const nlohmann::json& measurement,
+                                                        std::vector<std::string>* dropped) {
+  std::vector<nlohmann::json> kept;
+  if (!existing.empty()) {
+    const nlohmann::json doc = nlohmann::json::parse(existing, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_object() && doc.contains("machines") && doc["machines"].is_array()) {
+      kept.assign(doc["machines"].begin(), doc["machines"].end());
+    } else if (doc.is_object() && doc.contains("choice")) {
+      kept.push_back(doc);  // one machine's, as files were before they held several
+    } else {
+      return absl::InvalidArgumentError(
+          "not an auto-tree file (expected an object with \"machines\" or \"choice\")");
+    }
+  }
+  const std::string id = MachineIdOf(measurement);
+  const nlohmann::json accuracy = measurement.value("topk_accuracy", nlohmann::json());
+  std::erase_if(kept, [&](const nlohmann::json& m) {
+    if (MachineIdOf(m) == id) return true;  // replaced by the new measurement
+    // Measured for other heads' accuracies (or without saying): its choice is stale.
+    if (m.is_object() && m.value("topk_accuracy", nlohmann::json()) == accuracy) return false;
+    if (dropped != nullptr) dropped->push_back(MachineIdOf(m));
+    return true;
+  });
+  kept.push_back(measurement);
+  std::stable_sort(kept.begin(), kept.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+    return MachineIdOf(a) < MachineIdOf(b);
+  });
+  return nlohmann::json{{"machines", kept}};
+}
+
+std::vector<int> AutoTree::batch_sizes() const {
+  std::vector<int> sizes;
+  for (const auto& [batch, tree] : choice_) sizes.push_back(batch);
+  return sizes;
+}
+
+const MedusaTree& AutoTree::TreeForBatch(int batch) const {
+  auto it = choice_.lower_bound(batch);
+  if (it == choice_.end()) it = std::prev(choice_.end());
+  return it->second;
+}
+
+bool IsAutoTreeFile(const std::string& path) {
+  if (!path.ends_with(".json")) return false;
+  std::ifstream in(path);
+  if (!in) return false;
+  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() && (doc.contains("machines") || doc.contains("choice"));
+}
+
+std::string AutoTreePathFor(const std::string& heads_path) { return BesideHeads(heads_path, ".auto_tree.json"); }
+
+}  // namespace medusa

@@ -1,0 +1,46 @@
+#include "tools/calibration_report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "engine/medusa/tree_builder.h"
+#include "kernels/base/status_macros.h"
+
+namespace medusa::tools {
+
+nlohmann::json CalibrationJson(const std::string& heads_path, const CalibrationFlags& calibration,
+                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk) {
+  return {
+      {"heads", std::filesystem::path(heads_path).filename().string()},
+      {"prompts", std::filesystem::path(calibration.prompts_file).filename().string()},
+      {"prompt_count", held_out.prompts},
+      {"rows", held_out.set.rows()},
+      {"topk_accuracy", topk},
+  };
+}
+
+absl::StatusOr<std::string> WriteCalibration(const std::string& heads_path, const CalibrationFlags& calibration,
+                                             const nlohmann::json& json) {
+  const std::string path = calibration.out.empty() ? CalibrationPathFor(heads_path) : calibration.out;
+  RETURN_IF_ERROR(WriteJson(path, json));
+  return path;
+}
+
+absl::Status WriteJson(const std::string& path, const nlohmann::json& value) {
+  std::ofstream out(path);
+  out << value.dump(2) << "\n";
+  if (!out) return absl::InternalError(absl::StrCat("cannot write '", path, "'"));
+  return absl::OkStatus();
+}
+
+void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& topk) {
+  for (size_t k = 0; k < topk.size(); ++k) {
+    std::fprintf(stderr, "%s head %zu: top-1 %.3f  top-5 %.3f  top-10 %.3f\n", what, k, topk[k][0],
+                 topk[k][std::min<size_t>(4, topk[k].size() - 1)], topk[k].back());
+  }
+}
+
+}  // namespace medusa::tools

@@ -1,0 +1,30 @@
+#pragma once
+// What `medusa train` and `medusa calibrate` report of the heads' accuracy: the
+// calibration file trees are built from (engine/medusa/tree_builder.h reads it) and a
+// summary on stderr.
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "nlohmann/json.hpp"
+#include "tools/command_options.h"
+#include "tools/training_data.h"
+
+namespace medusa::tools {
+
+// {"heads", "prompts", "prompt_count", "rows", "topk_accuracy"} for heads at `heads_path`,
+// measured on `held_out` (topk[head][k]: top-(k+1) accuracy).
+nlohmann::json CalibrationJson(const std::string& heads_path, const CalibrationFlags& calibration,
+                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk);
+
+// Writes the calibration beside the heads (or where --calibration-out says); returns the path.
+absl::StatusOr<std::string> WriteCalibration(const std::string& heads_path, const CalibrationFlags& calibration,
+                                             const nlohmann::json& json);
+
+absl::Status WriteJson(const std::string& path, const nlohmann::json& value);
+
+// One line per head: top-1, top-5 and top-10 accuracy, after `what`.
+void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& topk);
+
+}  // namespace medusa::tools

@@ -1,0 +1,98 @@
+#include "tools/generator_client.h"
+
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "kernels/base/status_macros.h"
+
+namespace medusa::tools {
+
+absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrFormat("%s: %s", what, status.error_message()));
+}
+
+std::unique_ptr<v1::Generator::Stub> Connect(const std::string& addr) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  return v1::Generator::NewStub(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args));
+}
+
+namespace {
+
+// --acceptance as the API's enum (the names `medusa generate` takes; flags.cc checked it).
+v1::SamplingAcceptance AcceptanceOf(const std::string& name) {
+  return name == "rejection" ? v1::SAMPLING_ACCEPTANCE_REJECTION : v1::SAMPLING_ACCEPTANCE_TYPICAL;
+}
+
+}  // namespace
+
+v1::GenerateRequest RequestFor(const PromptSpec& spec, bool chat, const RequestFlags& flags) {
+  v1::GenerateRequest request;
+  if (!spec.messages.empty() || chat) {
+    std::vector<ChatMessage> messages = spec.messages;
+    if (messages.empty()) messages.push_back({"user", spec.text});
+    for (const ChatMessage& m : messages) {
+      v1::ChatMessage* out = request.mutable_chat()->add_messages();
+      out->set_role(m.role);
+      out->set_content(m.content);
+    }
+  } else {
+    request.set_prompt(spec.text);
+  }
+  request.set_max_tokens(flags.max_tokens);
+  request.set_temperature(static_cast<float>(flags.temperature));
+  request.set_top_p(static_cast<float>(flags.top_p));
+  request.set_top_k(flags.top_k);
+  request.set_seed(flags.seed);
+  for (const std::string& stop : flags.stop) request.add_stop(stop);
+  request.set_ignore_eos(flags.ignore_eos);
+  request.set_medusa(!flags.no_medusa);
+  request.set_typical_epsilon(static_cast<float>(flags.typical_epsilon));
+  request.set_typical_delta(static_cast<float>(flags.typical_delta));
+  request.set_acceptance(AcceptanceOf(flags.acceptance));
+  return request;
+}
+
+absl::StatusOr<StreamResult> RunStream(v1::Generator::Stub& stub, const v1::GenerateRequest& request,
+                                       const TextSink& on_text) {
+  grpc::ClientContext context;
+  StreamResult result;
+  const absl::Time start = absl::Now();
+  absl::Time last = start;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    const absl::Time now = absl::Now();
+    const int n = response.token_ids_size();
+    if (n > 0) {
+      if (result.token_ids.empty()) {
+        result.ttft_ms = absl::ToDoubleMilliseconds(now - start);
+      } else {
+        result.itl_ms.insert(result.itl_ms.end(), n, absl::ToDoubleMilliseconds(now - last) / n);
+      }
+      last = now;
+    }
+    result.token_ids.insert(result.token_ids.end(), response.token_ids().begin(), response.token_ids().end());
+    result.text += response.text();
+    if (on_text && !response.text().empty()) on_text(response.text());
+    if (response.has_finish()) result.finish = response.finish();
+  }
+  RETURN_IF_ERROR(FromGrpc(reader->Finish(), "Generate"));
+  result.e2e_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+  return result;
+}
+
+
+absl::StatusOr<v1::ModelInfo> GetModelInfo(v1::Generator::Stub& stub) {
+  grpc::ClientContext context;
+  v1::ModelInfo info;
+  RETURN_IF_ERROR(FromGrpc(stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info), "GetModelInfo"));
+  return info;
+}
+
+}  // namespace medusa::tools
