@@ -13,15 +13,15 @@
 #include <optional>
 #include <thread>
 
-#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
-#include "tests/support/random_heads.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
 #include "engine/scheduler/scheduler.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "gtest/gtest.h"
+#include "tests/support/random_heads.h"
 #include "tests/support/test_models.h"
 
 namespace medusa {
@@ -614,70 +614,6 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
   EXPECT_GT(medusa_alone, 5);
   EXPECT_GT(plain_batched, 5);
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
-}
-
-// Throughput on SmolLM2 (run by hand: --gtest_also_run_disabled_tests): tokens per
-// second for 1, 4 and 16 concurrent greedy requests, plain and with Medusa.
-TEST(SchedulerTest, DISABLED_SmolLM2Throughput) {
-  ASSERT_MODEL_PRESENT(kSmolModel);
-  struct Mode {
-    std::string name;
-    std::string heads, tree;
-    bool random_heads;
-    bool use_medusa;
-  };
-  const std::vector<Mode> modes = {
-      {"plain", "", "mc_sim_7b_63", false, false},
-      {"random heads, chain(4)", "", "chain", true, true},
-      {"shipped heads, tree auto", testing::kSmolHeads, "auto", false, true},
-  };
-  const std::vector<std::string> prompts = testing::AlpacaPrompts(16, 200);
-  ASSERT_EQ(prompts.size(), 16u);
-  for (const Mode& mode : modes) {
-    auto engine = MakeEngine(kSmolModel, 512ll << 20, mode.heads, mode.tree);
-    ASSERT_NE(engine, nullptr);
-    if (mode.random_heads) {
-      auto tree = LoadTree(mode.tree, 5);
-      ASSERT_TRUE(tree.ok());
-      ASSERT_TRUE(engine->SetMedusa(RandomMedusaHeads(engine->config(), 5, 1, false, 7, 0.05f), *tree).ok());
-    }
-    for (const int concurrency : {1, 4, 16}) {
-      StepLog log;
-      Scheduler scheduler(*engine, SchedulerOptions{.step_observer = log.Observer()});
-      const int count = concurrency == 1 ? 4 : concurrency;
-      std::vector<std::unique_ptr<Collector>> collectors;
-      const auto start = std::chrono::steady_clock::now();
-      for (int i = 0; i < count; ++i) {
-        GenerationRequest r;
-        r.prompt_ids = *EncodePrompt(engine->tokenizer(), prompts[i], true);
-        r.max_tokens = 64;
-        r.ignore_eos = true;
-        r.use_medusa = mode.use_medusa;
-        collectors.push_back(std::make_unique<Collector>());
-        if (concurrency == 1) {
-          MustSubmit(scheduler, r, *collectors.back());
-          ASSERT_TRUE(collectors.back()->WaitDone());
-        } else {
-          MustSubmit(scheduler, r, *collectors.back());
-        }
-      }
-      int tokens = 0;
-      for (auto& c : collectors) {
-        ASSERT_TRUE(c->WaitDone());
-        tokens += c->result().new_tokens();
-      }
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      int steps = 0, step_tokens = 0, medusa_steps = 0;
-      for (const StepReport& s : log.Take()) {
-        if (s.batch_size == 0) continue;
-        ++steps;
-        step_tokens += s.tokens;
-        medusa_steps += s.medusa;
-      }
-      std::printf("%-28s concurrency %2d: %4d tokens in %6.2f s = %6.1f tokens/s; %d decode steps (%d Medusa)\n",
-                  mode.name.c_str(), concurrency, tokens, seconds, tokens / seconds, steps, medusa_steps);
-    }
-  }
 }
 
 }  // namespace

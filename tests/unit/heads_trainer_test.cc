@@ -18,11 +18,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/medusa/heads_file.h"
-#include "tests/support/random_heads.h"
-#include "tests/support/reference_heads.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/random_heads.h"
+#include "tests/support/reference_heads.h"
 
 namespace medusa {
 namespace {
@@ -591,34 +591,6 @@ TEST(DistillSetTest, SplitAndAppendKeepRows) {
   EXPECT_FALSE(joined.Append(RandomData(1, 5, 2, 9, 1)).ok());
   EXPECT_FALSE(joined.Append(std::vector<float>(4), std::vector<int32_t>(3)).ok());
 }
-
-// ------------------------------------------------------------------ speed (not a test)
-
-// SmolLM2-135M's shapes: dim 576, vocab 49152, 4 heads of 1 block, batch 64, 2 threads.
-// Run with --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'.
-void MeasureThroughput(bool share, int steps) {
-  const int dim = 576, vocab = 49152, heads = 4, batch = 64;
-  const ModelConfig config = Config(dim, vocab);
-  const std::vector<float> classifier = RandomVector(static_cast<size_t>(vocab) * dim, 1, 0.05f);
-  const DistillSet data = RandomData(batch * steps, dim, heads, vocab, 2, 0.02);
-  TrainerOptions options;
-  options.num_heads = heads;
-  options.num_layers = 1;
-  options.share_lm_head = share;
-  options.batch_size = batch;
-  options.threads = 2;
-  HeadsTrainer trainer = CreateOrDie(options, config, classifier);
-  double rate = 0;
-  TrainRunOptions run;
-  run.progress_every_steps = steps;
-  run.on_progress = [&](const TrainProgress& p) { rate = p.tokens_per_second; };
-  ASSERT_TRUE(trainer.Train(data, run).ok());
-  std::printf("throughput (%s projection, dim %d, vocab %d, %d heads, batch %d, 2 threads): %.0f rows/s\n",
-              share ? "shared" : "own", dim, vocab, heads, batch, rate);
-}
-
-TEST(HeadsTrainerTest, DISABLED_ThroughputSharedProjection) { MeasureThroughput(true, 16); }
-TEST(HeadsTrainerTest, DISABLED_ThroughputOwnProjection) { MeasureThroughput(false, 6); }
 
 }  // namespace
 }  // namespace medusa

@@ -662,49 +662,5 @@ TEST(GgufTokenizerErrors, MalformedMetadata) {
               "tokenizer.ggml.model is missing");
 }
 
-// ---------------------------------------------------------------------------
-// Throughput (a measurement, not a test: run with --gtest_also_run_disabled_tests)
-
-std::string LongText() {
-  std::string text;
-  const std::vector<std::string> strings = Strings();
-  for (size_t i = 0; text.size() < 100 * 1024; ++i) {
-    text += strings[i % strings.size()];
-    text += i % 7 == 0 ? "\n" : " ";
-  }
-  return text;
-}
-
-void MeasureEncode(const char* name, const Tokenizer& tok, const std::string& text) {
-  size_t tokens = tok.Encode(text, false).size();  // warm-up
-  const int rounds = 5;
-  std::vector<double> seconds;
-  for (int r = 0; r < rounds; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    tokens = tok.Encode(text, false).size();
-    seconds.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[rounds / 2];
-  std::printf(
-      "%-10s %zu bytes -> %zu tokens in %.2f ms (median of %d): %.2f M tokens/s, %.1f MB/s\n", name,
-      text.size(), tokens, median * 1e3, rounds, tokens / median / 1e6, text.size() / median / 1e6);
-}
-
-TEST(TokenizerThroughput, DISABLED_EncodeLongText) {
-  const std::string text = LongText();
-  auto llama2 = Must(LoadSentencePieceModel(SourcePath(kLlama2Model)));
-  auto smollm2 = LoadFromGguf(kSmolLM2);
-  ASSERT_NE(llama2, nullptr);
-  ASSERT_NE(smollm2, nullptr);
-  MeasureEncode("llama2", *llama2, text);
-  MeasureEncode("smollm2", *smollm2, text);
-  // One 100 KB "word": the merge loops must not be quadratic.
-  const std::string word(100 * 1024, 'a');
-  MeasureEncode("llama2-aaa", *llama2, word);
-  MeasureEncode("smollm2-aaa", *smollm2, word);
-}
-
 }  // namespace
 }  // namespace medusa
