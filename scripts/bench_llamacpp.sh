@@ -2,7 +2,7 @@
 # Peer measurement for BENCHMARKS.md: llama.cpp's llama-bench on SmolLM2-135M-Instruct,
 # prefill (pp) and decode (tg) throughput, medians over repetitions.
 #
-# Usage: scripts/bench_llamacpp.sh [path/to/llama-bench]
+# Usage: scripts/bench_llamacpp.sh path/to/llama-bench   (or LLAMA_BENCH=path/to/llama-bench)
 #   env: THREADS (2), PROMPT (128 prefill tokens), GEN (64 decoded tokens), REPS (5),
 #        REPACK (1: llama.cpp's default weight repacking; 0 disables extra buffer types),
 #        MODELS (space-separated GGUF paths; default F32 and Q4_1 SmolLM2 below)
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-llama_bench="${1:-${LLAMA_BENCH:-/work/peer/build-noamx/bin/llama-bench}}"
+llama_bench="${1:-${LLAMA_BENCH:-}}"
 threads="${THREADS:-2}"
 prompt="${PROMPT:-128}"
 gen="${GEN:-64}"
@@ -32,8 +32,8 @@ repack="${REPACK:-1}"
 smol="${repo_root}/models/smollm2"
 models="${MODELS:-${smol}/SmolLM2-135M-Instruct.F32.gguf ${smol}/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
-if [[ ! -x "${llama_bench}" ]]; then
-  echo "llama-bench not found at '${llama_bench}' (pass its path as the first argument)" >&2
+if [[ -z "${llama_bench}" || ! -x "${llama_bench}" ]]; then
+  echo "llama-bench not found at '${llama_bench}' (pass its path as the first argument, or LLAMA_BENCH)" >&2
   exit 1
 fi
 if [[ ! -f "${smol}/SmolLM2-135M-Instruct.F32.gguf" ]]; then

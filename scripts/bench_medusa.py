@@ -24,19 +24,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOL = os.path.join(ROOT, "models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def prompts_file(count, skip):
-    data = json.load(open(os.path.join(ROOT, "data", "alpaca_eval.json")))
-    f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
-    for row in data[skip:skip + count]:
-        f.write(json.dumps({"prompt": row["instruction"]}) + "\n")
-    f.close()
-    return f.name
+from bench_common import ROOT, SMOL, prompts_file
 
 
 def run_config(args, prompts, tree):
@@ -73,7 +62,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     trees = [(t.split("=", 1) if "=" in t else (t, t)) for t in args.tree] or [("mc_sim_7b_63", "mc_sim_7b_63")]
-    prompts = prompts_file(args.prompts, args.skip)
+    prompts = prompts_file(args.prompts, args.skip, chat=False)
     configs = [("plain", None)] + [(label, value) for label, value in trees]
     samples = {label: [] for label, _ in configs}
     for r in range(args.rounds):

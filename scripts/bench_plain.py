@@ -63,13 +63,16 @@ def medusa_generate(build, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH", "/work/peer/build-noamx/bin/llama-bench"))
+    p.add_argument("--llama-bench", default=os.environ.get("LLAMA_BENCH"),
+                   help="llama.cpp's llama-bench (or $LLAMA_BENCH); see scripts/bench_llamacpp.sh for building it")
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--gen", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
+    if not args.llama_bench or not os.access(args.llama_bench, os.X_OK):
+        sys.exit("give llama.cpp's llama-bench with --llama-bench PATH or LLAMA_BENCH=PATH")
     if not os.path.exists(F32):
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gguf_to_f32.py"), Q41], check=True)
 

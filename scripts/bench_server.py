@@ -20,47 +20,16 @@ Prints a Markdown table (medians over rounds) and the raw results as JSON.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOL = os.path.join(ROOT, "models", "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-HEADS = os.path.join(ROOT, "heads", "SmolLM2-135M-Instruct.medusa.safetensors")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def prompts_file(count, skip):
-    data = json.load(open(os.path.join(ROOT, "data", "alpaca_eval.json")))
-    f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
-    for row in data[skip:skip + count]:
-        f.write(json.dumps({"messages": [{"role": "user", "content": row["instruction"]}]}) + "\n")
-    f.close()
-    return f.name
+from bench_common import HEADS, ROOT, SMOL, free_port, prompts_file, wait_serving
 
 
 def medusa(args, *extra):
     cmd = [os.path.join(args.build, "bin", "medusa"), *extra]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-
-def wait_serving(addr, build, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        r = subprocess.run([os.path.join(build, "bin", "medusa"), "client", "--addr", addr, "--prompt", "hi",
-                            "--max-tokens", "1", "--json"], capture_output=True, text=True)
-        if r.returncode == 0:
-            return
-        time.sleep(1)
-    raise SystemExit("medusa-server did not start serving")
 
 
 def main():

@@ -3,7 +3,10 @@
 presets ("medusa_choices", FasterDecoding/Medusa, Apache-2.0) embedded in the binary.
 
 Usage (from the repository root):
-    python3 scripts/gen_tree_presets.py [/work/shared/data/medusa_choices.json]
+    python3 scripts/gen_tree_presets.py [PATH/TO/medusa_choices.json]
+
+Without a path it reads $MEDUSA_SHARED_DIR/data/medusa_choices.json, the shared folder
+beside the repository by default (as scripts/setup.sh finds it).
 
 The input is a JSON object {preset name: [path, ...]} where a path [i0, i1, ...] means
 head 0's top-(i0+1) token, then head 1's top-(i1+1) token, and so on. Each preset becomes
@@ -16,7 +19,8 @@ import os
 import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-DEFAULT_INPUT = "/work/shared/data/medusa_choices.json"
+SHARED = os.environ.get("MEDUSA_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
+DEFAULT_INPUT = os.path.join(SHARED, "data", "medusa_choices.json")
 OUTPUT = os.path.join(ROOT, "engine", "medusa", "tree_presets.inc")
 
 
