@@ -5,8 +5,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "kernels/model/config.h"
 #include "engine/model/gguf.h"
+#include "kernels/model/config.h"
 #include "kernels/model/weights.h"
 
 namespace medusa {

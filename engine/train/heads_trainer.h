@@ -34,10 +34,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kernels/model/medusa_heads_weights.h"
-#include "kernels/model/config.h"
 #include "engine/train/distill_set.h"
 #include "engine/train/trainer_options.h"
+#include "kernels/model/config.h"
+#include "kernels/model/medusa_heads_weights.h"
 
 namespace medusa {
 

@@ -9,10 +9,10 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "kernels/math/aligned_vector.h"
 #include "kernels/cpu/matmul.h"
-#include "kernels/model/medusa_heads_weights.h"
+#include "kernels/math/aligned_vector.h"
 #include "kernels/math/thread_pool.h"
+#include "kernels/model/medusa_heads_weights.h"
 
 namespace medusa::kernels::cpu {
 

@@ -20,9 +20,9 @@
 
 #include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
+#include "engine/medusa/tree.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_heads.h"
-#include "engine/medusa/tree.h"
 
 namespace {
 

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/scheduler/scheduler.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "tools/prompts.h"
 
 namespace {

@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <fstream>
 
-#include "engine/tokenizer/prompt_encoding.h"
-#include "engine/medusa/heads_file.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "engine/medusa/heads_file.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/random_heads.h"

@@ -10,13 +10,13 @@
 #include <optional>
 #include <random>
 
-#include "engine/tokenizer/prompt_encoding.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
-#include "tests/support/random_heads.h"
 #include "engine/medusa/tree.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "gtest/gtest.h"
+#include "tests/support/random_heads.h"
 #include "tests/support/test_models.h"
 
 namespace medusa {

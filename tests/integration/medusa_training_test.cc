@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/medusa/heads_file.h"
 #include "engine/generate/generator.h"
+#include "engine/medusa/heads_file.h"
 #include "engine/model/loader.h"
 #include "engine/train/heads_evaluation.h"
 #include "engine/train/heads_trainer.h"

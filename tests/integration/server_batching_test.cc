@@ -4,11 +4,11 @@
 
 #include <thread>
 
-#include "tests/support/temp_dir.h"
-#include "tests/support/loopback.h"
-#include "tests/support/server_process.h"
 #include "tests/support/generate_stream.h"
+#include "tests/support/loopback.h"
 #include "tests/support/random_heads.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/test_models.h"
 
 namespace medusa::testing {

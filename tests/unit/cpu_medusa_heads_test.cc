@@ -7,9 +7,9 @@
 #include <cmath>
 #include <random>
 
+#include "gtest/gtest.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_heads.h"
-#include "gtest/gtest.h"
 
 namespace medusa::kernels::cpu {
 namespace {
