@@ -32,9 +32,6 @@ absl::Status Calibrate(const CalibrateCommand& command) {
 
 }  // namespace
 
-int RunCalibrate(const CalibrateCommand& command) {
-  const absl::Status status = Calibrate(command);
-  return status.ok() ? 0 : Fail(status);
-}
+int RunCalibrate(const CalibrateCommand& command) { return ExitCode(Calibrate(command)); }
 
 }  // namespace medusa::tools

@@ -10,4 +10,6 @@ int Fail(const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
+int ExitCode(const absl::Status& status) { return status.ok() ? 0 : Fail(status); }
+
 }  // namespace medusa::tools

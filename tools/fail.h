@@ -7,5 +7,7 @@
 namespace medusa::tools {
 
 int Fail(const absl::Status& status);
+// 0 for OK, else Fail(status).
+int ExitCode(const absl::Status& status);
 
 }  // namespace medusa::tools

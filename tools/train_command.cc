@@ -181,9 +181,6 @@ absl::Status Train(const TrainCommand& command) {
 
 }  // namespace
 
-int RunTrain(const TrainCommand& command) {
-  const absl::Status status = Train(command);
-  return status.ok() ? 0 : Fail(status);
-}
+int RunTrain(const TrainCommand& command) { return ExitCode(Train(command)); }
 
 }  // namespace medusa::tools

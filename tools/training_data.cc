@@ -73,12 +73,7 @@ absl::Status SaveDistillCache(const std::string& path, const DistillRun& run, co
                              {"prompts", std::to_string(run.prompts)},
                              {"tokens", std::to_string(run.tokens)},
                              {"seconds", absl::StrCat(run.seconds)}};
-  const std::string temp = path + ".tmp";
-  RETURN_IF_ERROR(safetensors::WriteFile(temp, tensors, metadata));
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) return absl::InternalError(absl::StrCat("cannot write '", path, "': ", error.message()));
-  return absl::OkStatus();
+  return safetensors::WriteFile(path, tensors, metadata);
 }
 
 std::optional<DistillRun> LoadDistillCache(const std::string& path, const nlohmann::json& fingerprint) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <utility>
@@ -408,11 +409,19 @@ absl::Status WriteFile(const std::string& path, absl::Span<const TensorToWrite> 
   bytes += header_text;
   for (const TensorToWrite& t : tensors) AppendConverted(t, &bytes);
 
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  // Through a temporary file renamed into place, so that a crash never leaves half a file
+  // (a training checkpoint, a data cache) where a whole one was.
+  const std::string temp = path + ".tmp";
+  std::ofstream out(temp, std::ios::binary | std::ios::trunc);
   if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "'"));
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write '", path, "'"));
+  std::error_code error;
+  if (out) std::filesystem::rename(temp, path, error);
+  if (!out || error) {
+    std::filesystem::remove(temp, error);
+    return absl::InternalError(absl::StrCat("cannot write '", path, "'"));
+  }
   return absl::OkStatus();
 }
 

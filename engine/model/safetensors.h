@@ -97,7 +97,8 @@ struct TensorToWrite {
 // string values are stored as they are, other values as their JSON text (the spec
 // allows only strings). InvalidArgument for duplicate or empty names, a value count
 // that does not match the shape, an unsupported dtype or a bad metadata value;
-// an error naming the path when the file cannot be written.
+// an error naming the path when the file cannot be written. The file appears whole or
+// not at all (it is written beside `path` and renamed).
 absl::Status WriteFile(const std::string& path, absl::Span<const TensorToWrite> tensors,
                        const nlohmann::json& metadata);
 

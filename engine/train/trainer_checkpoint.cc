@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -116,14 +115,7 @@ absl::Status SaveCheckpoint(const std::string& path, absl::Span<const ParamTenso
   nlohmann::json meta = {{kStateKey, state.dump()},
                          {"medusa_num_heads", std::to_string(options.num_heads)},
                          {"medusa_num_layers", std::to_string(options.num_layers)}};
-  const std::string temp = path + ".tmp";
-  RETURN_IF_ERROR(safetensors::WriteFile(temp, tensors, meta));
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot move checkpoint '", temp, "' to '", path, "': ", error.message()));
-  }
-  return absl::OkStatus();
+  return safetensors::WriteFile(path, tensors, meta);
 }
 
 absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path, const nlohmann::json& state,

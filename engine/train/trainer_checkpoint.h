@@ -27,8 +27,7 @@ namespace medusa::train_internal {
 nlohmann::json TrainingState(const TrainerOptions& options, const ModelConfig& config,
                              absl::Span<const float> classifier, const DistillSet& data, int64_t total_steps);
 
-// Writes the parameters, their moments and `state` to `path` (through a temporary file,
-// so a crash never leaves half a checkpoint).
+// Writes the parameters, their moments and `state` to `path` (whole or not at all).
 absl::Status SaveCheckpoint(const std::string& path, absl::Span<const ParamTensor> params,
                             const nlohmann::json& state, const TrainerOptions& options);
 
