@@ -7,6 +7,7 @@
 // mix of tokens from many sequences: prefill chunks, single decode tokens and
 // (for Medusa) trees of candidate tokens.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -90,6 +91,12 @@ class Backend {
   virtual absl::Status AllocateKvCache(const KvCacheSpec& spec) = 0;
   // Bytes one KV block takes (all layers, K and V), for sizing the cache from a budget.
   virtual size_t KvBytesPerBlock(int block_size) const = 0;
+  // KV blocks of `block_size` tokens to allocate for a budget of `budget_bytes` (0: the
+  // backend's default), called after LoadWeights. By default the budget over KvBytesPerBlock,
+  // 512 MiB when 0; a GPU takes what BackendOptions::gpu_memory_fraction of its memory leaves
+  // after the weights and scratch, no more than a nonzero budget. ResourceExhausted (or
+  // InvalidArgument for a budget) when not one block fits.
+  virtual absl::StatusOr<int> KvBlocksFor(int64_t budget_bytes, int block_size) const;
 
   // Runs the batch through the model. Returns InvalidArgument for a malformed batch.
   virtual absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) = 0;
@@ -117,12 +124,36 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
 };
 
+// The rules every backend checks a batch against: tokens inside the vocabulary, block ids
+// inside the cache, KV indices and attention rules inside their sequence's blocks, output
+// rows inside the batch. InvalidArgument naming the field otherwise.
+absl::Status ValidateBatch(const ForwardBatch& batch, int vocab_size, const KvCacheSpec& kv);
+// InvalidArgument (naming `what`) unless (block, slot) lies inside the cache.
+absl::Status CheckKvSlot(const KvCacheSpec& kv, int32_t block, int32_t slot, const char* what);
+
 struct BackendOptions {
-  std::string device = "cpu";  // "cpu" or "cuda"
-  int threads = 0;             // 0: all cores
+  // "cpu", "cuda", or "auto": cuda where this build has it and a GPU is visible, else cpu.
+  std::string device = "cpu";
+  int threads = 0;  // CPU threads; 0: all cores
+  // How a GPU stores weights and KV: "auto" (f16), "f32" (full fp32 products: equality tests
+  // against the CPU), "f16" or "bf16". The CPU computes in fp32 and takes auto or f32.
+  std::string weights = "auto";
+  // The most of the GPU's memory in use (by anyone) once the KV pool is allocated, in (0, 1].
+  double gpu_memory_fraction = 0.9;
+  // Tokens one forward pass is expected to carry at most: a GPU reserves their scratch before
+  // the KV pool takes the rest (a larger pass still runs when memory is left).
+  int reserve_step_tokens = 1024;
+  // GPU: replay decode and Medusa steps as captured CUDA graphs (off: launch every kernel).
+  bool cuda_graphs = true;
 };
 
-// Creates the named backend; NotFound/Unavailable with a clear message otherwise.
+// The default KV budget when none is given (Backend::KvBlocksFor).
+inline constexpr int64_t kDefaultKvBudgetBytes = 512ll << 20;
+
+// Whether this build has a CUDA backend and a GPU is visible to it.
+bool CudaDeviceVisible();
+
+// Creates the named backend; NotFound/Unavailable/InvalidArgument with a clear message otherwise.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
 
 }  // namespace medusa::kernels

@@ -22,6 +22,7 @@
 #include "kernels/math/blas_threads.h"
 #include "kernels/math/simd.h"
 #include "kernels/math/thread_pool.h"
+#include "kernels/model/rope.h"
 
 namespace medusa::kernels {
 namespace {
@@ -114,8 +115,6 @@ class CpuBackend final : public Backend {
                           std::vector<float>* v) const override;
 
  private:
-  absl::Status ValidateBatch(const ForwardBatch& batch) const;
-  absl::Status CheckSlot(int32_t block, int32_t slot, const char* what) const;
   void EnsureScratch(int rows);
   void RunLayer(const ForwardBatch& batch, int layer, bool last);
   int AttentionBlock(const ForwardBatch& batch, int layer, bool last);
@@ -171,7 +170,7 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
   kv_spec_ = KvCacheSpec{};
   scratch_rows_ = 0;
   config_ = config;
-  rope_frequencies_ = cpu::RopeFrequencies(config.head_dim, config.rope_theta);
+  rope_frequencies_ = RopeFrequencies(config);
   final_norm_ = Concatenate({&weights.final_norm});
   // A tied model keeps one copy, packed for the classifier; its rows are unpacked on lookup.
   if (weights.classifier.empty()) {
@@ -227,61 +226,6 @@ absl::Status CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
   const int64_t slots = static_cast<int64_t>(spec.num_blocks) * spec.block_size;
   cpu::ReserveAttentionScratch(static_cast<int>(std::min<int64_t>(slots + kExtrasReserve, 1 << 30)),
                                config_.head_dim, pool_.size(), &attention_scratch_);
-  return absl::OkStatus();
-}
-
-absl::Status CpuBackend::ValidateBatch(const ForwardBatch& batch) const {
-  const int64_t bs = kv_spec_.block_size;
-  for (size_t s = 0; s < batch.block_tables.size(); ++s) {
-    const auto& table = batch.block_tables[s];
-    for (size_t b = 0; b < table.size(); ++b) {
-      if (table[b] < 0 || table[b] >= kv_spec_.num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("block_tables[", s, "][", b, "] = ", table[b],
-                                                       " is not a block id in [0, ", kv_spec_.num_blocks, ")"));
-      }
-    }
-  }
-  for (size_t i = 0; i < batch.tokens.size(); ++i) {
-    const BatchToken& t = batch.tokens[i];
-    // The message is only built on failure: no formatting per token on the hot path.
-    auto bad = [i](const auto&... parts) { return absl::InvalidArgumentError(absl::StrCat("tokens[", i, "].", parts...)); };
-    if (t.token < 0 || t.token >= config_.vocab_size) {
-      return bad("token = ", t.token, " is outside the vocabulary [0, ", config_.vocab_size, ")");
-    }
-    if (t.position < 0) return bad("position = ", t.position, " < 0");
-    if (t.seq < 0 || static_cast<size_t>(t.seq) >= batch.block_tables.size()) {
-      return bad("seq = ", t.seq, " has no block table (", batch.block_tables.size(), " tables)");
-    }
-    const int64_t capacity = static_cast<int64_t>(batch.block_tables[t.seq].size()) * bs;
-    if (t.kv_index < 0 || t.kv_index >= capacity) {
-      return bad("kv_index = ", t.kv_index, " is outside the sequence's capacity [0, ", capacity, ")");
-    }
-    if (t.attend_prefix < 0 || t.attend_prefix > capacity) {
-      return bad("attend_prefix = ", t.attend_prefix, " is outside [0, ", capacity, "]");
-    }
-    if (t.extra_begin < 0 || t.extra_count < 0 ||
-        static_cast<int64_t>(t.extra_begin) + t.extra_count > static_cast<int64_t>(batch.extra_indices.size())) {
-      return bad("extra_begin/extra_count = ", t.extra_begin, "/", t.extra_count, " exceed extra_indices (",
-                 batch.extra_indices.size(), ")");
-    }
-    if (t.attend_prefix + t.extra_count == 0) {
-      return bad("attends to nothing (attend_prefix and extra_count are 0)");
-    }
-    for (int e = t.extra_begin; e < t.extra_begin + t.extra_count; ++e) {
-      const int32_t index = batch.extra_indices[e];
-      if (index < 0 || index >= capacity) {
-        return absl::InvalidArgumentError(absl::StrCat("extra_indices[", e, "] = ", index, " (of tokens[", i,
-                                                       "]) is outside the sequence's capacity [0, ", capacity, ")"));
-      }
-    }
-  }
-  for (size_t r = 0; r < batch.output_rows.size(); ++r) {
-    const int32_t row = batch.output_rows[r];
-    if (row < 0 || static_cast<size_t>(row) >= batch.tokens.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("output_rows[", r, "] = ", row, " is not a token row [0, ", batch.tokens.size(), ")"));
-    }
-  }
   return absl::OkStatus();
 }
 
@@ -394,7 +338,7 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   if (!loaded_) return absl::FailedPreconditionError("Forward before LoadWeights");
   if (k_cache_.empty()) return absl::FailedPreconditionError("Forward before AllocateKvCache");
   if (result == nullptr) return absl::InvalidArgumentError("Forward needs a result");
-  RETURN_IF_ERROR(ValidateBatch(batch));
+  RETURN_IF_ERROR(ValidateBatch(batch, config_.vocab_size, kv_spec_));
   const int n = static_cast<int>(batch.tokens.size());
   out_rows_ = n == 0 ? 0 : static_cast<int>(batch.output_rows.size());
   if (!batch.want_logits || out_rows_ == 0) result->logits.clear();
@@ -419,19 +363,11 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::CheckSlot(int32_t block, int32_t slot, const char* what) const {
-  if (block < 0 || block >= kv_spec_.num_blocks || slot < 0 || slot >= kv_spec_.block_size) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " (block ", block, ", slot ", slot, ") is outside the cache (",
-                                                   kv_spec_.num_blocks, " blocks of ", kv_spec_.block_size, ")"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::CopyKvSlots(absl::Span<const KvSlotCopy> copies) {
   if (k_cache_.empty()) return absl::FailedPreconditionError("CopyKvSlots before AllocateKvCache");
   for (const KvSlotCopy& c : copies) {
-    RETURN_IF_ERROR(CheckSlot(c.src_block, c.src_slot, "copy source"));
-    RETURN_IF_ERROR(CheckSlot(c.dst_block, c.dst_slot, "copy destination"));
+    RETURN_IF_ERROR(CheckKvSlot(kv_spec_, c.src_block, c.src_slot, "copy source"));
+    RETURN_IF_ERROR(CheckKvSlot(kv_spec_, c.dst_block, c.dst_slot, "copy destination"));
   }
   // Stage every source (all layers, K then V per layer) before writing any destination.
   const cpu::KvLayout layout = KvLayout();
@@ -465,7 +401,7 @@ absl::Status CpuBackend::ReadKvSlot(int layer, int block, int slot, std::vector<
   if (layer < 0 || layer >= config_.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " is outside [0, ", config_.n_layers, ")"));
   }
-  RETURN_IF_ERROR(CheckSlot(block, slot, "slot"));
+  RETURN_IF_ERROR(CheckKvSlot(kv_spec_, block, slot, "slot"));
   const int head_dim = config_.head_dim;
   k->resize(config_.kv_dim());
   v->resize(config_.kv_dim());

@@ -39,12 +39,6 @@ void RmsNorm(const float* x, int x_stride, const float* weight, int rows, int di
   });
 }
 
-std::vector<double> RopeFrequencies(int head_dim, float theta) {
-  std::vector<double> f(head_dim / 2);
-  for (int i = 0; i < head_dim / 2; ++i) f[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
-  return f;
-}
-
 void RopeAngles(int position, const double* frequencies, int half, float* cos_out, float* sin_out) {
   for (int i = 0; i < half; ++i) {
     const double angle = position * frequencies[i];

@@ -13,9 +13,6 @@ namespace medusa::kernels::cpu {
 void RmsNorm(const float* x, int x_stride, const float* weight, int rows, int dim, float eps,
              float* out, int out_stride, math::ThreadPool* pool);
 
-// theta^(-2i/head_dim) for i < head_dim / 2: the rotation frequency of each pair.
-std::vector<double> RopeFrequencies(int head_dim, float theta);
-
 // Rotation of one position: cos_out[i], sin_out[i] of position * frequencies[i], i < half.
 // Angles in double so large positions keep their precision.
 void RopeAngles(int position, const double* frequencies, int half, float* cos_out, float* sin_out);
