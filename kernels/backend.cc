@@ -2,16 +2,35 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda_plugin.h"
 
 namespace medusa::kernels {
 
+bool CudaDeviceVisible() {
+  const absl::StatusOr<const CudaPluginApi*> plugin = LoadCudaPlugin();
+  return plugin.ok() && (*plugin)->visible_devices() > 0;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
-  if (options.device == "cpu") return CreateCpuBackend(options.threads);
-  if (options.device == "cuda") {
-    // The CUDA backend slots in here (kernels/cuda/) when the build has one.
-    return absl::UnavailableError("this build has no CUDA backend");
+  if (options.device == "auto") {
+    BackendOptions chosen = options;
+    chosen.device = CudaDeviceVisible() ? "cuda" : "cpu";
+    return CreateBackend(chosen);
   }
-  return absl::NotFoundError(absl::StrCat("unknown compute device \"", options.device, "\" (expected cpu or cuda)"));
+  if (options.device == "cpu") {
+    if (options.weights != "auto" && options.weights != "f32") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--weights ", options.weights, ": the CPU backend computes in f32 (f16 and bf16 need a GPU)"));
+    }
+    return CreateCpuBackend(options.threads);
+  }
+  if (options.device == "cuda") {
+    const absl::StatusOr<const CudaPluginApi*> plugin = LoadCudaPlugin();
+    if (!plugin.ok()) return absl::UnavailableError(absl::StrCat("--device cuda: ", plugin.status().message()));
+    return (*plugin)->create(options);
+  }
+  return absl::NotFoundError(
+      absl::StrCat("unknown compute device \"", options.device, "\" (expected cpu, cuda or auto)"));
 }
 
 }  // namespace medusa::kernels
