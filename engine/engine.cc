@@ -63,21 +63,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   engine->tokenizer_ = std::move(tokenizer);
 
-  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::CreateBackend(options.backend));
+  kernels::BackendOptions backend_options = options.backend;
+  // Scratch for a prompt chunk beside a batch of decode and tree rows.
+  backend_options.reserve_step_tokens = std::max(backend_options.reserve_step_tokens, options.prefill_chunk + 512);
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::CreateBackend(backend_options));
   engine->backend_ = std::move(backend);
   RETURN_IF_ERROR(engine->backend_->LoadWeights(model.config, std::move(model.weights)));
 
-  size_t block_bytes = engine->backend_->KvBytesPerBlock(options.kv_block_size);
-  int64_t num_blocks = options.kv_cache_bytes / static_cast<int64_t>(block_bytes);
-  if (num_blocks < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KV cache budget of %d bytes holds no block (one block takes %d bytes)",
-        options.kv_cache_bytes, block_bytes));
-  }
+  ASSIGN_OR_RETURN(int num_blocks, engine->backend_->KvBlocksFor(options.kv_cache_bytes, options.kv_block_size));
   // No sequence can use more than the context, so a bigger pool only wastes memory
   // when one sequence runs; the server sizes it for many.
-  num_blocks = std::min<int64_t>(num_blocks, 1 << 24);
-  kernels::KvCacheSpec spec{static_cast<int>(num_blocks), options.kv_block_size};
+  num_blocks = std::min(num_blocks, 1 << 24);
+  const size_t block_bytes = engine->backend_->KvBytesPerBlock(options.kv_block_size);
+  kernels::KvCacheSpec spec{num_blocks, options.kv_block_size};
   RETURN_IF_ERROR(engine->backend_->AllocateKvCache(spec));
   engine->kv_allocator_ = std::make_unique<kv::BlockAllocator>(spec.num_blocks);
   if (!options.heads_path.empty()) {
@@ -88,9 +86,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
     engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
   }
-  spdlog::debug("engine: {} on {}, KV cache {} blocks of {} tokens ({} MiB)",
-                engine->config().name, engine->backend_->Name(), spec.num_blocks, spec.block_size,
-                (num_blocks * block_bytes) >> 20);
+  spdlog::debug("engine: {} on {} ({}), KV cache {} blocks of {} tokens ({} MiB)", engine->config().name,
+                engine->backend_->Name(), engine->backend_->MachineId(), spec.num_blocks, spec.block_size,
+                (static_cast<int64_t>(num_blocks) * block_bytes) >> 20);
   return engine;
 }
 

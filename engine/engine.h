@@ -26,7 +26,8 @@ struct EngineOptions {
   std::string model_path;
   std::string tokenizer_path;  // llama2.c models only; GGUF models carry their vocabulary
   kernels::BackendOptions backend;
-  int64_t kv_cache_bytes = 512ll << 20;  // memory budget for the paged KV cache
+  int64_t kv_cache_bytes = 0;            // memory for the paged KV cache; 0: the backend's default
+                                         // (Backend::KvBlocksFor)
   int kv_block_size = 16;                // tokens per KV block
   int prefill_chunk = 512;               // prompt tokens per forward pass
   std::string heads_path;                // Medusa heads (safetensors); empty: plain decoding only

@@ -87,11 +87,11 @@ absl::Status MedusaServer::LoadModel() {
   limits.vocab_size = engine_->config().vocab_size;
   service_->Activate(*engine_, *scheduler_, BuildModelInfo(limits), limits);
   SetServing(true);
-  spdlog::info("serving {} ({}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s",
-               engine_->config().name, engine_->backend().Name(),
-               engine_->medusa_tree() ? absl::StrCat(engine_->medusa_tree()->num_nodes(), "-node tree")
-                                      : std::string("off"),
-               port_, absl::ToDoubleSeconds(load_time), absl::ToDoubleSeconds(absl::Now() - start - load_time));
+  spdlog::info(
+      "serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s", engine_->config().name,
+      engine_->backend().Name(), engine_->backend().MachineId(),
+      engine_->medusa_tree() ? absl::StrCat(engine_->medusa_tree()->num_nodes(), "-node tree") : std::string("off"),
+      port_, absl::ToDoubleSeconds(load_time), absl::ToDoubleSeconds(absl::Now() - start - load_time));
   return absl::OkStatus();
 }
 
@@ -126,6 +126,7 @@ v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
   info.set_dim(config.dim);
   info.set_has_chat_template(!engine_->tokenizer().chat_template().empty());
   info.set_backend(engine_->backend().Name());
+  info.set_device(engine_->backend().MachineId());
   if (const MedusaTree* tree = engine_->medusa_tree()) {
     info.mutable_heads()->set_path(options_.engine.heads_path);
     info.mutable_heads()->set_num_heads(engine_->backend().num_medusa_heads());

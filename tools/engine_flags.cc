@@ -14,9 +14,18 @@ ABSL_FLAG(std::string, tree, "",
           "Medusa tree: a preset name, a JSON file of paths or of `medusa tree --auto`'s choices, or auto (see "
           "README). Default: auto when the heads have a calibration or measured trees beside them, else "
           "mc_sim_7b_63");
-ABSL_FLAG(std::string, device, "cpu", "Compute device: cpu or cuda");
+ABSL_FLAG(std::string, device, "auto", "Compute device: cpu, cuda, or auto (cuda where a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
-ABSL_FLAG(int32_t, kv_cache_mb, 512, "Memory for the paged KV cache, in MiB");
+ABSL_FLAG(std::string, weights, "auto",
+          "How a GPU stores weights and KV: auto (f16), f16, bf16, or f32 (full fp32 products, as the CPU "
+          "computes); the CPU takes auto or f32");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "The most of the GPU's memory in use once the KV pool is allocated (weights, scratch, the pool, and any "
+          "other process's), in (0, 1]");
+ABSL_FLAG(bool, cuda_graphs, true, "Replay decode and Medusa steps as captured CUDA graphs on a GPU");
+ABSL_FLAG(int32_t, kv_cache_mb, 0,
+          "Memory for the paged KV cache, in MiB; 0: the device's default (512 MiB on the CPU; on a GPU what "
+          "--gpu-memory-fraction leaves)");
 ABSL_FLAG(int32_t, kv_block_size, 16, "Tokens per KV cache block");
 
 namespace medusa::tools {
@@ -29,13 +38,19 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   options.tree = absl::GetFlag(FLAGS_tree);
   options.backend.device = absl::GetFlag(FLAGS_device);
   options.backend.threads = absl::GetFlag(FLAGS_threads);
+  options.backend.weights = absl::GetFlag(FLAGS_weights);
+  options.backend.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  options.backend.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.kv_cache_bytes = static_cast<int64_t>(absl::GetFlag(FLAGS_kv_cache_mb)) << 20;
   options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   if (options.heads_path.empty() && !options.tree.empty()) {
     return absl::InvalidArgumentError("--tree needs Medusa heads: give --heads PATH");
   }
   if (options.backend.threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
-  if (absl::GetFlag(FLAGS_kv_cache_mb) < 1) return absl::InvalidArgumentError("--kv-cache-mb must be >= 1");
+  if (absl::GetFlag(FLAGS_kv_cache_mb) < 0) return absl::InvalidArgumentError("--kv-cache-mb must be >= 0");
+  if (!(options.backend.gpu_memory_fraction > 0 && options.backend.gpu_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError("--gpu-memory-fraction must be in (0, 1]");
+  }
   if (options.kv_block_size < 1) return absl::InvalidArgumentError("--kv-block-size must be >= 1");
   return options;
 }
