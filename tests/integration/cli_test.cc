@@ -162,5 +162,27 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
   }
 }
 
+TEST(CliTest, DeviceFlagsFailClearlyWhereTheyCannotRun) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  struct Case {
+    std::string args;
+    std::string expect;
+  };
+  std::vector<Case> cases = {
+      {StoriesArgs() + " --prompt hi --device cpu --weights f16", "--weights f16"},
+      {StoriesArgs() + " --prompt hi --gpu-memory-fraction 1.5", "--gpu-memory-fraction"},
+      {StoriesArgs() + " --prompt hi --device tpu", "unknown compute device"},
+  };
+  if (!kernels::CudaDeviceVisible()) cases.push_back({StoriesArgs() + " --prompt hi --device cuda", "--device cuda"});
+  for (const Case& c : cases) {
+    CliRun run = RunMedusa(c.args);
+    EXPECT_NE(run.exit_code, 0) << c.args;
+    EXPECT_NE(run.out.find(c.expect), std::string::npos) << c.args << "\n" << run.out;
+  }
+  // The default, auto, runs wherever the model fits: on the CPU here unless a GPU is visible.
+  CliRun run = RunMedusa(StoriesArgs() + " --prompt hi --max-tokens 3 --json", false);
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+}
+
 }  // namespace
 }  // namespace medusa
