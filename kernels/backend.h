@@ -58,6 +58,9 @@ struct ForwardBatch {
   std::vector<int32_t> output_rows;
   bool want_logits = true;   // classifier outputs for output_rows
   bool want_hidden = false;  // final-normed hidden states for output_rows (Medusa heads)
+  // Each output row's greedy token: its largest logit's id (the first on ties), without
+  // copying the logits back (a GPU computes it on the device).
+  bool want_argmax = false;
 
   void Clear() {
     tokens.clear();
@@ -68,8 +71,9 @@ struct ForwardBatch {
 };
 
 struct ForwardResult {
-  std::vector<float> logits;  // [output_rows.size(), vocab_size]
-  std::vector<float> hidden;  // [output_rows.size(), dim]
+  std::vector<float> logits;    // [output_rows.size(), vocab_size]
+  std::vector<float> hidden;    // [output_rows.size(), dim]
+  std::vector<int32_t> argmax;  // [output_rows.size()]
 };
 
 // A copy of one KV slot to another (all layers), for KV compaction.
@@ -118,6 +122,13 @@ class Backend {
   // vocab). A tree needs only as many heads as it is deep.
   virtual absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                         std::vector<float>* head_logits) = 0;
+  // The candidates a tree takes from the heads: for each row of `hidden` ([rows, dim]) and each
+  // of the first topk.size() heads, the token ids of head h's topk[h] largest logits, largest
+  // first (ties: the lower draft entry), into ids [rows][sum of topk]. A GPU selects them on
+  // the device and copies back only the ids. InvalidArgument for more heads than are loaded
+  // or a k outside [1, draft size].
+  virtual absl::Status MedusaHeadTopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk,
+                                      std::vector<int32_t>* ids) = 0;
   // The loaded heads' draft vocabulary (MedusaHeadsWeights::draft_vocab); empty: every token.
   virtual absl::Span<const int32_t> medusa_draft_vocab() const = 0;
 
@@ -128,6 +139,8 @@ class Backend {
 // inside the cache, KV indices and attention rules inside their sequence's blocks, output
 // rows inside the batch. InvalidArgument naming the field otherwise.
 absl::Status ValidateBatch(const ForwardBatch& batch, int vocab_size, const KvCacheSpec& kv);
+// MedusaHeadTopK's arguments: at most `loaded_heads` heads, each k in [1, draft_size].
+absl::Status CheckHeadTopK(absl::Span<const int> topk, int loaded_heads, int draft_size);
 // InvalidArgument (naming `what`) unless (block, slot) lies inside the cache.
 absl::Status CheckKvSlot(const KvCacheSpec& kv, int32_t block, int32_t slot, const char* what);
 

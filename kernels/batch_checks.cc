@@ -1,4 +1,4 @@
-// The batch and slot rules of kernels/backend.h, which every backend checks.
+// The batch, slot and head top-k rules of kernels/backend.h, which every backend checks.
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
@@ -57,6 +57,20 @@ absl::Status ValidateBatch(const ForwardBatch& batch, int vocab_size, const KvCa
     if (row < 0 || static_cast<size_t>(row) >= batch.tokens.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("output_rows[", r, "] = ", row, " is not a token row [0, ", batch.tokens.size(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckHeadTopK(absl::Span<const int> topk, int loaded_heads, int draft_size) {
+  if (topk.size() > static_cast<size_t>(loaded_heads)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("asked for the top tokens of ", topk.size(), " Medusa heads; ", loaded_heads, " are loaded"));
+  }
+  for (size_t h = 0; h < topk.size(); ++h) {
+    if (topk[h] < 1 || topk[h] > draft_size) {
+      return absl::InvalidArgumentError(absl::StrCat("head ", h, "'s top-", topk[h], " is outside [1, ", draft_size,
+                                                     "] (the heads' draft vocabulary)"));
     }
   }
   return absl::OkStatus();

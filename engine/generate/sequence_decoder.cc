@@ -102,20 +102,26 @@ absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
   return absl::OkStatus();
 }
 
-bool SequenceDecoder::needs_head_logits() const {
+bool SequenceDecoder::needs_head_topk() const {
   return planned_->tree->num_nodes() > 1 && !(options_.hooks && options_.hooks->draft_override);
 }
 
-absl::Status SequenceDecoder::BuildCandidates(absl::Span<const float> head_logits) {
+absl::Status SequenceDecoder::BuildCandidates(absl::Span<const int32_t> head_topk) {
   CandidateBuilder& candidates = planned_->candidates;
-  if (planned_->tree->num_nodes() <= 1) {
-    candidates.AssignTokens(root_);
-  } else if (options_.hooks && options_.hooks->draft_override) {
+  const MedusaTree& tree = *planned_->tree;
+  if (tree.num_nodes() > 1 && options_.hooks && options_.hooks->draft_override) {
     options_.hooks->draft_override(tokens_, candidates);
-    candidates.AssignTokens(root_);
-  } else {
-    return candidates.Build(root_, head_logits, engine_.backend().medusa_draft_vocab());
+  } else if (tree.num_nodes() > 1) {
+    for (int h = 0; h < tree.num_heads_used(); ++h) {
+      const absl::Span<int32_t> ids = candidates.mutable_head_topk(h);
+      if (head_topk.size() < ids.size()) {
+        return absl::InternalError("the Medusa heads returned fewer top tokens than the tree uses");
+      }
+      std::copy_n(head_topk.begin(), ids.size(), ids.begin());
+      head_topk.remove_prefix(ids.size());
+    }
   }
+  candidates.AssignTokens(root_);
   return absl::OkStatus();
 }
 
@@ -134,6 +140,12 @@ absl::Status SequenceDecoder::AfterForward(const kernels::ForwardResult& forward
   return FinishStep(forward, step_start);
 }
 
+bool SequenceDecoder::HasRows(const kernels::ForwardResult& forward, size_t rows) const {
+  const bool outputs =
+      wants_logits() ? forward.logits.size() >= rows * config_.vocab_size : forward.argmax.size() >= rows;
+  return outputs && (!wants_hidden() || forward.hidden.size() >= rows * static_cast<size_t>(config_.dim));
+}
+
 void SequenceDecoder::KeepHidden(const kernels::ForwardResult& forward, int row) {
   if (!options_.use_medusa) return;
   const size_t dim = config_.dim;
@@ -142,18 +154,17 @@ void SequenceDecoder::KeepHidden(const kernels::ForwardResult& forward, int row)
 
 absl::Status SequenceDecoder::FinishPrefill(const kernels::ForwardResult& forward) {
   const size_t vocab = config_.vocab_size;
-  if (forward.logits.size() < (first_row_ + 1) * vocab ||
-      (wants_hidden() && forward.hidden.size() < (first_row_ + 1) * static_cast<size_t>(config_.dim))) {
+  if (!HasRows(forward, first_row_ + 1))
     return absl::InternalError("the prefill pass returned fewer output rows than asked");
-  }
   seq_.SetLength(prompt_len_);
   KeepHidden(forward, first_row_);
   result_.prefill_seconds = SecondsSince(prefill_start_);
   decode_start_ = Clock::now();
   phase_ = Phase::kDecode;
   result_.steps = 1;  // the prefill's last pass yields the first token
-  const int32_t first =
-      sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab));
+  const int32_t first = wants_logits()
+                            ? sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab))
+                            : forward.argmax[first_row_];
   const bool stop = Emit(first, forward, first_row_);
   last_emitted_ = 1;
   Flush(stream_.TakeReady());
@@ -190,14 +201,17 @@ void SequenceDecoder::CountAccepted(int accepted) {
 absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start) {
   const MedusaTree& tree = *planned_->tree;
   const size_t vocab = config_.vocab_size, nodes = tree.num_nodes();
-  if (first_row_ < 0 || forward.logits.size() < (first_row_ + nodes) * vocab ||
-      (wants_hidden() && forward.hidden.size() < (first_row_ + nodes) * static_cast<size_t>(config_.dim))) {
+  if (first_row_ < 0 || !HasRows(forward, first_row_ + nodes)) {
     return absl::InternalError("the verification pass returned fewer output rows than the tree has nodes");
   }
-  ASSIGN_OR_RETURN(const AcceptedPath* path,
-                   planned_->acceptor.Accept(planned_->candidates.node_tokens(),
-                                             absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
-                                             sampler_));
+  Acceptor& acceptor = planned_->acceptor;
+  const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();
+  ASSIGN_OR_RETURN(
+      const AcceptedPath* path,
+      wants_logits()
+          ? acceptor.Accept(node_tokens, absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
+                            sampler_)
+          : acceptor.AcceptGreedy(node_tokens, absl::MakeConstSpan(forward.argmax).subspan(first_row_, nodes)));
   RETURN_IF_ERROR(Compact(*path));
   KeepHidden(forward, first_row_ + path->last_node());
   result_.step_seconds.push_back(SecondsSince(step_start));

@@ -58,6 +58,9 @@ class SequenceDecoder {
   bool use_medusa() const { return options_.use_medusa; }
   // Whether the passes must return this sequence's hidden states (heads or an on_token hook).
   bool wants_hidden() const;
+  // Whether its rows' logits must come back (sampling); greedy decoding takes each row's
+  // argmax alone (ForwardBatch::want_argmax).
+  bool wants_logits() const { return !request_.sampling.greedy(); }
   const GenerationRequest& request() const { return request_; }
   int generated() const { return result_.new_tokens(); }
 
@@ -81,13 +84,14 @@ class SequenceDecoder {
   // blocks for every node can be had; else the root alone. Call after ReserveRoot.
   absl::Status PlanTree(const MedusaTree* tree);
   const MedusaTree& planned_tree() const { return *planned_->tree; }
-  // Whether BuildCandidates wants head logits (a tree and no draft override).
-  bool needs_head_logits() const;
+  // Whether BuildCandidates wants the heads' top tokens (a tree and no draft override).
+  bool needs_head_topk() const;
   // Final-normed hidden state of the last kept position: the heads' input.
   absl::Span<const float> hidden() const { return hidden_; }
-  // Node tokens from the heads' logits (planned_tree().num_heads_used() rows over the draft
-  // vocabulary: Backend::MedusaHeadLogits), the draft override, or just the root.
-  absl::Status BuildCandidates(absl::Span<const float> head_logits);
+  // Node tokens from the heads' top tokens (for each of planned_tree().num_heads_used() heads
+  // its tree.topk(h) best, one after another: Backend::MedusaHeadTopK), the draft override, or
+  // just the root.
+  absl::Status BuildCandidates(absl::Span<const int32_t> head_topk);
   // Adds the planned tree's nodes to the batch, one output row each.
   void AppendStep(kernels::ForwardBatch& batch);
 
@@ -123,6 +127,8 @@ class SequenceDecoder {
   absl::Status FinishPrefill(const kernels::ForwardResult& forward);
   absl::Status FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start);
   absl::Status Compact(const AcceptedPath& path);
+  // Whether the pass returned `rows` output rows of what this sequence reads.
+  bool HasRows(const kernels::ForwardResult& forward, size_t rows) const;
   void KeepHidden(const kernels::ForwardResult& forward, int row);
   void CountAccepted(int accepted);
   // Records a generated token chosen by the logits of output row `row` of the pass; true

@@ -148,15 +148,9 @@ void Acceptor::Finish(absl::Span<const int32_t> node_tokens, int last, int32_t b
   result_.tokens.push_back(bonus);
 }
 
-absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int32_t> node_tokens,
-                                                           absl::Span<const float> logits) {
-  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
+template <typename ArgmaxOf>
+const AcceptedPath* Acceptor::GreedyPath(absl::Span<const int32_t> node_tokens, ArgmaxOf argmax) {
   const MedusaTree& tree = *tree_;
-  std::fill(argmax_.begin(), argmax_.end(), -1);
-  auto argmax = [&](int node) {
-    if (argmax_[node] < 0) argmax_[node] = FastArgmax(Row(logits, node));
-    return argmax_[node];
-  };
   // Parents come before children, so one pass in node order decides every node.
   accepted_[0] = 1;
   int best = 0;
@@ -167,6 +161,33 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int3
   }
   Finish(node_tokens, best, argmax(best));
   return &result_;
+}
+
+absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int32_t> node_tokens,
+                                                           absl::Span<const float> logits) {
+  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
+  std::fill(argmax_.begin(), argmax_.end(), -1);
+  return GreedyPath(node_tokens, [&](int node) {
+    if (argmax_[node] < 0) argmax_[node] = FastArgmax(Row(logits, node));
+    return argmax_[node];
+  });
+}
+
+absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int32_t> node_tokens,
+                                                           absl::Span<const int32_t> argmax) {
+  const MedusaTree& tree = *tree_;
+  if (node_tokens.size() != static_cast<size_t>(tree.num_nodes()) || argmax.size() != node_tokens.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("greedy acceptance: ", tree.num_nodes(), " nodes, got ",
+                                                   node_tokens.size(), " tokens and ", argmax.size(),
+                                                   " greedy tokens"));
+  }
+  for (size_t n = 0; n < argmax.size(); ++n) {
+    if (argmax[n] < 0 || argmax[n] >= vocab_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("greedy token ", argmax[n], " of node ", n, " is outside the vocabulary"));
+    }
+  }
+  return GreedyPath(node_tokens, [&](int node) { return argmax[node]; });
 }
 
 absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int32_t> node_tokens,

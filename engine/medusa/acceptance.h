@@ -105,6 +105,10 @@ class Acceptor {
   // InvalidArgument on wrong sizes or a token outside the vocabulary.
   absl::StatusOr<const AcceptedPath*> AcceptGreedy(absl::Span<const int32_t> node_tokens,
                                                    absl::Span<const float> logits);
+  // The same from each node's greedy token alone (`argmax`: num_nodes entries, the largest
+  // logit's id of each row, as Backend::Forward's want_argmax gives them).
+  absl::StatusOr<const AcceptedPath*> AcceptGreedy(absl::Span<const int32_t> node_tokens,
+                                                   absl::Span<const int32_t> argmax);
   // Typical acceptance at sampler.params().temperature; the bonus token is
   // sampler.Sample(row of the last accepted node) (temperature, top-k, top-p, seed).
   // Greedy sampling params (temperature 0) give AcceptGreedy.
@@ -130,6 +134,9 @@ class Acceptor {
   }
   // Rejection: a draw from target_ (a node's distribution less its rejected tokens).
   int32_t SampleResidual(Sampler& sampler, absl::Span<const float> row);
+  // Greedy acceptance given each node's greedy token, argmax(node).
+  template <typename ArgmaxOf>
+  const AcceptedPath* GreedyPath(absl::Span<const int32_t> node_tokens, ArgmaxOf argmax);
   // Fills result_ from the chosen last node and the bonus token.
   void Finish(absl::Span<const int32_t> node_tokens, int last, int32_t bonus);
 

@@ -10,27 +10,11 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/medusa/tree.h"
+#include "kernels/topk.h"
 
 namespace medusa {
 
-// The k largest entries of a row by partial selection (no full sort), reusing its
-// buffers across calls. Order: largest first; equal values by smaller index first;
-// NaN ranks below every number.
-class TopK {
- public:
-  // Writes the top out.size() indices of `row` into `out`, largest first.
-  // Precondition: out.size() <= row.size().
-  void Select(absl::Span<const float> row, absl::Span<int32_t> out);
-
- private:
-  // k up to kInsertionLimit: one pass keeping a sorted list of the best k.
-  static constexpr size_t kInsertionLimit = 64;
-  void SelectByInsertion(absl::Span<const float> row, absl::Span<int32_t> out);
-  void SelectByPartition(absl::Span<const float> row, absl::Span<int32_t> out);
-
-  std::vector<float> best_values_;
-  std::vector<int32_t> indices_;  // partition path
-};
+using kernels::TopK;
 
 class CandidateBuilder {
  public:

@@ -101,7 +101,9 @@ kernels::ForwardBatch TreeStepBatch(const MedusaTree& tree, absl::Span<const kv:
     AppendTree(batch, AddSequence(batch, seqs[s].block_table()), tree,
                TimingTokens(s, context, tree.num_nodes(), vocab), context);
   }
-  batch.want_logits = true;
+  // As a greedy step: the rows' argmax back, not their logits.
+  batch.want_logits = false;
+  batch.want_argmax = true;
   batch.want_hidden = tree.num_nodes() > 1;
   return batch;
 }
@@ -131,17 +133,20 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
   const int vocab = target.backend.config().vocab_size;
   const size_t dim = target.backend.config().dim;
   kernels::ForwardResult result;
-  std::vector<float> head_logits;
+  std::vector<int32_t> head_topk;
   for (int b : options.batch_sizes) {
     std::vector<kernels::ForwardBatch> batches;
+    std::vector<std::vector<int>> topk_sizes;
     for (const MedusaTree& tree : trees) {
       batches.push_back(TreeStepBatch(tree, seqs, b, timings.context_tokens, vocab));
+      std::vector<int>& k = topk_sizes.emplace_back();
+      for (int h = 0; h < tree.num_heads_used(); ++h) k.push_back(tree.topk(h));
     }
     auto run_step = [&](size_t t) -> absl::Status {
       RETURN_IF_ERROR(target.backend.Forward(batches[t], &result));
       if (trees[t].num_nodes() == 1) return absl::OkStatus();
-      return target.backend.MedusaHeadLogits(absl::MakeConstSpan(result.hidden).first(b * dim), b,
-                                               trees[t].num_heads_used(), &head_logits);
+      return target.backend.MedusaHeadTopK(absl::MakeConstSpan(result.hidden).first(b * dim), b, topk_sizes[t],
+                                           &head_topk);
     };
     std::vector<std::vector<double>> samples(trees.size());
     for (int round = 0; round < options.warmup + options.repeats; ++round) {

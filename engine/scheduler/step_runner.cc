@@ -47,34 +47,32 @@ void StepRunner::PlanDecoding() {
     if (absl::Status status = s->PlanTree(step_tree_); !status.ok()) s->Fail(status);
   }
   DropEnded(decoding_);
-  // The heads of every sequence verifying the step's tree, in one call.
-  const absl::Span<const int32_t> draft = engine_.backend().medusa_draft_vocab();
-  const size_t vocab = draft.empty() ? engine_.config().vocab_size : draft.size();
+  // The heads' top tokens for every sequence verifying the step's tree, in one call.
   head_hidden_.clear();
   int rows = 0;
   for (SequenceDecoder* s : decoding_) {
-    if (!s->needs_head_logits()) continue;
+    if (!s->needs_head_topk()) continue;
     head_hidden_.insert(head_hidden_.end(), s->hidden().begin(), s->hidden().end());
     ++rows;
   }
-  const int heads = rows > 0 ? step_tree_->num_heads_used() : 0;
+  head_topk_sizes_.clear();
   if (rows > 0) {
-    if (absl::Status status = engine_.backend().MedusaHeadLogits(head_hidden_, rows, heads, &head_logits_);
+    for (int h = 0; h < step_tree_->num_heads_used(); ++h) head_topk_sizes_.push_back(step_tree_->topk(h));
+    if (absl::Status status = engine_.backend().MedusaHeadTopK(head_hidden_, rows, head_topk_sizes_, &head_topk_);
         !status.ok()) {
       for (SequenceDecoder* s : decoding_) {
-        if (s->needs_head_logits()) s->Fail(status);
+        if (s->needs_head_topk()) s->Fail(status);
       }
       DropEnded(decoding_);
       rows = 0;
     }
   }
+  const size_t per_row = rows > 0 ? head_topk_.size() / rows : 0;
   int row = 0;
   for (SequenceDecoder* s : decoding_) {
-    absl::Span<const float> logits;
-    if (rows > 0 && s->needs_head_logits()) {
-      logits = absl::MakeConstSpan(head_logits_).subspan(row++ * heads * vocab, heads * vocab);
-    }
-    if (absl::Status status = s->BuildCandidates(logits); !status.ok()) s->Fail(status);
+    absl::Span<const int32_t> topk;
+    if (rows > 0 && s->needs_head_topk()) topk = absl::MakeConstSpan(head_topk_).subspan(row++ * per_row, per_row);
+    if (absl::Status status = s->BuildCandidates(topk); !status.ok()) s->Fail(status);
   }
   DropEnded(decoding_);
 }
@@ -107,8 +105,14 @@ const StepReport* StepRunner::Run(absl::Span<SequenceDecoder* const> sequences) 
     want_hidden |= s->wants_hidden();
   }
   if (batch_.tokens.empty()) return nullptr;
-  batch_.want_logits = !batch_.output_rows.empty();
-  batch_.want_hidden = batch_.want_logits && want_hidden;
+  // Greedy sequences read each row's argmax; only sampling ones need the logits back.
+  const bool outputs = !batch_.output_rows.empty();
+  bool want_logits = false;
+  for (SequenceDecoder* s : decoding_) want_logits |= s->wants_logits();
+  for (SequenceDecoder* s : prefilling_) want_logits |= s->wants_logits();
+  batch_.want_logits = outputs && want_logits;
+  batch_.want_argmax = outputs;
+  batch_.want_hidden = outputs && want_hidden;
   if (absl::Status status = engine_.backend().Forward(batch_, &forward_); !status.ok()) {
     spdlog::error("forward pass failed: {}", status.ToString());
     for (SequenceDecoder* s : decoding_) s->Fail(status);

@@ -59,8 +59,8 @@ class StepRunner {
   const StepReport* Run(absl::Span<SequenceDecoder* const> sequences);
 
  private:
-  // Reserves the decoding sequences' roots, plans their trees, computes the heads' logits
-  // for all of them in one call and builds their candidates.
+  // Reserves the decoding sequences' roots, plans their trees, asks the heads for their top
+  // tokens for all of them in one call and builds their candidates.
   void PlanDecoding();
   // Drops the sequences that have ended from `list`.
   static void DropEnded(std::vector<SequenceDecoder*>& list);
@@ -72,7 +72,9 @@ class StepRunner {
   const MedusaTree* step_tree_ = nullptr;
   kernels::ForwardBatch batch_;
   kernels::ForwardResult forward_;
-  std::vector<float> head_hidden_, head_logits_;
+  std::vector<float> head_hidden_;
+  std::vector<int> head_topk_sizes_;  // the step tree's k per head
+  std::vector<int32_t> head_topk_;
   StepReport report_;
 };
 

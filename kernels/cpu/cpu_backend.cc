@@ -23,6 +23,7 @@
 #include "kernels/math/simd.h"
 #include "kernels/math/thread_pool.h"
 #include "kernels/model/rope.h"
+#include "kernels/topk.h"
 
 namespace medusa::kernels {
 namespace {
@@ -103,6 +104,15 @@ class CpuBackend final : public Backend {
                                 std::vector<float>* head_logits) override {
     return medusa_heads_.Compute(hidden, rows, num_heads, &pool_, head_logits);
   }
+  absl::Status MedusaHeadTopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk,
+                              std::vector<int32_t>* ids) override {
+    const absl::Span<const int32_t> draft = medusa_heads_.draft_vocab();
+    const int width = draft.empty() ? config_.vocab_size : static_cast<int>(draft.size());
+    RETURN_IF_ERROR(CheckHeadTopK(topk, medusa_heads_.num_heads(), width));
+    RETURN_IF_ERROR(medusa_heads_.Compute(hidden, rows, static_cast<int>(topk.size()), &pool_, &head_logits_));
+    SelectHeadTopK(head_logits_, rows, width, topk, draft, &topk_, ids);
+    return absl::OkStatus();
+  }
 
   absl::Status LoadWeights(const ModelConfig& config, ModelWeights weights) override;
   absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
@@ -140,6 +150,8 @@ class CpuBackend final : public Backend {
   std::vector<CpuLayer> layers_;
   std::vector<double> rope_frequencies_;  // [head_dim / 2]
   cpu::MedusaHeadsCpu medusa_heads_;
+  std::vector<float> head_logits_;  // MedusaHeadTopK's
+  TopK topk_;
 
   KvCacheSpec kv_spec_;
   size_t kv_layer_floats_ = 0;  // floats per layer in each of k_cache_ / v_cache_
@@ -327,10 +339,17 @@ void CpuBackend::ComputeOutputs(const ForwardBatch& batch, ForwardResult* result
   if (batch.want_hidden) {
     result->hidden.assign(xb_.begin(), xb_.begin() + static_cast<size_t>(m) * dim);
   }
-  if (batch.want_logits) {
+  if (batch.want_logits || batch.want_argmax) {
     // resize, not clear + resize: the product overwrites every value, no need to zero them.
-    result->logits.resize(static_cast<size_t>(m) * config_.vocab_size);
+    const size_t vocab = config_.vocab_size;
+    result->logits.resize(m * vocab);
     cpu::Linear(xb_.data(), m, dim, classifier_, result->logits.data(), config_.vocab_size, false, &pool_);
+    if (batch.want_argmax) {
+      result->argmax.resize(m);
+      for (int r = 0; r < m; ++r)
+        result->argmax[r] = Argmax(absl::MakeConstSpan(result->logits).subspan(r * vocab, vocab));
+    }
+    if (!batch.want_logits) result->logits.clear();
   }
 }
 
@@ -343,6 +362,7 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   out_rows_ = n == 0 ? 0 : static_cast<int>(batch.output_rows.size());
   if (!batch.want_logits || out_rows_ == 0) result->logits.clear();
   if (!batch.want_hidden || out_rows_ == 0) result->hidden.clear();
+  if (!batch.want_argmax || out_rows_ == 0) result->argmax.clear();
   if (n == 0) return absl::OkStatus();
   EnsureScratch(std::max(n, out_rows_));
 

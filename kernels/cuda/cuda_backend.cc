@@ -35,6 +35,7 @@
 #include "kernels/cuda/layer_kernels.h"
 #include "kernels/cuda/medusa_heads.h"
 #include "kernels/cuda/memory_plan.h"
+#include "kernels/cuda/selection_kernels.h"
 #include "kernels/cuda/step_plan.h"
 
 namespace medusa::kernels::cuda {
@@ -88,6 +89,11 @@ class CudaBackend final : public Backend {
     return heads_.Load(std::move(heads), config_.dim, config_.vocab_size, &model_.classifier, type_);
   }
   int num_medusa_heads() const override { return heads_.num_heads(); }
+  absl::Status MedusaHeadTopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk,
+                              std::vector<int32_t>* ids) override {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    return heads_.TopK(hidden, rows, topk, stream_, ids);
+  }
   absl::Span<const int32_t> medusa_draft_vocab() const override { return heads_.draft_vocab(); }
   absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                 std::vector<float>* head_logits) override {
@@ -139,7 +145,7 @@ class CudaBackend final : public Backend {
   int scratch_rows_ = 0, scratch_output_rows_ = 0;
   int64_t scratch_parts_ = 0;
   DeviceBuffer x_, xb_, qkv_, att_, gate_up_, act_, x16_;
-  DeviceBuffer out_x_, out_h_, logits_;
+  DeviceBuffer out_x_, out_h_, logits_, argmax_;
   DeviceBuffer partial_max_, partial_den_, partial_acc_;
   DeviceBuffer plan_;
   PinnedBuffer plan_staging_;
@@ -295,6 +301,7 @@ absl::Status CudaBackend::ReserveScratch(int rows, int output_rows, int64_t part
     RETURN_IF_ERROR(reserve(out_x_, r * config_.dim * f));
     RETURN_IF_ERROR(reserve(out_h_, r * config_.dim * f));
     RETURN_IF_ERROR(reserve(logits_, r * config_.vocab_size * f));
+    RETURN_IF_ERROR(reserve(argmax_, r * sizeof(int32_t)));
     // The classifier's tensor-core input: output rows of `dim`.
     RETURN_IF_ERROR(reserve(x16_, std::max(x16_.bytes(), r * config_.dim * TypeBytes(type_))));
     scratch_output_rows_ = static_cast<int>(r);
@@ -411,6 +418,7 @@ absl::Status CudaBackend::Enqueue(const LaunchShape& shape) {
   if (shape.logits) {
     LaunchInvariantGemm(out_h_.get<float>(), outputs, c.dim, model_.classifier.get(), type_, c.vocab_size, c.dim,
                         logits_.get<float>(), c.vocab_size, false, x16_.get(), stream_);
+    LaunchArgmaxRows(logits_.get<float>(), outputs, c.vocab_size, argmax_.get<int32_t>(), stream_);
   }
   return absl::OkStatus();
 }
@@ -443,6 +451,7 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
   const int outputs = n == 0 ? 0 : static_cast<int>(batch.output_rows.size());
   if (!batch.want_logits || outputs == 0) result->logits.clear();
   if (!batch.want_hidden || outputs == 0) result->hidden.clear();
+  if (!batch.want_argmax || outputs == 0) result->argmax.clear();
   if (n == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
 
@@ -456,7 +465,7 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
   if (graph) {
     RETURN_IF_ERROR(LaunchGraph(plan, capacity));
   } else {
-    RETURN_IF_ERROR(Enqueue(DirectShape(plan, batch.want_logits)));
+    RETURN_IF_ERROR(Enqueue(DirectShape(plan, batch.want_logits || batch.want_argmax)));
   }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (outputs > 0 && batch.want_hidden) {
@@ -467,6 +476,11 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
   if (outputs > 0 && batch.want_logits) {
     result->logits.resize(static_cast<size_t>(outputs) * config_.vocab_size);
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(result->logits.data(), logits_.get(), result->logits.size() * sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
+  if (outputs > 0 && batch.want_argmax) {
+    result->argmax.resize(outputs);
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(result->argmax.data(), argmax_.get(), outputs * sizeof(int32_t),
                                          cudaMemcpyDeviceToHost, stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));

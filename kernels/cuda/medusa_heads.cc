@@ -1,10 +1,12 @@
 #include "kernels/cuda/medusa_heads.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/backend.h"
 #include "kernels/base/status_macros.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/layer_kernels.h"
+#include "kernels/cuda/selection_kernels.h"
 
 namespace medusa::kernels::cuda {
 
@@ -42,6 +44,12 @@ absl::Status MedusaHeadsCuda::Load(MedusaHeadsWeights weights, int dim, int voca
   if (!weights.has_projection() && !draft.empty()) {
     ASSIGN_OR_RETURN(draft_classifier_, GatherMatrixRows(*classifier, draft));
   }
+  draft_.Release();
+  if (!draft.empty()) {
+    RETURN_IF_ERROR(draft_.Allocate(draft.size() * sizeof(int32_t)));
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(draft_.get(), draft.data(), draft.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  }
   heads_ = std::move(heads);
   draft_vocab_ = draft;
   dim_ = dim;
@@ -64,8 +72,8 @@ absl::Status MedusaHeadsCuda::Reserve(int rows, int num_heads) {
   return absl::OkStatus();
 }
 
-absl::Status MedusaHeadsCuda::Compute(absl::Span<const float> hidden, int rows, int num_heads, cudaStream_t stream,
-                                      std::vector<float>* head_logits) {
+absl::Status MedusaHeadsCuda::EnqueueLogits(absl::Span<const float> hidden, int rows, int num_heads,
+                                            cudaStream_t stream) {
   if (num_heads < 0 || num_heads > this->num_heads()) {
     return absl::InvalidArgumentError(
         absl::StrCat("asked for ", num_heads, " Medusa heads; ", this->num_heads(), " are loaded"));
@@ -73,11 +81,9 @@ absl::Status MedusaHeadsCuda::Compute(absl::Span<const float> hidden, int rows, 
   if (rows < 0 || hidden.size() < static_cast<size_t>(rows) * dim_) {
     return absl::InvalidArgumentError(absl::StrCat("Medusa heads need ", rows, " hidden rows of ", dim_));
   }
-  const size_t d = dim_, k_count = num_heads;
-  head_logits->resize(static_cast<size_t>(rows) * k_count * out_);
   if (rows == 0 || num_heads == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Reserve(rows, num_heads));
-
+  const size_t d = dim_, k_count = num_heads;
   float* x = x_.get<float>();
   const int ld = static_cast<int>(k_count * d);
   CUDA_RETURN_IF_ERROR(
@@ -109,8 +115,45 @@ absl::Status MedusaHeadsCuda::Compute(absl::Span<const float> hidden, int rows, 
     }
   }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(head_logits->data(), logits, head_logits->size() * sizeof(float),
+  return absl::OkStatus();
+}
+
+absl::Status MedusaHeadsCuda::Compute(absl::Span<const float> hidden, int rows, int num_heads, cudaStream_t stream,
+                                      std::vector<float>* head_logits) {
+  RETURN_IF_ERROR(EnqueueLogits(hidden, rows, num_heads, stream));
+  head_logits->resize(static_cast<size_t>(rows) * num_heads * out_);
+  if (head_logits->empty()) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(head_logits->data(), logits_.get(), head_logits->size() * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+absl::Status MedusaHeadsCuda::TopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk,
+                                   cudaStream_t stream, std::vector<int32_t>* ids) {
+  RETURN_IF_ERROR(CheckHeadTopK(topk, num_heads(), out_));
+  const int heads = static_cast<int>(topk.size());
+  RETURN_IF_ERROR(EnqueueLogits(hidden, rows, heads, stream));
+  // k and output offset per head, then room for the ids.
+  topk_host_.assign(2 * heads, 0);
+  int total = 0;
+  for (int h = 0; h < heads; ++h) {
+    topk_host_[h] = topk[h];
+    topk_host_[heads + h] = total;
+    total += topk[h];
+  }
+  ids->resize(static_cast<size_t>(rows) * total);
+  if (ids->empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(topk_.Reserve((topk_host_.size() + ids->size()) * sizeof(int32_t)).status());
+  int32_t* args = topk_.get<int32_t>();
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(args, topk_host_.data(), topk_host_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  int32_t* out = args + topk_host_.size();
+  LaunchTopKRows(logits_.get<float>(), rows, heads, out_, args, args + heads, total,
+                 draft_vocab_.empty() ? nullptr : draft_.get<int32_t>(), out, stream);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(ids->data(), out, ids->size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   return absl::OkStatus();
 }

@@ -29,6 +29,9 @@ class MedusaHeadsCuda {
   // computed on `stream` and copied back.
   absl::Status Compute(absl::Span<const float> hidden, int rows, int num_heads, cudaStream_t stream,
                        std::vector<float>* head_logits);
+  // Backend::MedusaHeadTopK: the logits stay on the device; only the chosen ids come back.
+  absl::Status TopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk, cudaStream_t stream,
+                    std::vector<int32_t>* ids);
 
  private:
   struct Block {
@@ -40,6 +43,8 @@ class MedusaHeadsCuda {
     DeviceMatrix projection;  // [out, dim]; empty: the shared projection
   };
   absl::Status Reserve(int rows, int num_heads);
+  // Checks the arguments and enqueues the heads' logits into logits_.
+  absl::Status EnqueueLogits(absl::Span<const float> hidden, int rows, int num_heads, cudaStream_t stream);
   const DeviceMatrix& shared_projection() const { return draft_classifier_.empty() ? *classifier_ : draft_classifier_; }
 
   int dim_ = 0;
@@ -55,6 +60,9 @@ class MedusaHeadsCuda {
   DeviceBuffer y_;         // [rows, dim]: one block's product
   DeviceBuffer x16_;       // [rows * heads, dim] in `type`: tensor-core inputs
   DeviceBuffer logits_;    // [rows, heads, out]
+  DeviceBuffer draft_;     // the draft vocabulary, mapping top-k entries to tokens
+  DeviceBuffer topk_;      // TopK's arguments (k and output offset per head), then its ids
+  std::vector<int32_t> topk_host_;
 };
 
 }  // namespace medusa::kernels::cuda

@@ -10,10 +10,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <new>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <ostream>
 #include <random>
 #include <string>
@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "tests/support/random_heads.h"
 
 // Counts heap allocations process-wide, so a test can check that steady-state forward
 // passes allocate nothing. Only the allocating forms are replaced: the library's operator
@@ -676,9 +677,75 @@ TEST(CpuBackend, SteadyStateForwardDoesNotAllocate) {
   EXPECT_GT(g_allocations.load() - before_growth, 0);
 }
 
+// Each output row's greedy token alone: the first index of its largest logit, with or
+// without the logits themselves.
+TEST(CpuBackend, ArgmaxRowsWithoutLogits) {
+  const ModelConfig c = SmallConfig(64, 96, 2, 8, 4, 101);
+  const ModelWeights w = RandomWeights(c, 51);
+  auto backend = MakeBackend(c, w, {8, 4});
+  const std::vector<int> tokens = RandomTokens(6, c.vocab_size, 52);
+  const std::vector<int32_t> table = {2, 0};
+  ForwardBatch batch;
+  batch.block_tables.push_back(table);
+  AddCausal(&batch, 0, tokens, 0, 6);
+  batch.output_rows = {5, 1, 5};
+  ForwardResult with_logits;
+  ASSERT_TRUE(backend->Forward(batch, &with_logits).ok());
+  batch.want_logits = false;
+  batch.want_argmax = true;
+  ForwardResult ids;
+  ASSERT_TRUE(backend->Forward(batch, &ids).ok());
+  EXPECT_TRUE(ids.logits.empty());
+  ASSERT_EQ(ids.argmax.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    const float* row = with_logits.logits.data() + static_cast<size_t>(r) * c.vocab_size;
+    EXPECT_EQ(ids.argmax[r], std::max_element(row, row + c.vocab_size) - row) << "row " << r;
+  }
+}
+
+// MedusaHeadTopK: each head's k best tokens of MedusaHeadLogits, in order, through the draft
+// vocabulary when there is one; bad requests are InvalidArgument.
+TEST(CpuBackend, MedusaHeadTopKSelectsFromTheHeadsLogits) {
+  const ModelConfig c = SmallConfig(64, 96, 2, 8, 4, 101);
+  auto backend = MakeBackend(c, RandomWeights(c, 61), {8, 4});
+  std::mt19937 rng(62);
+  const std::vector<float> hidden = Uniform(&rng, 3 * c.dim, -1.0f, 1.0f);
+  for (const std::vector<int32_t>& draft : {std::vector<int32_t>{}, std::vector<int32_t>{9, 40, 3, 77, 100, 0, 52}}) {
+    MedusaHeadsWeights heads = RandomMedusaHeads(c, 3, 1, /*with_projection=*/false, 63, 0.2f);
+    heads.draft_vocab = draft;
+    ASSERT_TRUE(backend->LoadMedusaHeads(heads).ok());
+    const int width = draft.empty() ? c.vocab_size : static_cast<int>(draft.size());
+    const std::vector<int> topk = {4, 1, 2};
+    std::vector<float> logits;
+    ASSERT_TRUE(backend->MedusaHeadLogits(hidden, 3, 3, &logits).ok());
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(backend->MedusaHeadTopK(hidden, 3, topk, &ids).ok());
+    ASSERT_EQ(ids.size(), 3u * 7);
+    size_t at = 0;
+    for (int r = 0; r < 3; ++r) {
+      for (int h = 0; h < 3; ++h) {
+        const float* row = logits.data() + (static_cast<size_t>(r) * 3 + h) * width;
+        std::vector<int> order(width);
+        for (int i = 0; i < width; ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+        for (int k = 0; k < topk[h]; ++k, ++at) {
+          EXPECT_EQ(ids[at], draft.empty() ? order[k] : draft[order[k]]) << "row " << r << " head " << h << " k " << k;
+        }
+      }
+    }
+    EXPECT_EQ(backend->MedusaHeadTopK(hidden, 3, std::vector<int>{1, 1, 1, 1}, &ids).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(backend->MedusaHeadTopK(hidden, 3, std::vector<int>{width + 1}, &ids).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(backend->MedusaHeadTopK(hidden, 3, std::vector<int>{0}, &ids).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(CreateBackend, NamesUnavailableDevices) {
-  auto cuda = CreateBackend(BackendOptions{"cuda", 0});
-  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnavailable);
+  if (!CudaDeviceVisible()) {
+    auto cuda = CreateBackend(BackendOptions{"cuda", 0});
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnavailable);
+  }
   auto tpu = CreateBackend(BackendOptions{"tpu", 0});
   EXPECT_EQ(tpu.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(tpu.status().message().find("tpu"), std::string::npos);

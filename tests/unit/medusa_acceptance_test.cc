@@ -343,6 +343,33 @@ TEST(AcceptancePropertyTest, GreedyMatchesTheDirectRule) {
   }
 }
 
+// Accepting from each node's greedy token alone (a backend's argmax rows) decides exactly as
+// accepting from the logits; wrong sizes and tokens outside the vocabulary are refused.
+TEST(AcceptancePropertyTest, GreedyFromArgmaxIdsEqualsGreedyFromLogits) {
+  std::mt19937 rng(202);
+  for (int trial = 0; trial < 200; ++trial) {
+    MedusaTree tree = RandomTree(rng, 1 + rng() % 5, 4, 5 + rng() % 40);
+    const int vocab = 8 + rng() % 40;
+    Step step = RandomStep(rng, tree, vocab, 2.0f);
+    std::vector<int32_t> argmax(tree.num_nodes());
+    for (int n = 0; n < tree.num_nodes(); ++n) {
+      argmax[n] = Argmax(absl::MakeConstSpan(step.logits).subspan(n * vocab, vocab));
+    }
+    Acceptor from_logits(tree, vocab), from_ids(tree, vocab);
+    const AcceptedPath want = GreedyOrDie(from_logits, step.tokens, step.logits);
+    absl::StatusOr<const AcceptedPath*> got = from_ids.AcceptGreedy(step.tokens, argmax);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ((*got)->nodes, want.nodes) << "trial " << trial;
+    ASSERT_EQ((*got)->tokens, want.tokens) << "trial " << trial;
+  }
+  const MedusaTree chain = MedusaTree::Chain(2);
+  Acceptor acceptor(chain, 10);
+  EXPECT_EQ(acceptor.AcceptGreedy(std::vector<int32_t>{1, 2, 3}, std::vector<int32_t>{1, 2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acceptor.AcceptGreedy(std::vector<int32_t>{1, 2, 3}, std::vector<int32_t>{1, 2, 10}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(AcceptancePropertyTest, TypicalMatchesTheDirectRule) {
   std::mt19937 rng(202);
   int multi_accepted_trials = 0;
