@@ -2,9 +2,9 @@
 // tools/; the CPU and CUDA backends include nothing of each other (and the CPU backend
 // nothing of CUDA), so either builds alone; nothing above kernels/ names a backend's
 // internals (it asks kernels/backend.h); nothing under engine/ includes gRPC, the gRPC
-// API's generated code, server/ or tools/. The build enforces the same through per-target include roots (medusa_expose in
-// the root CMakeLists.txt); this check names the file and line, and a planted violation
-// shows that it can fail.
+// API's generated code, server/ or tools/. The build enforces the same through per-target
+// include roots (medusa_expose in the root CMakeLists.txt); this check names the file and
+// line, and a planted violation shows that it can fail.
 
 #include <algorithm>
 #include <filesystem>
@@ -96,12 +96,11 @@ TEST(LayeringTest, APlantedViolationIsFound) {
   WriteFile(root / "server/bad.cc", "#include \"kernels/cuda/cuda_backend.h\"\n");
   std::vector<std::string> violations = FindLayerViolations(root);
   std::sort(violations.begin(), violations.end());
-  EXPECT_EQ(violations, (std::vector<std::string>{"engine/generate/bad.h:2: grpcpp/server.h",
-                                                  "engine/scheduler/bad.cc:1: server/service.h",
-                                                  "kernels/cpu/bad.cc:3: engine/engine.h",
-                                                  "kernels/cpu/bad_cuda.cc:1: cuda_runtime.h",
-                                                  "kernels/cuda/bad.cu:1: kernels/cpu/matmul.h",
-                                                  "server/bad.cc:1: kernels/cuda/cuda_backend.h"}));
+  EXPECT_EQ(violations,
+            (std::vector<std::string>{
+                "engine/generate/bad.h:2: grpcpp/server.h", "engine/scheduler/bad.cc:1: server/service.h",
+                "kernels/cpu/bad.cc:3: engine/engine.h", "kernels/cpu/bad_cuda.cc:1: cuda_runtime.h",
+                "kernels/cuda/bad.cu:1: kernels/cpu/matmul.h", "server/bad.cc:1: kernels/cuda/cuda_backend.h"}));
 }
 
 }  // namespace
