@@ -1,6 +1,7 @@
 #pragma once
 // Paths of the model fixtures the set-up script prepares under models/.
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -8,12 +9,14 @@
 
 namespace medusa::testing {
 
-inline std::string SourcePath(const std::string& relative) {
-  return std::string(MEDUSA_SOURCE_DIR) + "/" + relative;
+// The repository's root: $MEDUSA_SOURCE_DIR where set (test binaries carried to another
+// machine, as scripts/gpu_check.sh runs them), else the tree they were built from.
+inline std::string SourceRoot() {
+  const char* root = std::getenv("MEDUSA_SOURCE_DIR");
+  return root != nullptr && *root != '\0' ? root : MEDUSA_SOURCE_DIR;
 }
-inline std::string BinaryPath(const std::string& relative) {
-  return std::string(MEDUSA_BINARY_DIR) + "/" + relative;
-}
+inline std::string SourcePath(const std::string& relative) { return SourceRoot() + "/" + relative; }
+inline std::string BinaryPath(const std::string& relative) { return std::string(MEDUSA_BINARY_DIR) + "/" + relative; }
 
 inline const std::string kStoriesModel = SourcePath("models/stories260K/stories260K.bin");
 inline const std::string kStoriesTokenizer = SourcePath("models/stories260K/tok512.bin");
@@ -23,8 +26,8 @@ inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-In
 inline const std::string kSmolHeads = SourcePath("heads/SmolLM2-135M-Instruct.medusa.safetensors");
 
 // Model files are test inputs the set-up script always provides: their absence is a failure.
-#define ASSERT_MODEL_PRESENT(path)                                                      \
-  ASSERT_TRUE(std::filesystem::exists(path))                                            \
+#define ASSERT_MODEL_PRESENT(path)           \
+  ASSERT_TRUE(std::filesystem::exists(path)) \
       << (path) << " is missing: run scripts/setup.sh to prepare the model fixtures"
 
 }  // namespace medusa::testing
