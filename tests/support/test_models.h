@@ -22,6 +22,9 @@ inline const std::string kStoriesModel = SourcePath("models/stories260K/stories2
 inline const std::string kStoriesTokenizer = SourcePath("models/stories260K/tok512.bin");
 inline const std::string kStoriesGolden = SourcePath("models/stories260K/expected_greedy_200.txt");
 inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+// SmolLM2 cut to its first 6 layers (scripts/cut_gguf.py): what scripts/make_devpack.sh
+// carries to a lent GPU, where the full GGUF (94 MB) does not fit.
+inline const std::string kSmolCutModel = SourcePath("models/smollm2/SmolLM2-135M-Instruct.cut6.gguf");
 // Medusa heads for SmolLM2 trained by `medusa train` and shipped in the repository.
 inline const std::string kSmolHeads = SourcePath("heads/SmolLM2-135M-Instruct.medusa.safetensors");
 
