@@ -19,6 +19,7 @@
 #include "kernels/model/config.h"
 #include "kernels/model/medusa_heads_weights.h"
 #include "kernels/model/weights.h"
+#include "kernels/softmax_stats.h"
 
 namespace medusa::kernels {
 
@@ -48,6 +49,18 @@ struct BatchToken {
   int32_t extra_count = 0;
 };
 
+// An output row's tempered softmax summary, asked for in ForwardBatch::row_stats.
+struct RowStatsQuery {
+  int32_t output_row = 0;    // index into ForwardBatch::output_rows
+  float temperature = 1.0f;  // > 0
+};
+
+// The logit of `token` in an output row, asked for in ForwardBatch::logit_queries.
+struct LogitQuery {
+  int32_t output_row = 0;  // index into ForwardBatch::output_rows
+  int32_t token = 0;
+};
+
 struct ForwardBatch {
   std::vector<BatchToken> tokens;
   // Per sequence: physical block ids, in logical order. Logical index i lives in
@@ -61,19 +74,29 @@ struct ForwardBatch {
   // Each output row's greedy token: its largest logit's id (the first on ties), without
   // copying the logits back (a GPU computes it on the device).
   bool want_argmax = false;
+  // What a sampling step reads instead of whole rows (typical acceptance): the softmax
+  // summaries of some output rows and single logits. A GPU computes them on the device and
+  // copies back only these; the one row a token is then drawn from comes from
+  // Backend::ReadOutputLogits.
+  std::vector<RowStatsQuery> row_stats;
+  std::vector<LogitQuery> logit_queries;
 
   void Clear() {
     tokens.clear();
     block_tables.clear();
     extra_indices.clear();
     output_rows.clear();
+    row_stats.clear();
+    logit_queries.clear();
   }
 };
 
 struct ForwardResult {
-  std::vector<float> logits;    // [output_rows.size(), vocab_size]
-  std::vector<float> hidden;    // [output_rows.size(), dim]
-  std::vector<int32_t> argmax;  // [output_rows.size()]
+  std::vector<float> logits;            // [output_rows.size(), vocab_size]
+  std::vector<float> hidden;            // [output_rows.size(), dim]
+  std::vector<int32_t> argmax;          // [output_rows.size()]
+  std::vector<SoftmaxStats> row_stats;  // [row_stats.size()], in the batch's order
+  std::vector<float> queried_logits;    // [logit_queries.size()], in the batch's order
 };
 
 // A copy of one KV slot to another (all layers), for KV compaction.
@@ -104,6 +127,11 @@ class Backend {
 
   // Runs the batch through the model. Returns InvalidArgument for a malformed batch.
   virtual absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) = 0;
+  // The logits of output row `output_row` (an index into output_rows) of the last Forward,
+  // which keeps them until the next whether or not it returned them: the one row a sampling
+  // step draws its token from. FailedPrecondition before any Forward with outputs,
+  // InvalidArgument for a row outside the last one's.
+  virtual absl::Status ReadOutputLogits(int output_row, std::vector<float>* logits) = 0;
 
   // Copies KV slots (every layer, K and V). Sources are read before any destination is written.
   virtual absl::Status CopyKvSlots(absl::Span<const KvSlotCopy> copies) = 0;
@@ -137,7 +165,8 @@ class Backend {
 
 // The rules every backend checks a batch against: tokens inside the vocabulary, block ids
 // inside the cache, KV indices and attention rules inside their sequence's blocks, output
-// rows inside the batch. InvalidArgument naming the field otherwise.
+// rows inside the batch, queries on output rows (tokens inside the vocabulary, temperatures
+// positive). InvalidArgument naming the field otherwise.
 absl::Status ValidateBatch(const ForwardBatch& batch, int vocab_size, const KvCacheSpec& kv);
 // MedusaHeadTopK's arguments: at most `loaded_heads` heads, each k in [1, draft_size].
 absl::Status CheckHeadTopK(absl::Span<const int> topk, int loaded_heads, int draft_size);

@@ -1,5 +1,7 @@
 // The batch, slot and head top-k rules of kernels/backend.h, which every backend checks.
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 
@@ -57,6 +59,29 @@ absl::Status ValidateBatch(const ForwardBatch& batch, int vocab_size, const KvCa
     if (row < 0 || static_cast<size_t>(row) >= batch.tokens.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("output_rows[", r, "] = ", row, " is not a token row [0, ", batch.tokens.size(), ")"));
+    }
+  }
+  const int64_t outputs = batch.tokens.empty() ? 0 : static_cast<int64_t>(batch.output_rows.size());
+  for (size_t q = 0; q < batch.row_stats.size(); ++q) {
+    const RowStatsQuery& query = batch.row_stats[q];
+    if (query.output_row < 0 || query.output_row >= outputs) {
+      return absl::InvalidArgumentError(absl::StrCat("row_stats[", q, "].output_row = ", query.output_row,
+                                                     " is not an output row [0, ", outputs, ")"));
+    }
+    if (!(query.temperature > 0.0f) || !std::isfinite(query.temperature)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("row_stats[", q, "].temperature = ", query.temperature, " is not a positive number"));
+    }
+  }
+  for (size_t q = 0; q < batch.logit_queries.size(); ++q) {
+    const LogitQuery& query = batch.logit_queries[q];
+    if (query.output_row < 0 || query.output_row >= outputs) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_queries[", q, "].output_row = ", query.output_row,
+                                                     " is not an output row [0, ", outputs, ")"));
+    }
+    if (query.token < 0 || query.token >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_queries[", q, "].token = ", query.token,
+                                                     " is outside the vocabulary [0, ", vocab_size, ")"));
     }
   }
   return absl::OkStatus();

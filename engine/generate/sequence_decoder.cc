@@ -126,8 +126,24 @@ absl::Status SequenceDecoder::BuildCandidates(absl::Span<const int32_t> head_top
 }
 
 void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch) {
-  first_row_ = AppendTree(batch, AddSequence(batch, seq_.block_table()), *planned_->tree,
-                          planned_->candidates.node_tokens(), context_);
+  const MedusaTree& tree = *planned_->tree;
+  const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();
+  first_row_ = AppendTree(batch, AddSequence(batch, seq_.block_table()), tree, node_tokens, context_);
+  if (!samples_typically()) return;
+  // Typical acceptance reads each row's softmax summary and each node's token's logit in its
+  // parent's row: a few numbers per node instead of the rows.
+  const float temperature = request_.sampling.temperature;
+  stats_begin_ = batch.row_stats.size();
+  queries_begin_ = batch.logit_queries.size();
+  for (int n = 0; n < tree.num_nodes(); ++n) batch.row_stats.push_back({first_row_ + n, temperature});
+  for (int n = 1; n < tree.num_nodes(); ++n) {
+    batch.logit_queries.push_back({first_row_ + tree.parent(n), node_tokens[n]});
+  }
+}
+
+absl::StatusOr<absl::Span<const float>> SequenceDecoder::ReadRow(int output_row) {
+  RETURN_IF_ERROR(engine_.backend().ReadOutputLogits(output_row, &row_));
+  return absl::MakeConstSpan(row_);
 }
 
 absl::Status SequenceDecoder::AfterForward(const kernels::ForwardResult& forward, Clock::time_point step_start) {
@@ -162,9 +178,13 @@ absl::Status SequenceDecoder::FinishPrefill(const kernels::ForwardResult& forwar
   decode_start_ = Clock::now();
   phase_ = Phase::kDecode;
   result_.steps = 1;  // the prefill's last pass yields the first token
-  const int32_t first = wants_logits()
-                            ? sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab))
-                            : forward.argmax[first_row_];
+  int32_t first = forward.argmax[first_row_];
+  if (wants_logits()) {
+    first = sampler_.Sample(absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, vocab));
+  } else if (samples_typically()) {
+    ASSIGN_OR_RETURN(const absl::Span<const float> row, ReadRow(first_row_));
+    first = sampler_.Sample(row);
+  }
   const bool stop = Emit(first, forward, first_row_);
   last_emitted_ = 1;
   Flush(stream_.TakeReady());
@@ -198,20 +218,33 @@ void SequenceDecoder::CountAccepted(int accepted) {
   for (int k = 0; k < accepted; ++k) ++result_.accepted_per_position[k];
 }
 
+absl::StatusOr<const AcceptedPath*> SequenceDecoder::Accept(const kernels::ForwardResult& forward) {
+  const size_t vocab = config_.vocab_size, nodes = planned_->tree->num_nodes();
+  Acceptor& acceptor = planned_->acceptor;
+  const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();
+  if (wants_logits()) {
+    return acceptor.Accept(node_tokens, absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
+                           sampler_);
+  }
+  if (!samples_typically()) {
+    return acceptor.AcceptGreedy(node_tokens, absl::MakeConstSpan(forward.argmax).subspan(first_row_, nodes));
+  }
+  if (forward.row_stats.size() < stats_begin_ + nodes || forward.queried_logits.size() < queries_begin_ + nodes - 1) {
+    return absl::InternalError("the verification pass returned fewer row statistics than asked");
+  }
+  child_logits_.assign(nodes, 0.0f);
+  std::copy_n(forward.queried_logits.begin() + queries_begin_, nodes - 1, child_logits_.begin() + 1);
+  return acceptor.AcceptTypical(
+      node_tokens, absl::MakeConstSpan(forward.row_stats).subspan(stats_begin_, nodes), child_logits_,
+      [&](int node) { return ReadRow(first_row_ + node); }, sampler_);
+}
+
 absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start) {
-  const MedusaTree& tree = *planned_->tree;
-  const size_t vocab = config_.vocab_size, nodes = tree.num_nodes();
+  const size_t nodes = planned_->tree->num_nodes();
   if (first_row_ < 0 || !HasRows(forward, first_row_ + nodes)) {
     return absl::InternalError("the verification pass returned fewer output rows than the tree has nodes");
   }
-  Acceptor& acceptor = planned_->acceptor;
-  const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();
-  ASSIGN_OR_RETURN(
-      const AcceptedPath* path,
-      wants_logits()
-          ? acceptor.Accept(node_tokens, absl::MakeConstSpan(forward.logits).subspan(first_row_ * vocab, nodes * vocab),
-                            sampler_)
-          : acceptor.AcceptGreedy(node_tokens, absl::MakeConstSpan(forward.argmax).subspan(first_row_, nodes)));
+  ASSIGN_OR_RETURN(const AcceptedPath* path, Accept(forward));
   RETURN_IF_ERROR(Compact(*path));
   KeepHidden(forward, first_row_ + path->last_node());
   result_.step_seconds.push_back(SecondsSince(step_start));

@@ -58,9 +58,16 @@ class SequenceDecoder {
   bool use_medusa() const { return options_.use_medusa; }
   // Whether the passes must return this sequence's hidden states (heads or an on_token hook).
   bool wants_hidden() const;
-  // Whether its rows' logits must come back (sampling); greedy decoding takes each row's
-  // argmax alone (ForwardBatch::want_argmax).
-  bool wants_logits() const { return !request_.sampling.greedy(); }
+  // Whether its rows' logits must come back: rejection sampling reads whole rows. Greedy
+  // decoding takes each row's argmax alone (ForwardBatch::want_argmax); typical acceptance
+  // asks the backend for row statistics and single logits (ForwardBatch::row_stats,
+  // logit_queries) and reads the one row it draws from (Backend::ReadOutputLogits).
+  bool wants_logits() const {
+    return !request_.sampling.greedy() && request_.acceptance.rule == SamplingAcceptance::kRejection;
+  }
+  bool samples_typically() const {
+    return !request_.sampling.greedy() && request_.acceptance.rule == SamplingAcceptance::kTypical;
+  }
   const GenerationRequest& request() const { return request_; }
   int generated() const { return result_.new_tokens(); }
 
@@ -126,6 +133,10 @@ class SequenceDecoder {
   absl::StatusOr<TreeState*> StateFor(const MedusaTree& tree);
   absl::Status FinishPrefill(const kernels::ForwardResult& forward);
   absl::Status FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start);
+  // The step's accepted path, by the request's rule, from what the pass returned.
+  absl::StatusOr<const AcceptedPath*> Accept(const kernels::ForwardResult& forward);
+  // Output row `output_row`'s logits, read from the backend (typical acceptance, plain sampling).
+  absl::StatusOr<absl::Span<const float>> ReadRow(int output_row);
   absl::Status Compact(const AcceptedPath& path);
   // Whether the pass returned `rows` output rows of what this sequence reads.
   bool HasRows(const kernels::ForwardResult& forward, size_t rows) const;
@@ -155,6 +166,10 @@ class SequenceDecoder {
   absl::Status status_;
   int prefilled_ = 0;         // prompt tokens handed to passes
   int first_row_ = -1;        // this sequence's first output row in the current pass, -1: none
+  size_t stats_begin_ = 0;    // its first entry in the pass's row_stats (typical acceptance)
+  size_t queries_begin_ = 0;  // its first entry in the pass's logit_queries
+  std::vector<float> child_logits_;  // per node: its token's logit in its parent's row
+  std::vector<float> row_;           // the row a sampled token is drawn from
   int context_ = 0;           // KV length when the step was planned
   std::vector<float> hidden_;  // final-normed hidden state of the last kept node
   std::vector<kernels::KvSlotCopy> copies_;

@@ -1,46 +1,16 @@
 #include "engine/medusa/acceptance.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "kernels/softmax_stats.h"
 
 namespace medusa {
 
 namespace {
-
-// e^x for x <= 0, in float with a relative error below 2e-7, written without calls or
-// branches so that loops over it vectorize (std::exp does not, and a vocabulary row
-// takes one per entry). x is clamped to -87 (NaN included), where e^x ~ 1.6e-38 is
-// already negligible next to the row's maximum, which contributes e^0 = 1.
-inline float ExpNonPositive(float x) {
-  x = x > -87.0f ? x : -87.0f;
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float shifted = x * kLog2e + kRound;
-  const float n = shifted - kRound;  // x / ln 2, rounded
-  const int32_t n_int = std::bit_cast<int32_t>(shifted) - std::bit_cast<int32_t>(kRound);
-  // r = x - n ln 2 (|r| <= 0.35), with ln 2 split in two for precision (Cody-Waite).
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  // Taylor series to r^6: the r^7 term is below 1.3e-7 relative.
-  const float p =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
-                                                                      r * (1.0f / 720))))));
-  return std::bit_cast<float>(std::bit_cast<int32_t>(p) + (n_int << 23));  // p * 2^n
-}
-
-// Largest value of data[0, n), NaN skipped (-inf for none). Written as a ternary, not
-// std::max: GCC vectorizes this form into vmaxps and the std::max form 8x slower.
-inline float MaxOf(const float* data, int n) {
-  float best = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : best)
-  for (int i = 0; i < n; ++i) best = data[i] > best ? data[i] : best;
-  return best;
-}
 
 // Index of the largest value, the first on ties: the same answer as Argmax (the
 // sampler's, used by plain decoding) for rows without NaN. Block maxima are vectorized;
@@ -52,7 +22,7 @@ int32_t FastArgmax(absl::Span<const float> row) {
   float best = -std::numeric_limits<float>::infinity();
   int best_block = 0;
   for (int b = 0; b < n; b += kBlock) {
-    const float m = MaxOf(data + b, std::min(kBlock, n - b));
+    const float m = kernels::MaxLogit(absl::MakeConstSpan(data + b, std::min(kBlock, n - b)));
     if (m > best) {  // strictly: the earliest block holding the maximum wins
       best = m;
       best_block = b;
@@ -68,33 +38,17 @@ int32_t FastArgmax(absl::Span<const float> row) {
 
 TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double temperature,
                                        const AcceptanceOptions& options) {
+  return TypicalStatsOf(kernels::TemperedSoftmaxStats(row, temperature), options);
+}
+
+TypicalRowStats TypicalStatsOf(const kernels::SoftmaxStats& softmax, const AcceptanceOptions& options) {
   TypicalRowStats stats;
-  const float* data = row.data();
-  const int n = static_cast<int>(row.size());
-  const float max_logit = MaxOf(data, n);
-  stats.max_logit = max_logit;
-  if (!std::isfinite(max_logit)) {
-    stats.log_z = std::numeric_limits<double>::infinity();
-    stats.threshold = std::numeric_limits<double>::infinity();
-    return stats;
-  }
-  // One pass: Z = sum e^x and sum x e^x with x = (l - max) / T <= 0; then
-  // H = -sum p log p = log Z - (sum x e^x) / Z. Entries at -inf (or NaN) add nothing
-  // (x is clamped, so x e^x stays finite and negligible).
-  const float inv_t = static_cast<float>(1.0 / temperature);
-  double sum_e = 0.0;
-  double sum_xe = 0.0;
-#pragma omp simd reduction(+ : sum_e, sum_xe)
-  for (int i = 0; i < n; ++i) {
-    float x = (data[i] - max_logit) * inv_t;
-    x = x > -87.0f ? x : -87.0f;
-    const float e = ExpNonPositive(x);
-    sum_e += e;
-    sum_xe += x * e;
-  }
-  stats.log_z = std::log(sum_e);
-  stats.entropy = std::max(0.0, stats.log_z - sum_xe / sum_e);
-  stats.threshold = std::min<double>(options.epsilon, options.delta * std::exp(-stats.entropy));
+  stats.max_logit = softmax.max_logit;
+  stats.log_z = softmax.log_z;
+  stats.entropy = softmax.entropy;
+  stats.threshold = std::isfinite(softmax.log_z)
+                        ? std::min<double>(options.epsilon, options.delta * std::exp(-softmax.entropy))
+                        : std::numeric_limits<double>::infinity();
   return stats;
 }
 
@@ -190,14 +144,9 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int3
   return GreedyPath(node_tokens, [&](int node) { return argmax[node]; });
 }
 
-absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int32_t> node_tokens,
-                                                            absl::Span<const float> logits,
-                                                            Sampler& sampler) {
-  if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
-  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
+template <typename StatsOf, typename ChildLogit>
+int Acceptor::TypicalBest(double temperature, StatsOf stats_of, ChildLogit child_logit) {
   const MedusaTree& tree = *tree_;
-  const double temperature = sampler.params().temperature;
-  std::fill(stats_ready_.begin(), stats_ready_.end(), 0);
   accepted_[0] = 1;
   likelihood_[0] = 0.0;
   int best = 0;
@@ -205,13 +154,9 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
     const int p = tree.parent(n);
     accepted_[n] = 0;
     if (!accepted_[p]) continue;
-    if (!stats_ready_[p]) {
-      stats_[p] = ComputeTypicalRowStats(Row(logits, p), temperature, options_);
-      stats_ready_[p] = 1;
-    }
-    const double log_p =
-        TypicalLogProb(stats_[p], Row(logits, p)[node_tokens[n]], temperature);
-    if (!(std::exp(log_p) > stats_[p].threshold)) continue;
+    const TypicalRowStats& stats = stats_of(p);
+    const double log_p = TypicalLogProb(stats, child_logit(n), temperature);
+    if (!(std::exp(log_p) > stats.threshold)) continue;
     accepted_[n] = 1;
     likelihood_[n] = likelihood_[p] + log_p;
     // Longest; then most likely; then first in tree order.
@@ -220,7 +165,59 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
       best = n;
     }
   }
+  return best;
+}
+
+absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int32_t> node_tokens,
+                                                            absl::Span<const float> logits, Sampler& sampler) {
+  if (sampler.params().greedy()) return AcceptGreedy(node_tokens, logits);
+  RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
+  const double temperature = sampler.params().temperature;
+  std::fill(stats_ready_.begin(), stats_ready_.end(), 0);
+  const int best = TypicalBest(
+      temperature,
+      [&](int p) -> const TypicalRowStats& {
+        if (!stats_ready_[p]) {
+          stats_[p] = ComputeTypicalRowStats(Row(logits, p), temperature, options_);
+          stats_ready_[p] = 1;
+        }
+        return stats_[p];
+      },
+      [&](int n) { return Row(logits, tree_->parent(n))[node_tokens[n]]; });
   Finish(node_tokens, best, sampler.Sample(Row(logits, best)));
+  return &result_;
+}
+
+absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int32_t> node_tokens,
+                                                            absl::Span<const kernels::SoftmaxStats> row_stats,
+                                                            absl::Span<const float> child_logits,
+                                                            const RowReader& row_of, Sampler& sampler) {
+  const size_t n = tree_->num_nodes();
+  if (sampler.params().greedy()) {
+    return absl::InvalidArgumentError("typical acceptance from row statistics needs a sampling temperature");
+  }
+  if (node_tokens.size() != n || row_stats.size() != n || child_logits.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("typical acceptance: ", n, " nodes, got ", node_tokens.size(),
+                                                   " tokens, ", row_stats.size(), " row statistics and ",
+                                                   child_logits.size(), " logits"));
+  }
+  const double temperature = sampler.params().temperature;
+  std::fill(stats_ready_.begin(), stats_ready_.end(), 0);
+  const int best = TypicalBest(
+      temperature,
+      [&](int p) -> const TypicalRowStats& {
+        if (!stats_ready_[p]) {
+          stats_[p] = TypicalStatsOf(row_stats[p], options_);
+          stats_ready_[p] = 1;
+        }
+        return stats_[p];
+      },
+      [&](int node) { return child_logits[node]; });
+  ASSIGN_OR_RETURN(const absl::Span<const float> row, row_of(best));
+  if (row.size() != static_cast<size_t>(vocab_)) {
+    return absl::InternalError(absl::StrCat("typical acceptance: row ", best, " has ", row.size(), " logits"));
+  }
+  Finish(node_tokens, best, sampler.Sample(row));
   return &result_;
 }
 

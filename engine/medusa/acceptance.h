@@ -39,6 +39,7 @@
 // does), then the first in tree order. Rejection sampling follows one path by construction.
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -47,6 +48,7 @@
 #include "absl/types/span.h"
 #include "engine/medusa/tree.h"
 #include "engine/sampling/sampler.h"
+#include "kernels/softmax_stats.h"
 
 namespace medusa {
 
@@ -90,6 +92,8 @@ struct TypicalRowStats {
 };
 TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double temperature,
                                        const AcceptanceOptions& options);
+// The same from a backend's summary of the row (kernels/softmax_stats.h).
+TypicalRowStats TypicalStatsOf(const kernels::SoftmaxStats& softmax, const AcceptanceOptions& options);
 // log p(token) under the row's tempered softmax.
 double TypicalLogProb(const TypicalRowStats& stats, float logit, double temperature);
 
@@ -115,6 +119,17 @@ class Acceptor {
   absl::StatusOr<const AcceptedPath*> AcceptTypical(absl::Span<const int32_t> node_tokens,
                                                     absl::Span<const float> logits,
                                                     Sampler& sampler);
+  // Typical acceptance from what a backend computed where the logits are (a GPU copies back
+  // these, not the rows): `row_stats` per node (row n's softmax summary at the sampler's
+  // temperature), `child_logits` per node (node n >= 1: its token's logit in its parent's row;
+  // entry 0 unused), and `row_of(n)`, asked once, for the row the bonus token is drawn from.
+  // The same path and tokens as the overload above given the same numbers. Sampling params
+  // only (InvalidArgument when greedy).
+  using RowReader = std::function<absl::StatusOr<absl::Span<const float>>(int node)>;
+  absl::StatusOr<const AcceptedPath*> AcceptTypical(absl::Span<const int32_t> node_tokens,
+                                                    absl::Span<const kernels::SoftmaxStats> row_stats,
+                                                    absl::Span<const float> child_logits, const RowReader& row_of,
+                                                    Sampler& sampler);
   // Rejection sampling at the sampler's params (see the rules above); uniform draws and
   // the bonus token come from the sampler's seeded stream. Greedy params give AcceptGreedy.
   absl::StatusOr<const AcceptedPath*> AcceptRejection(absl::Span<const int32_t> node_tokens,
@@ -137,6 +152,10 @@ class Acceptor {
   // Greedy acceptance given each node's greedy token, argmax(node).
   template <typename ArgmaxOf>
   const AcceptedPath* GreedyPath(absl::Span<const int32_t> node_tokens, ArgmaxOf argmax);
+  // Typical acceptance's walk: the last node of the best accepted path, from each parent's
+  // stats (stats_of(p)) and each node's token's logit in its parent's row (child_logit(n)).
+  template <typename StatsOf, typename ChildLogit>
+  int TypicalBest(double temperature, StatsOf stats_of, ChildLogit child_logit);
   // Fills result_ from the chosen last node and the bonus token.
   void Finish(absl::Span<const int32_t> node_tokens, int last, int32_t bonus);
 

@@ -23,6 +23,7 @@
 #include "kernels/math/simd.h"
 #include "kernels/math/thread_pool.h"
 #include "kernels/model/rope.h"
+#include "kernels/softmax_stats.h"
 #include "kernels/topk.h"
 
 namespace medusa::kernels {
@@ -120,6 +121,7 @@ class CpuBackend final : public Backend {
     return static_cast<size_t>(config_.n_layers) * 2 * config_.kv_dim() * std::max(block_size, 0) * sizeof(float);
   }
   absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) override;
+  absl::Status ReadOutputLogits(int output_row, std::vector<float>* logits) override;
   absl::Status CopyKvSlots(absl::Span<const KvSlotCopy> copies) override;
   absl::Status ReadKvSlot(int layer, int block, int slot, std::vector<float>* k,
                           std::vector<float>* v) const override;
@@ -170,6 +172,8 @@ class CpuBackend final : public Backend {
   std::vector<cpu::AttentionScratch> attention_scratch_;
   std::vector<float> copy_staging_;
   int out_rows_ = 0;  // rows carried through the last layer (the batch's output rows)
+  std::vector<float> logits_;  // the last forward's output rows' logits [logits_rows_, vocab]
+  int logits_rows_ = 0;
 };
 
 absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights weights) {
@@ -339,18 +343,39 @@ void CpuBackend::ComputeOutputs(const ForwardBatch& batch, ForwardResult* result
   if (batch.want_hidden) {
     result->hidden.assign(xb_.begin(), xb_.begin() + static_cast<size_t>(m) * dim);
   }
-  if (batch.want_logits || batch.want_argmax) {
-    // resize, not clear + resize: the product overwrites every value, no need to zero them.
-    const size_t vocab = config_.vocab_size;
-    result->logits.resize(m * vocab);
-    cpu::Linear(xb_.data(), m, dim, classifier_, result->logits.data(), config_.vocab_size, false, &pool_);
-    if (batch.want_argmax) {
-      result->argmax.resize(m);
-      for (int r = 0; r < m; ++r)
-        result->argmax[r] = Argmax(absl::MakeConstSpan(result->logits).subspan(r * vocab, vocab));
-    }
-    if (!batch.want_logits) result->logits.clear();
+  const bool queries = !batch.row_stats.empty() || !batch.logit_queries.empty();
+  if (!batch.want_logits && !batch.want_argmax && !queries) return;
+  // The logits stay in logits_ until the next forward (ReadOutputLogits). resize, not
+  // clear + resize: the product overwrites every value, no need to zero them.
+  const size_t vocab = config_.vocab_size;
+  logits_.resize(m * vocab);
+  logits_rows_ = m;
+  cpu::Linear(xb_.data(), m, dim, classifier_, logits_.data(), config_.vocab_size, false, &pool_);
+  auto row = [&](int r) { return absl::MakeConstSpan(logits_).subspan(r * vocab, vocab); };
+  if (batch.want_argmax) {
+    result->argmax.resize(m);
+    for (int r = 0; r < m; ++r) result->argmax[r] = Argmax(row(r));
   }
+  result->row_stats.resize(batch.row_stats.size());
+  for (size_t q = 0; q < batch.row_stats.size(); ++q) {
+    result->row_stats[q] = TemperedSoftmaxStats(row(batch.row_stats[q].output_row), batch.row_stats[q].temperature);
+  }
+  result->queried_logits.resize(batch.logit_queries.size());
+  for (size_t q = 0; q < batch.logit_queries.size(); ++q) {
+    result->queried_logits[q] = row(batch.logit_queries[q].output_row)[batch.logit_queries[q].token];
+  }
+  if (batch.want_logits) result->logits.assign(logits_.begin(), logits_.end());
+}
+
+absl::Status CpuBackend::ReadOutputLogits(int output_row, std::vector<float>* logits) {
+  if (logits_rows_ == 0) return absl::FailedPreconditionError("ReadOutputLogits: the last forward made no logits");
+  if (output_row < 0 || output_row >= logits_rows_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ReadOutputLogits: output row ", output_row, " is not in [0, ", logits_rows_, ")"));
+  }
+  const size_t vocab = config_.vocab_size;
+  logits->assign(logits_.begin() + output_row * vocab, logits_.begin() + (output_row + 1) * vocab);
+  return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* result) {
@@ -363,6 +388,9 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   if (!batch.want_logits || out_rows_ == 0) result->logits.clear();
   if (!batch.want_hidden || out_rows_ == 0) result->hidden.clear();
   if (!batch.want_argmax || out_rows_ == 0) result->argmax.clear();
+  result->row_stats.clear();
+  result->queried_logits.clear();
+  logits_rows_ = 0;
   if (n == 0) return absl::OkStatus();
   EnsureScratch(std::max(n, out_rows_));
 

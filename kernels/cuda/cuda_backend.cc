@@ -80,6 +80,7 @@ class CudaBackend final : public Backend {
   absl::StatusOr<int> KvBlocksFor(int64_t budget_bytes, int block_size) const override;
   absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
   absl::Status Forward(const ForwardBatch& batch, ForwardResult* result) override;
+  absl::Status ReadOutputLogits(int output_row, std::vector<float>* logits) override;
   absl::Status CopyKvSlots(absl::Span<const KvSlotCopy> copies) override;
   absl::Status ReadKvSlot(int layer, int block, int slot, std::vector<float>* k, std::vector<float>* v) const override;
 
@@ -120,6 +121,10 @@ class CudaBackend final : public Backend {
   absl::Status Project(const float* x, const DeviceMatrix& w, float* y, int ldy, bool accumulate, RowCount invariant,
                        const LaunchShape& shape, int cublas_rows);
   absl::Status LaunchGraph(const StepPlan& plan, int capacity);
+  // Enqueues the batch's row_stats and logit_queries over the step's logits, their answers
+  // copied to answers_host_; CollectAnswers reads them once the stream is done.
+  absl::Status EnqueueQueries(const ForwardBatch& batch);
+  void CollectAnswers(const ForwardBatch& batch, ForwardResult* result) const;
   void ClearGraphs();
   void ReleaseModel();
 
@@ -152,6 +157,10 @@ class CudaBackend final : public Backend {
   // CopyKvSlots's slot lists and staging.
   PinnedBuffer copy_slots_host_;
   DeviceBuffer copy_slots_, copy_staging_;
+  // The batch's softmax and logit queries (typical acceptance) and their answers.
+  PinnedBuffer queries_host_, answers_host_;
+  DeviceBuffer queries_, answers_;
+  int logits_rows_ = 0;  // output rows whose logits logits_ holds (ReadOutputLogits)
 
   std::map<int, cudaGraphExec_t> graphs_;  // by row capacity
 };
@@ -452,8 +461,13 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
   if (!batch.want_logits || outputs == 0) result->logits.clear();
   if (!batch.want_hidden || outputs == 0) result->hidden.clear();
   if (!batch.want_argmax || outputs == 0) result->argmax.clear();
+  result->row_stats.clear();
+  result->queried_logits.clear();
+  logits_rows_ = 0;
   if (n == 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  const bool queries = !batch.row_stats.empty() || !batch.logit_queries.empty();
+  const bool logits = batch.want_logits || batch.want_argmax || queries;
 
   // A step whose rows are all output rows replays its capacity's graph.
   const int capacity = options_.cuda_graphs ? GraphCapacityFor(n) : 0;
@@ -463,10 +477,11 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
       ReserveScratch(graph ? capacity : n, graph ? capacity : outputs, plan.header(kPlanParts), plan.data.size()));
   RETURN_IF_ERROR(UploadPlan(plan));
   if (graph) {
-    RETURN_IF_ERROR(LaunchGraph(plan, capacity));
+    RETURN_IF_ERROR(LaunchGraph(plan, capacity));  // a graph always makes the logits
   } else {
-    RETURN_IF_ERROR(Enqueue(DirectShape(plan, batch.want_logits || batch.want_argmax)));
+    RETURN_IF_ERROR(Enqueue(DirectShape(plan, logits)));
   }
+  if (queries) RETURN_IF_ERROR(EnqueueQueries(batch));
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (outputs > 0 && batch.want_hidden) {
     result->hidden.resize(static_cast<size_t>(outputs) * config_.dim);
@@ -483,6 +498,67 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardResult* resu
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(result->argmax.data(), argmax_.get(), outputs * sizeof(int32_t),
                                          cudaMemcpyDeviceToHost, stream_));
   }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (queries) CollectAnswers(batch, result);
+  logits_rows_ = (graph || logits) ? outputs : 0;
+  return absl::OkStatus();
+}
+
+// Queries go up as int32: the stats rows, their temperatures (float bits), the logit
+// queries' rows, then their tokens. Answers come back as 3 doubles per stats query, then
+// one float per logit query.
+absl::Status CudaBackend::EnqueueQueries(const ForwardBatch& batch) {
+  const size_t s = batch.row_stats.size(), l = batch.logit_queries.size();
+  const size_t query_bytes = (2 * s + 2 * l) * sizeof(int32_t);
+  const size_t answer_bytes = 3 * s * sizeof(double) + l * sizeof(float);
+  RETURN_IF_ERROR(queries_host_.Reserve(query_bytes));
+  RETURN_IF_ERROR(answers_host_.Reserve(answer_bytes));
+  RETURN_IF_ERROR(queries_.Reserve(query_bytes).status());
+  RETURN_IF_ERROR(answers_.Reserve(answer_bytes).status());
+  int32_t* host = queries_host_.get<int32_t>();
+  for (size_t i = 0; i < s; ++i) {
+    host[i] = batch.row_stats[i].output_row;
+    std::memcpy(&host[s + i], &batch.row_stats[i].temperature, sizeof(float));
+  }
+  for (size_t i = 0; i < l; ++i) {
+    host[2 * s + i] = batch.logit_queries[i].output_row;
+    host[2 * s + l + i] = batch.logit_queries[i].token;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(queries_.get(), host, query_bytes, cudaMemcpyHostToDevice, stream_));
+  const int32_t* device = queries_.get<int32_t>();
+  double* stats = answers_.get<double>();
+  const int vocab = config_.vocab_size;
+  LaunchSoftmaxStats(logits_.get<float>(), vocab, device, reinterpret_cast<const float*>(device + s),
+                     static_cast<int>(s), stats, stream_);
+  LaunchGatherLogits(logits_.get<float>(), vocab, device + 2 * s, device + 2 * s + l, static_cast<int>(l),
+                     reinterpret_cast<float*>(stats + 3 * s), stream_);
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(answers_host_.get(), answers_.get(), answer_bytes, cudaMemcpyDeviceToHost, stream_));
+  return absl::OkStatus();
+}
+
+void CudaBackend::CollectAnswers(const ForwardBatch& batch, ForwardResult* result) const {
+  const size_t s = batch.row_stats.size(), l = batch.logit_queries.size();
+  const double* stats = answers_host_.get<double>();
+  result->row_stats.resize(s);
+  for (size_t i = 0; i < s; ++i) {
+    result->row_stats[i] = SoftmaxStats{static_cast<float>(stats[3 * i]), stats[3 * i + 1], stats[3 * i + 2]};
+  }
+  const float* logits = reinterpret_cast<const float*>(stats + 3 * s);
+  result->queried_logits.assign(logits, logits + l);
+}
+
+absl::Status CudaBackend::ReadOutputLogits(int output_row, std::vector<float>* logits) {
+  if (logits_rows_ == 0) return absl::FailedPreconditionError("ReadOutputLogits: the last forward made no logits");
+  if (output_row < 0 || output_row >= logits_rows_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ReadOutputLogits: output row ", output_row, " is not in [0, ", logits_rows_, ")"));
+  }
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  const size_t vocab = config_.vocab_size;
+  logits->resize(vocab);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), logits_.get<float>() + output_row * vocab, vocab * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }

@@ -74,7 +74,86 @@ __global__ void TopKRows(const float* logits, int segments, int cols, const int3
   }
 }
 
+// The block's sum of `value`; every thread gets it.
+__device__ __forceinline__ double BlockSum(double value) {
+  __shared__ double sums[kThreads / 32];
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(kAllLanes, value, offset);
+  __syncthreads();  // the array's previous use is over
+  if (threadIdx.x % 32 == 0) sums[threadIdx.x / 32] = value;
+  __syncthreads();
+  double total = 0.0;
+  for (int w = 0; w < kThreads / 32; ++w) total += sums[w];
+  return total;
+}
+
+// The block's largest value, NaN skipped (-inf for none); every thread gets it.
+__device__ __forceinline__ float BlockMax(float value) {
+  __shared__ float maxima[kThreads / 32];
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_xor_sync(kAllLanes, value, offset);
+    value = other > value ? other : value;
+  }
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) maxima[threadIdx.x / 32] = value;
+  __syncthreads();
+  float best = maxima[0];
+  for (int w = 1; w < kThreads / 32; ++w) best = maxima[w] > best ? maxima[w] : best;
+  return best;
+}
+
+// Block q: kernels/softmax_stats.h's summary of row rows[q] at temperatures[q]: the largest
+// logit, then Z = sum e^x and sum x e^x (x = (l - max) / T, clamped at -87 like the CPU's)
+// summed in double, log Z and H = log Z - sum x e^x / Z.
+__global__ void SoftmaxStatsRows(const float* logits, int cols, const int32_t* rows, const float* temperatures,
+                                 double* stats) {
+  const int q = blockIdx.x;
+  const float* row = logits + static_cast<int64_t>(rows[q]) * cols;
+  float best = -INFINITY;
+  for (int i = threadIdx.x; i < cols; i += kThreads) best = row[i] > best ? row[i] : best;
+  best = BlockMax(best);
+  double* out = stats + 3 * q;
+  if (!isfinite(best)) {
+    if (threadIdx.x == 0) out[0] = best, out[1] = INFINITY, out[2] = 0.0;
+    return;
+  }
+  const float inv_t = 1.0f / temperatures[q];
+  double sum_e = 0.0, sum_xe = 0.0;
+  for (int i = threadIdx.x; i < cols; i += kThreads) {
+    float x = (row[i] - best) * inv_t;
+    x = x > -87.0f ? x : -87.0f;  // NaN too
+    const float e = expf(x);
+    sum_e += e;
+    sum_xe += static_cast<double>(x) * e;
+  }
+  sum_e = BlockSum(sum_e);
+  sum_xe = BlockSum(sum_xe);
+  if (threadIdx.x == 0) {
+    const double log_z = log(sum_e);
+    out[0] = best;
+    out[1] = log_z;
+    out[2] = fmax(0.0, log_z - sum_xe / sum_e);
+  }
+}
+
+__global__ void GatherLogits(const float* logits, int cols, const int32_t* rows, const int32_t* tokens, int count,
+                             float* out) {
+  const int q = blockIdx.x * blockDim.x + threadIdx.x;
+  if (q < count) out[q] = logits[static_cast<int64_t>(rows[q]) * cols + tokens[q]];
+}
+
 }  // namespace
+
+void LaunchSoftmaxStats(const float* logits, int cols, const int32_t* rows, const float* temperatures, int count,
+                        double* stats, cudaStream_t stream) {
+  if (count == 0) return;
+  SoftmaxStatsRows<<<count, kThreads, 0, stream>>>(logits, cols, rows, temperatures, stats);
+}
+
+void LaunchGatherLogits(const float* logits, int cols, const int32_t* rows, const int32_t* tokens, int count,
+                        float* out, cudaStream_t stream) {
+  if (count == 0) return;
+  GatherLogits<<<(count + kThreads - 1) / kThreads, kThreads, 0, stream>>>(logits, cols, rows, tokens, count, out);
+}
 
 void LaunchArgmaxRows(const float* logits, RowCount rows, int cols, int32_t* out, cudaStream_t stream) {
   if (rows.max == 0) return;

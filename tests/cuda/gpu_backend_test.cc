@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/softmax_stats.h"
 #include "kernels/topk.h"
 #include "tests/support/gpu.h"
 #include "tests/support/random_heads.h"
@@ -347,6 +348,52 @@ TEST_F(GpuBackend, ArgmaxAndHeadTopKFollowTheCpuSelectionRule) {
       EXPECT_EQ(backend->MedusaHeadTopK(hidden, 3, std::vector<int>{1, 1, 1, 1, 1}, &ids).code(),
                 absl::StatusCode::kInvalidArgument);
     }
+  }
+}
+
+// Typical acceptance's queries answered on the device: each asked row's softmax summary as
+// kernels/softmax_stats.h computes it from the returned rows, single logits exactly, and
+// ReadOutputLogits the rows bit for bit, returned or not; graphs and eager alike.
+TEST_F(GpuBackend, RowStatsLogitQueriesAndReadOutputLogits) {
+  const ModelConfig c = SmallConfig(256, 512, 2, 4, 2, 320);
+  const ModelWeights w = RandomWeights(c, 56);
+  for (bool graphs : {true, false}) {
+    auto backend = MakeCudaBackend(c, w, {8, 8}, "f16", graphs);
+    ASSERT_NE(backend, nullptr);
+    const std::vector<int32_t> table = {0, 1, 2, 3};
+    ForwardBatch batch;
+    batch.block_tables.push_back(table);
+    AddCausal(&batch, 0, RandomTokens(12, c.vocab_size, 57), 0, 12);
+    batch.want_argmax = true;
+    ForwardResult rows;
+    ASSERT_TRUE(backend->Forward(batch, &rows).ok());
+    auto row = [&](int r) {
+      return absl::MakeConstSpan(rows.logits).subspan(static_cast<size_t>(r) * c.vocab_size, c.vocab_size);
+    };
+    batch.want_logits = false;
+    batch.row_stats = {{11, 0.7f}, {0, 1.0f}, {5, 2.5f}, {11, 0.05f}};
+    batch.logit_queries = {{0, 7}, {11, 319}, {5, 0}};
+    ForwardResult answers;
+    ASSERT_TRUE(backend->Forward(batch, &answers).ok());
+    EXPECT_TRUE(answers.logits.empty());
+    ASSERT_EQ(answers.row_stats.size(), batch.row_stats.size());
+    for (size_t q = 0; q < batch.row_stats.size(); ++q) {
+      const SoftmaxStats want =
+          TemperedSoftmaxStats(row(batch.row_stats[q].output_row), batch.row_stats[q].temperature);
+      EXPECT_EQ(answers.row_stats[q].max_logit, want.max_logit) << "query " << q;
+      EXPECT_NEAR(answers.row_stats[q].log_z, want.log_z, 1e-5 * std::max(1.0, want.log_z)) << "query " << q;
+      EXPECT_NEAR(answers.row_stats[q].entropy, want.entropy, 1e-5 * std::max(1.0, want.entropy)) << "query " << q;
+    }
+    ASSERT_EQ(answers.queried_logits.size(), batch.logit_queries.size());
+    for (size_t q = 0; q < batch.logit_queries.size(); ++q) {
+      EXPECT_EQ(answers.queried_logits[q], row(batch.logit_queries[q].output_row)[batch.logit_queries[q].token]);
+    }
+    std::vector<float> read;
+    for (int r : {0, 5, 11}) {
+      ASSERT_TRUE(backend->ReadOutputLogits(r, &read).ok());
+      EXPECT_TRUE(SameBits(read.data(), row(r).data(), c.vocab_size)) << "row " << r;
+    }
+    EXPECT_EQ(backend->ReadOutputLogits(12, &read).code(), absl::StatusCode::kInvalidArgument);
   }
 }
 

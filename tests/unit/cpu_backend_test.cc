@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/softmax_stats.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_llama.h"
 
@@ -549,6 +550,73 @@ TEST(CpuBackend, ArgmaxRowsWithoutLogits) {
     const float* row = with_logits.logits.data() + static_cast<size_t>(r) * c.vocab_size;
     EXPECT_EQ(ids.argmax[r], std::max_element(row, row + c.vocab_size) - row) << "row " << r;
   }
+}
+
+// Typical acceptance's queries: each asked row's softmax summary and single logits, as
+// computed from the rows themselves; the rows stay readable (ReadOutputLogits) until the next
+// forward, returned or not; bad queries are InvalidArgument.
+TEST(CpuBackend, RowStatsLogitQueriesAndReadOutputLogits) {
+  const ModelConfig c = SmallConfig(64, 96, 2, 8, 4, 101);
+  const ModelWeights w = RandomWeights(c, 53);
+  auto backend = MakeBackend(c, w, {8, 4});
+  const std::vector<int> tokens = RandomTokens(6, c.vocab_size, 54);
+  const std::vector<int32_t> table = {2, 0};
+  ForwardBatch batch;
+  batch.block_tables.push_back(table);
+  AddCausal(&batch, 0, tokens, 0, 6);
+  batch.output_rows = {5, 1, 5, 3};
+  ForwardResult rows;
+  ASSERT_TRUE(backend->Forward(batch, &rows).ok());
+  auto row = [&](int r) {
+    return absl::MakeConstSpan(rows.logits).subspan(static_cast<size_t>(r) * c.vocab_size, c.vocab_size);
+  };
+  std::vector<float> read;
+  for (int r = 0; r < 4; ++r) {
+    ASSERT_TRUE(backend->ReadOutputLogits(r, &read).ok());
+    EXPECT_EQ(read, std::vector<float>(row(r).begin(), row(r).end())) << "row " << r;
+  }
+
+  batch.want_logits = false;
+  batch.want_argmax = true;
+  batch.row_stats = {{3, 0.7f}, {0, 1.0f}, {1, 2.5f}};
+  batch.logit_queries = {{0, 7}, {3, 100}, {1, 0}};
+  ForwardResult answers;
+  ASSERT_TRUE(backend->Forward(batch, &answers).ok());
+  EXPECT_TRUE(answers.logits.empty());
+  ASSERT_EQ(answers.row_stats.size(), 3u);
+  ASSERT_EQ(answers.queried_logits.size(), 3u);
+  for (size_t q = 0; q < 3; ++q) {
+    const SoftmaxStats want = TemperedSoftmaxStats(row(batch.row_stats[q].output_row), batch.row_stats[q].temperature);
+    EXPECT_EQ(answers.row_stats[q].max_logit, want.max_logit);
+    EXPECT_EQ(answers.row_stats[q].log_z, want.log_z);
+    EXPECT_EQ(answers.row_stats[q].entropy, want.entropy);
+    EXPECT_EQ(answers.queried_logits[q], row(batch.logit_queries[q].output_row)[batch.logit_queries[q].token]);
+  }
+  ASSERT_TRUE(backend->ReadOutputLogits(3, &read).ok());
+  EXPECT_EQ(read, std::vector<float>(row(3).begin(), row(3).end()));
+  EXPECT_EQ(backend->ReadOutputLogits(4, &read).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->ReadOutputLogits(-1, &read).code(), absl::StatusCode::kInvalidArgument);
+
+  for (auto mutate : std::vector<void (*)(ForwardBatch*)>{
+           [](ForwardBatch* b) { b->row_stats[0].output_row = 4; },
+           [](ForwardBatch* b) { b->row_stats[1].temperature = 0.0f; },
+           [](ForwardBatch* b) { b->row_stats[1].temperature = std::nanf(""); },
+           [](ForwardBatch* b) { b->logit_queries[0].output_row = -1; },
+           [](ForwardBatch* b) { b->logit_queries[2].token = 101; },
+       }) {
+    ForwardBatch bad = batch;
+    mutate(&bad);
+    EXPECT_EQ(backend->Forward(bad, &answers).code(), absl::StatusCode::kInvalidArgument);
+  }
+
+  // A forward that makes no logits (hidden states only) leaves none to read.
+  ForwardBatch hidden_only = batch;
+  hidden_only.want_argmax = false;
+  hidden_only.want_hidden = true;
+  hidden_only.row_stats.clear();
+  hidden_only.logit_queries.clear();
+  ASSERT_TRUE(backend->Forward(hidden_only, &answers).ok());
+  EXPECT_EQ(backend->ReadOutputLogits(0, &read).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // MedusaHeadTopK: each head's k best tokens of MedusaHeadLogits, in order, through the draft

@@ -2,16 +2,16 @@
 // criterion at its boundaries, typical -> greedy as the temperature goes to 0, and
 // property tests against a direct (slow) implementation of the rules on random trees.
 
-#include "engine/medusa/acceptance.h"
-
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <set>
 
+#include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/softmax_stats.h"
 
 namespace medusa {
 namespace {
@@ -417,6 +417,65 @@ TEST(AcceptancePropertyTest, TypicalTendsToGreedyAsTemperatureVanishes) {
     long_paths += greedy.accepted() >= 2;
   }
   EXPECT_GT(long_paths, 30);
+}
+
+// Typical acceptance from a backend's row statistics and single logits (what a GPU copies back)
+// chooses the same path and draws the same bonus token as from the rows, reading one row.
+TEST(AcceptancePropertyTest, TypicalFromRowStatisticsEqualsTypicalFromRows) {
+  std::mt19937 rng(404);
+  int long_paths = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    MedusaTree tree = RandomTree(rng, 1 + rng() % 5, 4, 5 + rng() % 40);
+    const int vocab = 6 + rng() % 30;
+    const float temperature = std::vector<float>{0.3f, 0.7f, 1.0f, 1.5f}[rng() % 4];
+    Step step = RandomStep(rng, tree, vocab, 1.0f);
+    const uint64_t seed = rng();
+    auto row = [&](int n) { return absl::MakeConstSpan(step.logits).subspan(static_cast<size_t>(n) * vocab, vocab); };
+    std::vector<kernels::SoftmaxStats> stats;
+    std::vector<float> child_logits(tree.num_nodes(), 0.0f);
+    for (int n = 0; n < tree.num_nodes(); ++n) {
+      stats.push_back(kernels::TemperedSoftmaxStats(row(n), temperature));
+      if (n > 0) child_logits[n] = row(tree.parent(n))[step.tokens[n]];
+    }
+    Acceptor from_rows(tree, vocab), from_stats(tree, vocab);
+    Sampler a(SamplingParams{.temperature = temperature, .seed = seed});
+    Sampler b(SamplingParams{.temperature = temperature, .seed = seed});
+    absl::StatusOr<const AcceptedPath*> want = from_rows.AcceptTypical(step.tokens, step.logits, a);
+    ASSERT_TRUE(want.ok()) << want.status();
+    int reads = 0, read_node = -1;
+    absl::StatusOr<const AcceptedPath*> got = from_stats.AcceptTypical(
+        step.tokens, stats, child_logits,
+        [&](int node) -> absl::StatusOr<absl::Span<const float>> {
+          ++reads;
+          read_node = node;
+          return row(node);
+        },
+        b);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ((*got)->nodes, (*want)->nodes) << "trial " << trial;
+    ASSERT_EQ((*got)->tokens, (*want)->tokens) << "trial " << trial;
+    EXPECT_EQ(reads, 1);
+    EXPECT_EQ(read_node, (*got)->last_node());
+    long_paths += (*got)->accepted() >= 2;
+  }
+  EXPECT_GT(long_paths, 30);
+
+  // Wrong sizes, greedy params and a failed row read are errors, not guesses.
+  const MedusaTree chain = MedusaTree::Chain(2);
+  Acceptor acceptor(chain, 10);
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  const std::vector<kernels::SoftmaxStats> three(3), two(2);
+  const std::vector<float> logits3(3, 0.0f), row(10, 0.0f);
+  auto reader = [&](int) -> absl::StatusOr<absl::Span<const float>> { return absl::MakeConstSpan(row); };
+  Sampler sampling(SamplingParams{.temperature = 1.0f, .seed = 1});
+  Sampler greedy(SamplingParams{});
+  EXPECT_EQ(acceptor.AcceptTypical(tokens, two, logits3, reader, sampling).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acceptor.AcceptTypical(tokens, three, logits3, reader, greedy).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto failing = [](int) -> absl::StatusOr<absl::Span<const float>> { return absl::UnavailableError("gone"); };
+  EXPECT_EQ(acceptor.AcceptTypical(tokens, three, logits3, failing, sampling).status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 }  // namespace
