@@ -51,7 +51,9 @@ absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOp
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use?)"));
   }
-  // gRPC's health service starts out SERVING for "": not before the model is ready.
+  // gRPC's health service starts out SERVING for "": not before the model is ready. Between
+  // BuildAndStart and this call "" is SERVING for an instant; the Generator's own status
+  // (medusa.v1.Generator) is never SERVING before the model is, which is what probes ask.
   server->SetServing(false);
   spdlog::info("listening on {}:{} (gRPC), {} (metrics); loading the model", options.host, server->port_,
                metrics_address);

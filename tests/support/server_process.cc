@@ -55,7 +55,11 @@ std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ServerProces
     if (process_.Exited(&status)) {
       return ::testing::AssertionFailure() << "medusa-server exited (" << status << "):\n" << Log();
     }
-    if (Health() == grpc::health::v1::HealthCheckResponse::SERVING) return ::testing::AssertionSuccess();
+    // The Generator's own status: gRPC's default health service reports "" SERVING for an
+    // instant after the listener starts, before the server marks it NOT_SERVING.
+    if (Health("medusa.v1.Generator") == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return ::testing::AssertionSuccess();
+    }
     absl::SleepFor(absl::Milliseconds(50));
   }
   return ::testing::AssertionFailure() << "medusa-server not SERVING after " << timeout << ":\n" << Log();
