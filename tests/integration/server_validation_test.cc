@@ -146,7 +146,7 @@ TEST_F(ServerValidationTest, ValidEdgeValuesAreAccepted) {
   for (int i = 0; i < 500; ++i) fill.mutable_token_ids()->add_ids(i == 0 ? 1 : 300);
   fill.set_max_tokens(12);
   out = RunGenerate(*stub, fill);
-  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
   EXPECT_EQ(out.finish().usage().prompt_tokens(), 500);
   // Unset max_tokens: the default, capped by the room left (12 tokens).
   fill.clear_max_tokens();

@@ -22,7 +22,11 @@ struct StreamOutcome {
   std::string text() const;
   std::vector<int32_t> ids() const;
   bool finished() const { return !chunks.empty() && chunks.back().has_finish(); }
-  const v1::Finish& finish() const { return chunks.back().finish(); }
+  // The last chunk's finish; an empty Finish when no chunk came (a failed call), so a test
+  // that reads it after a failure fails on its values instead of crashing.
+  const v1::Finish& finish() const {
+    return chunks.empty() ? v1::Finish::default_instance() : chunks.back().finish();
+  }
 };
 
 struct StreamOptions {
