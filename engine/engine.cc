@@ -27,7 +27,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& m
   std::string path = tokenizer_path;
   if (path.empty()) {
     if (gguf_file != nullptr) return LoadGgufTokenizer(*gguf_file);
-    fs::path dir = fs::path(model_path).parent_path();
+    // Beside a checkpoint file, or inside a checkpoint directory (Hugging Face).
+    fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
     for (const char* name : {"tokenizer.model", "tokenizer.bin"}) {
       if (fs::exists(dir / name)) path = (dir / name).string();
     }

@@ -24,7 +24,7 @@ struct CudaPluginApi {
   absl::StatusOr<std::unique_ptr<Backend>> (*create)(const BackendOptions& options) = nullptr;
 };
 
-inline constexpr int kCudaPluginAbi = 2;
+inline constexpr int kCudaPluginAbi = 3;
 inline constexpr char kCudaPluginSymbol[] = "medusa_cuda_plugin_v1";
 inline constexpr char kCudaPluginFile[] = "libmedusa_cuda.so";
 

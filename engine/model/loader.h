@@ -6,12 +6,13 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/gguf.h"
+#include "nlohmann/json_fwd.hpp"
 #include "kernels/model/config.h"
 #include "kernels/model/weights.h"
 
 namespace medusa {
 
-enum class ModelFormat { kLlama2c, kGguf };
+enum class ModelFormat { kLlama2c, kGguf, kHuggingFace };
 
 struct LoadedModel {
   ModelFormat format;
@@ -20,10 +21,19 @@ struct LoadedModel {
   std::unique_ptr<gguf::File> gguf;    // set for GGUF models (vocabulary, chat template)
 };
 
-// Detects the format from the file's magic (GGUF) or falls back to llama2.c.
-// Corrupt, truncated or inconsistent files give a clear error naming the problem.
+// Detects the format: a directory is a Hugging Face checkpoint; a file is GGUF by its magic,
+// else llama2.c. Corrupt, truncated or inconsistent files give a clear error naming the
+// problem; weights that would not fit in memory, ResourceExhausted before they are read.
 absl::StatusOr<LoadedModel> LoadModel(const std::string& path);
 absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path);
 absl::StatusOr<LoadedModel> LoadGguf(const std::string& path);
+// A Hugging Face Llama checkpoint directory (hf_loader.cc says what it reads).
+absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir);
+// config.json's fields as a ModelConfig (`where` names the checkpoint in errors):
+// Unimplemented for architectures and options the engine does not run.
+absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config, const std::string& where);
+// ResourceExhausted, naming the memory needed and available, when float32 weights of this
+// shape would not fit in this machine's available memory.
+absl::Status CheckWeightsFitInMemory(const ModelConfig& config, const std::string& where);
 
 }  // namespace medusa

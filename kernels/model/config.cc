@@ -75,6 +75,17 @@ absl::Status ModelConfig::Validate() const {
   }
   RETURN_IF_ERROR(CheckPositiveFinite("rms_eps", rms_eps));
   RETURN_IF_ERROR(CheckPositiveFinite("rope_theta", rope_theta));
+  if (rope_scaling.factor != 0.0f) {
+    RETURN_IF_ERROR(CheckPositiveFinite("rope_scaling.factor", rope_scaling.factor));
+    RETURN_IF_ERROR(CheckPositiveFinite("rope_scaling.low_freq_factor", rope_scaling.low_freq_factor));
+    RETURN_IF_ERROR(CheckPositiveFinite("rope_scaling.high_freq_factor", rope_scaling.high_freq_factor));
+    if (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) || rope_scaling.original_context <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model config: rope_scaling needs high_freq_factor (", rope_scaling.high_freq_factor,
+          ") > low_freq_factor (", rope_scaling.low_freq_factor, ") and original_max_position_embeddings (",
+          rope_scaling.original_context, ") > 0"));
+    }
+  }
   if (architecture.empty()) {
     return absl::InvalidArgumentError("model config: architecture must not be empty");
   }

@@ -22,6 +22,16 @@ struct ModelConfig {
   int max_seq_len = 0;       // context length
   float rms_eps = 1e-5f;
   float rope_theta = 10000.0f;
+  // Llama 3's RoPE scaling (Hugging Face rope_scaling, rope_type "llama3"): frequencies whose
+  // wavelength exceeds original_context / low_freq_factor are divided by `factor`, those
+  // shorter than original_context / high_freq_factor kept, those between interpolated.
+  struct RopeScaling {
+    float factor = 0.0f;  // 0: no scaling
+    float low_freq_factor = 1.0f;
+    float high_freq_factor = 4.0f;
+    int original_context = 8192;
+  };
+  RopeScaling rope_scaling;
   bool tied_classifier = true;  // classifier shares the token embedding
 
   int q_dim() const { return n_heads * head_dim; }

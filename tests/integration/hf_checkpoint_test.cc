@@ -1,0 +1,328 @@
+// Hugging Face checkpoints (engine/model/hf_loader.cc) against fixtures made and checked by
+// transformers (tests/reference/make_hf_fixtures.py): stories260K converted to the Hugging Face
+// layout loads to the llama2.c file's weights bit for bit (so the same logits, and llama2.c's
+// golden text); BF16 shards load to the BF16-rounded weights; a random Llama with grouped-query
+// attention, an untied head and Llama 3's RoPE scaling gives transformers' logits; config.json's
+// variants and every malformed checkpoint get a clear error naming the field, tensor or file.
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "engine/engine.h"
+#include "engine/generate/generator.h"
+#include "engine/model/loader.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_models.h"
+
+namespace medusa {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::kStoriesGolden;
+using testing::kStoriesModel;
+using testing::SourcePath;
+
+const std::string kHfDir = SourcePath("tests/fixtures/hf");
+
+json Reference() {
+  std::ifstream in(kHfDir + "/reference.json");
+  return json::parse(in);
+}
+
+LoadedModel MustLoad(const std::string& path) {
+  absl::StatusOr<LoadedModel> model = LoadModel(path);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? *std::move(model) : LoadedModel{};
+}
+
+// Every output row's logits of one causal pass over `ids` on the CPU backend.
+std::vector<float> Logits(LoadedModel model, const std::vector<int>& ids) {
+  auto backend = kernels::CreateBackend(kernels::BackendOptions{"cpu", 2});
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  EXPECT_TRUE((*backend)->LoadWeights(model.config, std::move(model.weights)).ok());
+  const int blocks = static_cast<int>(ids.size() + 15) / 16;
+  EXPECT_TRUE((*backend)->AllocateKvCache({blocks, 16}).ok());
+  std::vector<int32_t> table(blocks);
+  for (int b = 0; b < blocks; ++b) table[b] = b;
+  kernels::ForwardBatch batch;
+  batch.block_tables.push_back(table);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    kernels::BatchToken t;
+    t.token = ids[i];
+    t.position = static_cast<int>(i);
+    t.kv_index = static_cast<int>(i);
+    t.attend_prefix = static_cast<int>(i) + 1;
+    batch.tokens.push_back(t);
+    batch.output_rows.push_back(static_cast<int>(i));
+  }
+  kernels::ForwardResult result;
+  EXPECT_TRUE((*backend)->Forward(batch, &result).ok());
+  return result.logits;
+}
+
+// Largest difference from transformers' float64 logits over the largest logit (at least 1).
+double ErrorAgainst(const std::vector<float>& got, const json& want) {
+  double diff = 0, scale = 1;
+  size_t i = 0;
+  for (const json& row : want) {
+    for (const json& v : row) {
+      diff = std::max(diff, std::abs(got[i++] - v.get<double>()));
+      scale = std::max(scale, std::abs(v.get<double>()));
+    }
+  }
+  EXPECT_EQ(i, got.size());
+  return diff / scale;
+}
+
+float RoundToBfloat16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+TEST(HfCheckpointTest, Stories260KLoadsToTheLlama2cWeightsBitForBit) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  LoadedModel hf = MustLoad(kHfDir + "/stories260k");
+  LoadedModel bin = MustLoad(kStoriesModel);
+  EXPECT_EQ(hf.format, ModelFormat::kHuggingFace);
+  EXPECT_EQ(hf.config.dim, bin.config.dim);
+  EXPECT_EQ(hf.config.n_kv_heads, bin.config.n_kv_heads);
+  EXPECT_EQ(hf.config.vocab_size, bin.config.vocab_size);
+  EXPECT_EQ(hf.config.tied_classifier, bin.config.tied_classifier);
+  EXPECT_EQ(hf.weights.token_embedding, bin.weights.token_embedding);
+  ASSERT_EQ(hf.weights.layers.size(), bin.weights.layers.size());
+  for (size_t l = 0; l < hf.weights.layers.size(); ++l) {
+    const LayerWeights &a = hf.weights.layers[l], &b = bin.weights.layers[l];
+    EXPECT_EQ(a.wq, b.wq) << "layer " << l << ": Q rows not back in adjacent-pair order";
+    EXPECT_EQ(a.wk, b.wk) << "layer " << l;
+    EXPECT_EQ(a.wv, b.wv) << "layer " << l;
+    EXPECT_EQ(a.wo, b.wo) << "layer " << l;
+    EXPECT_EQ(a.w_gate, b.w_gate) << "layer " << l;
+    EXPECT_EQ(a.w_up, b.w_up) << "layer " << l;
+    EXPECT_EQ(a.w_down, b.w_down) << "layer " << l;
+    EXPECT_EQ(a.attn_norm, b.attn_norm) << "layer " << l;
+    EXPECT_EQ(a.ffn_norm, b.ffn_norm) << "layer " << l;
+  }
+  EXPECT_EQ(hf.weights.final_norm, bin.weights.final_norm);
+
+  const json reference = Reference()["stories260k"];
+  const std::vector<int> ids = reference["ids"].get<std::vector<int>>();
+  const std::vector<float> from_hf = Logits(std::move(hf), ids);
+  EXPECT_EQ(from_hf, Logits(std::move(bin), ids)) << "the same weights must give the same bits";
+  EXPECT_LT(ErrorAgainst(from_hf, reference["logits"]), 1e-4);
+}
+
+// The directory alone serves: its tokenizer.model is found inside, and greedy decoding gives
+// llama2.c's golden text.
+TEST(HfCheckpointTest, Stories260KDirectoryGeneratesTheGoldenText) {
+  ASSERT_MODEL_PRESENT(kStoriesGolden);
+  EngineOptions options;
+  options.model_path = kHfDir + "/stories260k";
+  options.backend.threads = 2;
+  options.kv_cache_bytes = 16ll << 20;
+  auto engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationRequest request;
+  request.prompt_ids = {1};
+  request.max_tokens = 200;
+  request.ignore_eos = true;
+  auto result = Generate(**engine, request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  std::ifstream golden(kStoriesGolden);
+  EXPECT_EQ(result->text, std::string(std::istreambuf_iterator<char>(golden), {}));
+}
+
+TEST(HfCheckpointTest, Bf16ShardsLoadToTheRoundedWeights) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  LoadedModel hf = MustLoad(kHfDir + "/stories260k_bf16_sharded");
+  LoadedModel bin = MustLoad(kStoriesModel);
+  auto rounded = [](std::vector<float> v) {
+    for (float& x : v) x = RoundToBfloat16(x);
+    return v;
+  };
+  EXPECT_EQ(hf.weights.token_embedding, rounded(bin.weights.token_embedding));
+  for (size_t l = 0; l < hf.weights.layers.size(); ++l) {
+    EXPECT_EQ(hf.weights.layers[l].wq, rounded(bin.weights.layers[l].wq)) << "layer " << l;
+    EXPECT_EQ(hf.weights.layers[l].wk, rounded(bin.weights.layers[l].wk)) << "layer " << l;
+    EXPECT_EQ(hf.weights.layers[l].w_down, rounded(bin.weights.layers[l].w_down)) << "layer " << l;
+  }
+}
+
+TEST(HfCheckpointTest, RandomLlama3WithGqaAndUntiedHeadMatchesTransformers) {
+  LoadedModel model = MustLoad(kHfDir + "/tiny_llama3");
+  EXPECT_EQ(model.config.n_heads, 4);
+  EXPECT_EQ(model.config.n_kv_heads, 2);
+  EXPECT_FALSE(model.config.tied_classifier);
+  EXPECT_EQ(model.config.rope_theta, 500000.0f);
+  EXPECT_EQ(model.config.rope_scaling.factor, 8.0f);
+  EXPECT_EQ(model.config.rope_scaling.original_context, 64);
+  const json reference = Reference()["tiny_llama3"];
+  const std::vector<float> logits = Logits(std::move(model), reference["ids"].get<std::vector<int>>());
+  EXPECT_LT(ErrorAgainst(logits, reference["logits"]), 1e-4);
+
+  // Without the scaling the frequencies differ and so do the logits: the test can fail.
+  LoadedModel plain = MustLoad(kHfDir + "/tiny_llama3");
+  plain.config.rope_scaling.factor = 0.0f;
+  EXPECT_GT(ErrorAgainst(Logits(std::move(plain), reference["ids"].get<std::vector<int>>()), reference["logits"]),
+            1e-3);
+}
+
+json LlamaConfigJson() {
+  return json::parse(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 160,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
+    "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192}})");
+}
+
+// transformers 4's config.json (rope_theta and rope_scaling beside the other fields, as most
+// published checkpoints have it) and its variants.
+TEST(HfCheckpointTest, ConfigVariantsAndRefusals) {
+  absl::StatusOr<ModelConfig> c = ParseHuggingFaceConfig(LlamaConfigJson(), "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.0f);
+  EXPECT_EQ(c->rope_scaling.factor, 32.0f);
+  EXPECT_EQ(c->rope_scaling.original_context, 8192);
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_FALSE(c->tied_classifier);
+
+  json mistral = LlamaConfigJson();
+  mistral["architectures"] = {"MistralForCausalLM"};
+  mistral.erase("rope_scaling");
+  mistral["sliding_window"] = 1024;
+  mistral["tie_word_embeddings"] = true;
+  c = ParseHuggingFaceConfig(mistral, "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_seq_len, 1024) << "no context past the sliding window";
+  EXPECT_EQ(c->rope_scaling.factor, 0.0f);
+  EXPECT_TRUE(c->tied_classifier);
+
+  struct Case {
+    const char* what;
+    void (*edit)(json&);
+    absl::StatusCode code;
+    const char* mentions;
+  };
+  const Case cases[] = {
+      {"architecture", [](json& j) { j["architectures"] = {"GPT2LMHeadModel"}; }, absl::StatusCode::kUnimplemented,
+       "GPT2LMHeadModel"},
+      {"no hidden_size", [](json& j) { j.erase("hidden_size"); }, absl::StatusCode::kInvalidArgument, "hidden_size"},
+      {"bad heads", [](json& j) { j["num_attention_heads"] = -4; }, absl::StatusCode::kInvalidArgument,
+       "num_attention_heads"},
+      {"kv heads", [](json& j) { j["num_key_value_heads"] = 3; }, absl::StatusCode::kInvalidArgument, "n_kv_heads"},
+      {"yarn",
+       [](json& j) {
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+       },
+       absl::StatusCode::kUnimplemented, "yarn"},
+      {"bias", [](json& j) { j["attention_bias"] = true; }, absl::StatusCode::kUnimplemented, "attention_bias"},
+      {"theta", [](json& j) { j["rope_theta"] = "big"; }, absl::StatusCode::kInvalidArgument, "rope_theta"},
+  };
+  for (const Case& k : cases) {
+    json j = LlamaConfigJson();
+    k.edit(j);
+    const absl::Status s = ParseHuggingFaceConfig(j, "x").status();
+    EXPECT_EQ(s.code(), k.code) << k.what << ": " << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), k.mentions)) << k.what << ": " << s;
+  }
+}
+
+// A copy of a fixture checkpoint in a temporary directory, to break.
+fs::path CopyOf(const testing::TempDir& dir, const std::string& name) {
+  const fs::path to = dir.file(name);
+  fs::copy(kHfDir + "/" + name, to, fs::copy_options::recursive);
+  return to;
+}
+
+void EditJson(const fs::path& path, void (*edit)(json&)) {
+  std::ifstream in(path);
+  json j = json::parse(in);
+  in.close();
+  edit(j);
+  std::ofstream(path) << j.dump();
+}
+
+TEST(HfCheckpointTest, BrokenCheckpointsNameWhatIsWrong) {
+  testing::TempDir dir;
+  auto expect = [](const fs::path& path, absl::StatusCode code, const std::string& mentions) {
+    const absl::Status s = LoadModel(path.string()).status();
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), mentions)) << s;
+  };
+  {  // an index entry dropped: the tensor is missing
+    const fs::path p = CopyOf(dir, "stories260k_bf16_sharded");
+    EditJson(p / "model.safetensors.index.json",
+             [](json& j) { j["weight_map"].erase("model.layers.1.mlp.up_proj.weight"); });
+    expect(p, absl::StatusCode::kInvalidArgument, "model.layers.1.mlp.up_proj.weight");
+    fs::remove_all(p);
+  }
+  {  // a shard gone
+    const fs::path p = CopyOf(dir, "stories260k_bf16_sharded");
+    fs::remove(p / "model-00002-of-00003.safetensors");
+    expect(p, absl::StatusCode::kNotFound, "model-00002-of-00003.safetensors");
+    fs::remove_all(p);
+  }
+  {  // the index points a tensor at the wrong shard
+    const fs::path p = CopyOf(dir, "stories260k_bf16_sharded");
+    EditJson(p / "model.safetensors.index.json", [](json& j) {
+      j["weight_map"]["model.norm.weight"] = j["weight_map"]["model.norm.weight"] == "model-00001-of-00003.safetensors"
+                                                 ? "model-00002-of-00003.safetensors"
+                                                 : "model-00001-of-00003.safetensors";
+    });
+    expect(p, absl::StatusCode::kInvalidArgument, "model.norm.weight");
+    fs::remove_all(p);
+  }
+  {  // config.json disagrees with the tensors: the shape error names tensor and file
+    const fs::path p = CopyOf(dir, "stories260k");
+    EditJson(p / "config.json", [](json& j) { j["intermediate_size"] = 100; });
+    expect(p, absl::StatusCode::kInvalidArgument, "model.safetensors");
+    fs::remove_all(p);
+  }
+  {  // no weights at all
+    const fs::path p = CopyOf(dir, "stories260k");
+    fs::remove(p / "model.safetensors");
+    expect(p, absl::StatusCode::kNotFound, "model.safetensors");
+    fs::remove_all(p);
+  }
+  {  // no config.json
+    const fs::path p = CopyOf(dir, "stories260k");
+    fs::remove(p / "config.json");
+    expect(p, absl::StatusCode::kNotFound, "config.json");
+    fs::remove_all(p);
+  }
+  {  // a corrupt shard: the safetensors reader's checks
+    const fs::path p = CopyOf(dir, "stories260k");
+    fs::resize_file(p / "model.safetensors", 1000);
+    expect(p, absl::StatusCode::kInvalidArgument, "model.safetensors");
+    fs::remove_all(p);
+  }
+}
+
+// Weights that cannot fit are refused from config.json alone, before any is read, naming the
+// memory they need (a Llama-2-70B shape: 276 GB as float32, more than any machine here has).
+TEST(HfCheckpointTest, WeightsThatCannotFitAreRefusedBeforeLoading) {
+  testing::TempDir dir;
+  const fs::path p = dir.file("llama70b");
+  fs::create_directories(p);
+  std::ofstream(p / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8192,
+    "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5})";
+  const absl::Status s = LoadModel(p.string()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "GiB")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "68.98 billion parameters")) << s;
+}
+
+}  // namespace
+}  // namespace medusa
