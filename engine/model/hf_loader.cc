@@ -140,8 +140,8 @@ class HfModelReader {
 
   bool Has(const std::string& name) const { return Find(name) != nullptr; }
 
-  // Reads `name` as float32 after checking its shape (PyTorch order: [out, in]).
-  absl::Status Read(const std::string& name, std::vector<int64_t> shape, std::vector<float>* out) const {
+  // That `name` is present with this shape (PyTorch order: [out, in]) and a dtype read as float.
+  absl::Status Check(const std::string& name, const std::vector<int64_t>& shape) const {
     const safetensors::File* file = Find(name);
     if (file == nullptr) {
       const auto it = shard_of_.find(name);
@@ -159,7 +159,12 @@ class HfModelReader {
       return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", dir_.string(), "': tensor '", name,
                                                    "' is ", info->dtype_name, " (F32, F16 and BF16 are read)"));
     }
-    return file->ReadTensor(name, out);
+    return absl::OkStatus();
+  }
+
+  // Reads `name` as float32 (Check first).
+  absl::Status Read(const std::string& name, std::vector<float>* out) const {
+    return Find(name)->ReadTensor(name, out);
   }
 
   size_t tensor_count() const {
@@ -186,34 +191,54 @@ class HfModelReader {
   std::map<std::string, std::unique_ptr<safetensors::File>> shards_;
 };
 
-absl::Status ReadWeights(const HfModelReader& reader, const ModelConfig& c, ModelWeights* w) {
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float>* out;
+};
+
+// Every tensor the model needs, where it goes in `w` (whose layers this sizes).
+std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c, ModelWeights* w) {
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), vocab = c.vocab_size;
-  RETURN_IF_ERROR(reader.Read("model.embed_tokens.weight", {vocab, dim}, &w->token_embedding));
+  std::vector<ExpectedTensor> tensors = {{"model.embed_tokens.weight", {vocab, dim}, &w->token_embedding}};
   w->layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     LayerWeights& l = w->layers[i];
     const std::string layer = absl::StrCat("model.layers.", i, ".");
-    const struct {
-      const char* name;
-      std::vector<int64_t> shape;
-      std::vector<float>* out;
-    } tensors[] = {
-        {"input_layernorm", {dim}, &l.attn_norm},    {"self_attn.q_proj", {q, dim}, &l.wq},
-        {"self_attn.k_proj", {kv, dim}, &l.wk},      {"self_attn.v_proj", {kv, dim}, &l.wv},
-        {"self_attn.o_proj", {dim, q}, &l.wo},       {"post_attention_layernorm", {dim}, &l.ffn_norm},
-        {"mlp.gate_proj", {hidden, dim}, &l.w_gate}, {"mlp.up_proj", {hidden, dim}, &l.w_up},
-        {"mlp.down_proj", {dim, hidden}, &l.w_down},
-    };
-    for (const auto& t : tensors) RETURN_IF_ERROR(reader.Read(absl::StrCat(layer, t.name, ".weight"), t.shape, t.out));
-    InterleaveRopeRows(c.n_heads, c.head_dim, dim, &l.wq);
-    InterleaveRopeRows(c.n_kv_heads, c.head_dim, dim, &l.wk);
+    tensors.push_back({layer + "input_layernorm.weight", {dim}, &l.attn_norm});
+    tensors.push_back({layer + "self_attn.q_proj.weight", {q, dim}, &l.wq});
+    tensors.push_back({layer + "self_attn.k_proj.weight", {kv, dim}, &l.wk});
+    tensors.push_back({layer + "self_attn.v_proj.weight", {kv, dim}, &l.wv});
+    tensors.push_back({layer + "self_attn.o_proj.weight", {dim, q}, &l.wo});
+    tensors.push_back({layer + "post_attention_layernorm.weight", {dim}, &l.ffn_norm});
+    tensors.push_back({layer + "mlp.gate_proj.weight", {hidden, dim}, &l.w_gate});
+    tensors.push_back({layer + "mlp.up_proj.weight", {hidden, dim}, &l.w_up});
+    tensors.push_back({layer + "mlp.down_proj.weight", {dim, hidden}, &l.w_down});
   }
-  RETURN_IF_ERROR(reader.Read("model.norm.weight", {dim}, &w->final_norm));
-  if (!c.tied_classifier) RETURN_IF_ERROR(reader.Read("lm_head.weight", {vocab, dim}, &w->classifier));
-  return absl::OkStatus();
+  tensors.push_back({"model.norm.weight", {dim}, &w->final_norm});
+  if (!c.tied_classifier) tensors.push_back({"lm_head.weight", {vocab, dim}, &w->classifier});
+  return tensors;
 }
 
 }  // namespace
+
+absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
+  ASSIGN_OR_RETURN(const json config_json, ReadJson(fs::path(dir) / "config.json"));
+  ASSIGN_OR_RETURN(ModelConfig config, ParseHuggingFaceConfig(config_json, dir));
+  HfModelReader reader{fs::path(dir)};
+  RETURN_IF_ERROR(reader.Open());
+  LoadedModel model{ModelFormat::kHuggingFace, config, {}, nullptr};
+  const std::vector<ExpectedTensor> tensors = ExpectedTensors(config, &model.weights);
+  // Every name, shape and dtype first: a broken checkpoint fails before anything is read.
+  for (const ExpectedTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
+  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
+  for (const ExpectedTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, t.out));
+  for (LayerWeights& l : model.weights.layers) {
+    InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, &l.wq);
+    InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, &l.wk);
+  }
+  return model;
+}
 
 absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config, const std::string& where) {
   if (!config.is_object()) return Invalid(where, "config.json is not an object");
@@ -269,17 +294,6 @@ absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config,
   c.tied_classifier = config.value("tie_word_embeddings", false);
   if (absl::Status s = c.Validate(); !s.ok()) return Invalid(where, s.message());
   return c;
-}
-
-absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
-  ASSIGN_OR_RETURN(const json config_json, ReadJson(fs::path(dir) / "config.json"));
-  ASSIGN_OR_RETURN(ModelConfig config, ParseHuggingFaceConfig(config_json, dir));
-  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
-  HfModelReader reader{fs::path(dir)};
-  RETURN_IF_ERROR(reader.Open());
-  LoadedModel model{ModelFormat::kHuggingFace, config, {}, nullptr};
-  RETURN_IF_ERROR(ReadWeights(reader, config, &model.weights));
-  return model;
 }
 
 }  // namespace medusa

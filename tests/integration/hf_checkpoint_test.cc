@@ -309,19 +309,72 @@ TEST(HfCheckpointTest, BrokenCheckpointsNameWhatIsWrong) {
   }
 }
 
-// Weights that cannot fit are refused from config.json alone, before any is read, naming the
-// memory they need (a Llama-2-70B shape: 276 GB as float32, more than any machine here has).
+// A checkpoint of `config`'s shape in F16 whose one shard is a valid header over a sparse file
+// (no disk blocks, every value 0): real shapes at any size.
+void WriteSparseCheckpoint(const fs::path& dir, const json& config) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << config.dump();
+  const int64_t dim = config["hidden_size"], hidden = config["intermediate_size"],
+                heads = config["num_attention_heads"];
+  const int64_t kv = config["num_key_value_heads"].get<int64_t>() * (dim / heads), vocab = config["vocab_size"];
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
+      {"model.embed_tokens.weight", {vocab, dim}}, {"model.norm.weight", {dim}}, {"lm_head.weight", {vocab, dim}}};
+  for (int i = 0; i < config["num_hidden_layers"].get<int>(); ++i) {
+    const std::string l = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [name, shape] :
+         std::vector<std::pair<std::string, std::vector<int64_t>>>{{"input_layernorm", {dim}},
+                                                                   {"self_attn.q_proj", {dim, dim}},
+                                                                   {"self_attn.k_proj", {kv, dim}},
+                                                                   {"self_attn.v_proj", {kv, dim}},
+                                                                   {"self_attn.o_proj", {dim, dim}},
+                                                                   {"post_attention_layernorm", {dim}},
+                                                                   {"mlp.gate_proj", {hidden, dim}},
+                                                                   {"mlp.up_proj", {hidden, dim}},
+                                                                   {"mlp.down_proj", {dim, hidden}}}) {
+      tensors.push_back({l + name + ".weight", shape});
+    }
+  }
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    uint64_t bytes = 2;
+    for (int64_t d : shape) bytes *= d;
+    header[name] = {{"dtype", "F16"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.resize((text.size() + 7) / 8 * 8, ' ');
+  const uint64_t length = text.size();
+  {
+    std::ofstream out(dir / "model.safetensors", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&length), 8);
+    out << text;
+  }
+  fs::resize_file(dir / "model.safetensors", 8 + length + offset);
+}
+
+// Weights that cannot fit are refused after their shapes are checked and before any is read,
+// naming the memory they need (a Llama-2-70B shape: 276 GB as float32, more than any machine
+// here has; its 138 GB shard is sparse).
 TEST(HfCheckpointTest, WeightsThatCannotFitAreRefusedBeforeLoading) {
   testing::TempDir dir;
   const fs::path p = dir.file("llama70b");
-  fs::create_directories(p);
-  std::ofstream(p / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8192,
+  const json config = json::parse(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8192,
     "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
-    "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5})";
+    "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5})");
+  WriteSparseCheckpoint(p, config);
   const absl::Status s = LoadModel(p.string()).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "GiB")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "68.98 billion parameters")) << s;
+
+  // The same checkpoint with a wrong shape fails on the shape first.
+  json wrong = config;
+  wrong["intermediate_size"] = 28000;
+  std::ofstream(p / "config.json") << wrong.dump();
+  const absl::Status shape = LoadModel(p.string()).status();
+  EXPECT_EQ(shape.code(), absl::StatusCode::kInvalidArgument) << shape;
+  EXPECT_TRUE(absl::StrContains(shape.message(), "mlp.gate_proj")) << shape;
 }
 
 }  // namespace
