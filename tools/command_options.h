@@ -112,4 +112,13 @@ struct CalibrateCommand {
   CalibrationFlags calibration;
 };
 
+// medusa make-model: a random-weight Hugging Face checkpoint of a known shape.
+struct MakeModelCommand {
+  std::string shape;
+  std::string out;
+  std::string dtype = "f16";
+  uint64_t seed = 0;
+  bool json = false;
+};
+
 }  // namespace medusa::tools

@@ -12,5 +12,6 @@ int RunTrain(const TrainCommand& command);
 int RunCalibrate(const CalibrateCommand& command);
 int RunClient(const ClientCommand& command);
 int RunBench(const BenchCommand& command);
+int RunMakeModel(const MakeModelCommand& command);
 
 }  // namespace medusa::tools

@@ -71,7 +71,10 @@ ABSL_FLAG(int32_t, epochs, 1, "Passes over the training rows");
 ABSL_FLAG(int32_t, batch_size, 64, "Rows per optimizer step");
 ABSL_FLAG(double, lr, 1e-3, "Peak learning rate (AdamW; linear warm-up, then cosine decay)");
 ABSL_FLAG(double, weight_decay, 0.0, "AdamW decoupled weight decay");
-ABSL_FLAG(std::string, dtype, "f16", "Heads file precision: f32, f16 or bf16");
+ABSL_FLAG(std::string, dtype, "f16", "Heads file precision (medusa train), checkpoint precision (medusa make-model): "
+          "f32, f16 or bf16");
+ABSL_FLAG(std::string, shape, "", "medusa make-model: the model shape (llama-2-7b, llama-3-8b, mistral-7b, "
+          "smollm2-135m, tiny)");
 ABSL_FLAG(double, draft_coverage, 0.995,
           "Draft vocabulary: the most frequent tokens of the model's answers that make up this share of "
           "them (the heads propose only these; cheaper projections, same output); 0: the whole vocabulary");
@@ -249,6 +252,21 @@ absl::StatusOr<CalibrateCommand> CalibrateFlags() {
   ASSIGN_OR_RETURN(c.engine, BaseModelFlags());
   c.distill = ReadDistillFlags();
   c.calibration = ReadCalibrationFlags();
+  return c;
+}
+
+absl::StatusOr<MakeModelCommand> MakeModelFlags() {
+  MakeModelCommand c;
+  c.shape = absl::GetFlag(FLAGS_shape);
+  if (c.shape.empty()) return absl::InvalidArgumentError("--shape is required");
+  c.out = absl::GetFlag(FLAGS_out);
+  if (c.out.empty()) return absl::InvalidArgumentError("--out DIR is required");
+  c.dtype = absl::GetFlag(FLAGS_dtype);
+  if (c.dtype != "f32" && c.dtype != "f16" && c.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrFormat("--dtype must be f32, f16 or bf16, got %s", c.dtype));
+  }
+  c.seed = absl::GetFlag(FLAGS_seed);
+  c.json = absl::GetFlag(FLAGS_json);
   return c;
 }
 

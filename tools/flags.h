@@ -25,5 +25,6 @@ absl::StatusOr<BenchCommand> BenchFlags();
 absl::StatusOr<TreeCommand> TreeFlags();
 absl::StatusOr<TrainCommand> TrainFlags();
 absl::StatusOr<CalibrateCommand> CalibrateFlags();
+absl::StatusOr<MakeModelCommand> MakeModelFlags();
 
 }  // namespace medusa::tools

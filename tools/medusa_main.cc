@@ -1,5 +1,5 @@
 // The `medusa` tool: medusa <command> [flags], for generate, client, bench, train,
-// calibrate and tree (kUsage below). main parses the command line and reads the
+// calibrate, tree and make-model (kUsage below). main parses the command line and reads the
 // command's flags once (tools/flags.h); the command gets them as plain values.
 
 #include <cstdio>
@@ -38,6 +38,9 @@ constexpr char kUsage[] =
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
     "             this machine and pick one per batch size, for --tree auto)\n"
+    "  make-model write a random-weight Hugging Face checkpoint of a known shape: --shape NAME --out DIR\n"
+    "             [--dtype f16|bf16|f32] [--seed S] [--json] (shapes: llama-2-7b, llama-3-8b, mistral-7b,\n"
+    "             smollm2-135m, tiny)\n"
     "Run `medusa <command> --help` for every flag.";
 
 // Runs the command with its flags, or fails with what is wrong with them.
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   if (command == "calibrate") return Dispatch(tools::CalibrateFlags(), tools::RunCalibrate);
   if (command == "client") return Dispatch(tools::ClientFlags(), tools::RunClient);
   if (command == "bench") return Dispatch(tools::BenchFlags(), tools::RunBench);
+  if (command == "make-model") return Dispatch(tools::MakeModelFlags(), tools::RunMakeModel);
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -16,9 +16,11 @@
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/model/loader.h"
+#include "engine/model/random_checkpoint.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/commands.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_models.h"
 
@@ -375,6 +377,57 @@ TEST(HfCheckpointTest, WeightsThatCannotFitAreRefusedBeforeLoading) {
   const absl::Status shape = LoadModel(p.string()).status();
   EXPECT_EQ(shape.code(), absl::StatusCode::kInvalidArgument) << shape;
   EXPECT_TRUE(absl::StrContains(shape.message(), "mlp.gate_proj")) << shape;
+}
+
+// `medusa make-model` writes random checkpoints of real shapes that the loader reads back as
+// the shape says, deterministic in the seed, whose activations neither vanish nor overflow
+// through every layer (SmolLM2-135M's 30 layers here; the 7B shapes in BENCHMARKS.md).
+TEST(HfCheckpointTest, MakeModelWritesCheckpointsTheLoaderReads) {
+  testing::TempDir dir;
+  for (const char* dtype : {"f32", "bf16"}) {
+    for (const char* shape : {"tiny", "smollm2-135m"}) {
+      const std::string out = dir.file(std::string(shape) + "_" + dtype);
+      const json report = testing::RunJsonCommand(testing::BinaryPath("bin/medusa") + " make-model --shape " + shape +
+                                                  " --dtype " + dtype + " --seed 3 --json --out " + out);
+      ASSERT_EQ(report.value("shape", ""), shape) << report.dump();
+      LoadedModel model = MustLoad(out);
+      const absl::StatusOr<ModelConfig> want = KnownShape(shape);
+      ASSERT_TRUE(want.ok());
+      EXPECT_EQ(model.config.dim, want->dim);
+      EXPECT_EQ(model.config.n_layers, want->n_layers);
+      EXPECT_EQ(model.config.n_kv_heads, want->n_kv_heads);
+      EXPECT_EQ(model.config.tied_classifier, want->tied_classifier);
+      int64_t params = static_cast<int64_t>(model.weights.token_embedding.size() + model.weights.final_norm.size() +
+                                            model.weights.classifier.size());
+      for (const LayerWeights& l : model.weights.layers) {
+        params += l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.w_gate.size() + l.w_up.size() +
+                  l.w_down.size() + l.attn_norm.size() + l.ffn_norm.size();
+      }
+      EXPECT_EQ(report["parameters"].get<int64_t>(), params);
+      const std::vector<float> logits = Logits(std::move(model), {1, 5, 9, 17, 33, 65, 2, 3});
+      double sum = 0, squares = 0;
+      for (float v : logits) {
+        ASSERT_TRUE(std::isfinite(v)) << shape << " " << dtype;
+        sum += v;
+        squares += static_cast<double>(v) * v;
+      }
+      const double sd = std::sqrt(squares / logits.size() - (sum / logits.size()) * (sum / logits.size()));
+      EXPECT_GT(sd, 0.05) << shape << " " << dtype << ": the activations vanished";
+      EXPECT_LT(sd, 100.0) << shape << " " << dtype << ": the activations blew up";
+    }
+  }
+  // The same seed writes the same bytes; another seed other values.
+  const std::string again = dir.file("again"), other = dir.file("other");
+  testing::RunJsonCommand(testing::BinaryPath("bin/medusa") +
+                          " make-model --shape tiny --dtype f32 --seed 3 --json --out " + again);
+  testing::RunJsonCommand(testing::BinaryPath("bin/medusa") +
+                          " make-model --shape tiny --dtype f32 --seed 4 --json --out " + other);
+  EXPECT_EQ(MustLoad(again).weights.layers[1].w_up, MustLoad(dir.file("tiny_f32")).weights.layers[1].w_up);
+  EXPECT_NE(MustLoad(other).weights.layers[1].w_up, MustLoad(dir.file("tiny_f32")).weights.layers[1].w_up);
+  const testing::CommandOutput unknown =
+      testing::RunCommand(testing::BinaryPath("bin/medusa") + " make-model --shape llama-9 --out " + dir.file("x"));
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown.output, "llama-2-7b")) << unknown.output;
 }
 
 }  // namespace

@@ -1,0 +1,180 @@
+#include "engine/model/random_checkpoint.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kernels/base/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace medusa {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+ModelConfig Shape(const char* name, int dim, int hidden, int layers, int heads, int kv_heads, int vocab, int context,
+                  float theta, bool tied) {
+  ModelConfig c;
+  c.name = name;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv_heads;
+  c.head_dim = dim / heads;
+  c.vocab_size = vocab;
+  c.max_seq_len = context;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = theta;
+  c.tied_classifier = tied;
+  return c;
+}
+
+std::vector<ModelConfig> Shapes() {
+  ModelConfig llama3 = Shape("llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, false);
+  llama3.rope_scaling = {8.0f, 1.0f, 4.0f, 8192};
+  return {Shape("llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, false), llama3,
+          Shape("mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f, false),
+          Shape("smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, true),
+          Shape("tiny", 64, 160, 2, 4, 2, 97, 512, 10000.0f, false)};
+}
+
+json ConfigJson(const ModelConfig& c, safetensors::DType dtype) {
+  json j = {{"architectures", {"LlamaForCausalLM"}},
+            {"model_type", "llama"},
+            {"hidden_size", c.dim},
+            {"intermediate_size", c.hidden_dim},
+            {"num_hidden_layers", c.n_layers},
+            {"num_attention_heads", c.n_heads},
+            {"num_key_value_heads", c.n_kv_heads},
+            {"head_dim", c.head_dim},
+            {"vocab_size", c.vocab_size},
+            {"max_position_embeddings", c.max_seq_len},
+            {"rms_norm_eps", c.rms_eps},
+            {"rope_theta", c.rope_theta},
+            {"tie_word_embeddings", c.tied_classifier},
+            {"hidden_act", "silu"},
+            {"torch_dtype", dtype == safetensors::DType::kF32   ? "float32"
+                            : dtype == safetensors::DType::kF16 ? "float16"
+                                                                : "bfloat16"}};
+  if (c.rope_scaling.factor > 0.0f) {
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling.original_context}};
+  }
+  return j;
+}
+
+// Uniform values with standard deviation `sd` (0: all ones), from the seed and the name.
+std::vector<float> Values(uint64_t seed, const std::string& name, int64_t count, double sd) {
+  std::vector<float> v(count);
+  if (sd == 0.0) {
+    std::fill(v.begin(), v.end(), 1.0f);
+    return v;
+  }
+  uint64_t x = seed ^ (std::hash<std::string>()(name) * 0x9E3779B97F4A7C15ull) ^ 0xD1B54A32D192ED03ull;
+  const float scale = static_cast<float>(sd * std::sqrt(3.0)) * (2.0f / 16777216.0f);
+  const float offset = static_cast<float>(sd * std::sqrt(3.0));
+  for (float& f : v) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    f = static_cast<float>(x >> 40) * scale - offset;
+  }
+  return v;
+}
+
+struct Planned {
+  std::string name;
+  std::vector<int64_t> shape;
+  double sd;
+};
+
+// The shards: the embedding, one per layer, then the final norm and the head.
+std::vector<std::vector<Planned>> Plan(const ModelConfig& c) {
+  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), vocab = c.vocab_size;
+  const double in_dim = 1.0 / std::sqrt(static_cast<double>(dim));
+  const double down = 1.0 / std::sqrt(static_cast<double>(hidden) * 2.0 * c.n_layers);
+  std::vector<std::vector<Planned>> shards = {{{"model.embed_tokens.weight", {vocab, dim}, 1.0}}};
+  for (int i = 0; i < c.n_layers; ++i) {
+    const std::string l = absl::StrCat("model.layers.", i, ".");
+    shards.push_back(
+        {{l + "input_layernorm.weight", {dim}, 0.0},
+         {l + "self_attn.q_proj.weight", {q, dim}, in_dim},
+         {l + "self_attn.k_proj.weight", {kv, dim}, in_dim},
+         {l + "self_attn.v_proj.weight", {kv, dim}, in_dim},
+         {l + "self_attn.o_proj.weight", {dim, q}, 1.0 / std::sqrt(static_cast<double>(q) * 2.0 * c.n_layers)},
+         {l + "post_attention_layernorm.weight", {dim}, 0.0},
+         {l + "mlp.gate_proj.weight", {hidden, dim}, in_dim},
+         {l + "mlp.up_proj.weight", {hidden, dim}, in_dim},
+         {l + "mlp.down_proj.weight", {dim, hidden}, down}});
+  }
+  std::vector<Planned> last = {{"model.norm.weight", {dim}, 0.0}};
+  if (!c.tied_classifier) last.push_back({"lm_head.weight", {vocab, dim}, in_dim});
+  shards.push_back(last);
+  return shards;
+}
+
+}  // namespace
+
+std::vector<std::string> KnownShapeNames() {
+  std::vector<std::string> names;
+  for (const ModelConfig& c : Shapes()) names.push_back(c.name);
+  return names;
+}
+
+absl::StatusOr<ModelConfig> KnownShape(const std::string& name) {
+  for (const ModelConfig& c : Shapes()) {
+    if (c.name == name) return c;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("unknown model shape '", name, "' (known: ", absl::StrJoin(KnownShapeNames(), ", "), ")"));
+}
+
+absl::StatusOr<RandomCheckpointReport> WriteRandomCheckpoint(const ModelConfig& shape, safetensors::DType dtype,
+                                                             uint64_t seed, const std::string& dir) {
+  RETURN_IF_ERROR(shape.Validate());
+  if (dtype != safetensors::DType::kF32 && dtype != safetensors::DType::kF16 && dtype != safetensors::DType::kBF16) {
+    return absl::InvalidArgumentError("a random checkpoint is written in F32, F16 or BF16");
+  }
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", error.message()));
+  const std::vector<std::vector<Planned>> shards = Plan(shape);
+  RandomCheckpointReport report;
+  report.shards = static_cast<int>(shards.size());
+  json weight_map = json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
+    std::vector<std::vector<float>> values;
+    std::vector<safetensors::TensorToWrite> tensors;
+    for (const Planned& t : shards[s]) {
+      int64_t count = 1;
+      for (int64_t d : t.shape) count *= d;
+      values.push_back(Values(seed, t.name, count, t.sd));
+      report.parameters += count;
+      report.bytes += count * safetensors::DTypeSize(dtype);
+      weight_map[t.name] = file;
+    }
+    for (size_t i = 0; i < shards[s].size(); ++i) {
+      tensors.push_back({shards[s][i].name, shards[s][i].shape, values[i], dtype});
+    }
+    RETURN_IF_ERROR(safetensors::WriteFile((fs::path(dir) / file).string(), tensors, json{{"format", "pt"}}));
+  }
+  std::ofstream(fs::path(dir) / "model.safetensors.index.json")
+      << json{{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}}.dump(2);
+  std::ofstream config(fs::path(dir) / "config.json");
+  config << ConfigJson(shape, dtype).dump(2);
+  if (!config) return absl::InternalError(absl::StrCat("cannot write ", dir, "/config.json"));
+  return report;
+}
+
+}  // namespace medusa
