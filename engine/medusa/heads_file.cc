@@ -1,6 +1,8 @@
 #include "engine/medusa/heads_file.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <utility>
 
@@ -12,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
 
 namespace medusa {
 namespace {
@@ -294,10 +297,40 @@ absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file
   return HeadsLoader(file, config).Load();
 }
 
+namespace {
+
+// The published heads' config.json (FasterDecoding/Medusa: medusa_num_heads,
+// medusa_num_layers, base_model_name_or_path) beside the heads file, when there is one that
+// says something of heads: its counts must be the file's. A model's own config.json (no
+// medusa_ keys) is not the heads' and says nothing here.
+absl::Status CheckPublishedConfig(const std::string& path, const MedusaHeadsWeights& heads) {
+  const std::filesystem::path config_path = std::filesystem::path(path).parent_path() / "config.json";
+  std::ifstream in(config_path);
+  if (!in) return absl::OkStatus();
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || !config.contains("medusa_num_heads")) return absl::OkStatus();
+  for (const auto& [key, count] : {std::pair{"medusa_num_heads", heads.num_heads},
+                                   std::pair{"medusa_num_layers", heads.num_layers}}) {
+    if (!config.contains(key)) continue;
+    if (!config[key].is_number_integer() || config[key].get<int64_t>() != count) {
+      return absl::InvalidArgumentError(absl::StrCat("Medusa heads '", path, "': ", config_path.string(), " says ",
+                                                     key, " = ", config[key].dump(), " but the file has ", count));
+    }
+  }
+  if (config.contains("base_model_name_or_path") && config["base_model_name_or_path"].is_string()) {
+    spdlog::info("Medusa heads '{}' were trained for {}", path, config["base_model_name_or_path"].get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const std::string& path,
                                                    const ModelConfig& config) {
   ASSIGN_OR_RETURN(std::unique_ptr<safetensors::File> file, safetensors::File::Open(path));
-  return LoadMedusaHeads(*file, config);
+  ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(*file, config));
+  RETURN_IF_ERROR(CheckPublishedConfig(path, heads));
+  return heads;
 }
 
 absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,

@@ -34,7 +34,8 @@ namespace medusa {
 // weight or bias, a gap in the head or layer numbering, heads with different
 // numbers of blocks, a projection that only some heads have, or a tensor name
 // outside the layout. A combined checkpoint whose head tensors carry the
-// `medusa_head.` prefix is read too (its other tensors are ignored).
+// `medusa_head.` prefix is read too (its other tensors are ignored). A config.json beside the
+// file with medusa_num_heads / medusa_num_layers (the published layout) must agree with it.
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const std::string& path,
                                                    const ModelConfig& config);
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const safetensors::File& file,

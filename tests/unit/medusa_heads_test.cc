@@ -8,6 +8,7 @@
 #include "tests/support/reference_heads.h"
 
 #include <cmath>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/dequant.h"
@@ -15,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/temp_dir.h"
 #include "tests/unit/model_test_util.h"
 
 namespace medusa {
@@ -255,6 +257,30 @@ TEST(MedusaHeadsSaveTest, RoundTripsF32Exactly) {
   EXPECT_EQ((*file)->tensors()[1].name, "0.0.linear.bias");
   EXPECT_EQ((*file)->tensors()[4].name, "0.2.weight");
   EXPECT_EQ((*file)->tensors()[5].name, "1.0.linear.weight");
+}
+
+// Heads as FasterDecoding publishes them: medusa_lm_head.safetensors beside a config.json
+// with their counts, which must agree with the file; a model's own config.json beside them
+// (no medusa_ keys) says nothing of the heads.
+TEST(MedusaHeadsSaveTest, PublishedConfigBesideTheHeadsMustAgree) {
+  ModelConfig config = FixtureConfig();
+  MedusaHeadsWeights heads = RandomMedusaHeads(config, 3, 1, /*with_projection=*/false, 5, 0.1f);
+  medusa::testing::TempDir dir;
+  const std::string path = dir.file("medusa_lm_head.safetensors");
+  ASSERT_TRUE(SaveMedusaHeads(path, heads, nullptr).ok());
+  const std::string config_path = dir.file("config.json");
+  auto write_config = [&](const std::string& text) { std::ofstream(config_path) << text; };
+  write_config(R"({"medusa_num_heads": 3, "medusa_num_layers": 1, "base_model_name_or_path": "fixture"})");
+  EXPECT_TRUE(LoadMedusaHeads(path, config).ok());
+  write_config(R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64})");
+  EXPECT_TRUE(LoadMedusaHeads(path, config).ok());
+  write_config(R"({"medusa_num_heads": 5, "medusa_num_layers": 1})");
+  absl::Status s = LoadMedusaHeads(path, config).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(Message(s), AllOf(HasSubstr("medusa_num_heads = 5"), HasSubstr("has 3")));
+  write_config(R"({"medusa_num_heads": 3, "medusa_num_layers": 2})");
+  s = LoadMedusaHeads(path, config).status();
+  EXPECT_THAT(Message(s), HasSubstr("medusa_num_layers = 2"));
 }
 
 TEST(MedusaHeadsSaveTest, DraftVocabularyRoundTripsThroughTheMetadata) {
