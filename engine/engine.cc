@@ -27,8 +27,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& m
   std::string path = tokenizer_path;
   if (path.empty()) {
     if (gguf_file != nullptr) return LoadGgufTokenizer(*gguf_file);
-    // Beside a checkpoint file, or inside a checkpoint directory (Hugging Face).
-    fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
+    // Beside a checkpoint file, or inside a checkpoint directory (Hugging Face): its
+    // tokenizer.model where there is one, else its tokenizer.json.
+    const bool checkpoint_dir = fs::is_directory(model_path);
+    fs::path dir = checkpoint_dir ? fs::path(model_path) : fs::path(model_path).parent_path();
+    if (checkpoint_dir && !fs::exists(dir / "tokenizer.model") && fs::exists(dir / "tokenizer.json")) {
+      return LoadHfTokenizer(dir.string());
+    }
     for (const char* name : {"tokenizer.model", "tokenizer.bin"}) {
       if (fs::exists(dir / name)) path = (dir / name).string();
     }

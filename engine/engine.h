@@ -85,7 +85,7 @@ class Engine {
 // Finds the tokenizer for a model: the explicit path if given (a SentencePiece
 // .model or a llama2.c tokenizer.bin), the GGUF's own vocabulary, or a
 // tokenizer.model / tokenizer.bin / tok*.bin beside a llama2.c checkpoint or inside a
-// Hugging Face checkpoint directory.
+// Hugging Face checkpoint directory (there, tokenizer.json when it has no tokenizer.model).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& model_path,
                                                             const std::string& tokenizer_path,
                                                             const gguf::File* gguf_file,

@@ -53,6 +53,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
                                                                 int vocab_size);
 // From GGUF metadata: "llama" (SentencePiece BPE) or "gpt2" (byte-level BPE).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& file);
+// From a Hugging Face checkpoint directory's tokenizer.json (byte-level BPE), with
+// tokenizer_config.json (special tokens, add_bos_token, chat_template) and
+// chat_template.jinja beside it; Unimplemented, naming what, for other families.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir);
 
 // Turns a stream of token ids into text, emitting only complete UTF-8 characters.
 class StreamingDetokenizer {

@@ -22,6 +22,10 @@ It writes:
   rope_scaling, saved by save_pretrained in shards.
 - reference.json: for each model above, token ids and transformers' float64 logits at every
   position of one causal pass.
+- smollm2_tokenizer/: SmolLM2's tokenizer as transformers saves it from the GGUF
+  (tokenizer.json written compactly, tokenizer_config.json, chat_template.jinja); before
+  writing, `tokenizers` encodes tests/fixtures/tokenizer_fixtures.json's strings with it to
+  exactly the ids recorded there for SmolLM2.
 """
 
 import argparse
@@ -124,12 +128,37 @@ def transformers_logits(model_dir, ids):
     return out.logits[0].numpy()
 
 
+def write_smollm2_tokenizer(out_dir, gguf_path, fixtures_path):
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
+    tok.save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "tokenizer.json")) as f:
+        compact = json.load(f)
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
+        json.dump(compact, f, ensure_ascii=False, separators=(",", ":"))
+    with open(fixtures_path) as f:
+        fixtures = json.load(f)
+    fast = Tokenizer.from_file(os.path.join(out_dir, "tokenizer.json"))
+    expected = fixtures["tokenizers"]["smollm2"]
+    for key, split_special in (("ids", True), ("ids_parse_special", False)):
+        fast.encode_special_tokens = split_special
+        for text, ids in zip(fixtures["strings"], expected[key]):
+            got = fast.encode(text, add_special_tokens=False).ids
+            if got != ids:
+                sys.exit(f"tokenizer.json encodes {text!r} to {got}, the fixture's {key} says {ids}")
+    print(f"smollm2_tokenizer: {len(fixtures['strings'])} strings encode as the fixture says, special tokens "
+          "parsed and not")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--stories", default="models/stories260K/stories260K.bin")
     parser.add_argument("--tokenizer", default="models/stories260K/tok512.model")
     parser.add_argument("--stories-reference", default="tests/fixtures/stories260k_reference.json")
+    parser.add_argument("--smollm2", default="models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    parser.add_argument("--tokenizer-fixtures", default="tests/fixtures/tokenizer_fixtures.json")
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     reference = {}
@@ -171,6 +200,8 @@ def main():
 
     with open(os.path.join(args.out, "reference.json"), "w") as f:
         json.dump(reference, f)
+
+    write_smollm2_tokenizer(os.path.join(args.out, "smollm2_tokenizer"), args.smollm2, args.tokenizer_fixtures)
     print(f"wrote {args.out}")
 
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -550,6 +551,83 @@ TEST(ChatTemplate, SmolLM2MatchesTransformers) {
     EXPECT_EQ(*text, c["text"].get<std::string>());
     EXPECT_EQ(tok->Encode(*text, false, /*parse_special=*/true), c["ids"].get<Ids>());
   }
+}
+
+// ---------------------------------------------------------------------------
+// Hugging Face tokenizer.json (tests/fixtures/hf/smollm2_tokenizer, saved by transformers from
+// SmolLM2's GGUF; tests/reference/make_hf_fixtures.py checked it against these fixtures' ids)
+
+const char kSmolTokenizerDir[] = "tests/fixtures/hf/smollm2_tokenizer";
+
+// A copy of the fixture directory with tokenizer.json edited.
+std::string EditedTokenizerDir(const std::string& name, void (*edit)(nlohmann::json&)) {
+  const std::string dir = ::testing::TempDir() + "/medusa_hf_tokenizer_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::copy(SourcePath(kSmolTokenizerDir), dir);
+  nlohmann::json tok = nlohmann::json::parse(ReadFile(dir + "/tokenizer.json"));
+  edit(tok);
+  WriteFile(dir + "/tokenizer.json", tok.dump());
+  return dir;
+}
+
+TEST(HfTokenizer, SmolLM2TokenizerJsonMatchesTransformers) {
+  auto tok = Must(LoadHfTokenizer(SourcePath(kSmolTokenizerDir)));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->vocab_size(), 49152);
+  EXPECT_FALSE(tok->add_bos_default());
+  EXPECT_EQ(tok->eos_id(), 2);  // <|im_end|>, from tokenizer_config.json
+  ExpectEncodesAll(*tok, Expected("smollm2"), "ids", false, true);
+  ExpectEncodesAll(*tok, Expected("smollm2"), "ids_parse_special", true, false);
+  // The chat template comes from chat_template.jinja and renders as transformers does.
+  for (const auto& c : Fixtures()["chat"]) {
+    std::vector<ChatMessage> messages;
+    for (const auto& m : c["messages"]) messages.push_back({m["role"], m["content"]});
+    absl::StatusOr<std::string> text = ApplyChatTemplate(*tok, messages, c["add_generation_prompt"]);
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(*text, c["text"].get<std::string>());
+  }
+}
+
+TEST(HfTokenizer, DigitsPreTokenizerSplitsEveryDigit) {
+  const std::string dir = EditedTokenizerDir("digits", [](nlohmann::json& t) {
+    t["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]})");
+  });
+  auto tok = Must(LoadHfTokenizer(dir));
+  ASSERT_NE(tok, nullptr);
+  ExpectEncodesAll(*tok, Expected("smollm2"), "ids_individual_digits", false, false);
+}
+
+TEST(HfTokenizer, FamiliesNotReadYetAndBrokenFilesAreClearErrors) {
+  struct Case {
+    const char* name;
+    void (*edit)(nlohmann::json&);
+    absl::StatusCode code;
+    const char* mentions;
+  };
+  const Case cases[] = {
+      {"llama3_split",
+       [](nlohmann::json& t) {
+         t["pre_tokenizer"] = nlohmann::json::parse(R"json({"type": "Sequence", "pretokenizers": [
+             {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)"}, "behavior": "Isolated"},
+             {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})json");
+       },
+       absl::StatusCode::kUnimplemented, "pre-tokenizer"},
+      {"byte_fallback", [](nlohmann::json& t) { t["model"]["byte_fallback"] = true; },
+       absl::StatusCode::kUnimplemented, "byte fallback"},
+      {"unigram", [](nlohmann::json& t) { t["model"]["type"] = "Unigram"; }, absl::StatusCode::kUnimplemented,
+       "Unigram"},
+      {"gap", [](nlohmann::json& t) { t["model"]["vocab"].erase("\u0120the"); }, absl::StatusCode::kInvalidArgument,
+       "no token has id"},
+      {"merge", [](nlohmann::json& t) { t["model"]["merges"][3] = 7; }, absl::StatusCode::kInvalidArgument, "merge"},
+  };
+  for (const Case& c : cases) {
+    const absl::Status s = LoadHfTokenizer(EditedTokenizerDir(c.name, c.edit)).status();
+    EXPECT_EQ(s.code(), c.code) << c.name << ": " << s;
+    EXPECT_NE(s.message().find(c.mentions), std::string::npos) << c.name << ": " << s;
+  }
+  EXPECT_EQ(LoadHfTokenizer(::testing::TempDir() + "/no_such_dir").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ChatTemplate, UnsupportedTemplatesAndEmptyConversationsAreErrors) {
