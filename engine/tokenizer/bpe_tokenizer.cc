@@ -62,6 +62,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
 
   std::vector<int32_t> Encode(std::string_view text, bool add_bos,
                               bool parse_special) const override;
+  std::vector<int32_t> EncodeTemplated(std::string_view text, absl::Span<const TextSpan> literal) const override;
   std::string TokenBytes(int32_t id, int32_t previous) const override {
     return InRange(id) ? decoded_[id] : std::string();
   }
@@ -254,6 +255,17 @@ std::vector<int32_t> ByteLevelBpeTokenizer::Encode(std::string_view text, bool a
       text, parse_special ? specials_ : user_defined_,
       [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); });
+  return ids;
+}
+
+std::vector<int32_t> ByteLevelBpeTokenizer::EncodeTemplated(std::string_view text,
+                                                           absl::Span<const TextSpan> literal) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 2);
+  BpeScratch scratch;
+  SplitAtSpecialTokens(
+      text, specials_, [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      [&](int32_t id) { ids.push_back(id); }, literal, [this](int32_t id) { return IsControl(id); });
   return ids;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/vocab.h"
+#include "kernels/base/status_macros.h"
 
 namespace medusa {
 namespace {
@@ -42,15 +43,30 @@ std::optional<std::string> DefaultSystemMessage(std::string_view tmpl) {
   return std::nullopt;
 }
 
-void AppendTurn(std::string_view role, std::string_view content, std::string* out) {
-  absl::StrAppend(out, AsAbsl(kImStart), AsAbsl(role), "\n", AsAbsl(content), AsAbsl(kImEnd), "\n");
+// Appends `text` that came from a message (never a control token) and records where it lies.
+void AppendLiteral(std::string_view text, RenderedChat* out) {
+  const size_t begin = out->text.size();
+  absl::StrAppend(&out->text, AsAbsl(text));
+  if (!text.empty()) out->literal.push_back({begin, out->text.size()});
+}
+
+void AppendTurn(std::string_view role, std::string_view content, RenderedChat* out) {
+  absl::StrAppend(&out->text, AsAbsl(kImStart));
+  AppendLiteral(role, out);
+  absl::StrAppend(&out->text, "\n");
+  AppendLiteral(content, out);
+  absl::StrAppend(&out->text, AsAbsl(kImEnd), "\n");
+}
+
+// The template's own default system turn: its text is the template's, not a user's.
+void AppendTemplateTurn(std::string_view role, std::string_view content, RenderedChat* out) {
+  absl::StrAppend(&out->text, AsAbsl(kImStart), AsAbsl(role), "\n", AsAbsl(content), AsAbsl(kImEnd), "\n");
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> ApplyChatTemplate(const Tokenizer& tokenizer,
-                                              absl::Span<const ChatMessage> messages,
-                                              bool add_generation_prompt) {
+absl::StatusOr<RenderedChat> RenderChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
+                                        bool add_generation_prompt) {
   const std::string tmpl = tokenizer.chat_template();
   if (tmpl.empty()) {
     return absl::UnimplementedError(
@@ -65,15 +81,21 @@ absl::StatusOr<std::string> ApplyChatTemplate(const Tokenizer& tokenizer,
     // As transformers' apply_chat_template: an empty conversation is a caller error.
     return absl::InvalidArgumentError("cannot apply a chat template to an empty conversation");
   }
-  std::string out;
+  RenderedChat out;
   if (messages[0].role != "system") {
     if (std::optional<std::string> system = DefaultSystemMessage(tmpl)) {
-      AppendTurn("system", *system, &out);
+      AppendTemplateTurn("system", *system, &out);
     }
   }
   for (const ChatMessage& m : messages) AppendTurn(m.role, m.content, &out);
-  if (add_generation_prompt) absl::StrAppend(&out, AsAbsl(kImStart), "assistant\n");
+  if (add_generation_prompt) absl::StrAppend(&out.text, AsAbsl(kImStart), "assistant\n");
   return out;
+}
+
+absl::StatusOr<std::string> ApplyChatTemplate(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
+                                              bool add_generation_prompt) {
+  ASSIGN_OR_RETURN(RenderedChat rendered, RenderChat(tokenizer, messages, add_generation_prompt));
+  return std::move(rendered.text);
 }
 
 }  // namespace medusa

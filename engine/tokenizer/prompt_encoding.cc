@@ -7,9 +7,10 @@
 namespace medusa {
 
 absl::StatusOr<std::vector<int32_t>> EncodeChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages) {
-  ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(tokenizer, messages, true));
-  // The template writes BOS itself where the model wants one.
-  return tokenizer.Encode(text, /*add_bos=*/false, /*parse_special=*/true);
+  ASSIGN_OR_RETURN(const RenderedChat chat, RenderChat(tokenizer, messages, true));
+  // The template writes BOS itself where the model wants one; only its own markers become
+  // control tokens, never what a message says.
+  return tokenizer.EncodeTemplated(chat.text, chat.literal);
 }
 
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, std::string_view text, bool chat) {

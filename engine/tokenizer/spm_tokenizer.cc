@@ -37,6 +37,7 @@ class SpmTokenizer final : public Tokenizer {
 
   std::vector<int32_t> Encode(std::string_view text, bool add_bos,
                               bool parse_special) const override;
+  std::vector<int32_t> EncodeTemplated(std::string_view text, absl::Span<const TextSpan> literal) const override;
   std::string TokenBytes(int32_t id, int32_t previous) const override;
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
   int32_t bos_id() const override { return settings_.bos_id; }
@@ -276,6 +277,16 @@ std::vector<int32_t> SpmTokenizer::Encode(std::string_view text, bool add_bos,
       text, parse_special ? specials_ : kNoSpecials,
       [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); });
+  return ids;
+}
+
+std::vector<int32_t> SpmTokenizer::EncodeTemplated(std::string_view text, absl::Span<const TextSpan> literal) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 2);
+  SpmScratch scratch;
+  SplitAtSpecialTokens(
+      text, specials_, [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      [&](int32_t id) { ids.push_back(id); }, literal, [this](int32_t id) { return IsControl(id); });
   return ids;
 }
 

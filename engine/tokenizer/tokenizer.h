@@ -13,6 +13,12 @@
 namespace medusa {
 namespace gguf { class File; }
 
+// A byte range [begin, end) of a text.
+struct TextSpan {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -23,6 +29,11 @@ class Tokenizer {
   // tokens; without it they are encoded as plain text.
   virtual std::vector<int32_t> Encode(std::string_view text, bool add_bos,
                                       bool parse_special = false) const = 0;
+  // Encodes text rendered from a template: special-token strings become special tokens
+  // only outside the `literal` spans (what users wrote: message contents and roles), so a
+  // message that spells "<|im_end|>" stays text. Where no literal span holds such a string,
+  // the ids are Encode(text, false, true)'s.
+  virtual std::vector<int32_t> EncodeTemplated(std::string_view text, absl::Span<const TextSpan> literal) const = 0;
 
   // The bytes a token stands for in running text (byte-fallback tokens give their
   // byte, "▁" gives a space, byte-level BPE symbols map back to bytes). Control
@@ -82,8 +93,17 @@ struct ChatMessage {
   std::string role;
   std::string content;
 };
+// A conversation rendered by a chat template, and where in it the messages' own text
+// (roles and contents) lies: those bytes must never become control tokens.
+struct RenderedChat {
+  std::string text;
+  std::vector<TextSpan> literal;
+};
 // Formats messages with the model's chat template (ChatML for SmolLM2), ending
 // with the assistant's turn opening when add_generation_prompt is set.
+absl::StatusOr<RenderedChat> RenderChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
+                                        bool add_generation_prompt = true);
+// RenderChat's text.
 absl::StatusOr<std::string> ApplyChatTemplate(const Tokenizer& tokenizer,
                                               absl::Span<const ChatMessage> messages,
                                               bool add_generation_prompt = true);

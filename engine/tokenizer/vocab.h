@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace medusa::tokenizer_internal {
 
@@ -55,20 +57,33 @@ class SpecialTokenMatcher {
 };
 
 // Splits text at special tokens: calls on_text(segment) for the text between
-// matches (non-empty segments only) and on_special(id) for each match.
-template <typename OnText, typename OnSpecial>
-void SplitAtSpecialTokens(std::string_view text, const SpecialTokenMatcher& matcher,
-                          const OnText& on_text, const OnSpecial& on_special) {
-  size_t pos = 0;
+// matches (non-empty segments only) and on_special(id) for each match. A control token's
+// match that overlaps one of `literal` (byte ranges of text that is only text, such as a
+// chat message's content) is not a token: its bytes stay text (`is_control` says which ids
+// are control tokens; user-defined tokens match anywhere, as in transformers).
+template <typename OnText, typename OnSpecial, typename IsControl = bool (*)(int32_t)>
+void SplitAtSpecialTokens(std::string_view text, const SpecialTokenMatcher& matcher, const OnText& on_text,
+                          const OnSpecial& on_special, absl::Span<const TextSpan> literal = {},
+                          const IsControl& is_control = [](int32_t) { return true; }) {
+  auto overlaps_literal = [&](size_t begin, size_t end) {
+    for (const TextSpan& span : literal) {
+      if (begin < span.end && span.begin < end) return true;
+    }
+    return false;
+  };
+  size_t pos = 0, search = 0;
   while (pos < text.size()) {
-    const SpecialTokenMatcher::Match m =
-        matcher.empty() ? SpecialTokenMatcher::Match{std::string_view::npos, 0, -1}
-                        : matcher.FindNext(text, pos);
+    SpecialTokenMatcher::Match m = matcher.empty() ? SpecialTokenMatcher::Match{std::string_view::npos, 0, -1}
+                                                   : matcher.FindNext(text, search);
+    if (m.pos != std::string_view::npos && is_control(m.id) && overlaps_literal(m.pos, m.pos + m.length)) {
+      search = m.pos + 1;
+      continue;
+    }
     const size_t end = m.pos == std::string_view::npos ? text.size() : m.pos;
     if (end > pos) on_text(text.substr(pos, end - pos));
     if (m.pos == std::string_view::npos) break;
     on_special(m.id);
-    pos = m.pos + m.length;
+    pos = search = m.pos + m.length;
   }
 }
 
