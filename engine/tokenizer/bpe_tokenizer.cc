@@ -56,7 +56,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
       : tokens_(std::move(tokens)),
         types_(std::move(types)),
         settings_(std::move(settings)),
-        pre_tokenizer_(settings_.individual_digits) {}
+        pre_tokenizer_(settings_.individual_digits, settings_.llama3_split ? Gpt2PreTokenizer::Pattern::kLlama3
+                                                                           : Gpt2PreTokenizer::Pattern::kGpt2) {}
 
   absl::Status Init(const std::vector<std::string>& merges, std::string_view source);
 

@@ -21,6 +21,8 @@ struct ByteLevelBpeSettings {
   bool add_bos = false;
   // Split every digit off before the GPT-2 regex (see Gpt2PreTokenizer).
   bool individual_digits = false;
+  // Llama 3's split pattern instead of GPT-2's (see Gpt2PreTokenizer).
+  bool llama3_split = false;
   std::string chat_template;
 };
 

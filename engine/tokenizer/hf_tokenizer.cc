@@ -1,9 +1,9 @@
 // Hugging Face `tokenizers` files (tokenizer.json, with tokenizer_config.json and
 // chat_template.jinja beside it): the byte-level BPE family (GPT-2's ByteLevel pre-tokenizer,
-// optionally after Digits(individual_digits), as SmolLM2 and GPT-2 ship it), built on the same
-// BPE as GGUF's "gpt2" vocabularies. Other families (SentencePiece-style BPE with byte
-// fallback, Llama 3's split regex) are refused by name; a tokenizer.model beside the
-// checkpoint serves the SentencePiece ones.
+// optionally after Digits(individual_digits), as SmolLM2 and GPT-2 ship it; Llama 3's Split
+// pattern), built on the same BPE as GGUF's "gpt2" vocabularies. Other families
+// (SentencePiece-style BPE with byte fallback, other split patterns) are refused by name; a
+// tokenizer.model beside the checkpoint serves the SentencePiece ones.
 
 #include <filesystem>
 #include <fstream>
@@ -42,15 +42,31 @@ bool IsByteLevelSplit(const json& p) {
          !p.value("add_prefix_space", false);
 }
 
-// Whether the pre-tokenizer is ByteLevel alone (false) or Digits(individual) then ByteLevel
-// (true); Unimplemented for anything else.
-absl::StatusOr<bool> IndividualDigits(const json& pre, const std::string& path) {
-  if (IsByteLevelSplit(pre)) return false;
+// Llama 3's split pattern, as its tokenizer.json writes it (after JSON unescaping).
+constexpr char kLlama3Pattern[] =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+struct Split {
+  bool individual_digits = false;
+  bool llama3 = false;
+};
+
+// The splits this reader implements: ByteLevel's own regex (alone or after
+// Digits(individual_digits)), or Llama 3's Split pattern before a regex-less ByteLevel;
+// Unimplemented for anything else.
+absl::StatusOr<Split> ReadSplit(const json& pre, const std::string& path) {
+  if (IsByteLevelSplit(pre)) return Split{};
   if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers")) {
     const json& steps = pre["pretokenizers"];
     if (steps.size() == 2 && steps[0].value("type", "") == "Digits" && steps[0].value("individual_digits", false) &&
         IsByteLevelSplit(steps[1])) {
-      return true;
+      return Split{.individual_digits = true};
+    }
+    if (steps.size() == 2 && steps[0].value("type", "") == "Split" && steps[0].contains("pattern") &&
+        steps[0]["pattern"].value("Regex", "") == kLlama3Pattern && steps[0].value("behavior", "") == "Isolated" &&
+        !steps[0].value("invert", false) && steps[1].value("type", "") == "ByteLevel" &&
+        !steps[1].value("use_regex", true) && !steps[1].value("add_prefix_space", false)) {
+      return Split{.llama3 = true};
     }
   }
   return Unsupported(path, absl::StrCat("the pre-tokenizer ", pre.dump().substr(0, 200)));
@@ -99,8 +115,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& di
     return Unsupported(where, absl::StrCat("a ", model.value("type", "?"), " model"));
   if (model.value("byte_fallback", false)) return Unsupported(where, "BPE with byte fallback (SentencePiece style)");
   if (tok.contains("normalizer") && !tok["normalizer"].is_null()) return Unsupported(where, "a normalizer");
-  ASSIGN_OR_RETURN(const bool individual_digits,
-                   IndividualDigits(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : json(), where));
+  ASSIGN_OR_RETURN(const Split split, ReadSplit(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : json(), where));
   if (!model.contains("vocab") || !model["vocab"].is_object() || !model.contains("merges") ||
       !model["merges"].is_array()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": the BPE model needs a vocab object and a merges list"));
@@ -154,7 +169,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& di
     ASSIGN_OR_RETURN(config, ReadJsonFile(fs::path(dir) / "tokenizer_config.json"));
   }
   tokenizer_internal::ByteLevelBpeSettings settings;
-  settings.individual_digits = individual_digits;
+  settings.individual_digits = split.individual_digits;
+  settings.llama3_split = split.llama3;
   settings.add_bos = config.value("add_bos_token", false);
   settings.chat_template = ChatTemplate(dir, config);
   for (auto [key, id] : {std::pair{"bos_token", &settings.bos_id}, std::pair{"eos_token", &settings.eos_id}}) {

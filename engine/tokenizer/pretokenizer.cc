@@ -5,17 +5,23 @@ namespace {
 
 using unicode::CodepointClass;
 
-// Length (in characters) of a contraction 's 't 're 've 'm 'll 'd at chars[i], or 0.
+char32_t AsciiLower(char32_t c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
+
+// Length (in characters) of a contraction 's 't 're 've 'm 'll 'd at chars[i], or 0;
+// `any_case` also takes 'S, 'Re, ... (Llama 3's (?i:...)).
 template <typename Chars>
-size_t ContractionLength(const Chars& chars, size_t i, size_t end) {
+size_t ContractionLength(const Chars& chars, size_t i, size_t end, bool any_case = false) {
   if (chars[i].code_point != '\'' || i + 1 >= end) return 0;
-  const char32_t a = chars[i + 1].code_point;
+  auto at = [&](size_t k) { return any_case ? AsciiLower(chars[k].code_point) : chars[k].code_point; };
+  const char32_t a = at(i + 1);
   if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
   if (i + 2 >= end) return 0;
-  const char32_t b = chars[i + 2].code_point;
+  const char32_t b = at(i + 2);
   if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
   return 0;
 }
+
+bool IsNewline(char32_t c) { return c == '\r' || c == '\n'; }
 
 }  // namespace
 
@@ -33,18 +39,88 @@ void Gpt2PreTokenizer::Split(std::string_view text, std::vector<TextPiece>* piec
                      c.valid ? c.code_point : 0xFFFD});
     pos += c.length;
   }
+  auto split = [&](size_t begin, size_t end) {
+    if (pattern_ == Pattern::kLlama3) {
+      SplitRangeLlama3(chars, begin, end, pieces);
+    } else {
+      SplitRange(chars, begin, end, pieces);
+    }
+  };
   if (!individual_digits_) {
-    SplitRange(chars, 0, chars.size(), pieces);
+    split(0, chars.size());
     return;
   }
   size_t begin = 0;
   for (size_t i = 0; i < chars.size(); ++i) {
     if (chars[i].cls != CodepointClass::kNumber) continue;
-    SplitRange(chars, begin, i, pieces);
+    split(begin, i);
     pieces->push_back({chars[i].start, chars[i].length});
     begin = i + 1;
   }
-  SplitRange(chars, begin, chars.size(), pieces);
+  split(begin, chars.size());
+}
+
+void Gpt2PreTokenizer::SplitRangeLlama3(const std::vector<Char>& chars, size_t begin, size_t end,
+                                        std::vector<TextPiece>* pieces) const {
+  const auto is = [&](size_t i, CodepointClass cls) { return i < end && chars[i].cls == cls; };
+  const auto run_end = [&](size_t i, CodepointClass cls) {
+    while (is(i, cls)) ++i;
+    return i;
+  };
+  const auto emit = [&](size_t from, size_t to) {
+    const uint32_t start = chars[from].start;
+    pieces->push_back({start, chars[to - 1].start + chars[to - 1].length - start});
+  };
+  size_t i = begin;
+  while (i < end) {
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if (const size_t n = ContractionLength(chars, i, end, /*any_case=*/true); n > 0) {
+      emit(i, i + n);
+      i += n;
+      continue;
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    const bool prefix = !IsNewline(chars[i].code_point) && chars[i].cls != CodepointClass::kLetter &&
+                        chars[i].cls != CodepointClass::kNumber;
+    if (is(i, CodepointClass::kLetter) || (prefix && is(i + 1, CodepointClass::kLetter))) {
+      const size_t to = run_end(is(i, CodepointClass::kLetter) ? i : i + 1, CodepointClass::kLetter);
+      emit(i, to);
+      i = to;
+      continue;
+    }
+    // \p{N}{1,3}
+    if (is(i, CodepointClass::kNumber)) {
+      size_t to = i;
+      while (to < i + 3 && is(to, CodepointClass::kNumber)) ++to;
+      emit(i, to);
+      i = to;
+      continue;
+    }
+    //  ?[^\s\p{L}\p{N}]+[\r\n]*
+    const size_t body = chars[i].code_point == ' ' ? i + 1 : i;
+    if (is(body, CodepointClass::kOther)) {
+      size_t to = run_end(body, CodepointClass::kOther);
+      while (to < end && IsNewline(chars[to].code_point)) ++to;
+      emit(i, to);
+      i = to;
+      continue;
+    }
+    // chars[i] is whitespace. \s*[\r\n]+: the whitespace run up to its last newline.
+    const size_t run = run_end(i, CodepointClass::kWhitespace);
+    size_t last_newline = run;
+    for (size_t k = i; k < run; ++k) {
+      if (IsNewline(chars[k].code_point)) last_newline = k;
+    }
+    if (last_newline < run) {
+      emit(i, last_newline + 1);
+      i = last_newline + 1;
+      continue;
+    }
+    // \s+(?!\S) leaves the run's last character to a following word; a lone one is \s+.
+    const size_t stop = (run < end && run - i >= 2) ? run - 1 : run;
+    emit(i, stop);
+    i = stop;
+  }
 }
 
 void Gpt2PreTokenizer::SplitRange(const std::vector<Char>& chars, size_t begin, size_t end,

@@ -26,7 +26,20 @@ It writes:
   (tokenizer.json written compactly, tokenizer_config.json, chat_template.jinja); before
   writing, `tokenizers` encodes tests/fixtures/tokenizer_fixtures.json's strings with it to
   exactly the ids recorded there for SmolLM2.
+- llama3_split.json: the ids `tokenizers` gives those strings with SmolLM2's vocabulary behind
+  Llama 3's pre-tokenizer (its Split pattern, then ByteLevel without a regex), and that
+  pre-tokenizer: the reference for the engine's hand-written Llama 3 split.
 """
+
+LLAMA3_PRE_TOKENIZER = {
+    "type": "Sequence",
+    "pretokenizers": [
+        {"type": "Split",
+         "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+    ],
+}
 
 import argparse
 import json
@@ -149,6 +162,14 @@ def write_smollm2_tokenizer(out_dir, gguf_path, fixtures_path):
                 sys.exit(f"tokenizer.json encodes {text!r} to {got}, the fixture's {key} says {ids}")
     print(f"smollm2_tokenizer: {len(fixtures['strings'])} strings encode as the fixture says, special tokens "
           "parsed and not")
+    compact["pre_tokenizer"] = LLAMA3_PRE_TOKENIZER
+    llama3 = Tokenizer.from_str(json.dumps(compact))
+    llama3.encode_special_tokens = True
+    ids = [llama3.encode(text, add_special_tokens=False).ids for text in fixtures["strings"]]
+    with open(os.path.join(os.path.dirname(out_dir), "llama3_split.json"), "w") as f:
+        json.dump({"pre_tokenizer": LLAMA3_PRE_TOKENIZER, "ids": ids}, f)
+    differ = sum(a != b for a, b in zip(ids, expected["ids"]))
+    print(f"llama3_split: {differ} of {len(ids)} strings split differently from GPT-2's pattern")
 
 
 def main():
