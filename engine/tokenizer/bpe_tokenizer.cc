@@ -51,8 +51,7 @@ struct BpeScratch {
 
 class ByteLevelBpeTokenizer final : public Tokenizer {
  public:
-  ByteLevelBpeTokenizer(std::vector<std::string> tokens, std::vector<TokenType> types,
-                        ByteLevelBpeSettings settings)
+  ByteLevelBpeTokenizer(std::vector<std::string> tokens, std::vector<TokenType> types, ByteLevelBpeSettings settings)
       : tokens_(std::move(tokens)),
         types_(std::move(types)),
         settings_(std::move(settings)),

@@ -42,8 +42,7 @@ class Gpt2PreTokenizer {
   void SplitRange(const std::vector<Char>& chars, size_t begin, size_t end,
                   std::vector<TextPiece>* pieces) const;
   // Llama 3's pattern on chars[begin, end).
-  void SplitRangeLlama3(const std::vector<Char>& chars, size_t begin, size_t end,
-                        std::vector<TextPiece>* pieces) const;
+  void SplitRangeLlama3(const std::vector<Char>& chars, size_t begin, size_t end, std::vector<TextPiece>* pieces) const;
 
   bool individual_digits_;
   Pattern pattern_;
