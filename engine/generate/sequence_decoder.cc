@@ -130,12 +130,14 @@ void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch) {
   const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();
   first_row_ = AppendTree(batch, AddSequence(batch, seq_.block_table()), tree, node_tokens, context_);
   if (!samples_typically()) return;
-  // Typical acceptance reads each row's softmax summary and each node's token's logit in its
-  // parent's row: a few numbers per node instead of the rows.
+  // Typical acceptance reads each parent row's softmax summary and each node's token's logit
+  // in its parent's row: a few numbers per node instead of the rows.
   const float temperature = request_.sampling.temperature;
   stats_begin_ = batch.row_stats.size();
   queries_begin_ = batch.logit_queries.size();
-  for (int n = 0; n < tree.num_nodes(); ++n) batch.row_stats.push_back({first_row_ + n, temperature});
+  for (int n = 0; n < tree.num_nodes(); ++n) {
+    if (!tree.children(n).empty()) batch.row_stats.push_back({first_row_ + n, temperature});  // parents only
+  }
   for (int n = 1; n < tree.num_nodes(); ++n) {
     batch.logit_queries.push_back({first_row_ + tree.parent(n), node_tokens[n]});
   }
@@ -229,14 +231,21 @@ absl::StatusOr<const AcceptedPath*> SequenceDecoder::Accept(const kernels::Forwa
   if (!samples_typically()) {
     return acceptor.AcceptGreedy(node_tokens, absl::MakeConstSpan(forward.argmax).subspan(first_row_, nodes));
   }
-  if (forward.row_stats.size() < stats_begin_ + nodes || forward.queried_logits.size() < queries_begin_ + nodes - 1) {
-    return absl::InternalError("the verification pass returned fewer row statistics than asked");
+  const MedusaTree& tree = *planned_->tree;
+  if (forward.queried_logits.size() < queries_begin_ + nodes - 1) {
+    return absl::InternalError("the verification pass returned fewer logits than asked");
+  }
+  node_stats_.assign(nodes, kernels::SoftmaxStats{});
+  for (size_t n = 0, q = stats_begin_; n < nodes; ++n) {
+    if (tree.children(n).empty()) continue;  // a leaf's row is no one's parent
+    if (q >= forward.row_stats.size())
+      return absl::InternalError("the verification pass returned fewer row statistics than asked");
+    node_stats_[n] = forward.row_stats[q++];
   }
   child_logits_.assign(nodes, 0.0f);
   std::copy_n(forward.queried_logits.begin() + queries_begin_, nodes - 1, child_logits_.begin() + 1);
   return acceptor.AcceptTypical(
-      node_tokens, absl::MakeConstSpan(forward.row_stats).subspan(stats_begin_, nodes), child_logits_,
-      [&](int node) { return ReadRow(first_row_ + node); }, sampler_);
+      node_tokens, node_stats_, child_logits_, [&](int node) { return ReadRow(first_row_ + node); }, sampler_);
 }
 
 absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start) {

@@ -166,9 +166,10 @@ class SequenceDecoder {
   absl::Status status_;
   int prefilled_ = 0;         // prompt tokens handed to passes
   int first_row_ = -1;        // this sequence's first output row in the current pass, -1: none
-  size_t stats_begin_ = 0;    // its first entry in the pass's row_stats (typical acceptance)
+  size_t stats_begin_ = 0;    // its first entry in the pass's row_stats (typical acceptance: parents)
   size_t queries_begin_ = 0;  // its first entry in the pass's logit_queries
-  std::vector<float> child_logits_;  // per node: its token's logit in its parent's row
+  std::vector<kernels::SoftmaxStats> node_stats_;  // per node: its row's summary (parents only)
+  std::vector<float> child_logits_;                // per node: its token's logit in its parent's row
   std::vector<float> row_;           // the row a sampled token is drawn from
   int context_ = 0;           // KV length when the step was planned
   std::vector<float> hidden_;  // final-normed hidden state of the last kept node

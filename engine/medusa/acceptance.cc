@@ -177,11 +177,7 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
   const int best = TypicalBest(
       temperature,
       [&](int p) -> const TypicalRowStats& {
-        if (!stats_ready_[p]) {
-          stats_[p] = ComputeTypicalRowStats(Row(logits, p), temperature, options_);
-          stats_ready_[p] = 1;
-        }
-        return stats_[p];
+        return CachedStats(p, [&] { return ComputeTypicalRowStats(Row(logits, p), temperature, options_); });
       },
       [&](int n) { return Row(logits, tree_->parent(n))[node_tokens[n]]; });
   Finish(node_tokens, best, sampler.Sample(Row(logits, best)));
@@ -206,11 +202,7 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptTypical(absl::Span<const int
   const int best = TypicalBest(
       temperature,
       [&](int p) -> const TypicalRowStats& {
-        if (!stats_ready_[p]) {
-          stats_[p] = TypicalStatsOf(row_stats[p], options_);
-          stats_ready_[p] = 1;
-        }
-        return stats_[p];
+        return CachedStats(p, [&] { return TypicalStatsOf(row_stats[p], options_); });
       },
       [&](int node) { return child_logits[node]; });
   ASSIGN_OR_RETURN(const absl::Span<const float> row, row_of(best));

@@ -121,8 +121,9 @@ class Acceptor {
                                                     Sampler& sampler);
   // Typical acceptance from what a backend computed where the logits are (a GPU copies back
   // these, not the rows): `row_stats` per node (row n's softmax summary at the sampler's
-  // temperature), `child_logits` per node (node n >= 1: its token's logit in its parent's row;
-  // entry 0 unused), and `row_of(n)`, asked once, for the row the bonus token is drawn from.
+  // temperature; only parents' are read), `child_logits` per node (node n >= 1: its token's
+  // logit in its parent's row; entry 0 unused), and `row_of(n)`, asked once, for the row the
+  // bonus token is drawn from.
   // The same path and tokens as the overload above given the same numbers. Sampling params
   // only (InvalidArgument when greedy).
   using RowReader = std::function<absl::StatusOr<absl::Span<const float>>(int node)>;
@@ -156,6 +157,15 @@ class Acceptor {
   // stats (stats_of(p)) and each node's token's logit in its parent's row (child_logit(n)).
   template <typename StatsOf, typename ChildLogit>
   int TypicalBest(double temperature, StatsOf stats_of, ChildLogit child_logit);
+  // Node p's stats, computed once per step (stats_ready_ is cleared at the step's start).
+  template <typename Compute>
+  const TypicalRowStats& CachedStats(int p, Compute compute) {
+    if (!stats_ready_[p]) {
+      stats_[p] = compute();
+      stats_ready_[p] = 1;
+    }
+    return stats_[p];
+  }
   // Fills result_ from the chosen last node and the bonus token.
   void Finish(absl::Span<const int32_t> node_tokens, int last, int32_t bonus);
 

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/model/hf_layout.h"
 #include "engine/model/loader.h"
 #include "engine/model/safetensors.h"
 #include "kernels/base/status_macros.h"
@@ -191,35 +192,6 @@ class HfModelReader {
   std::map<std::string, std::unique_ptr<safetensors::File>> shards_;
 };
 
-struct ExpectedTensor {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::vector<float>* out;
-};
-
-// Every tensor the model needs, where it goes in `w` (whose layers this sizes).
-std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c, ModelWeights* w) {
-  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), vocab = c.vocab_size;
-  std::vector<ExpectedTensor> tensors = {{"model.embed_tokens.weight", {vocab, dim}, &w->token_embedding}};
-  w->layers.resize(c.n_layers);
-  for (int i = 0; i < c.n_layers; ++i) {
-    LayerWeights& l = w->layers[i];
-    const std::string layer = absl::StrCat("model.layers.", i, ".");
-    tensors.push_back({layer + "input_layernorm.weight", {dim}, &l.attn_norm});
-    tensors.push_back({layer + "self_attn.q_proj.weight", {q, dim}, &l.wq});
-    tensors.push_back({layer + "self_attn.k_proj.weight", {kv, dim}, &l.wk});
-    tensors.push_back({layer + "self_attn.v_proj.weight", {kv, dim}, &l.wv});
-    tensors.push_back({layer + "self_attn.o_proj.weight", {dim, q}, &l.wo});
-    tensors.push_back({layer + "post_attention_layernorm.weight", {dim}, &l.ffn_norm});
-    tensors.push_back({layer + "mlp.gate_proj.weight", {hidden, dim}, &l.w_gate});
-    tensors.push_back({layer + "mlp.up_proj.weight", {hidden, dim}, &l.w_up});
-    tensors.push_back({layer + "mlp.down_proj.weight", {dim, hidden}, &l.w_down});
-  }
-  tensors.push_back({"model.norm.weight", {dim}, &w->final_norm});
-  if (!c.tied_classifier) tensors.push_back({"lm_head.weight", {vocab, dim}, &w->classifier});
-  return tensors;
-}
-
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
@@ -228,11 +200,12 @@ absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
   HfModelReader reader{fs::path(dir)};
   RETURN_IF_ERROR(reader.Open());
   LoadedModel model{ModelFormat::kHuggingFace, config, {}, nullptr};
-  const std::vector<ExpectedTensor> tensors = ExpectedTensors(config, &model.weights);
+  const std::vector<HfTensor> tensors = HfTensors(config);
   // Every name, shape and dtype first: a broken checkpoint fails before anything is read.
-  for (const ExpectedTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
+  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
   RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
-  for (const ExpectedTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, t.out));
+  model.weights.layers.resize(config.n_layers);
+  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, HfDestination(t, &model.weights)));
   for (LayerWeights& l : model.weights.layers) {
     InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, &l.wq);
     InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, &l.wk);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/model/hf_layout.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -92,35 +93,25 @@ std::vector<float> Values(uint64_t seed, const std::string& name, int64_t count,
   return v;
 }
 
-struct Planned {
-  std::string name;
-  std::vector<int64_t> shape;
-  double sd;
-};
-
-// The shards: the embedding, one per layer, then the final norm and the head.
-std::vector<std::vector<Planned>> Plan(const ModelConfig& c) {
-  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), vocab = c.vocab_size;
-  const double in_dim = 1.0 / std::sqrt(static_cast<double>(dim));
-  const double down = 1.0 / std::sqrt(static_cast<double>(hidden) * 2.0 * c.n_layers);
-  std::vector<std::vector<Planned>> shards = {{{"model.embed_tokens.weight", {vocab, dim}, 1.0}}};
-  for (int i = 0; i < c.n_layers; ++i) {
-    const std::string l = absl::StrCat("model.layers.", i, ".");
-    shards.push_back(
-        {{l + "input_layernorm.weight", {dim}, 0.0},
-         {l + "self_attn.q_proj.weight", {q, dim}, in_dim},
-         {l + "self_attn.k_proj.weight", {kv, dim}, in_dim},
-         {l + "self_attn.v_proj.weight", {kv, dim}, in_dim},
-         {l + "self_attn.o_proj.weight", {dim, q}, 1.0 / std::sqrt(static_cast<double>(q) * 2.0 * c.n_layers)},
-         {l + "post_attention_layernorm.weight", {dim}, 0.0},
-         {l + "mlp.gate_proj.weight", {hidden, dim}, in_dim},
-         {l + "mlp.up_proj.weight", {hidden, dim}, in_dim},
-         {l + "mlp.down_proj.weight", {dim, hidden}, down}});
+// Values' standard deviation: 1/sqrt(fan-in), the projections into the residual stream also
+// over sqrt(2 layers) so that its growth stays bounded; norms are 1 (0: all ones); the
+// embedding's rows are O(1).
+double StandardDeviation(const ModelConfig& c, HfRole role) {
+  const double layers2 = 2.0 * c.n_layers;
+  switch (role) {
+    case HfRole::kEmbedding:
+      return 1.0;
+    case HfRole::kAttnNorm:
+    case HfRole::kFfnNorm:
+    case HfRole::kFinalNorm:
+      return 0.0;
+    case HfRole::kO:
+      return 1.0 / std::sqrt(c.q_dim() * layers2);
+    case HfRole::kDown:
+      return 1.0 / std::sqrt(c.hidden_dim * layers2);
+    default:
+      return 1.0 / std::sqrt(static_cast<double>(c.dim));
   }
-  std::vector<Planned> last = {{"model.norm.weight", {dim}, 0.0}};
-  if (!c.tied_classifier) last.push_back({"lm_head.weight", {vocab, dim}, in_dim});
-  shards.push_back(last);
-  return shards;
 }
 
 }  // namespace
@@ -148,26 +139,31 @@ absl::StatusOr<RandomCheckpointReport> WriteRandomCheckpoint(const ModelConfig& 
   std::error_code error;
   fs::create_directories(dir, error);
   if (error) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", error.message()));
-  const std::vector<std::vector<Planned>> shards = Plan(shape);
+  // Shards: the embedding, one per layer, then the final norm and the head.
+  const std::vector<HfTensor> tensors = HfTensors(shape);
+  std::vector<std::vector<const HfTensor*>> shards(shape.n_layers + 2);
+  for (const HfTensor& t : tensors) {
+    shards[t.layer >= 0 ? t.layer + 1 : (t.role == HfRole::kEmbedding ? 0 : shape.n_layers + 1)].push_back(&t);
+  }
   RandomCheckpointReport report;
   report.shards = static_cast<int>(shards.size());
   json weight_map = json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
     std::vector<std::vector<float>> values;
-    std::vector<safetensors::TensorToWrite> tensors;
-    for (const Planned& t : shards[s]) {
+    std::vector<safetensors::TensorToWrite> to_write;
+    for (const HfTensor* t : shards[s]) {
       int64_t count = 1;
-      for (int64_t d : t.shape) count *= d;
-      values.push_back(Values(seed, t.name, count, t.sd));
+      for (int64_t d : t->shape) count *= d;
+      values.push_back(Values(seed, t->name, count, StandardDeviation(shape, t->role)));
       report.parameters += count;
       report.bytes += count * safetensors::DTypeSize(dtype);
-      weight_map[t.name] = file;
+      weight_map[t->name] = file;
     }
     for (size_t i = 0; i < shards[s].size(); ++i) {
-      tensors.push_back({shards[s][i].name, shards[s][i].shape, values[i], dtype});
+      to_write.push_back({shards[s][i]->name, shards[s][i]->shape, values[i], dtype});
     }
-    RETURN_IF_ERROR(safetensors::WriteFile((fs::path(dir) / file).string(), tensors, json{{"format", "pt"}}));
+    RETURN_IF_ERROR(safetensors::WriteFile((fs::path(dir) / file).string(), to_write, json{{"format", "pt"}}));
   }
   std::ofstream(fs::path(dir) / "model.safetensors.index.json")
       << json{{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}}.dump(2);

@@ -23,6 +23,25 @@ size_t ContractionLength(const Chars& chars, size_t i, size_t end, bool any_case
 
 bool IsNewline(char32_t c) { return c == '\r' || c == '\n'; }
 
+// chars[..end) being split into *pieces: the patterns' building blocks.
+template <typename Chars>
+struct Splitting {
+  const Chars& chars;
+  size_t end;
+  std::vector<TextPiece>* pieces;
+
+  bool Is(size_t i, CodepointClass cls) const { return i < end && chars[i].cls == cls; }
+  // The end of the run of `cls` characters from i.
+  size_t RunEnd(size_t i, CodepointClass cls) const {
+    while (Is(i, cls)) ++i;
+    return i;
+  }
+  void Emit(size_t from, size_t to) const {
+    const uint32_t start = chars[from].start;
+    pieces->push_back({start, chars[to - 1].start + chars[to - 1].length - start});
+  }
+};
+
 }  // namespace
 
 void Gpt2PreTokenizer::Split(std::string_view text, std::vector<TextPiece>* pieces) const {
@@ -62,82 +81,66 @@ void Gpt2PreTokenizer::Split(std::string_view text, std::vector<TextPiece>* piec
 
 void Gpt2PreTokenizer::SplitRangeLlama3(const std::vector<Char>& chars, size_t begin, size_t end,
                                         std::vector<TextPiece>* pieces) const {
-  const auto is = [&](size_t i, CodepointClass cls) { return i < end && chars[i].cls == cls; };
-  const auto run_end = [&](size_t i, CodepointClass cls) {
-    while (is(i, cls)) ++i;
-    return i;
-  };
-  const auto emit = [&](size_t from, size_t to) {
-    const uint32_t start = chars[from].start;
-    pieces->push_back({start, chars[to - 1].start + chars[to - 1].length - start});
-  };
+  const Splitting<std::vector<Char>> split{chars, end, pieces};
   size_t i = begin;
   while (i < end) {
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
     if (const size_t n = ContractionLength(chars, i, end, /*any_case=*/true); n > 0) {
-      emit(i, i + n);
+      split.Emit(i, i + n);
       i += n;
       continue;
     }
     // [^\r\n\p{L}\p{N}]?\p{L}+
     const bool prefix = !IsNewline(chars[i].code_point) && chars[i].cls != CodepointClass::kLetter &&
                         chars[i].cls != CodepointClass::kNumber;
-    if (is(i, CodepointClass::kLetter) || (prefix && is(i + 1, CodepointClass::kLetter))) {
-      const size_t to = run_end(is(i, CodepointClass::kLetter) ? i : i + 1, CodepointClass::kLetter);
-      emit(i, to);
+    if (split.Is(i, CodepointClass::kLetter) || (prefix && split.Is(i + 1, CodepointClass::kLetter))) {
+      const size_t to = split.RunEnd(split.Is(i, CodepointClass::kLetter) ? i : i + 1, CodepointClass::kLetter);
+      split.Emit(i, to);
       i = to;
       continue;
     }
     // \p{N}{1,3}
-    if (is(i, CodepointClass::kNumber)) {
+    if (split.Is(i, CodepointClass::kNumber)) {
       size_t to = i;
-      while (to < i + 3 && is(to, CodepointClass::kNumber)) ++to;
-      emit(i, to);
+      while (to < i + 3 && split.Is(to, CodepointClass::kNumber)) ++to;
+      split.Emit(i, to);
       i = to;
       continue;
     }
     //  ?[^\s\p{L}\p{N}]+[\r\n]*
     const size_t body = chars[i].code_point == ' ' ? i + 1 : i;
-    if (is(body, CodepointClass::kOther)) {
-      size_t to = run_end(body, CodepointClass::kOther);
+    if (split.Is(body, CodepointClass::kOther)) {
+      size_t to = split.RunEnd(body, CodepointClass::kOther);
       while (to < end && IsNewline(chars[to].code_point)) ++to;
-      emit(i, to);
+      split.Emit(i, to);
       i = to;
       continue;
     }
     // chars[i] is whitespace. \s*[\r\n]+: the whitespace run up to its last newline.
-    const size_t run = run_end(i, CodepointClass::kWhitespace);
+    const size_t run = split.RunEnd(i, CodepointClass::kWhitespace);
     size_t last_newline = run;
     for (size_t k = i; k < run; ++k) {
       if (IsNewline(chars[k].code_point)) last_newline = k;
     }
     if (last_newline < run) {
-      emit(i, last_newline + 1);
+      split.Emit(i, last_newline + 1);
       i = last_newline + 1;
       continue;
     }
     // \s+(?!\S) leaves the run's last character to a following word; a lone one is \s+.
     const size_t stop = (run < end && run - i >= 2) ? run - 1 : run;
-    emit(i, stop);
+    split.Emit(i, stop);
     i = stop;
   }
 }
 
 void Gpt2PreTokenizer::SplitRange(const std::vector<Char>& chars, size_t begin, size_t end,
                                   std::vector<TextPiece>* pieces) const {
-  const auto is = [&](size_t i, CodepointClass cls) { return i < end && chars[i].cls == cls; };
-  const auto run_end = [&](size_t i, CodepointClass cls) {
-    while (is(i, cls)) ++i;
-    return i;
-  };
-  const auto emit = [&](size_t from, size_t to) {
-    const uint32_t start = chars[from].start;
-    pieces->push_back({start, chars[to - 1].start + chars[to - 1].length - start});
-  };
+  const Splitting<std::vector<Char>> split{chars, end, pieces};
   size_t i = begin;
   while (i < end) {
     if (const size_t n = ContractionLength(chars, i, end); n > 0) {
-      emit(i, i + n);
+      split.Emit(i, i + n);
       i += n;
       continue;
     }
@@ -147,9 +150,9 @@ void Gpt2PreTokenizer::SplitRange(const std::vector<Char>& chars, size_t begin, 
     bool matched = false;
     for (CodepointClass cls :
          {CodepointClass::kLetter, CodepointClass::kNumber, CodepointClass::kOther}) {
-      if (is(body, cls)) {
-        const size_t to = run_end(body, cls);
-        emit(i, to);
+      if (split.Is(body, cls)) {
+        const size_t to = split.RunEnd(body, cls);
+        split.Emit(i, to);
         i = to;
         matched = true;
         break;
@@ -158,9 +161,9 @@ void Gpt2PreTokenizer::SplitRange(const std::vector<Char>& chars, size_t begin, 
     if (matched) continue;
     // chars[i] is whitespace. "\s+(?!\S)" takes the run but leaves its last
     // character to the next word when one follows; a lone one falls to "\s+".
-    const size_t to = run_end(i, CodepointClass::kWhitespace);
+    const size_t to = split.RunEnd(i, CodepointClass::kWhitespace);
     const size_t stop = (to < end && to - i >= 2) ? to - 1 : to;
-    emit(i, stop);
+    split.Emit(i, stop);
     i = stop;
   }
 }

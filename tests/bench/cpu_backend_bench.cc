@@ -20,6 +20,7 @@
 
 #include "engine/model/loader.h"
 #include "kernels/backend.h"
+#include "tests/bench/bench_util.h"
 
 namespace {
 
@@ -71,21 +72,9 @@ ModelWeights RandomWeights(const ModelConfig& c) {
   return w;
 }
 
-double Seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void Check(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-    std::exit(1);
-  }
-}
+using medusa::bench::Check;
+using medusa::bench::Median;
+using medusa::bench::Seconds;
 
 }  // namespace
 

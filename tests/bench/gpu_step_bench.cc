@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "tests/bench/bench_util.h"
 #include "tests/support/random_heads.h"
 
 namespace {
@@ -96,19 +97,9 @@ double StepParameters(const ModelConfig& c) {
   return c.n_layers * layer + static_cast<double>(c.vocab_size) * c.dim;
 }
 
-double Seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void Check(const absl::Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-    std::exit(1);
-  }
-}
+using medusa::bench::Check;
+using medusa::bench::Median;
+using medusa::bench::Seconds;
 
 struct Options {
   std::string device = "cuda", weights = "f16", shape = "7b";

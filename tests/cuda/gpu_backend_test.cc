@@ -18,6 +18,7 @@
 #include "kernels/backend.h"
 #include "kernels/softmax_stats.h"
 #include "kernels/topk.h"
+#include "tests/support/forward_batches.h"
 #include "tests/support/gpu.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_llama.h"
@@ -25,6 +26,8 @@
 namespace medusa::kernels {
 namespace {
 
+using testing::AddCausal;
+using testing::RandomTokens;
 using testing::RandomWeights;
 using testing::RefForward;
 using testing::RefOutput;
@@ -56,28 +59,6 @@ std::unique_ptr<Backend> MakeCudaBackend(const ModelConfig& c, const ModelWeight
   EXPECT_TRUE((*backend)->LoadWeights(c, w).ok());
   EXPECT_TRUE((*backend)->AllocateKvCache(spec).ok());
   return std::move(*backend);
-}
-
-std::vector<int> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> d(0, vocab - 1);
-  std::vector<int> t(n);
-  for (int& x : t) x = d(rng);
-  return t;
-}
-
-// Causal tokens [first, first + count) of one sequence, appended to `batch` with outputs.
-void AddCausal(ForwardBatch* batch, int seq, const std::vector<int>& tokens, int first, int count) {
-  for (int i = first; i < first + count; ++i) {
-    BatchToken t;
-    t.token = tokens[i];
-    t.position = i;
-    t.seq = seq;
-    t.kv_index = i;
-    t.attend_prefix = i + 1;
-    batch->output_rows.push_back(static_cast<int32_t>(batch->tokens.size()));
-    batch->tokens.push_back(t);
-  }
 }
 
 // A tree after `ctx` context tokens: node j at kv_index ctx + j sees the context and its

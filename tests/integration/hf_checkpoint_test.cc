@@ -15,12 +15,14 @@
 #include "absl/strings/match.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
+#include "engine/model/hf_layout.h"
 #include "engine/model/loader.h"
 #include "engine/model/random_checkpoint.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/commands.h"
+#include "tests/support/forward_batches.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_models.h"
 
@@ -57,15 +59,7 @@ std::vector<float> Logits(LoadedModel model, const std::vector<int>& ids) {
   for (int b = 0; b < blocks; ++b) table[b] = b;
   kernels::ForwardBatch batch;
   batch.block_tables.push_back(table);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    kernels::BatchToken t;
-    t.token = ids[i];
-    t.position = static_cast<int>(i);
-    t.kv_index = static_cast<int>(i);
-    t.attend_prefix = static_cast<int>(i) + 1;
-    batch.tokens.push_back(t);
-    batch.output_rows.push_back(static_cast<int>(i));
-  }
+  testing::AddCausal(&batch, 0, ids, 0, static_cast<int>(ids.size()));
   kernels::ForwardResult result;
   EXPECT_TRUE((*backend)->Forward(batch, &result).ok());
   return result.logits;
@@ -316,32 +310,14 @@ TEST(HfCheckpointTest, BrokenCheckpointsNameWhatIsWrong) {
 void WriteSparseCheckpoint(const fs::path& dir, const json& config) {
   fs::create_directories(dir);
   std::ofstream(dir / "config.json") << config.dump();
-  const int64_t dim = config["hidden_size"], hidden = config["intermediate_size"],
-                heads = config["num_attention_heads"];
-  const int64_t kv = config["num_key_value_heads"].get<int64_t>() * (dim / heads), vocab = config["vocab_size"];
-  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
-      {"model.embed_tokens.weight", {vocab, dim}}, {"model.norm.weight", {dim}}, {"lm_head.weight", {vocab, dim}}};
-  for (int i = 0; i < config["num_hidden_layers"].get<int>(); ++i) {
-    const std::string l = "model.layers." + std::to_string(i) + ".";
-    for (const auto& [name, shape] :
-         std::vector<std::pair<std::string, std::vector<int64_t>>>{{"input_layernorm", {dim}},
-                                                                   {"self_attn.q_proj", {dim, dim}},
-                                                                   {"self_attn.k_proj", {kv, dim}},
-                                                                   {"self_attn.v_proj", {kv, dim}},
-                                                                   {"self_attn.o_proj", {dim, dim}},
-                                                                   {"post_attention_layernorm", {dim}},
-                                                                   {"mlp.gate_proj", {hidden, dim}},
-                                                                   {"mlp.up_proj", {hidden, dim}},
-                                                                   {"mlp.down_proj", {dim, hidden}}}) {
-      tensors.push_back({l + name + ".weight", shape});
-    }
-  }
+  const absl::StatusOr<ModelConfig> shape = ParseHuggingFaceConfig(config, dir.string());
+  ASSERT_TRUE(shape.ok()) << shape.status();
   json header = json::object();
   uint64_t offset = 0;
-  for (const auto& [name, shape] : tensors) {
+  for (const HfTensor& t : HfTensors(*shape)) {
     uint64_t bytes = 2;
-    for (int64_t d : shape) bytes *= d;
-    header[name] = {{"dtype", "F16"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    for (int64_t d : t.shape) bytes *= d;
+    header[t.name] = {{"dtype", "F16"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();

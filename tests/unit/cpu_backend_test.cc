@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/softmax_stats.h"
+#include "tests/support/forward_batches.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_llama.h"
 
@@ -47,6 +48,8 @@ void* operator new(size_t size, std::align_val_t alignment) {
 namespace medusa::kernels {
 namespace {
 
+using testing::AddCausal;
+using testing::RandomTokens;
 using testing::RandomWeights;
 using testing::RefForward;
 using testing::RefOutput;
@@ -63,28 +66,6 @@ std::unique_ptr<Backend> MakeBackend(const ModelConfig& c, const ModelWeights& w
   EXPECT_TRUE((*backend)->LoadWeights(c, w).ok());
   EXPECT_TRUE((*backend)->AllocateKvCache(spec).ok());
   return std::move(*backend);
-}
-
-std::vector<int> RandomTokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> d(0, vocab - 1);
-  std::vector<int> t(n);
-  for (int& x : t) x = d(rng);
-  return t;
-}
-
-// Causal tokens [first, first + count) of one sequence, appended to `batch`.
-void AddCausal(ForwardBatch* batch, int seq, const std::vector<int>& tokens, int first, int count) {
-  for (int i = first; i < first + count; ++i) {
-    BatchToken t;
-    t.token = tokens[i];
-    t.position = i;
-    t.seq = seq;
-    t.kv_index = i;
-    t.attend_prefix = i + 1;
-    batch->output_rows.push_back(static_cast<int32_t>(batch->tokens.size()));
-    batch->tokens.push_back(t);
-  }
 }
 
 constexpr double kTolerance = 1e-4;
