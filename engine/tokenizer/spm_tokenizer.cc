@@ -55,8 +55,12 @@ class SpmTokenizer final : public Tokenizer {
  private:
   bool InRange(int32_t id) const { return id >= 0 && id < vocab_size(); }
   TokenType TypeOf(int32_t id) const { return pieces_[id].type; }
-  void Normalize(std::string_view text, std::string* out) const;
-  void EncodeSegment(std::string_view text, SpmScratch* scratch, std::vector<int32_t>* ids) const;
+  absl::Status InitMerges(std::string_view source);
+  void Normalize(std::string_view text, bool at_text_start, std::string* out) const;
+  void EncodeSegment(std::string_view text, bool at_text_start, SpmScratch* scratch, std::vector<int32_t>* ids) const;
+  // Whether the merge loop may join `left` and `right`, and into what (candidate's fields).
+  bool FindMerge(std::string_view normalized, const MergeSymbol& left, const MergeSymbol& right, SpmScratch* scratch,
+                 MergeCandidate* c) const;
   void SplitIntoSymbols(std::string_view normalized, std::vector<MergeSymbol>* symbols) const;
   void EmitPiece(std::string_view piece, int32_t id, const SpmScratch& scratch,
                  bool* previous_unknown, std::vector<int32_t>* ids) const;
@@ -75,7 +79,17 @@ class SpmTokenizer final : public Tokenizer {
   std::vector<bool> starts_with_space_symbol_;
   std::vector<int32_t> stop_ids_;
   bool has_unused_ = false;
+  struct RankedMerge {
+    int32_t rank;
+    int32_t merged_id;
+  };
+  // settings_.merges by the ids of the pair (left << 32 | right).
+  absl::flat_hash_map<uint64_t, RankedMerge> merge_ranks_;
 };
+
+uint64_t PairKey(int32_t left, int32_t right) {
+  return static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 | static_cast<uint32_t>(right);
+}
 
 absl::Status SpmTokenizer::Init(std::string_view source) {
   const int32_t n = vocab_size();
@@ -133,6 +147,7 @@ absl::Status SpmTokenizer::Init(std::string_view source) {
       }
     }
   }
+  RETURN_IF_ERROR(InitMerges(source));
   if (settings_.eos_id >= 0) stop_ids_.push_back(settings_.eos_id);
   for (std::string_view piece : kEndOfTurnPieces) {
     const auto it = reserved_.find(AsAbsl(piece));
@@ -144,10 +159,27 @@ absl::Status SpmTokenizer::Init(std::string_view source) {
   return absl::OkStatus();
 }
 
+absl::Status SpmTokenizer::InitMerges(std::string_view source) {
+  merge_ranks_.reserve(settings_.merges.size());
+  for (size_t rank = 0; rank < settings_.merges.size(); ++rank) {
+    const auto& [left, right] = settings_.merges[rank];
+    const auto l = mergeable_.find(left), r = mergeable_.find(right);
+    const auto merged = mergeable_.find(absl::StrCat(left, right));
+    if (l == mergeable_.end() || r == mergeable_.end() || merged == mergeable_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: merge %d (\"%s\" \"%s\") names a piece outside the vocabulary", source, rank,
+                          left.substr(0, 64), right.substr(0, 64)));
+    }
+    // A pair listed twice merges at its first rank, as tokenizers does.
+    merge_ranks_.try_emplace(PairKey(l->second, r->second), RankedMerge{static_cast<int32_t>(rank), merged->second});
+  }
+  return absl::OkStatus();
+}
+
 // SentencePiece's normalizer with an empty character map ("identity"): invalid
 // UTF-8 bytes become U+FFFD, optional removal of leading, trailing and repeated
 // spaces, the dummy prefix, and ' ' escaped as "▁".
-void SpmTokenizer::Normalize(std::string_view text, std::string* out) const {
+void SpmTokenizer::Normalize(std::string_view text, bool at_text_start, std::string* out) const {
   out->clear();
   const bool squeeze = settings_.remove_extra_whitespaces;
   const std::string_view space =
@@ -157,7 +189,11 @@ void SpmTokenizer::Normalize(std::string_view text, std::string* out) const {
     while (pos < text.size() && text[pos] == ' ') ++pos;
   }
   if (pos == text.size()) return;
-  if (settings_.add_dummy_prefix) out->append(space);
+  bool prefix = settings_.add_dummy_prefix && (at_text_start || !settings_.prefix_only_at_text_start);
+  if (settings_.prefix_unless_leading_space && (text[pos] == ' ' || text.substr(pos).starts_with(kSpaceSymbol))) {
+    prefix = false;
+  }
+  if (prefix) out->append(space);
   bool previous_space = squeeze;
   while (pos < text.size()) {
     const unicode::DecodedChar c = unicode::DecodeUtf8(text, pos);
@@ -209,23 +245,36 @@ void SpmTokenizer::SplitIntoSymbols(std::string_view normalized,
   LinkSymbols(symbols);
 }
 
-void SpmTokenizer::EncodeSegment(std::string_view text, SpmScratch* scratch,
+bool SpmTokenizer::FindMerge(std::string_view normalized, const MergeSymbol& left, const MergeSymbol& right,
+                             SpmScratch* scratch, MergeCandidate* c) const {
+  if (!merge_ranks_.empty()) {
+    if (left.id < 0 || right.id < 0) return false;
+    const auto it = merge_ranks_.find(PairKey(left.id, right.id));
+    if (it == merge_ranks_.end()) return false;
+    c->priority = it->second.rank;
+    c->merged_id = it->second.merged_id;
+    return true;
+  }
+  const std::string_view merged = normalized.substr(left.start, c->length);
+  const auto it = mergeable_.find(AsAbsl(merged));
+  if (it == mergeable_.end()) return false;
+  c->priority = -static_cast<double>(pieces_[it->second].score);
+  c->merged_id = it->second;
+  if (has_unused_ && TypeOf(it->second) == TokenType::kUnused) {
+    scratch->unused_splits[merged] = left.length;
+  }
+  return true;
+}
+
+void SpmTokenizer::EncodeSegment(std::string_view text, bool at_text_start, SpmScratch* scratch,
                                  std::vector<int32_t>* ids) const {
-  Normalize(text, &scratch->normalized);
+  Normalize(text, at_text_start, &scratch->normalized);
   const std::string_view normalized = scratch->normalized;
   SplitIntoSymbols(normalized, &scratch->symbols);
   scratch->unused_splits.clear();
   ApplyMerges(&scratch->symbols, &scratch->heap,
               [&](const MergeSymbol& left, const MergeSymbol& right, MergeCandidate* c) {
-                const std::string_view merged = normalized.substr(left.start, c->length);
-                const auto it = mergeable_.find(AsAbsl(merged));
-                if (it == mergeable_.end()) return false;
-                c->priority = -static_cast<double>(pieces_[it->second].score);
-                c->merged_id = it->second;
-                if (has_unused_ && TypeOf(it->second) == TokenType::kUnused) {
-                  scratch->unused_splits[merged] = left.length;
-                }
-                return true;
+                return FindMerge(normalized, left, right, scratch, c);
               });
   bool previous_unknown = false;
   const auto& symbols = scratch->symbols;
@@ -275,7 +324,7 @@ std::vector<int32_t> SpmTokenizer::Encode(std::string_view text, bool add_bos,
   static const SpecialTokenMatcher kNoSpecials;
   SplitAtSpecialTokens(
       text, parse_special ? specials_ : kNoSpecials,
-      [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      [&](std::string_view segment) { EncodeSegment(segment, segment.data() == text.data(), &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); });
   return ids;
 }
@@ -285,7 +334,8 @@ std::vector<int32_t> SpmTokenizer::EncodeTemplated(std::string_view text, absl::
   ids.reserve(text.size() / 3 + 2);
   SpmScratch scratch;
   SplitAtSpecialTokens(
-      text, specials_, [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      text, specials_,
+      [&](std::string_view segment) { EncodeSegment(segment, segment.data() == text.data(), &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); }, literal, [this](int32_t id) { return IsControl(id); });
   return ids;
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,10 +25,17 @@ struct SpmPiece {
 struct SpmSettings {
   // Normalizer (SentencePiece's "identity" rule plus these switches).
   bool add_dummy_prefix = true;
+  // tokenizers' Metaspace pre-tokenizer: no dummy prefix where the text already starts with a
+  // space, and (prepend_scheme "first") none for text after a special token.
+  bool prefix_unless_leading_space = false;
+  bool prefix_only_at_text_start = false;
   bool remove_extra_whitespaces = false;
   bool escape_whitespaces = true;
   // Model.
   bool byte_fallback = true;
+  // tokenizers' BPE (tokenizer.json): merge the adjacent pair that comes first in this list
+  // rather than the pair whose merged piece scores best; empty: SentencePiece's scores.
+  std::vector<std::pair<std::string, std::string>> merges;
   int32_t unk_id = 0;
   int32_t bos_id = 1;                          // -1: none
   int32_t eos_id = 2;                          // -1: none

@@ -31,6 +31,7 @@ using Ids = std::vector<int32_t>;
 std::string SourcePath(const std::string& relative) {
   return std::string(MEDUSA_SOURCE_DIR) + "/" + relative;
 }
+std::string BinaryPath(const std::string& relative) { return std::string(MEDUSA_BINARY_DIR) + "/" + relative; }
 
 const char kTok512Model[] = "models/stories260K/tok512.model";
 const char kTok512Bin[] = "models/stories260K/tok512.bin";
@@ -625,6 +626,47 @@ TEST(HfTokenizer, Llama3SplitMatchesTokenizers) {
   int differ = 0;
   for (size_t i = 0; i < strings.size(); ++i) differ += want[i] != gpt2[i];
   EXPECT_GT(differ, 10);
+}
+
+// Llama-2's tokenizer.json (transformers' conversion of models/llama2-tokenizer: BPE with byte
+// fallback, merges by rank) in the three ways hub files write the "▁" prefix, against
+// transformers on every fixture string (tests/fixtures/hf/spm_tokenizer_json.json).
+TEST(HfTokenizer, SentencePieceStyleTokenizerJsonMatchesTransformers) {
+  const nlohmann::json reference =
+      nlohmann::json::parse(ReadFile(SourcePath("tests/fixtures/hf/spm_tokenizer_json.json")));
+  const std::string extracted = BinaryPath("fixtures/llama2_tokenizer_json");
+  const std::vector<std::string> strings = Strings();
+  std::vector<std::vector<Ids>> all;
+  for (const auto& [name, variant] : reference["variants"].items()) {
+    SCOPED_TRACE(name);
+    const std::string dir = ::testing::TempDir() + "/medusa_spm_json_" + name;
+    std::filesystem::remove_all(dir);
+    std::filesystem::copy(extracted, dir);
+    nlohmann::json tok = nlohmann::json::parse(ReadFile(dir + "/tokenizer.json"));
+    tok["normalizer"] = variant["normalizer"];
+    tok["pre_tokenizer"] = variant["pre_tokenizer"];
+    WriteFile(dir + "/tokenizer.json", tok.dump());
+    auto tokenizer = Must(LoadHfTokenizer(dir));
+    ASSERT_NE(tokenizer, nullptr);
+    EXPECT_EQ(tokenizer->vocab_size(), 32000);
+    EXPECT_EQ(tokenizer->bos_id(), 1);
+    EXPECT_EQ(tokenizer->eos_id(), 2);
+    EXPECT_TRUE(tokenizer->add_bos_default());
+    const auto want = variant["ids"].get<std::vector<Ids>>();
+    ASSERT_EQ(want.size(), strings.size());
+    int failures = 0;
+    for (size_t i = 0; i < strings.size() && failures < 10; ++i) {
+      const Ids got = tokenizer->Encode(strings[i], false, /*parse_special=*/true);
+      EXPECT_EQ(got, want[i]) << "string " << i << ": \"" << Printable(strings[i]) << "\"";
+      failures += got != want[i];
+    }
+    EXPECT_EQ(tokenizer->Encode("Hello", true, true), (Ids{1, 15043}));
+    all.push_back(want);
+  }
+  // The variants are not one rule: where "▁" goes differs on some strings.
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_NE(all[0], all[1]);
+  EXPECT_NE(all[1], all[2]);
 }
 
 TEST(HfTokenizer, FamiliesNotReadYetAndBrokenFilesAreClearErrors) {
