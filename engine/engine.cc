@@ -13,6 +13,7 @@
 #include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree_timing.h"
 #include "engine/model/loader.h"
+#include "engine/tokenizer/chat_template.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -66,6 +67,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (tokenizer->vocab_size() != model.config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrFormat("tokenizer has %d tokens but the model's vocabulary is %d",
                                                       tokenizer->vocab_size(), model.config.vocab_size));
+  }
+  if (!options.chat_template.empty()) {
+    // A name that is no family fails here, not at the first chat request.
+    RETURN_IF_ERROR(NamedChatFormat(options.chat_template, "", "").status());
+    tokenizer->set_chat_template_override(options.chat_template);
   }
   engine->tokenizer_ = std::move(tokenizer);
 

@@ -25,6 +25,9 @@ namespace medusa {
 struct EngineOptions {
   std::string model_path;
   std::string tokenizer_path;  // llama2.c models only; GGUF models carry their vocabulary
+  // A chat-template family (chatml, llama-2, ...; chat_template.h) instead of the model's own
+  // template; empty: the model's own, recognized.
+  std::string chat_template;
   kernels::BackendOptions backend;
   int64_t kv_cache_bytes = 0;            // memory for the paged KV cache; 0: the backend's default
                                          // (Backend::KvBlocksFor)

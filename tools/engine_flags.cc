@@ -9,6 +9,9 @@ ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin");
 ABSL_FLAG(std::string, tokenizer, "",
           "Tokenizer for llama2.c models: SentencePiece .model or llama2.c tokenizer.bin (default: found beside "
           "the model; GGUF models carry their own)");
+ABSL_FLAG(std::string, chat_template, "",
+          "Chat template family to use instead of the model's own: chatml, llama-2, vicuna, llama-3, mistral, "
+          "zephyr, gemma or phi-3 (default: the model's template, recognized among these)");
 ABSL_FLAG(std::string, heads, "", "Medusa heads (safetensors); none: plain decoding only");
 ABSL_FLAG(std::string, tree, "",
           "Medusa tree: a preset name, a JSON file of paths or of `medusa tree --auto`'s choices, or auto (see "
@@ -34,6 +37,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   EngineOptions options;
   options.model_path = absl::GetFlag(FLAGS_model);
   options.tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
+  options.chat_template = absl::GetFlag(FLAGS_chat_template);
   options.heads_path = absl::GetFlag(FLAGS_heads);
   options.tree = absl::GetFlag(FLAGS_tree);
   options.backend.device = absl::GetFlag(FLAGS_device);

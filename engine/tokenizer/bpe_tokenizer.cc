@@ -253,7 +253,7 @@ std::vector<int32_t> ByteLevelBpeTokenizer::Encode(std::string_view text, bool a
   BpeScratch scratch;
   SplitAtSpecialTokens(
       text, parse_special ? specials_ : user_defined_,
-      [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      [&](std::string_view segment, bool) { EncodeSegment(segment, &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); });
   return ids;
 }
@@ -264,7 +264,7 @@ std::vector<int32_t> ByteLevelBpeTokenizer::EncodeTemplated(std::string_view tex
   ids.reserve(text.size() / 3 + 2);
   BpeScratch scratch;
   SplitAtSpecialTokens(
-      text, specials_, [&](std::string_view segment) { EncodeSegment(segment, &scratch, &ids); },
+      text, specials_, [&](std::string_view segment, bool) { EncodeSegment(segment, &scratch, &ids); },
       [&](int32_t id) { ids.push_back(id); }, literal, [this](int32_t id) { return IsControl(id); });
   return ids;
 }

@@ -56,8 +56,10 @@ class SpmTokenizer final : public Tokenizer {
   bool InRange(int32_t id) const { return id >= 0 && id < vocab_size(); }
   TokenType TypeOf(int32_t id) const { return pieces_[id].type; }
   absl::Status InitMerges(std::string_view source);
-  void Normalize(std::string_view text, bool at_text_start, std::string* out) const;
-  void EncodeSegment(std::string_view text, bool at_text_start, SpmScratch* scratch, std::vector<int32_t>* ids) const;
+  void Normalize(std::string_view text, bool at_text_start, bool continues, std::string* out) const;
+  // `continues`: the segment continues text before it (no dummy prefix).
+  void EncodeSegment(std::string_view text, bool at_text_start, bool continues, SpmScratch* scratch,
+                     std::vector<int32_t>* ids) const;
   // Whether the merge loop may join `left` and `right`, and into what (candidate's fields).
   bool FindMerge(std::string_view normalized, const MergeSymbol& left, const MergeSymbol& right, SpmScratch* scratch,
                  MergeCandidate* c) const;
@@ -179,7 +181,7 @@ absl::Status SpmTokenizer::InitMerges(std::string_view source) {
 // SentencePiece's normalizer with an empty character map ("identity"): invalid
 // UTF-8 bytes become U+FFFD, optional removal of leading, trailing and repeated
 // spaces, the dummy prefix, and ' ' escaped as "▁".
-void SpmTokenizer::Normalize(std::string_view text, bool at_text_start, std::string* out) const {
+void SpmTokenizer::Normalize(std::string_view text, bool at_text_start, bool continues, std::string* out) const {
   out->clear();
   const bool squeeze = settings_.remove_extra_whitespaces;
   const std::string_view space =
@@ -189,7 +191,7 @@ void SpmTokenizer::Normalize(std::string_view text, bool at_text_start, std::str
     while (pos < text.size() && text[pos] == ' ') ++pos;
   }
   if (pos == text.size()) return;
-  bool prefix = settings_.add_dummy_prefix && (at_text_start || !settings_.prefix_only_at_text_start);
+  bool prefix = settings_.add_dummy_prefix && !continues && (at_text_start || !settings_.prefix_only_at_text_start);
   if (settings_.prefix_unless_leading_space && (text[pos] == ' ' || text.substr(pos).starts_with(kSpaceSymbol))) {
     prefix = false;
   }
@@ -266,9 +268,9 @@ bool SpmTokenizer::FindMerge(std::string_view normalized, const MergeSymbol& lef
   return true;
 }
 
-void SpmTokenizer::EncodeSegment(std::string_view text, bool at_text_start, SpmScratch* scratch,
+void SpmTokenizer::EncodeSegment(std::string_view text, bool at_text_start, bool continues, SpmScratch* scratch,
                                  std::vector<int32_t>* ids) const {
-  Normalize(text, at_text_start, &scratch->normalized);
+  Normalize(text, at_text_start, continues, &scratch->normalized);
   const std::string_view normalized = scratch->normalized;
   SplitIntoSymbols(normalized, &scratch->symbols);
   scratch->unused_splits.clear();
@@ -324,7 +326,9 @@ std::vector<int32_t> SpmTokenizer::Encode(std::string_view text, bool add_bos,
   static const SpecialTokenMatcher kNoSpecials;
   SplitAtSpecialTokens(
       text, parse_special ? specials_ : kNoSpecials,
-      [&](std::string_view segment) { EncodeSegment(segment, segment.data() == text.data(), &scratch, &ids); },
+      [&](std::string_view segment, bool continues) {
+        EncodeSegment(segment, segment.data() == text.data(), continues, &scratch, &ids);
+      },
       [&](int32_t id) { ids.push_back(id); });
   return ids;
 }
@@ -335,7 +339,9 @@ std::vector<int32_t> SpmTokenizer::EncodeTemplated(std::string_view text, absl::
   SpmScratch scratch;
   SplitAtSpecialTokens(
       text, specials_,
-      [&](std::string_view segment) { EncodeSegment(segment, segment.data() == text.data(), &scratch, &ids); },
+      [&](std::string_view segment, bool continues) {
+        EncodeSegment(segment, segment.data() == text.data(), continues, &scratch, &ids);
+      },
       [&](int32_t id) { ids.push_back(id); }, literal, [this](int32_t id) { return IsControl(id); });
   return ids;
 }

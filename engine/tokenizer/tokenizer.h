@@ -54,7 +54,14 @@ class Tokenizer {
   virtual bool IsControl(int32_t id) const = 0;
   // Chat template from the model's metadata ("" if none).
   virtual std::string chat_template() const { return ""; }
+  // A chat-template family (chat_template.h) to render chats with instead of recognizing the
+  // model's own template: --chat-template. Empty: the model's own.
+  void set_chat_template_override(std::string family) { chat_template_override_ = std::move(family); }
+  const std::string& chat_template_override() const { return chat_template_override_; }
   virtual bool add_bos_default() const { return true; }
+
+ private:
+  std::string chat_template_override_;
 };
 
 // SentencePiece BPE (Llama-2 family) from a SentencePiece .model file.
@@ -99,8 +106,9 @@ struct RenderedChat {
   std::string text;
   std::vector<TextSpan> literal;
 };
-// Formats messages with the model's chat template (ChatML for SmolLM2), ending
-// with the assistant's turn opening when add_generation_prompt is set.
+// Formats messages with the model's chat template (its family recognized, or the one
+// set_chat_template_override names; chat_template.h), ending with the assistant's turn
+// opening when add_generation_prompt is set.
 absl::StatusOr<RenderedChat> RenderChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
                                         bool add_generation_prompt = true);
 // RenderChat's text.

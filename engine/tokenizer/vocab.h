@@ -56,11 +56,13 @@ class SpecialTokenMatcher {
   size_t count_ = 0;
 };
 
-// Splits text at special tokens: calls on_text(segment) for the text between
+// Splits text at special tokens: calls on_text(segment, continues) for the text between
 // matches (non-empty segments only) and on_special(id) for each match. A control token's
 // match that overlaps one of `literal` (byte ranges of text that is only text, such as a
-// chat message's content) is not a token: its bytes stay text (`is_control` says which ids
-// are control tokens; user-defined tokens match anywhere, as in transformers).
+// chat message's content) is not a token: its bytes are a text segment of their own, and it
+// and the text after it continue the text before (`continues`: no SentencePiece dummy prefix),
+// as transformers' sanitize_control_tokens encodes them (`is_control` says which ids are
+// control tokens; user-defined tokens match anywhere, as in transformers).
 template <typename OnText, typename OnSpecial, typename IsControl = bool (*)(int32_t)>
 void SplitAtSpecialTokens(std::string_view text, const SpecialTokenMatcher& matcher, const OnText& on_text,
                           const OnSpecial& on_special, absl::Span<const TextSpan> literal = {},
@@ -72,17 +74,19 @@ void SplitAtSpecialTokens(std::string_view text, const SpecialTokenMatcher& matc
     return false;
   };
   size_t pos = 0, search = 0;
+  bool continues = false;
   while (pos < text.size()) {
     SpecialTokenMatcher::Match m = matcher.empty() ? SpecialTokenMatcher::Match{std::string_view::npos, 0, -1}
                                                    : matcher.FindNext(text, search);
-    if (m.pos != std::string_view::npos && is_control(m.id) && overlaps_literal(m.pos, m.pos + m.length)) {
-      search = m.pos + 1;
-      continue;
-    }
     const size_t end = m.pos == std::string_view::npos ? text.size() : m.pos;
-    if (end > pos) on_text(text.substr(pos, end - pos));
+    if (end > pos) on_text(text.substr(pos, end - pos), continues);
     if (m.pos == std::string_view::npos) break;
-    on_special(m.id);
+    continues = is_control(m.id) && overlaps_literal(m.pos, m.pos + m.length);
+    if (continues) {
+      on_text(text.substr(m.pos, m.length), true);
+    } else {
+      on_special(m.id);
+    }
     pos = search = m.pos + m.length;
   }
 }
