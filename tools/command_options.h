@@ -115,6 +115,7 @@ struct CalibrateCommand {
 // medusa make-model: a random-weight Hugging Face checkpoint of a known shape.
 struct MakeModelCommand {
   std::string shape;
+  std::string from;  // a model to write in Hugging Face's layout instead of random weights
   std::string out;
   std::string dtype = "f16";
   uint64_t seed = 0;

@@ -75,6 +75,9 @@ ABSL_FLAG(std::string, dtype, "f16", "Heads file precision (medusa train), check
           "f32, f16 or bf16");
 ABSL_FLAG(std::string, shape, "", "medusa make-model: the model shape (llama-2-7b, llama-3-8b, mistral-7b, "
           "smollm2-135m, tiny)");
+ABSL_FLAG(std::string, from, "",
+          "medusa make-model: a model (GGUF, llama2.c or Hugging Face) to write in Hugging Face's layout instead of "
+          "random weights (quantized weights dequantized; --dtype f32 keeps them exact)");
 ABSL_FLAG(double, draft_coverage, 0.995,
           "Draft vocabulary: the most frequent tokens of the model's answers that make up this share of "
           "them (the heads propose only these; cheaper projections, same output); 0: the whole vocabulary");
@@ -258,7 +261,8 @@ absl::StatusOr<CalibrateCommand> CalibrateFlags() {
 absl::StatusOr<MakeModelCommand> MakeModelFlags() {
   MakeModelCommand c;
   c.shape = absl::GetFlag(FLAGS_shape);
-  if (c.shape.empty()) return absl::InvalidArgumentError("--shape is required");
+  c.from = absl::GetFlag(FLAGS_from);
+  if (c.shape.empty() == c.from.empty()) return absl::InvalidArgumentError("give --shape NAME or --from MODEL");
   c.out = absl::GetFlag(FLAGS_out);
   if (c.out.empty()) return absl::InvalidArgumentError("--out DIR is required");
   c.dtype = absl::GetFlag(FLAGS_dtype);

@@ -38,7 +38,8 @@ constexpr char kUsage[] =
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
     "             this machine and pick one per batch size, for --tree auto)\n"
-    "  make-model write a random-weight Hugging Face checkpoint of a known shape: --shape NAME --out DIR\n"
+    "  make-model write a random-weight Hugging Face checkpoint of a known shape (--shape NAME), or a model\n"
+    "             in Hugging Face's layout (--from MODEL): --out DIR\n"
     "             [--dtype f16|bf16|f32] [--seed S] [--json] (shapes: llama-2-7b, llama-3-8b, mistral-7b,\n"
     "             smollm2-135m, tiny)\n"
     "Run `medusa <command> --help` for every flag.";

@@ -62,4 +62,9 @@ std::vector<float>* HfDestination(const HfTensor& t, ModelWeights* w) {
   }
 }
 
+const std::vector<float>& HfSource(const HfTensor& tensor, const ModelWeights& weights) {
+  // HfDestination only finds the vector; nothing is written through it.
+  return *HfDestination(tensor, const_cast<ModelWeights*>(&weights));
+}
+
 }  // namespace medusa

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/model/hf_layout.h"
+#include "engine/model/hf_writer.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -44,34 +45,6 @@ std::vector<ModelConfig> Shapes() {
           Shape("mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f, false),
           Shape("smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, true),
           Shape("tiny", 64, 160, 2, 4, 2, 97, 512, 10000.0f, false)};
-}
-
-json ConfigJson(const ModelConfig& c, safetensors::DType dtype) {
-  json j = {{"architectures", {"LlamaForCausalLM"}},
-            {"model_type", "llama"},
-            {"hidden_size", c.dim},
-            {"intermediate_size", c.hidden_dim},
-            {"num_hidden_layers", c.n_layers},
-            {"num_attention_heads", c.n_heads},
-            {"num_key_value_heads", c.n_kv_heads},
-            {"head_dim", c.head_dim},
-            {"vocab_size", c.vocab_size},
-            {"max_position_embeddings", c.max_seq_len},
-            {"rms_norm_eps", c.rms_eps},
-            {"rope_theta", c.rope_theta},
-            {"tie_word_embeddings", c.tied_classifier},
-            {"hidden_act", "silu"},
-            {"torch_dtype", dtype == safetensors::DType::kF32   ? "float32"
-                            : dtype == safetensors::DType::kF16 ? "float16"
-                                                                : "bfloat16"}};
-  if (c.rope_scaling.factor > 0.0f) {
-    j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling.factor},
-                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling.original_context}};
-  }
-  return j;
 }
 
 // Uniform values with standard deviation `sd` (0: all ones), from the seed and the name.
@@ -130,47 +103,17 @@ absl::StatusOr<ModelConfig> KnownShape(const std::string& name) {
       absl::StrCat("unknown model shape '", name, "' (known: ", absl::StrJoin(KnownShapeNames(), ", "), ")"));
 }
 
-absl::StatusOr<RandomCheckpointReport> WriteRandomCheckpoint(const ModelConfig& shape, safetensors::DType dtype,
-                                                             uint64_t seed, const std::string& dir) {
+absl::StatusOr<HfCheckpointReport> WriteRandomCheckpoint(const ModelConfig& shape, safetensors::DType dtype,
+                                                         uint64_t seed, const std::string& dir) {
   RETURN_IF_ERROR(shape.Validate());
   if (dtype != safetensors::DType::kF32 && dtype != safetensors::DType::kF16 && dtype != safetensors::DType::kBF16) {
     return absl::InvalidArgumentError("a random checkpoint is written in F32, F16 or BF16");
   }
-  std::error_code error;
-  fs::create_directories(dir, error);
-  if (error) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", error.message()));
-  // Shards: the embedding, one per layer, then the final norm and the head.
-  const std::vector<HfTensor> tensors = HfTensors(shape);
-  std::vector<std::vector<const HfTensor*>> shards(shape.n_layers + 2);
-  for (const HfTensor& t : tensors) {
-    shards[t.layer >= 0 ? t.layer + 1 : (t.role == HfRole::kEmbedding ? 0 : shape.n_layers + 1)].push_back(&t);
-  }
-  RandomCheckpointReport report;
-  report.shards = static_cast<int>(shards.size());
-  json weight_map = json::object();
-  for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
-    std::vector<std::vector<float>> values;
-    std::vector<safetensors::TensorToWrite> to_write;
-    for (const HfTensor* t : shards[s]) {
-      int64_t count = 1;
-      for (int64_t d : t->shape) count *= d;
-      values.push_back(Values(seed, t->name, count, StandardDeviation(shape, t->role)));
-      report.parameters += count;
-      report.bytes += count * safetensors::DTypeSize(dtype);
-      weight_map[t->name] = file;
-    }
-    for (size_t i = 0; i < shards[s].size(); ++i) {
-      to_write.push_back({shards[s][i]->name, shards[s][i]->shape, values[i], dtype});
-    }
-    RETURN_IF_ERROR(safetensors::WriteFile((fs::path(dir) / file).string(), to_write, json{{"format", "pt"}}));
-  }
-  std::ofstream(fs::path(dir) / "model.safetensors.index.json")
-      << json{{"metadata", {{"total_size", report.bytes}}}, {"weight_map", weight_map}}.dump(2);
-  std::ofstream config(fs::path(dir) / "config.json");
-  config << ConfigJson(shape, dtype).dump(2);
-  if (!config) return absl::InternalError(absl::StrCat("cannot write ", dir, "/config.json"));
-  return report;
+  return WriteHfCheckpoint(shape, dtype, dir, [&](const HfTensor& t) {
+    int64_t count = 1;
+    for (int64_t d : t.shape) count *= d;
+    return Values(seed, t.name, count, StandardDeviation(shape, t.role));
+  });
 }
 
 }  // namespace medusa

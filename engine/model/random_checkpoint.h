@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model/hf_writer.h"
 #include "engine/model/safetensors.h"
 #include "kernels/model/config.h"
 
@@ -17,18 +18,10 @@ namespace medusa {
 absl::StatusOr<ModelConfig> KnownShape(const std::string& name);
 std::vector<std::string> KnownShapeNames();
 
-struct RandomCheckpointReport {
-  int64_t parameters = 0;
-  int64_t bytes = 0;  // tensor data written
-  int shards = 0;
-};
-
-// Writes `shape` to `dir` as config.json (transformers 4's layout) and safetensors shards
-// (the embedding, each layer, then the final norm and head) with model.safetensors.index.json.
-// Values are uniform, deterministic in `seed` and each tensor's name, scaled by 1/sqrt(fan-in)
-// (the down projection also by 1/sqrt(2 layers)) so activations neither vanish nor overflow
-// through every layer; norms are 1. One layer's values are in memory at a time.
-absl::StatusOr<RandomCheckpointReport> WriteRandomCheckpoint(const ModelConfig& shape, safetensors::DType dtype,
-                                                             uint64_t seed, const std::string& dir);
+// Writes `shape` to `dir` as a Hugging Face checkpoint (hf_writer.h). Values are uniform, deterministic in `seed` and
+// each tensor's name, scaled by 1/sqrt(fan-in) (the down projection also by 1/sqrt(2 layers)) so activations neither
+// vanish nor overflow through every layer; norms are 1. One layer's values are in memory at a time.
+absl::StatusOr<HfCheckpointReport> WriteRandomCheckpoint(const ModelConfig& shape, safetensors::DType dtype,
+                                                         uint64_t seed, const std::string& dir);
 
 }  // namespace medusa

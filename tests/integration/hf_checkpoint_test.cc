@@ -18,6 +18,7 @@
 #include "engine/model/hf_layout.h"
 #include "engine/model/loader.h"
 #include "engine/model/random_checkpoint.h"
+#include "engine/tokenizer/prompt_encoding.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
@@ -404,6 +405,63 @@ TEST(HfCheckpointTest, MakeModelWritesCheckpointsTheLoaderReads) {
       testing::RunCommand(testing::BinaryPath("bin/medusa") + " make-model --shape llama-9 --out " + dir.file("x"));
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(unknown.output, "llama-2-7b")) << unknown.output;
+}
+
+// SmolLM2 written in Hugging Face's layout by `medusa make-model --from` (its Q4_1 GGUF
+// dequantized to float32, Q/K rows back in rotate-half order), with its tokenizer.json and
+// chat template, then served from that directory: its logits are the GGUF's bit for bit, the
+// chat prompts encode to transformers' ids
+// and the greedy answers are transformers' on the same checkpoint, token for token
+// (tests/reference/make_smollm2_hf_greedy.py; it also checks the export against transformers'
+// own reading of the GGUF).
+TEST(HfCheckpointTest, SmolLM2FromItsHfCheckpointAnswersAsTransformers) {
+  ASSERT_MODEL_PRESENT(testing::kSmolModel);
+  testing::TempDir dir;
+  const std::string out = dir.file("smollm2_hf");
+  const json report = testing::RunJsonCommand(testing::BinaryPath("bin/medusa") + " make-model --from " +
+                                              testing::kSmolModel + " --dtype f32 --json --out " + out);
+  ASSERT_EQ(report.value("from", ""), testing::kSmolModel) << report.dump();
+  for (const auto& file : fs::directory_iterator(kHfDir + "/smollm2_tokenizer")) {
+    fs::copy_file(file.path(), fs::path(out) / file.path().filename());
+  }
+  // The same weights as GGUF and as a Hugging Face checkpoint: bitwise the same logits.
+  const std::vector<int> probe = {1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 2, 198, 1, 4093, 198, 31530};
+  EXPECT_EQ(Logits(MustLoad(testing::kSmolModel), probe), Logits(MustLoad(out), probe));
+  std::ifstream in(SourcePath("tests/fixtures/smollm2_hf_greedy.json"));
+  const json fixture = json::parse(in);
+  EngineOptions options;
+  options.model_path = out;
+  options.kv_cache_bytes = 64ll << 20;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  int prompts = 0, identical = 0;
+  for (const json& prompt : fixture["prompts"]) {
+    const std::vector<ChatMessage> chat = {{"user", prompt["instruction"].get<std::string>()}};
+    absl::StatusOr<std::vector<int32_t>> ids = EncodeChat((*engine)->tokenizer(), chat);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, prompt["input_ids"].get<std::vector<int32_t>>()) << prompt["instruction"];
+    GenerationRequest request;
+    request.prompt_ids = prompt["input_ids"].get<std::vector<int32_t>>();
+    request.max_tokens = fixture["new_tokens"].get<int>();
+    request.ignore_eos = true;  // the fixture's generate ran with eos_token_id=None
+    absl::StatusOr<GenerationResult> result = Generate(**engine, request);
+    ASSERT_TRUE(result.ok()) << result.status();
+    const auto want = prompt["greedy_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(result->token_ids, want) << prompt["instruction"];
+    identical += result->token_ids == want;
+    ++prompts;
+  }
+  EXPECT_GE(prompts, 20);
+  std::printf("%d of %d greedy answers identical to transformers'\n", identical, prompts);
+  // --chat-template names a family; another name fails at start-up, naming the families.
+  const testing::CommandOutput unknown = testing::RunCommand(testing::BinaryPath("bin/medusa") + " generate --model " +
+                                                             out + " --chat --chat-template alpaca --prompt Hi");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown.output, "llama-2")) << unknown.output;
+  const testing::CommandOutput zephyr =
+      testing::RunCommand(testing::BinaryPath("bin/medusa") + " generate --model " + out +
+                          " --chat --chat-template zephyr --prompt Hi --max-tokens 2");
+  EXPECT_EQ(zephyr.exit_code, 0) << zephyr.output;
 }
 
 }  // namespace
