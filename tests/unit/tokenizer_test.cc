@@ -170,6 +170,24 @@ TEST(SentencePieceModel, Llama2MatchesSentencePiece) {
   ExpectEncodesWithBos(*tok, Expected("llama2"));
 }
 
+// Mistral's tokenizers as mistral-common ships them (v1: Mistral-7B v0.1/v0.2; v3: v0.3, with
+// [INST], [/INST] and tool-call control pieces), against sentencepiece
+// (tests/reference/make_mistral_tokenizer_fixtures.py).
+TEST(SentencePieceModel, MistralTokenizersMatchSentencePiece) {
+  const nlohmann::json reference = nlohmann::json::parse(ReadFile(SourcePath("tests/fixtures/mistral_tokenizer.json")));
+  for (const auto& [name, expected] : reference["tokenizers"].items()) {
+    SCOPED_TRACE(name);
+    const std::string file = expected["file"];
+    REQUIRE_FILE(file);
+    auto tok = Must(LoadSentencePieceModel(SourcePath(file)));
+    ASSERT_NE(tok, nullptr);
+    EXPECT_EQ(tok->vocab_size(), expected["vocab_size"].get<int>());
+    EXPECT_EQ(tok->bos_id(), 1);
+    EXPECT_EQ(tok->eos_id(), 2);
+    ExpectEncodesAll(*tok, expected, "ids", false, true);
+  }
+}
+
 TEST(SentencePieceModel, Llama2ParseSpecialEncodesControlTokensWhole) {
   REQUIRE_FILE(kLlama2Model);
   auto tok = Must(LoadSentencePieceModel(SourcePath(kLlama2Model)));
