@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "engine/tokenizer/chat_template.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -126,7 +127,7 @@ v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
   info.set_context_length(config.max_seq_len);
   info.set_num_layers(config.n_layers);
   info.set_dim(config.dim);
-  info.set_has_chat_template(!engine_->tokenizer().chat_template().empty());
+  info.set_has_chat_template(ChatFormatOf(engine_->tokenizer()).ok());
   info.set_backend(engine_->backend().Name());
   info.set_device(engine_->backend().MachineId());
   if (const MedusaTree* tree = engine_->medusa_tree()) {

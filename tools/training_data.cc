@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/model/loader.h"
 #include "engine/model/safetensors.h"
+#include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/prompt_encoding.h"
 #include "kernels/base/status_macros.h"
 #include "tools/progress.h"
@@ -22,7 +23,7 @@ absl::StatusOr<std::vector<float>> LoadClassifier(const std::string& model_path)
 
 std::vector<std::vector<int32_t>> EncodeSeeds(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
                                               int count, int max_tokens) {
-  const bool chat = !tokenizer.chat_template().empty();
+  const bool chat = ChatFormatOf(tokenizer).ok();
   std::vector<std::vector<int32_t>> out;
   for (const std::string& text : texts) {
     if (count > 0 && static_cast<int>(out.size()) >= count) break;

@@ -140,13 +140,16 @@ absl::StatusOr<ChatFormat> NamedChatFormat(std::string_view name, std::string_vi
       absl::StrCat("unknown chat template '", AsAbsl(name), "' (known: ", absl::StrJoin(ChatFamilyNames(), ", "), ")"));
 }
 
-absl::StatusOr<RenderedChat> RenderChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
-                                        bool add_generation_prompt) {
+absl::StatusOr<ChatFormat> ChatFormatOf(const Tokenizer& tokenizer) {
   const std::string_view bos = tokenizer.Piece(tokenizer.bos_id());
   const std::string_view eos = tokenizer.Piece(tokenizer.eos_id());
   const std::string& named = tokenizer.chat_template_override();
-  ASSIGN_OR_RETURN(const ChatFormat format, named.empty() ? RecognizeChatTemplate(tokenizer.chat_template(), bos, eos)
-                                                          : NamedChatFormat(named, bos, eos));
+  return named.empty() ? RecognizeChatTemplate(tokenizer.chat_template(), bos, eos) : NamedChatFormat(named, bos, eos);
+}
+
+absl::StatusOr<RenderedChat> RenderChat(const Tokenizer& tokenizer, absl::Span<const ChatMessage> messages,
+                                        bool add_generation_prompt) {
+  ASSIGN_OR_RETURN(const ChatFormat format, ChatFormatOf(tokenizer));
   return RenderChatFormat(format, messages, add_generation_prompt);
 }
 

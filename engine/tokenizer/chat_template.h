@@ -51,6 +51,10 @@ absl::StatusOr<ChatFormat> RecognizeChatTemplate(std::string_view jinja, std::st
 // A family's current template by name (--chat-template); InvalidArgument naming the families.
 absl::StatusOr<ChatFormat> NamedChatFormat(std::string_view name, std::string_view bos, std::string_view eos);
 
+// The tokenizer's chat format: the family its set_chat_template_override names, else its model's
+// template recognized (with its BOS and EOS texts); an error where neither gives one.
+absl::StatusOr<ChatFormat> ChatFormatOf(const Tokenizer& tokenizer);
+
 // Renders `messages` as the format's template does. InvalidArgument where the template raises
 // (roles that do not alternate, a system message it does not take) or for no messages.
 absl::StatusOr<RenderedChat> RenderChatFormat(const ChatFormat& format, absl::Span<const ChatMessage> messages,
