@@ -20,10 +20,10 @@ For every template and every conversation below, with and without add_generation
   allowed);
 - "ids" where a real tokenizer of the family is here: apply_chat_template(tokenize=True,
   sanitize_control_tokens=True) with Llama-2's tokenizer.json (Llama-2, Vicuna, Mistral,
-  Zephyr) or SmolLM2's (ChatML). sanitize_control_tokens keeps a message's text from becoming
+  Zephyr), SmolLM2's (ChatML) or Llama 3.2's (Llama-3; models/llama3-tokenizer, from set-up). sanitize_control_tokens keeps a message's text from becoming
   control tokens, the rule the engine follows; the injection conversation checks it.
-Llama-3's and Gemma's tokenizers are gated and Phi-3's is not bundled by any package found:
-their templates are checked as text only.
+Gemma's tokenizer is gated and Phi-3's is not bundled by any package found: their templates are
+checked as text only.
 """
 
 import argparse
@@ -42,8 +42,9 @@ TEMPLATES = {
     "chatml-nous-hermes-2-mixtral-8x7b-dpo": ("chatml", "<s>", "<|im_end|>", None),
     "llama2-chat": ("llama-2", "<s>", "</s>", "llama2"),
     "vicuna-v1.1": ("vicuna", "<s>", "</s>", "llama2"),
-    "llama3-instruct": ("llama-3", "<|begin_of_text|>", "<|eot_id|>", None),
-    "llama3-instruct-early": ("llama-3", "<|begin_of_text|>", "<|eot_id|>", None),
+    # Llama 3's templates write no EOS; Llama 3.2's tokenizer (models/llama3-tokenizer) says <|end_of_text|>.
+    "llama3-instruct": ("llama-3", "<|begin_of_text|>", "<|end_of_text|>", "llama3"),
+    "llama3-instruct-early": ("llama-3", "<|begin_of_text|>", "<|end_of_text|>", "llama3"),
     "mistral-v0.1": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-legacy-v0.1-v0.2": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-v0.1-original-thebloke-gptq": ("mistral", "<s>", "</s>", "llama2"),
@@ -101,6 +102,7 @@ def main():
         "llama2": PreTrainedTokenizerFast(tokenizer_file=os.path.join(work, "tokenizer.json"), bos_token="<s>",
                                           eos_token="</s>", unk_token="<unk>"),
         "smollm2": PreTrainedTokenizerFast.from_pretrained("tests/fixtures/hf/smollm2_tokenizer"),
+        "llama3": PreTrainedTokenizerFast.from_pretrained("models/llama3-tokenizer"),
     }
     renderer = tokenizers["smollm2"]  # any tokenizer renders text; bos/eos are passed explicitly
 

@@ -51,13 +51,14 @@ std::vector<ChatMessage> Messages(const json& c) {
 
 std::string FamilyName(ChatFamily family) { return ChatFamilyNames()[static_cast<int>(family)]; }
 
-// The tokenizers the fixture's ids come from: Llama-2's tokenizer.json and SmolLM2's.
+// The tokenizers the fixture's ids come from: Llama-2's tokenizer.json, SmolLM2's and Llama 3.2's.
 const Tokenizer& FixtureTokenizer(const std::string& name) {
   static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
   auto& tokenizer = loaded[name];
   if (tokenizer == nullptr) {
-    const std::string dir = name == "llama2" ? std::string(MEDUSA_BINARY_DIR) + "/fixtures/llama2_tokenizer_json"
-                                             : SourcePath("tests/fixtures/hf/smollm2_tokenizer");
+    const std::string dir = name == "llama2"   ? std::string(MEDUSA_BINARY_DIR) + "/fixtures/llama2_tokenizer_json"
+                            : name == "llama3" ? SourcePath("models/llama3-tokenizer")
+                                               : SourcePath("tests/fixtures/hf/smollm2_tokenizer");
     absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadHfTokenizer(dir);
     EXPECT_TRUE(t.ok()) << t.status();
     tokenizer = std::move(*t);
