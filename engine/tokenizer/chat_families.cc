@@ -12,6 +12,7 @@
 #include "engine/tokenizer/chat_template.h"
 #include "engine/tokenizer/unicode.h"
 #include "engine/tokenizer/vocab.h"
+#include "nlohmann/json.hpp"
 
 namespace medusa {
 namespace {
@@ -159,7 +160,35 @@ absl::StatusOr<RenderedChat> RenderVicuna(const ChatFormat& f, absl::Span<const 
   return w.Finish();
 }
 
+// Llama 3.1's template without tools: a system turn that always opens with the knowledge
+// cutoff and the date; tool results as JSON strings (the template's `content | tojson`).
+absl::StatusOr<RenderedChat> RenderLlama31(const ChatFormat& f, absl::Span<const ChatMessage> messages, bool agp) {
+  const SplitSystem split = SplitLeadingSystem(messages);
+  ChatWriter w;
+  w.Template(f.bos);
+  w.Template(
+      absl::StrCat("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ",
+                   f.knowledge_date, "\n\n"));
+  if (split.system) w.StrippedLiteral(*split.system);
+  w.Template("<|eot_id|>");
+  for (const ChatMessage& m : split.rest) {
+    if (IsRole(m, "tool") || IsRole(m, "ipython")) {
+      w.Template("<|start_header_id|>ipython<|end_header_id|>\n\n");
+      w.Literal(nlohmann::json(m.content).dump(-1, ' ', /*ensure_ascii=*/false));
+    } else {
+      w.Template("<|start_header_id|>");
+      w.Literal(m.role);
+      w.Template("<|end_header_id|>\n\n");
+      w.StrippedLiteral(m.content);
+    }
+    w.Template("<|eot_id|>");
+  }
+  if (agp) w.Template("<|start_header_id|>assistant<|end_header_id|>\n\n");
+  return w.Finish();
+}
+
 absl::StatusOr<RenderedChat> RenderLlama3(const ChatFormat& f, absl::Span<const ChatMessage> messages, bool agp) {
+  if (!f.knowledge_date.empty()) return RenderLlama31(f, messages, agp);
   ChatWriter w;
   for (size_t i = 0; i < messages.size(); ++i) {
     if (i == 0 && f.leading_bos) w.Template(f.bos);

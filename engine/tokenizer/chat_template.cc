@@ -98,8 +98,13 @@ absl::StatusOr<ChatFormat> RecognizeChatTemplate(std::string_view t, std::string
     f.mistral_system = Has(t, "system_message");
     f.assistant_eos_space = Has(t, "eos_token + ' '");
   } else if (Has(t, "<|start_header_id|>")) {
-    if (CallsTools(t) || Has(t, "Cutting Knowledge Date")) {
-      return NotRecognized(t, "a Llama 3.1 template with tool calling and dates");
+    if (Has(t, "Cutting Knowledge Date")) {
+      // Llama 3.1's template, rendered without tools. Later ones date the prompt by the clock.
+      constexpr std::string_view kDate = "{%- set date_string = \"26 Jul 2024\" %}";
+      if (!Has(t, kDate)) return NotRecognized(t, "a Llama 3 template dated by the clock (strftime_now)");
+      f.knowledge_date = "26 Jul 2024";
+    } else if (CallsTools(t)) {
+      return NotRecognized(t, "a Llama 3 template with tool calling");
     }
     f.family = ChatFamily::kLlama3;
     f.leading_bos = Has(t, "bos_token");

@@ -27,6 +27,9 @@ struct ChatFormat {
   // ChatML: the system message written when the conversation has none.
   std::optional<std::string> default_system;
   bool generation_prompt_always = false;  // Llama-3's first revision: the assistant header, always
+  // Llama 3.1: a system turn always, opening with the knowledge cutoff and this date; tool
+  // results (roles tool and ipython) as JSON strings under the ipython header.
+  std::string knowledge_date;
   // Mistral: the revision with an optional system message (" [INST] ", the system text before the
   // first user message); else the first ("[INST] ", no system role), `assistant_eos_space` with
   // a space after EOS.

@@ -45,6 +45,7 @@ TEMPLATES = {
     # Llama 3's templates write no EOS; Llama 3.2's tokenizer (models/llama3-tokenizer) says <|end_of_text|>.
     "llama3-instruct": ("llama-3", "<|begin_of_text|>", "<|end_of_text|>", "llama3"),
     "llama3-instruct-early": ("llama-3", "<|begin_of_text|>", "<|end_of_text|>", "llama3"),
+    "llama3.1-instruct": ("llama-3", "<|begin_of_text|>", "<|end_of_text|>", "llama3"),
     "mistral-v0.1": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-legacy-v0.1-v0.2": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-v0.1-original-thebloke-gptq": ("mistral", "<s>", "</s>", "llama2"),
@@ -57,9 +58,10 @@ TEMPLATES = {
     "phi3-small-8k-instruct": ("phi-3", "<|endoftext|>", "<|endoftext|>", None),
     "phi3.5-mini-instruct": ("phi-3", "<s>", "<|endoftext|>", None),
 }
-# Real templates the engine does not render (tool calling, whitespace the template leaves in):
+# Real templates the engine does not render (tool calling, whitespace the template leaves in;
+# Llama 3.1's is rendered as it is without tools):
 # recognizing them must fail with an error naming the families.
-UNSUPPORTED = ["llama3.1-instruct", "mistral-v0.3", "chatml-qwen2.5-7b-instruct", "vicuna-chujiezheng",
+UNSUPPORTED = ["mistral-v0.3", "chatml-qwen2.5-7b-instruct", "vicuna-chujiezheng",
                "vicuna-llamacpp-eachadea-13b-1.1"]
 # What --chat-template NAME renders: the family's current template.
 NAMED = {"chatml": "chatml-openhermes-2.5-mistral-7b", "llama-2": "llama2-chat", "vicuna": "vicuna-v1.1",
