@@ -96,19 +96,46 @@ SplitSystem SplitLeadingSystem(absl::Span<const ChatMessage> messages) {
   return {std::nullopt, messages};
 }
 
+void WriteChatMlTurn(const ChatMessage& m, ChatWriter* w) {
+  w->Template("<|im_start|>");
+  w->Literal(m.role);
+  w->Template("\n");
+  w->Literal(m.content);
+  w->Template("<|im_end|>\n");
+}
+
+// Qwen2.5's template without tools: consecutive tool results share one user turn.
+absl::StatusOr<RenderedChat> RenderQwenChatMl(const ChatFormat& f, absl::Span<const ChatMessage> messages, bool agp) {
+  ChatWriter w;
+  if (IsRole(messages[0], "system")) {
+    WriteChatMlTurn(messages[0], &w);
+  } else if (f.default_system) {
+    w.Template(absl::StrCat("<|im_start|>system\n", *f.default_system, "<|im_end|>\n"));
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (IsRole(m, "user") || IsRole(m, "assistant") || (IsRole(m, "system") && i > 0)) {
+      WriteChatMlTurn(m, &w);
+    } else if (IsRole(m, "tool")) {
+      if (i == 0 || !IsRole(messages[i - 1], "tool")) w.Template("<|im_start|>user");
+      w.Template("\n<tool_response>\n");
+      w.Literal(m.content);
+      w.Template("\n</tool_response>");
+      if (i + 1 == messages.size() || !IsRole(messages[i + 1], "tool")) w.Template("<|im_end|>\n");
+    }
+  }
+  if (agp) w.Template("<|im_start|>assistant\n");
+  return w.Finish();
+}
+
 absl::StatusOr<RenderedChat> RenderChatMl(const ChatFormat& f, absl::Span<const ChatMessage> messages, bool agp) {
+  if (f.tool_responses) return RenderQwenChatMl(f, messages, agp);
   ChatWriter w;
   if (f.leading_bos) w.Template(f.bos);
   if (f.default_system && !IsRole(messages[0], "system")) {
     w.Template(absl::StrCat("<|im_start|>system\n", *f.default_system, "<|im_end|>\n"));
   }
-  for (const ChatMessage& m : messages) {
-    w.Template("<|im_start|>");
-    w.Literal(m.role);
-    w.Template("\n");
-    w.Literal(m.content);
-    w.Template("<|im_end|>\n");
-  }
+  for (const ChatMessage& m : messages) WriteChatMlTurn(m, &w);
   if (agp) w.Template("<|im_start|>assistant\n");
   return w.Finish();
 }
@@ -202,7 +229,46 @@ absl::StatusOr<RenderedChat> RenderLlama3(const ChatFormat& f, absl::Span<const 
   return w.Finish();
 }
 
+// Mistral v0.3's template without tools: it checks that user and assistant alternate (tool
+// results aside) before writing anything.
+absl::StatusOr<RenderedChat> RenderMistralV3(const ChatFormat& f, absl::Span<const ChatMessage> messages) {
+  const SplitSystem split = SplitLeadingSystem(messages);
+  const auto is_tool = [](const ChatMessage& m) { return IsRole(m, "tool") || IsRole(m, "tool_results"); };
+  size_t index = 0;
+  for (const ChatMessage& m : split.rest) {
+    if (is_tool(m)) continue;
+    if (!Alternates(m, index++)) {
+      return absl::InvalidArgumentError(absl::StrCat("After the optional system message, c", kAlternate + 1));
+    }
+  }
+  ChatWriter w;
+  w.Template(f.bos);
+  for (size_t i = 0; i < split.rest.size(); ++i) {
+    const ChatMessage& m = split.rest[i];
+    if (IsRole(m, "user")) {
+      w.Template("[INST] ");
+      if (i + 1 == split.rest.size() && split.system) {
+        w.Literal(*split.system);
+        w.Template("\n\n");
+      }
+      w.Literal(m.content);
+      w.Template("[/INST]");
+    } else if (IsRole(m, "assistant")) {
+      w.Template(" ");
+      w.StrippedLiteral(m.content);
+      w.Template(f.eos);
+    } else if (is_tool(m)) {
+      return absl::InvalidArgumentError("Tool call IDs should be alphanumeric strings with length 9!");
+    } else {
+      return absl::InvalidArgumentError(
+          "Only user and assistant roles are supported, with the exception of an initial optional system message!");
+    }
+  }
+  return w.Finish();
+}
+
 absl::StatusOr<RenderedChat> RenderMistral(const ChatFormat& f, absl::Span<const ChatMessage> messages) {
+  if (f.mistral_v3) return RenderMistralV3(f, messages);
   const SplitSystem split = f.mistral_system ? SplitLeadingSystem(messages) : SplitSystem{std::nullopt, messages};
   ChatWriter w;
   w.Template(f.bos);

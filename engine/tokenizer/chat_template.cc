@@ -46,16 +46,20 @@ bool StartsWithBos(std::string_view t) {
 // A ChatML template may open with a fixed system turn when the conversation has none, e.g.
 // SmolLM2's `{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n
 // You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}`.
-std::optional<std::string> DefaultSystemMessage(std::string_view tmpl) {
-  if (!Has(tmpl, "!= 'system'") && !Has(tmpl, "!= \"system\"")) return std::nullopt;
+// The fixed text is the first system turn written whole in one string literal (Qwen2.5 also
+// writes `'<|im_start|>system\n' + messages[0]['content']`, which is not it).
+std::optional<std::string> DefaultSystemMessage(std::string_view tmpl, bool conditional) {
+  if (conditional && !Has(tmpl, "!= 'system'") && !Has(tmpl, "!= \"system\"")) return std::nullopt;
   for (std::string_view opening : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
-    const size_t start = tmpl.find(opening);
-    if (start == std::string_view::npos) continue;
-    const size_t body = start + opening.size();
-    const size_t end = tmpl.find("<|im_end|>", body);
-    if (end == std::string_view::npos) return std::nullopt;
-    // Jinja string literals may spell newlines and quotes as escapes.
-    return absl::StrReplaceAll(AsAbsl(tmpl.substr(body, end - body)), {{"\\n", "\n"}, {"\\'", "'"}, {"\\\"", "\""}});
+    for (size_t start = tmpl.find(opening); start != std::string_view::npos; start = tmpl.find(opening, start + 1)) {
+      const size_t body = start + opening.size();
+      const size_t end = tmpl.find("<|im_end|>", body);
+      if (end == std::string_view::npos) return std::nullopt;
+      const std::string_view text = tmpl.substr(body, end - body);
+      if (text.empty() || Has(text, "' ") || Has(text, "'}") || Has(text, "' +") || Has(text, "{{")) continue;
+      // Jinja string literals may spell newlines and quotes as escapes.
+      return absl::StrReplaceAll(AsAbsl(text), {{"\\n", "\n"}, {"\\'", "'"}, {"\\\"", "\""}});
+    }
   }
   return std::nullopt;
 }
@@ -87,14 +91,16 @@ absl::StatusOr<ChatFormat> RecognizeChatTemplate(std::string_view t, std::string
   f.eos = std::string(eos);
   f.leading_bos = StartsWithBos(t);
   if (Has(t, "<|im_start|>")) {
-    if (CallsTools(t)) return NotRecognized(t, "a ChatML template with tool calling");
     f.family = ChatFamily::kChatMl;
-    f.default_system = DefaultSystemMessage(t);
+    f.tool_responses = Has(t, "<tool_response>") && Has(t, "message.tool_calls");
+    if (CallsTools(t) && !f.tool_responses) return NotRecognized(t, "a ChatML template with tool calling");
+    f.default_system = DefaultSystemMessage(t, /*conditional=*/!f.tool_responses);
   } else if (Has(t, "<<SYS>>") && Has(t, "[INST]")) {
     f.family = ChatFamily::kLlama2;
   } else if (Has(t, "[INST]")) {
-    if (CallsTools(t)) return NotRecognized(t, "a Mistral template with tool calling");
     f.family = ChatFamily::kMistral;
+    f.mistral_v3 = Has(t, "[AVAILABLE_TOOLS]") && Has(t, "loop.last and system_message is defined");
+    if (CallsTools(t) && !f.mistral_v3) return NotRecognized(t, "a Mistral template with tool calling");
     f.mistral_system = Has(t, "system_message");
     f.assistant_eos_space = Has(t, "eos_token + ' '");
   } else if (Has(t, "<|start_header_id|>")) {

@@ -26,6 +26,9 @@ struct ChatFormat {
   bool leading_bos = false;  // the template writes bos_token first
   // ChatML: the system message written when the conversation has none.
   std::optional<std::string> default_system;
+  // Qwen2.5's ChatML (rendered without tools): tool results grouped into one user turn of
+  // <tool_response> blocks; roles other than user, system and assistant left out.
+  bool tool_responses = false;
   bool generation_prompt_always = false;  // Llama-3's first revision: the assistant header, always
   // Llama 3.1: a system turn always, opening with the knowledge cutoff and this date; tool
   // results (roles tool and ipython) as JSON strings under the ipython header.
@@ -35,6 +38,9 @@ struct ChatFormat {
   // a space after EOS.
   bool mistral_system = false;
   bool assistant_eos_space = false;
+  // Mistral v0.3 (rendered without tools): "[INST] ...[/INST]", the system text in the last
+  // message when that is the user's, assistant text trimmed; tool results need call ids.
+  bool mistral_v3 = false;
   // Phi-3: EOS closes a conversation rendered without a generation prompt; an empty system
   // message is left out (Phi-3.5); any role is written as <|role|> (Phi-3-small); the first
   // revision opens the assistant's turn after every user turn instead.

@@ -40,6 +40,7 @@ TEMPLATES = {
     "chatml-qwen2-7b-instruct": ("chatml", None, "<|im_end|>", "smollm2"),
     "chatml-openhermes-2.5-mistral-7b": ("chatml", "<s>", "<|im_end|>", "smollm2"),  # writes neither
     "chatml-nous-hermes-2-mixtral-8x7b-dpo": ("chatml", "<s>", "<|im_end|>", None),
+    "chatml-qwen2.5-7b-instruct": ("chatml", None, "<|im_end|>", "smollm2"),
     "llama2-chat": ("llama-2", "<s>", "</s>", "llama2"),
     "vicuna-v1.1": ("vicuna", "<s>", "</s>", "llama2"),
     # Llama 3's templates write no EOS; Llama 3.2's tokenizer (models/llama3-tokenizer) says <|end_of_text|>.
@@ -49,6 +50,7 @@ TEMPLATES = {
     "mistral-v0.1": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-legacy-v0.1-v0.2": ("mistral", "<s>", "</s>", "llama2"),
     "mistral-v0.1-original-thebloke-gptq": ("mistral", "<s>", "</s>", "llama2"),
+    "mistral-v0.3": ("mistral", "<s>", "</s>", None),
     "zephyr-7b-beta": ("zephyr", "<s>", "</s>", "llama2"),
     "gemma-7b-it": ("gemma", "<bos>", "<eos>", None),
     "gemma-7b-it-early": ("gemma", "<bos>", "<eos>", None),
@@ -59,9 +61,9 @@ TEMPLATES = {
     "phi3.5-mini-instruct": ("phi-3", "<s>", "<|endoftext|>", None),
 }
 # Real templates the engine does not render (tool calling, whitespace the template leaves in;
-# Llama 3.1's is rendered as it is without tools):
+# Llama 3.1's, Mistral v0.3's and Qwen2.5's are rendered as they are without tools):
 # recognizing them must fail with an error naming the families.
-UNSUPPORTED = ["mistral-v0.3", "chatml-qwen2.5-7b-instruct", "vicuna-chujiezheng",
+UNSUPPORTED = ["vicuna-chujiezheng",
                "vicuna-llamacpp-eachadea-13b-1.1"]
 # What --chat-template NAME renders: the family's current template.
 NAMED = {"chatml": "chatml-openhermes-2.5-mistral-7b", "llama-2": "llama2-chat", "vicuna": "vicuna-v1.1",

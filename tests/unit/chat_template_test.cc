@@ -107,7 +107,7 @@ TEST(ChatTemplate, RealTemplatesRenderAsTransformers) {
     ++templates;
     ++per_family[entry["family"]];
   }
-  EXPECT_EQ(templates, 20);
+  EXPECT_EQ(templates, 22);
   EXPECT_EQ(per_family.size(), ChatFamilyNames().size()) << "every family has a real template";
 }
 
