@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/io/load_guard.h"
 #include "engine/model/gguf.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/spm_tokenizer.h"
@@ -137,9 +138,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Vocabulary(const gguf::File& 
                                                          std::move(settings), kSource);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& file) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerUnguarded(const gguf::File& file) {
   if (!file.Has("tokenizer.ggml.model")) {
     return absl::InvalidArgumentError(
         absl::StrCat(kSource, ": the file has no tokenizer (tokenizer.ggml.model is missing)"));
@@ -156,6 +155,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& f
     return LoadLlamaVocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
   }
   return LoadGpt2Vocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& file) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      GuardLoad(kSource, [&] { return LoadGgufTokenizerUnguarded(file); });
+  if (absl::Status intact = file.CheckIntact(); !intact.ok()) return intact;  // read zeros from a truncated file
+  return tokenizer;
 }
 
 }  // namespace medusa
