@@ -48,10 +48,16 @@ const char* KindOf(mode_t mode) {
   if (S_ISSOCK(mode)) return "a socket";
   if (S_ISCHR(mode)) return "a character device";
   if (S_ISBLK(mode)) return "a block device";
-  return "not a regular file";
+  return "a special file";
 }
 
 }  // namespace
+
+absl::Status RequireRegularFile(const struct stat& st, const std::string& path, absl::string_view what) {
+  if (S_ISREG(st.st_mode)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " '", path, "' is ", KindOf(st.st_mode), ", not a regular file"));
+}
 
 absl::StatusOr<std::string> ReadFileBounded(const std::string& path, uint64_t max_bytes, absl::string_view what) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It does not
@@ -60,10 +66,7 @@ absl::StatusOr<std::string> ReadFileBounded(const std::string& path, uint64_t ma
   if (fd.get() < 0) return OpenError(errno, what, path);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return OpenError(errno, what, path);
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " '", path, "' is ", KindOf(st.st_mode), ", not a regular file"));
-  }
+  if (absl::Status regular = RequireRegularFile(st, path, what); !regular.ok()) return regular;
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size > max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is ", size, " bytes, more than the limit of ",

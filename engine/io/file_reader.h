@@ -5,6 +5,8 @@
 // the path, instead of blocking for ever or exhausting memory. Weights are mapped, not read
 // (engine/model/mapped_file.h).
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 
@@ -26,5 +28,8 @@ inline constexpr uint64_t kMaxPromptsFileBytes = uint64_t{256} << 20;
 // when it is not a regular file (a directory, FIFO, socket or device: checked before any read,
 // and the open does not block on a FIFO) or is larger than `max_bytes`; DataLoss on a read error.
 absl::StatusOr<std::string> ReadFileBounded(const std::string& path, uint64_t max_bytes, absl::string_view what);
+
+// OK for a regular file; else InvalidArgument naming `what`, the path and what it is ("a FIFO").
+absl::Status RequireRegularFile(const struct stat& st, const std::string& path, absl::string_view what);
 
 }  // namespace medusa

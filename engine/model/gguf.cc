@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/json_reader.h"
 #include "engine/model/dequant.h"
 #include "engine/model/mapped_file.h"
 #include "kernels/base/status_macros.h"
@@ -436,7 +437,8 @@ absl::Status File::Impl::ReadMetadata(Cursor& cursor, uint64_t kv_count) {
       return WithPath(
           Annotate(key.status(), absl::StrCat("metadata entry #", i, " (of ", kv_count, ")")));
     }
-    const std::string context = absl::StrCat("metadata key '", *key, "'");
+    const std::string context =
+        absl::StrCat("metadata key '", TextSnippet(std::string_view(key->data(), key->size())), "'");
     absl::StatusOr<ValueType> type = cursor.ReadValueType("value type");
     if (!type.ok()) return WithPath(Annotate(type.status(), context));
     const uint64_t offset = cursor.pos();
@@ -444,7 +446,8 @@ absl::Status File::Impl::ReadMetadata(Cursor& cursor, uint64_t kv_count) {
       return WithPath(Annotate(s, context));
     }
     if (!metadata.try_emplace(*key, Entry{*type, offset}).second) {
-      return Invalid(absl::StrCat("duplicate metadata key '", *key, "'"));
+      return Invalid(
+          absl::StrCat("duplicate metadata key '", TextSnippet(std::string_view(key->data(), key->size())), "'"));
     }
     keys.emplace_back(*key);
   }

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/json_reader.h"
 #include "engine/io/load_guard.h"
 #include "engine/model/dequant.h"
 #include "engine/model/loader.h"
@@ -86,7 +87,7 @@ absl::Status GgufModelReader::CheckRopeIsPlain() const {
     ASSIGN_OR_RETURN(std::string type, file_.GetString("llama.rope.scaling.type"));
     if (type != "none") {
       return absl::UnimplementedError(
-          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", type, "' is not supported"));
+          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", TextSnippet(type), "' is not supported"));
     }
   }
   if (file_.FindTensor("rope_freqs.weight") != nullptr) {
@@ -102,8 +103,8 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
   }
   ASSIGN_OR_RETURN(std::string arch, file_.GetString("general.architecture"));
   if (arch != "llama") {
-    return absl::UnimplementedError(
-        absl::StrCat("GGUF model '", path_, "': architecture '", arch, "' is not supported (only 'llama')"));
+    return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': architecture '", TextSnippet(arch),
+                                                 "' is not supported (only 'llama')"));
   }
   ModelConfig c;
   c.architecture = arch;

@@ -70,8 +70,8 @@ absl::Status ReadRope(const json& config, ModelConfig* c, const std::string& whe
   const std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
   if (type == "default") return absl::OkStatus();
   if (type != "llama3") {
-    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': RoPE type '", type,
-                                                 "' is not supported (default and llama3 are)"));
+    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': RoPE type '",
+                                                 TextSnippet(type), "' is not supported (default and llama3 are)"));
   }
   ASSIGN_OR_RETURN(c->rope_scaling.factor, NumberField(rope, "factor", 0.0f, where));
   ASSIGN_OR_RETURN(c->rope_scaling.low_freq_factor, NumberField(rope, "low_freq_factor", 1.0f, where));
@@ -199,7 +199,8 @@ absl::StatusOr<ModelConfig> ParseHuggingFaceConfigUnguarded(const nlohmann::json
                                ? config["architectures"][0].get<std::string>()
                                : std::string();
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM") {
-    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': architecture '", arch,
+    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': architecture '",
+                                                 TextSnippet(arch),
                                                  "' is not supported (LlamaForCausalLM, MistralForCausalLM)"));
   }
   ModelConfig c;

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/io/file_reader.h"
 
 namespace medusa {
 namespace {
@@ -139,10 +140,9 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
     ::close(fd);
     return ErrnoStatus(err, "cannot stat model file", path);
   }
-  if (!S_ISREG(st.st_mode)) {
+  if (absl::Status regular = RequireRegularFile(st, path, "file"); !regular.ok()) {
     ::close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat("model path '", path, "' is not a regular file"));
+    return regular;
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size == 0) {

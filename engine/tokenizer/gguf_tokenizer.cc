@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/io/json_reader.h"
 #include "engine/io/load_guard.h"
 #include "engine/model/gguf.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
@@ -119,7 +120,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Vocabulary(const gguf::File& 
   ASSIGN_OR_RETURN(std::string pre, StringOr(file, "tokenizer.ggml.pre", ""));
   if (!UsesGpt2Split(pre)) {
     return absl::UnimplementedError(
-        absl::StrCat(kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", pre,
+        absl::StrCat(kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", TextSnippet(pre),
                      "\" is not implemented (only GPT-2 style splitting: default, gpt2, smollm, starcoder)"));
   }
   ASSIGN_OR_RETURN(std::vector<std::string> merges, file.GetStringArray("tokenizer.ggml.merges"));
@@ -145,8 +146,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerUnguarded(const gguf
   }
   ASSIGN_OR_RETURN(std::string model, file.GetString("tokenizer.ggml.model"));
   if (model != "llama" && model != "gpt2") {
-    return absl::UnimplementedError(
-        absl::StrCat(kSource, ": tokenizer.ggml.model \"", model, "\" is not supported (only llama, gpt2)"));
+    return absl::UnimplementedError(absl::StrCat(kSource, ": tokenizer.ggml.model \"", TextSnippet(model),
+                                                 "\" is not supported (only llama, gpt2)"));
   }
   ASSIGN_OR_RETURN(std::vector<std::string> tokens, file.GetStringArray("tokenizer.ggml.tokens"));
   ASSIGN_OR_RETURN(std::vector<TokenType> types, ReadTokenTypes(file, tokens.size()));

@@ -101,6 +101,7 @@ TEST_F(SpecialFiles, EveryFileReaderRefusesEach) {
       const bool hf_dir = reader == "model" && kind == "directory";
       EXPECT_EQ(status.code(), hf_dir ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument) << status;
       EXPECT_THAT(Message(status), HasSubstr(path));
+      if (!hf_dir) EXPECT_THAT(Message(status), AllOf(HasSubstr(kind), HasSubstr("not a regular file")));
     }
   }
 }
@@ -425,6 +426,22 @@ TEST(CraftedGgufTest, WeightsTooLargeForMemoryAreRefusedBeforeAllocating) {
   absl::StatusOr<LoadedModel> model = LoadGguf(path);
   EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted) << model.status();
   EXPECT_THAT(Message(model.status()), AllOf(HasSubstr(path), HasSubstr("GiB of memory")));
+}
+
+// Strings from the file (an architecture, a metadata key) are quoted in part only.
+TEST(CraftedGgufTest, ErrorsQuoteLongStringsInPart) {
+  testing::TempDir dir;
+  const std::string path = dir.file("long.gguf");
+  WriteFile(path, testing_util::GgufBuilder().Str("general.architecture", std::string(100000, 'q')).Build());
+  absl::Status arch = LoadGguf(path).status();
+  EXPECT_EQ(arch.code(), absl::StatusCode::kUnimplemented) << arch.ToString().substr(0, 300);
+  EXPECT_THAT(Message(arch), AllOf(HasSubstr("qqq..."), HasSubstr("is not supported")));
+  EXPECT_LT(Message(arch).size(), 600u);
+  WriteFile(path, testing_util::GgufBuilder().Raw(std::string(60000, 'k'), 99, "").Build());
+  absl::Status key = LoadGguf(path).status();
+  EXPECT_EQ(key.code(), absl::StatusCode::kInvalidArgument) << key.ToString().substr(0, 300);
+  EXPECT_THAT(Message(key), AllOf(HasSubstr("kkk..."), HasSubstr("unknown value type 99")));
+  EXPECT_LT(Message(key).size(), 600u);
 }
 
 TEST(MemoryCheckTest, AnAbsurdSizeIsResourceExhausted) {
