@@ -101,7 +101,9 @@ TEST_F(SpecialFiles, EveryFileReaderRefusesEach) {
       const bool hf_dir = reader == "model" && kind == "directory";
       EXPECT_EQ(status.code(), hf_dir ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument) << status;
       EXPECT_THAT(Message(status), HasSubstr(path));
-      if (!hf_dir) EXPECT_THAT(Message(status), AllOf(HasSubstr(kind), HasSubstr("not a regular file")));
+      if (!hf_dir) {
+        EXPECT_THAT(Message(status), AllOf(HasSubstr(kind), HasSubstr("not a regular file")));
+      }
     }
   }
 }
@@ -472,7 +474,8 @@ TEST(Llama2cTokenizerTest, VocabularyLargerThanTheFileIsRefusedBeforeAllocating)
 // ------------------------------------------------------------------ many special tokens
 
 // A GGUF vocabulary of 300,000 control tokens sharing a first byte: set up in linear time
-// (each Add used to re-sort its bucket, so this took hours), and they still match longest first.
+// (each Add used to re-sort its bucket: about an hour for these, 70 s for 40,000), and they still
+// match longest first.
 TEST(ManySpecialTokensTest, LoadAndMatchLongestFirst) {
   testing::TempDir dir;
   constexpr int kSpecials = 300000;
@@ -525,8 +528,10 @@ TEST_F(TruncatedWhileMappedTest, MappedFileReadsZerosAndReportsDataLoss) {
         absl::StatusOr<std::unique_ptr<MappedFile>> map = MappedFile::Open(path);
         if (!map.ok() || !(*map)->CheckIntact().ok()) std::_Exit(2);
         if (::truncate(path.c_str(), 4096) != 0) std::_Exit(3);
-        volatile uint8_t sum = 0;
+        uint32_t sum = 0;
         for (uint64_t i = 0; i < (*map)->size(); i += 4096) sum += (*map)->data()[i];  // faults past 4096
+        volatile uint32_t sink = sum;                                                  // keeps the reads
+        (void)sink;
         const uint8_t last = (*map)->data()[(*map)->size() - 1];
         const absl::Status s = (*map)->CheckIntact();
         std::_Exit(s.code() == absl::StatusCode::kDataLoss && last == 0 && (*map)->data()[0] == 0x7f ? 0 : 4);
