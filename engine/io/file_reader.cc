@@ -72,16 +72,22 @@ absl::StatusOr<std::string> ReadFileBounded(const std::string& path, uint64_t ma
     return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is ", size, " bytes, more than the limit of ",
                                                    max_bytes, " bytes for this kind of file"));
   }
-  std::string bytes(size, '\0');
-  uint64_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::read(fd.get(), bytes.data() + done, size - done);
+  // Read to the end, not to st_size: files under /proc say 0 bytes, and a file may grow
+  // while read. Either way no more than max_bytes are kept.
+  std::string bytes;
+  bytes.reserve(size);
+  char chunk[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd.get(), chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return absl::DataLossError(absl::StrCat("cannot read ", what, " '", path, "': ", std::strerror(errno)));
-    if (n == 0) break;  // shrank while being read: keep what is there
-    done += static_cast<uint64_t>(n);
+    if (n == 0) break;
+    if (bytes.size() + static_cast<uint64_t>(n) > max_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " '", path, "' holds more than the limit of ", max_bytes, " bytes for this kind of file"));
+    }
+    bytes.append(chunk, static_cast<size_t>(n));
   }
-  bytes.resize(done);  // a file that grew meanwhile is read only up to its size at fstat
   return bytes;
 }
 

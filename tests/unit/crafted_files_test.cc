@@ -133,6 +133,11 @@ TEST(ReadFileBoundedTest, SizeCapAndMissingFile) {
   EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(over.status()), AllOf(HasSubstr("11 bytes"), HasSubstr("limit of 10")));
   EXPECT_EQ(ReadFileBounded(dir.file("absent"), 10, "text").status().code(), absl::StatusCode::kNotFound);
+  // Files under /proc say they have 0 bytes: they are read to the end all the same, and capped.
+  absl::StatusOr<std::string> status = ReadFileBounded("/proc/self/status", 1 << 20, "proc file");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_THAT(*status, HasSubstr("Name:"));
+  EXPECT_EQ(ReadFileBounded("/proc/self/status", 16, "proc file").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ------------------------------------------------------------------ JSON nesting
