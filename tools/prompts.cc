@@ -1,23 +1,30 @@
 #include "tools/prompts.h"
 
-#include <fstream>
+#include <string_view>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "nlohmann/json.hpp"
 
 namespace medusa::tools {
 
 absl::StatusOr<std::vector<PromptSpec>> ReadPromptsFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrFormat("cannot open prompts file %s", path));
+  // Bounded, regular files only (a FIFO or /dev/zero fails at once); each line depth-checked.
+  absl::StatusOr<std::string> text = ReadFileBounded(path, kMaxPromptsFileBytes, "prompts file");
+  if (!text.ok()) return text.status();
   std::vector<PromptSpec> prompts;
-  std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  int number = 0;
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    ++number;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     auto where = [&] { return absl::StrFormat("%s:%d", path, number); };
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (record.is_discarded() || !record.is_object()) {
+    absl::StatusOr<nlohmann::json> parsed = ParseJson(std::string_view(line.data(), line.size()), where());
+    if (!parsed.ok()) return parsed.status();
+    const nlohmann::json& record = *parsed;
+    if (!record.is_object()) {
       return absl::InvalidArgumentError(absl::StrFormat("%s: not a JSON object", where()));
     }
     PromptSpec spec;

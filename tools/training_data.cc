@@ -2,8 +2,10 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/loader.h"
@@ -85,8 +87,10 @@ std::optional<DistillRun> LoadDistillCache(const std::string& path, const nlohma
   if (meta.value("fingerprint", "") != fingerprint.dump()) return std::nullopt;
   const safetensors::TensorInfo* hidden = (*file)->FindTensor("hidden");
   const safetensors::TensorInfo* targets = (*file)->FindTensor("targets");
-  if (hidden == nullptr || targets == nullptr || hidden->shape.size() != 2 || targets->shape.size() != 2) {
-    return std::nullopt;
+  if (hidden == nullptr || targets == nullptr || hidden->shape.size() != 2 || targets->shape.size() != 2 ||
+      hidden->shape[0] != targets->shape[0] || hidden->shape[1] <= 0 || targets->shape[1] <= 0 ||
+      hidden->shape[1] > std::numeric_limits<int>::max() || targets->shape[1] > std::numeric_limits<int>::max()) {
+    return std::nullopt;  // not a cache this code wrote: made afresh
   }
   DistillRun run;
   run.from_cache = true;
@@ -97,9 +101,13 @@ std::optional<DistillRun> LoadDistillCache(const std::string& path, const nlohma
     return std::nullopt;
   }
   run.set.targets.assign(target_values.begin(), target_values.end());
-  run.prompts = std::stoi(meta.value("prompts", "0"));
-  run.tokens = std::stoll(meta.value("tokens", "0"));
-  run.seconds = std::stod(meta.value("seconds", "0"));
+  // The counts are only reported; a cache whose metadata does not parse is not used (std::stoi
+  // would throw on it and end the process).
+  if (!absl::SimpleAtoi(meta.value("prompts", "0"), &run.prompts) ||
+      !absl::SimpleAtoi(meta.value("tokens", "0"), &run.tokens) ||
+      !absl::SimpleAtod(meta.value("seconds", "0"), &run.seconds)) {
+    return std::nullopt;
+  }
   return run;
 }
 

@@ -1,12 +1,12 @@
 #include "engine/medusa/auto_tree_file.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "engine/medusa/heads_file.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -42,8 +42,9 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("auto tree '", source, "': ", in, what));
   };
-  const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return bad("not valid JSON");
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(json_text, absl::StrCat("auto tree '", source, "'"));
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& doc = *parsed;
   const nlohmann::json* measurement = &doc;
   if (doc.is_object() && doc.contains("machines")) {
     if (!doc["machines"].is_array() || doc["machines"].empty()) {
@@ -62,13 +63,13 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
   for (const auto& [key, entry] : m["choice"].items()) {
     int batch = 0;
     if (!absl::SimpleAtoi(key, &batch) || batch < 1) {
-      return bad(absl::StrCat("choice key \"", key, "\" is not a batch size (a positive integer)"));
+      return bad(absl::StrCat("choice key \"", TextSnippet(key), "\" is not a batch size (a positive integer)"));
     }
     const std::string where = absl::StrCat("choice[\"", key, "\"]");
     if (!entry.is_object() || !entry.contains("paths") || !entry.contains("nodes") ||
         !entry["nodes"].is_number_integer()) {
       return bad(absl::StrCat(where, " must be an object with integer \"nodes\" and a list \"paths\", got ",
-                              entry.dump()));
+                              JsonSnippet(entry)));
     }
     ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths,
                      ParseTreePaths(entry["paths"].dump(), absl::StrCat(source, " ", in, where)));
@@ -84,15 +85,14 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
 }
 
 absl::StatusOr<AutoTree> AutoTree::Load(const std::string& path, int num_heads, const std::string& machine_id) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  absl::StatusOr<std::string> text = ReadFileBounded(path, kMaxJsonConfigBytes, "auto tree file");
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat(
         "--tree auto needs '", path, "', which does not exist: measure it once with "
         "`medusa tree --auto --model MODEL --heads HEADS --calibration CALIBRATION.json`"));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return Parse(text.str(), path, num_heads, machine_id);
+  if (!text.ok()) return text.status();
+  return Parse(*text, path, num_heads, machine_id);
 }
 
 absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing,
@@ -100,7 +100,7 @@ absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& exist
                                                         std::vector<std::string>* dropped) {
   std::vector<nlohmann::json> kept;
   if (!existing.empty()) {
-    const nlohmann::json doc = nlohmann::json::parse(existing, nullptr, /*allow_exceptions=*/false);
+    ASSIGN_OR_RETURN(const nlohmann::json doc, ParseJson(existing, "the existing auto-tree file"));
     if (doc.is_object() && doc.contains("machines") && doc["machines"].is_array()) {
       kept.assign(doc["machines"].begin(), doc["machines"].end());
     } else if (doc.is_object() && doc.contains("choice")) {
@@ -140,10 +140,11 @@ const MedusaTree& AutoTree::TreeForBatch(int batch) const {
 
 bool IsAutoTreeFile(const std::string& path) {
   if (!path.ends_with(".json")) return false;
-  std::ifstream in(path);
-  if (!in) return false;
-  const nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return doc.is_object() && (doc.contains("machines") || doc.contains("choice"));
+  // Unreadable or unparsable: not one (LoadTree then reports why the file cannot be read).
+  absl::StatusOr<std::string> text = ReadFileBounded(path, kMaxJsonConfigBytes, "tree file");
+  if (!text.ok()) return false;
+  absl::StatusOr<nlohmann::json> doc = ParseJson(*text, path);
+  return doc.ok() && doc->is_object() && (doc->contains("machines") || doc->contains("choice"));
 }
 
 std::string AutoTreePathFor(const std::string& heads_path) { return BesideHeads(heads_path, ".auto_tree.json"); }

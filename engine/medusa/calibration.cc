@@ -1,10 +1,10 @@
 #include "engine/medusa/calibration.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree.h"
 #include "kernels/base/status_macros.h"
@@ -16,14 +16,6 @@ namespace {
 // Cumulative accuracies written as count / total may wobble in the last bits when a
 // tool rounds them; a drop smaller than this is read as equal.
 constexpr double kMonotoneSlack = 1e-9;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 }  // namespace
 
@@ -38,19 +30,21 @@ absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("calibration '", source, "': ", what));
   };
-  const nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return bad("not valid JSON");
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(json_text, absl::StrCat("calibration '", source, "'"));
+  if (!parsed.ok()) return parsed.status();
+  const nlohmann::json& doc = *parsed;
   if (!doc.is_object()) return bad("expected a JSON object with \"topk_accuracy\"");
   Calibration calibration;
   if (doc.contains("heads")) {
-    if (!doc["heads"].is_string()) return bad(absl::StrCat("\"heads\" must be a string, got ", doc["heads"].dump()));
+    if (!doc["heads"].is_string())
+      return bad(absl::StrCat("\"heads\" must be a string, got ", JsonSnippet(doc["heads"])));
     calibration.heads = doc["heads"].get<std::string>();
   }
   if (!doc.contains("topk_accuracy")) return bad("missing \"topk_accuracy\" (one list of top-1..top-k accuracies per head)");
   const nlohmann::json& heads = doc["topk_accuracy"];
   if (!heads.is_array() || heads.empty()) {
-    return bad(absl::StrCat("\"topk_accuracy\" must be a non-empty list with one list per head, got ",
-                            heads.dump()));
+    return bad(
+        absl::StrCat("\"topk_accuracy\" must be a non-empty list with one list per head, got ", JsonSnippet(heads)));
   }
   if (heads.size() > static_cast<size_t>(MedusaTree::kMaxDepth)) {
     return bad(absl::StrCat("\"topk_accuracy\" has ", heads.size(), " heads, more than the limit of ",
@@ -60,13 +54,13 @@ absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const
     const nlohmann::json& head = heads[k];
     if (!head.is_array() || head.empty()) {
       return bad(absl::StrCat("topk_accuracy[", k, "] must be a non-empty list of top-1, top-2, ... ",
-                              "accuracies, got ", head.dump()));
+                              "accuracies, got ", JsonSnippet(head)));
     }
     std::vector<double> top;
     for (size_t i = 0; i < head.size(); ++i) {
       const nlohmann::json& v = head[i];
       if (!v.is_number()) {
-        return bad(absl::StrCat("topk_accuracy[", k, "][", i, "] is ", v.dump(), ", not a number"));
+        return bad(absl::StrCat("topk_accuracy[", k, "][", i, "] is ", JsonSnippet(v), ", not a number"));
       }
       const double x = v.get<double>();
       if (!(x >= 0.0 && x <= 1.0)) {
@@ -85,7 +79,7 @@ absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const
 }
 
 absl::StatusOr<Calibration> LoadCalibration(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path, "calibration file"));
+  ASSIGN_OR_RETURN(std::string text, ReadFileBounded(path, kMaxJsonConfigBytes, "calibration file"));
   return ParseCalibration(text, path);
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <utility>
 
@@ -12,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
+#include "engine/io/load_guard.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -154,10 +156,9 @@ class HeadsLoader {
       if (!absl::ConsumePrefix(&name, prefix_)) continue;  // base-model tensors of a combined file
       HeadTensorName parsed;
       if (!ParseHeadTensorName(name, &parsed)) {
-        return Invalid(absl::StrCat(
-            "tensor '", t.name, "' is not in the Medusa heads layout ",
-            "('{head}.{layer}.linear.weight', '{head}.{layer}.linear.bias', "
-            "'{head}.{num_layers}.weight')"));
+        return Invalid(absl::StrCat("tensor '", TextSnippet(t.name), "' is not in the Medusa heads layout ",
+                                    "('{head}.{layer}.linear.weight', '{head}.{layer}.linear.bias', "
+                                    "'{head}.{num_layers}.weight')"));
       }
       HeadTensorNames& head = heads_[parsed.head];
       std::map<int, std::string>& slot =
@@ -305,16 +306,17 @@ namespace {
 // medusa_ keys) is not the heads' and says nothing here.
 absl::Status CheckPublishedConfig(const std::string& path, const MedusaHeadsWeights& heads) {
   const std::filesystem::path config_path = std::filesystem::path(path).parent_path() / "config.json";
-  std::ifstream in(config_path);
-  if (!in) return absl::OkStatus();
-  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  absl::StatusOr<std::string> text = ReadFileBounded(config_path.string(), kMaxJsonConfigBytes, "heads config");
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (!text.ok()) return text.status();
+  ASSIGN_OR_RETURN(const nlohmann::json config, ParseJson(*text, config_path.string()));
   if (!config.is_object() || !config.contains("medusa_num_heads")) return absl::OkStatus();
   for (const auto& [key, count] : {std::pair{"medusa_num_heads", heads.num_heads},
                                    std::pair{"medusa_num_layers", heads.num_layers}}) {
     if (!config.contains(key)) continue;
     if (!config[key].is_number_integer() || config[key].get<int64_t>() != count) {
-      return absl::InvalidArgumentError(absl::StrCat("Medusa heads '", path, "': ", config_path.string(), " says ",
-                                                     key, " = ", config[key].dump(), " but the file has ", count));
+      return absl::InvalidArgumentError(absl::StrCat("Medusa heads '", path, "': ", config_path.string(), " says ", key,
+                                                     " = ", JsonSnippet(config[key]), " but the file has ", count));
     }
   }
   if (config.contains("base_model_name_or_path") && config["base_model_name_or_path"].is_string()) {
@@ -327,10 +329,12 @@ absl::Status CheckPublishedConfig(const std::string& path, const MedusaHeadsWeig
 
 absl::StatusOr<MedusaHeadsWeights> LoadMedusaHeads(const std::string& path,
                                                    const ModelConfig& config) {
-  ASSIGN_OR_RETURN(std::unique_ptr<safetensors::File> file, safetensors::File::Open(path));
-  ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(*file, config));
-  RETURN_IF_ERROR(CheckPublishedConfig(path, heads));
-  return heads;
+  return GuardLoad(absl::StrCat("Medusa heads '", path, "'"), [&]() -> absl::StatusOr<MedusaHeadsWeights> {
+    ASSIGN_OR_RETURN(std::unique_ptr<safetensors::File> file, safetensors::File::Open(path));
+    ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(*file, config));
+    RETURN_IF_ERROR(CheckPublishedConfig(path, heads));
+    return heads;
+  });
 }
 
 absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& weights,

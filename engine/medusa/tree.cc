@@ -1,13 +1,13 @@
 #include "engine/medusa/tree.h"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -215,8 +215,9 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseTreePaths(const std::string& 
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("Medusa tree '", source, "': ", what));
   };
-  nlohmann::json doc = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return bad("not valid JSON");
+  absl::StatusOr<nlohmann::json> parsed = ParseJson(json_text, absl::StrCat("Medusa tree '", source, "'"));
+  if (!parsed.ok()) return parsed.status();
+  nlohmann::json doc = *std::move(parsed);
   if (doc.is_object()) {
     for (const char* key : {"paths", "medusa_choices"}) {
       if (doc.contains(key)) {
@@ -233,12 +234,12 @@ absl::StatusOr<std::vector<std::vector<int>>> ParseTreePaths(const std::string& 
   paths.reserve(doc.size());
   for (size_t i = 0; i < doc.size(); ++i) {
     const nlohmann::json& p = doc[i];
-    if (!p.is_array()) return bad(absl::StrCat("path ", i, " is not a list: ", p.dump()));
+    if (!p.is_array()) return bad(absl::StrCat("path ", i, " is not a list: ", JsonSnippet(p)));
     std::vector<int> path;
     for (const nlohmann::json& r : p) {
       if (!r.is_number_integer() || r.get<int64_t>() < 0 ||
           r.get<int64_t>() > MedusaTree::kMaxRank) {
-        return bad(absl::StrCat("path ", i, " ", p.dump(), " holds ", r.dump(),
+        return bad(absl::StrCat("path ", i, " ", JsonSnippet(p), " holds ", JsonSnippet(r),
                                 "; ranks are integers in [0, ", MedusaTree::kMaxRank, "]"));
       }
       path.push_back(r.get<int>());
@@ -273,16 +274,15 @@ absl::StatusOr<MedusaTree> LoadTree(const std::string& name_or_path, int num_hea
     ASSIGN_OR_RETURN(MedusaTree full, MedusaTree::FromPaths(*preset, /*num_heads=*/0));
     return full.TruncateToDepth(num_heads);
   }
-  std::ifstream in(name_or_path, std::ios::binary);
-  if (!in) {
+  absl::StatusOr<std::string> text = ReadFileBounded(name_or_path, kMaxJsonConfigBytes, "Medusa tree file");
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat("Medusa tree '", name_or_path,
                                             "' is neither a preset (chain, ",
                                             absl::StrJoin(TreePresetNames(), ", "),
                                             ") nor a readable JSON file"));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths, ParseTreePaths(text.str(), name_or_path));
+  if (!text.ok()) return text.status();
+  ASSIGN_OR_RETURN(std::vector<std::vector<int>> paths, ParseTreePaths(*text, name_or_path));
   absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
   if (!tree.ok()) {
     return absl::Status(tree.status().code(),

@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/json_reader.h"
 #include "engine/model/dequant.h"
 #include "engine/model/mapped_file.h"
 #include "kernels/base/status_macros.h"
@@ -307,6 +308,7 @@ double ScalarToDouble(const Scalar& s) {
 bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
   return !__builtin_mul_overflow(a, b, out);
 }
+bool CheckedAdd(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_add_overflow(a, b, out); }
 
 }  // namespace
 
@@ -382,6 +384,7 @@ struct File::Impl {
   // Errors come without the path; the caller adds it and the info's index.
   absl::Status ReadTensorInfo(Cursor& cursor);
   absl::Status CheckTensorRanges();
+  absl::Status CheckTensorLayout();
 
   // Finds a key and checks its type with `accepts`; `expected` names what was wanted.
   absl::StatusOr<Entry> Lookup(absl::string_view key, bool (*accepts)(ValueType),
@@ -434,7 +437,8 @@ absl::Status File::Impl::ReadMetadata(Cursor& cursor, uint64_t kv_count) {
       return WithPath(
           Annotate(key.status(), absl::StrCat("metadata entry #", i, " (of ", kv_count, ")")));
     }
-    const std::string context = absl::StrCat("metadata key '", *key, "'");
+    const std::string context =
+        absl::StrCat("metadata key '", TextSnippet(std::string_view(key->data(), key->size())), "'");
     absl::StatusOr<ValueType> type = cursor.ReadValueType("value type");
     if (!type.ok()) return WithPath(Annotate(type.status(), context));
     const uint64_t offset = cursor.pos();
@@ -442,7 +446,8 @@ absl::Status File::Impl::ReadMetadata(Cursor& cursor, uint64_t kv_count) {
       return WithPath(Annotate(s, context));
     }
     if (!metadata.try_emplace(*key, Entry{*type, offset}).second) {
-      return Invalid(absl::StrCat("duplicate metadata key '", *key, "'"));
+      return Invalid(
+          absl::StrCat("duplicate metadata key '", TextSnippet(std::string_view(key->data(), key->size())), "'"));
     }
     keys.emplace_back(*key);
   }
@@ -546,6 +551,27 @@ absl::Status File::Impl::CheckTensorRanges() {
   return absl::OkStatus();
 }
 
+// As ggml's own reader (ggml/src/gguf.cpp) requires: tensors lie in the order of their infos,
+// the first at offset 0 and each at the previous one's offset plus its size rounded up to the
+// alignment. So no two tensors share bytes (a file whose layers all point at one block would
+// otherwise be converted to float32 once per layer), and the sum cannot overflow.
+absl::Status File::Impl::CheckTensorLayout() {
+  uint64_t expected = 0;
+  for (const TensorInfo& t : tensors) {
+    if (t.offset != expected) {
+      return Invalid(absl::StrCat("tensor '", t.name, "' has data offset ", t.offset, ", expected ", expected,
+                                  " (tensors must follow each other in order, each padded to the alignment ", alignment,
+                                  ", as ggml requires; overlapping or out-of-order data is refused)"));
+    }
+    uint64_t padded = t.bytes / alignment * alignment;
+    if ((t.bytes % alignment != 0 && !CheckedAdd(padded, alignment, &padded)) ||
+        !CheckedAdd(expected, padded, &expected)) {
+      return Invalid(absl::StrCat("tensor '", t.name, "': the data section size overflows"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> map, MappedFile::Open(path));
   auto impl = std::make_unique<Impl>();
@@ -567,6 +593,8 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   // The data section starts at the next multiple of the alignment after the header.
   impl->data_start = (cursor.pos() + impl->alignment - 1) / impl->alignment * impl->alignment;
   RETURN_IF_ERROR(impl->CheckTensorRanges());
+  RETURN_IF_ERROR(impl->CheckTensorLayout());
+  RETURN_IF_ERROR(impl->map->CheckIntact());
   return std::unique_ptr<File>(new File(std::move(impl)));
 }
 
@@ -756,7 +784,9 @@ absl::Status File::ReadTensor(const TensorInfo& info, std::vector<float>* out) c
   const int64_t count = own.num_elements();
   out->resize(static_cast<size_t>(count));
   Dequantize(own.type, data, count, out->data());
-  return absl::OkStatus();
+  return CheckIntact();  // truncated meanwhile: the values read are zeros
 }
+
+absl::Status File::CheckIntact() const { return impl_->map->CheckIntact(); }
 
 }  // namespace medusa::gguf

@@ -81,6 +81,9 @@ class File {
   // for quantized compute later; valid while this File lives. Both calls look the
   // tensor up by info.name in this file (NotFound for a tensor it does not hold).
   absl::StatusOr<const uint8_t*> TensorData(const TensorInfo& info) const;
+  // DataLoss when the file was truncated after it was opened and a read met the lost part
+  // (it read zeros: engine/model/mapped_file.h); readers of metadata check it when done.
+  absl::Status CheckIntact() const;
 
  private:
   struct Impl;

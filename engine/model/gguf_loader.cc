@@ -13,6 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/json_reader.h"
+#include "engine/io/load_guard.h"
 #include "engine/model/dequant.h"
 #include "engine/model/loader.h"
 #include "kernels/base/status_macros.h"
@@ -20,6 +22,13 @@
 
 namespace medusa {
 namespace {
+
+// Every tensor the llama loader reads, with its expected ggml-order dims and destination.
+struct PlannedTensor {
+  std::string name;
+  std::vector<int64_t> dims;
+  std::vector<float>* out;
+};
 
 class GgufModelReader {
  public:
@@ -37,9 +46,9 @@ class GgufModelReader {
   absl::StatusOr<int> OptionalSize(const char* key, int fallback) const;
   absl::StatusOr<int> VocabSize() const;
   absl::Status CheckRopeIsPlain() const;
-  // Reads one tensor into `out` after checking its ggml-order dims.
-  absl::Status ReadTensor(const std::string& name, std::vector<int64_t> expected_dims,
-                          std::vector<float>* out) const;
+  // That the tensor is there with these ggml-order dims.
+  absl::Status CheckTensor(const std::string& name, const std::vector<int64_t>& expected_dims) const;
+  absl::Status CheckConvertedSize(const std::vector<PlannedTensor>& plan) const;
 
   const gguf::File& file_;
   const std::string& path_;
@@ -78,7 +87,7 @@ absl::Status GgufModelReader::CheckRopeIsPlain() const {
     ASSIGN_OR_RETURN(std::string type, file_.GetString("llama.rope.scaling.type"));
     if (type != "none") {
       return absl::UnimplementedError(
-          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", type, "' is not supported"));
+          absl::StrCat("GGUF model '", path_, "': RoPE scaling '", TextSnippet(type), "' is not supported"));
     }
   }
   if (file_.FindTensor("rope_freqs.weight") != nullptr) {
@@ -94,8 +103,8 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
   }
   ASSIGN_OR_RETURN(std::string arch, file_.GetString("general.architecture"));
   if (arch != "llama") {
-    return absl::UnimplementedError(
-        absl::StrCat("GGUF model '", path_, "': architecture '", arch, "' is not supported (only 'llama')"));
+    return absl::UnimplementedError(absl::StrCat("GGUF model '", path_, "': architecture '", TextSnippet(arch),
+                                                 "' is not supported (only 'llama')"));
   }
   ModelConfig c;
   c.architecture = arch;
@@ -151,9 +160,7 @@ absl::StatusOr<ModelConfig> GgufModelReader::ReadConfig() const {
   return c;
 }
 
-absl::Status GgufModelReader::ReadTensor(const std::string& name,
-                                         std::vector<int64_t> expected_dims,
-                                         std::vector<float>* out) const {
+absl::Status GgufModelReader::CheckTensor(const std::string& name, const std::vector<int64_t>& expected_dims) const {
   const gguf::TensorInfo* info = file_.FindTensor(name);
   if (info == nullptr) return Invalid(absl::StrCat("missing tensor '", name, "'"));
   if (info->dims != expected_dims) {
@@ -161,13 +168,13 @@ absl::Status GgufModelReader::ReadTensor(const std::string& name,
                                 "], expected [", absl::StrJoin(expected_dims, ", "),
                                 "] (ggml order: row length first)"));
   }
-  return file_.ReadTensor(*info, out);
+  return absl::OkStatus();
 }
 
-absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w) const {
+std::vector<PlannedTensor> PlanTensors(const ModelConfig& c, ModelWeights* w) {
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
   const int64_t vocab = c.vocab_size;
-  RETURN_IF_ERROR(ReadTensor("token_embd.weight", {dim, vocab}, &w->token_embedding));
+  std::vector<PlannedTensor> plan = {{"token_embd.weight", {dim, vocab}, &w->token_embedding}};
   w->layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     LayerWeights& l = w->layers[i];
@@ -183,14 +190,36 @@ absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w)
         {"ffn_gate", {dim, hidden}, &l.w_gate}, {"ffn_down", {hidden, dim}, &l.w_down},
         {"ffn_up", {dim, hidden}, &l.w_up},
     };
-    for (const auto& t : tensors) {
-      RETURN_IF_ERROR(ReadTensor(absl::StrCat(blk, t.name, ".weight"), t.dims, t.out));
+    for (const auto& t : tensors) plan.push_back({absl::StrCat(blk, t.name, ".weight"), t.dims, t.out});
+  }
+  plan.push_back({"output_norm.weight", {dim}, &w->final_norm});
+  if (!c.tied_classifier) plan.push_back({"output.weight", {dim, vocab}, &w->classifier});
+  return plan;
+}
+
+// The float32 bytes the plan will allocate, summed without overflow, against the memory
+// available, before anything is allocated.
+absl::Status GgufModelReader::CheckConvertedSize(const std::vector<PlannedTensor>& plan) const {
+  uint64_t total = 0;
+  for (const PlannedTensor& t : plan) {
+    uint64_t bytes = sizeof(float);
+    for (int64_t d : t.dims) {
+      if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes)) {
+        return Invalid(absl::StrCat("tensor '", t.name, "' is too large to convert"));
+      }
     }
+    if (__builtin_add_overflow(total, bytes, &total)) return Invalid("the weights are too large to convert");
   }
-  RETURN_IF_ERROR(ReadTensor("output_norm.weight", {dim}, &w->final_norm));
-  if (!c.tied_classifier) {
-    RETURN_IF_ERROR(ReadTensor("output.weight", {dim, vocab}, &w->classifier));
-  }
+  return CheckBytesFitInMemory(total, absl::StrCat("GGUF model '", path_, "' (its weights as float32)"));
+}
+
+absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w) const {
+  const std::vector<PlannedTensor> plan = PlanTensors(c, w);
+  // Every name and shape first, then the memory they need: a broken or oversized file fails
+  // before anything is converted.
+  for (const PlannedTensor& t : plan) RETURN_IF_ERROR(CheckTensor(t.name, t.dims));
+  RETURN_IF_ERROR(CheckConvertedSize(plan));
+  for (const PlannedTensor& t : plan) RETURN_IF_ERROR(file_.ReadTensor(*file_.FindTensor(t.name), t.out));
   return absl::OkStatus();
 }
 
@@ -207,14 +236,17 @@ void WarnAboutUnusedTensors(const gguf::File& file, const ModelConfig& c, const 
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadGguf(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<gguf::File> file, gguf::File::Open(path));
-  GgufModelReader reader(*file, path);
-  ASSIGN_OR_RETURN(ModelConfig config, reader.ReadConfig());
-  LoadedModel model{ModelFormat::kGguf, config, {}, nullptr};
-  RETURN_IF_ERROR(reader.ReadWeights(config, &model.weights));
-  WarnAboutUnusedTensors(*file, config, path);
-  model.gguf = std::move(file);
-  return model;
+  return GuardLoad(absl::StrCat("GGUF model '", path, "'"), [&]() -> absl::StatusOr<LoadedModel> {
+    ASSIGN_OR_RETURN(std::unique_ptr<gguf::File> file, gguf::File::Open(path));
+    GgufModelReader reader(*file, path);
+    ASSIGN_OR_RETURN(ModelConfig config, reader.ReadConfig());
+    LoadedModel model{ModelFormat::kGguf, config, {}, nullptr};
+    RETURN_IF_ERROR(reader.ReadWeights(config, &model.weights));
+    RETURN_IF_ERROR(file->CheckIntact());
+    WarnAboutUnusedTensors(*file, config, path);
+    model.gguf = std::move(file);
+    return model;
+  });
 }
 
 }  // namespace medusa

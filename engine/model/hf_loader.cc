@@ -17,6 +17,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
+#include "engine/io/load_guard.h"
 #include "engine/model/hf_layout.h"
 #include "engine/model/loader.h"
 #include "engine/model/safetensors.h"
@@ -33,12 +36,9 @@ absl::Status Invalid(const std::string& where, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat("Hugging Face checkpoint '", where, "': ", message));
 }
 
+// Bounded and depth-checked (engine/io/json_reader.h).
 absl::StatusOr<json> ReadJson(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  json value = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not valid JSON"));
-  return value;
+  return ReadJsonFile(path.string(), kMaxJsonConfigBytes, "Hugging Face checkpoint file");
 }
 
 // A required positive integer field of config.json.
@@ -46,7 +46,7 @@ absl::StatusOr<int> SizeField(const json& config, const char* key, const std::st
   if (!config.contains(key)) return Invalid(where, absl::StrCat("config.json has no '", key, "'"));
   const json& v = config[key];
   if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > std::numeric_limits<int>::max()) {
-    return Invalid(where, absl::StrCat("config.json '", key, "' = ", v.dump(), " is not a positive integer"));
+    return Invalid(where, absl::StrCat("config.json '", key, "' = ", JsonSnippet(v), " is not a positive integer"));
   }
   return v.get<int>();
 }
@@ -54,7 +54,7 @@ absl::StatusOr<int> SizeField(const json& config, const char* key, const std::st
 absl::StatusOr<float> NumberField(const json& config, const char* key, float fallback, const std::string& where) {
   if (!config.contains(key) || config[key].is_null()) return fallback;
   if (!config[key].is_number()) {
-    return Invalid(where, absl::StrCat("config.json '", key, "' = ", config[key].dump(), " is not a number"));
+    return Invalid(where, absl::StrCat("config.json '", key, "' = ", JsonSnippet(config[key]), " is not a number"));
   }
   return config[key].get<float>();
 }
@@ -70,8 +70,8 @@ absl::Status ReadRope(const json& config, ModelConfig* c, const std::string& whe
   const std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
   if (type == "default") return absl::OkStatus();
   if (type != "llama3") {
-    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': RoPE type '", type,
-                                                 "' is not supported (default and llama3 are)"));
+    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': RoPE type '",
+                                                 TextSnippet(type), "' is not supported (default and llama3 are)"));
   }
   ASSIGN_OR_RETURN(c->rope_scaling.factor, NumberField(rope, "factor", 0.0f, where));
   ASSIGN_OR_RETURN(c->rope_scaling.low_freq_factor, NumberField(rope, "low_freq_factor", 1.0f, where));
@@ -192,35 +192,15 @@ class HfModelReader {
   std::map<std::string, std::unique_ptr<safetensors::File>> shards_;
 };
 
-}  // namespace
-
-absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
-  ASSIGN_OR_RETURN(const json config_json, ReadJson(fs::path(dir) / "config.json"));
-  ASSIGN_OR_RETURN(ModelConfig config, ParseHuggingFaceConfig(config_json, dir));
-  HfModelReader reader{fs::path(dir)};
-  RETURN_IF_ERROR(reader.Open());
-  LoadedModel model{ModelFormat::kHuggingFace, config, {}, nullptr};
-  const std::vector<HfTensor> tensors = HfTensors(config);
-  // Every name, shape and dtype first: a broken checkpoint fails before anything is read.
-  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
-  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
-  model.weights.layers.resize(config.n_layers);
-  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, HfDestination(t, &model.weights)));
-  for (LayerWeights& l : model.weights.layers) {
-    InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, &l.wq);
-    InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, &l.wk);
-  }
-  return model;
-}
-
-absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config, const std::string& where) {
+absl::StatusOr<ModelConfig> ParseHuggingFaceConfigUnguarded(const nlohmann::json& config, const std::string& where) {
   if (!config.is_object()) return Invalid(where, "config.json is not an object");
   const std::string arch = config.contains("architectures") && config["architectures"].is_array() &&
                                    !config["architectures"].empty() && config["architectures"][0].is_string()
                                ? config["architectures"][0].get<std::string>()
                                : std::string();
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM") {
-    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': architecture '", arch,
+    return absl::UnimplementedError(absl::StrCat("Hugging Face checkpoint '", where, "': architecture '",
+                                                 TextSnippet(arch),
                                                  "' is not supported (LlamaForCausalLM, MistralForCausalLM)"));
   }
   ModelConfig c;
@@ -267,6 +247,37 @@ absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config,
   c.tied_classifier = config.value("tie_word_embeddings", false);
   if (absl::Status s = c.Validate(); !s.ok()) return Invalid(where, s.message());
   return c;
+}
+
+absl::StatusOr<LoadedModel> LoadHuggingFaceUnguarded(const std::string& dir) {
+  ASSIGN_OR_RETURN(const json config_json, ReadJson(fs::path(dir) / "config.json"));
+  ASSIGN_OR_RETURN(ModelConfig config, ParseHuggingFaceConfig(config_json, dir));
+  HfModelReader reader{fs::path(dir)};
+  RETURN_IF_ERROR(reader.Open());
+  LoadedModel model{ModelFormat::kHuggingFace, config, {}, nullptr};
+  const std::vector<HfTensor> tensors = HfTensors(config);
+  // Every name, shape and dtype first: a broken checkpoint fails before anything is read.
+  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
+  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
+  model.weights.layers.resize(config.n_layers);
+  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, HfDestination(t, &model.weights)));
+  for (LayerWeights& l : model.weights.layers) {
+    InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, &l.wq);
+    InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, &l.wk);
+  }
+  return model;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
+  return GuardLoad(absl::StrCat("Hugging Face checkpoint '", dir, "'"), [&] { return LoadHuggingFaceUnguarded(dir); });
+}
+
+absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config, const std::string& where) {
+  // A field of an unexpected type makes nlohmann's accessors throw: an error, not a crash.
+  return GuardLoad(absl::StrCat("Hugging Face checkpoint '", where, "': config.json"),
+                   [&] { return ParseHuggingFaceConfigUnguarded(config, where); });
 }
 
 }  // namespace medusa

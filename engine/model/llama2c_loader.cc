@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/io/load_guard.h"
 #include "engine/model/loader.h"
 #include "engine/model/mapped_file.h"
 #include "kernels/base/status_macros.h"
@@ -120,7 +121,9 @@ class FloatReader {
 
 }  // namespace
 
-absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
+namespace {
+
+absl::StatusOr<LoadedModel> LoadLlama2cUnguarded(const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
   const MappedFile& f = *file;
   if (f.size() < sizeof(Llama2cHeader)) {
@@ -149,6 +152,8 @@ absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
                                                 : absl::StrCat(f.size() - expected, " unexpected trailing bytes")));
   }
 
+  // The float32 copies are the file's size (it was just checked against the header).
+  RETURN_IF_ERROR(CheckBytesFitInMemory(f.size(), absl::StrCat("llama2.c checkpoint '", path, "'")));
   LoadedModel model{ModelFormat::kLlama2c, config, {}, nullptr};
   ModelWeights& w = model.weights;
   w.layers.resize(config.n_layers);
@@ -166,7 +171,14 @@ absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
   w.final_norm = in.Take(layout.rms_final);
   in.Skip(layout.freq_cis);  // RoPE tables: the engine computes its own from rope_theta
   if (!config.tied_classifier) w.classifier = in.Take(layout.wcls);
+  RETURN_IF_ERROR(f.CheckIntact());  // truncated while copied: the copies hold zeros
   return model;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
+  return GuardLoad(absl::StrCat("llama2.c checkpoint '", path, "'"), [&] { return LoadLlama2cUnguarded(path); });
 }
 
 }  // namespace medusa

@@ -1,5 +1,7 @@
 #include "engine/model/loader.h"
 
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 namespace medusa {
 
 absl::StatusOr<LoadedModel> LoadModel(const std::string& path) {
+  // Each loader turns allocation failures and library exceptions into a Status itself.
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) return LoadHuggingFace(path);
   // Opening once here gives the same NotFound / not-a-file errors for both formats.
@@ -23,22 +26,44 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& path) {
   return is_gguf ? LoadGguf(path) : LoadLlama2c(path);
 }
 
-absl::Status CheckWeightsFitInMemory(const ModelConfig& c, const std::string& where) {
-  const double layer = static_cast<double>(c.dim) * (c.q_dim() + 2.0 * c.kv_dim()) +
-                       static_cast<double>(c.q_dim()) * c.dim + 3.0 * c.dim * c.hidden_dim + 2.0 * c.dim;
-  const double params = c.n_layers * layer + (c.tied_classifier ? 1.0 : 2.0) * c.vocab_size * c.dim + c.dim;
-  const double needed = 4.0 * params;
+namespace {
+
+// Bytes of memory available to a new allocation: /proc/meminfo's MemAvailable (it counts
+// reclaimable page cache, which a mapped checkpoint mostly is), else free physical pages; 0
+// when neither is known (then nothing is refused).
+double AvailableBytes() {
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
   double available_kib = 0;
   while (meminfo >> key) {
     if (key == "MemAvailable:") {
       meminfo >> available_kib;
-      break;
+      return available_kib * 1024.0;
     }
     meminfo.ignore(1 << 10, '\n');
   }
-  const double available = available_kib * 1024.0;
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page_size > 0 ? static_cast<double>(pages) * page_size : 0.0;
+}
+
+}  // namespace
+
+absl::Status CheckBytesFitInMemory(uint64_t bytes, const std::string& where) {
+  const double needed = static_cast<double>(bytes), available = AvailableBytes();
+  if (available > 0 && needed > available) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: loading it needs %.1f GiB of memory; %.1f GiB is available", where, needed / (1 << 30),
+                        available / (1 << 30)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckWeightsFitInMemory(const ModelConfig& c, const std::string& where) {
+  const double layer = static_cast<double>(c.dim) * (c.q_dim() + 2.0 * c.kv_dim()) +
+                       static_cast<double>(c.q_dim()) * c.dim + 3.0 * c.dim * c.hidden_dim + 2.0 * c.dim;
+  const double params = c.n_layers * layer + (c.tied_classifier ? 1.0 : 2.0) * c.vocab_size * c.dim + c.dim;
+  const double needed = 4.0 * params;
+  const double available = AvailableBytes();
   if (available > 0 && needed > available) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "%s: its weights need %.1f GiB of memory as float32 (%.2f billion parameters); %.1f GiB is available",

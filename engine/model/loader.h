@@ -1,14 +1,15 @@
 #pragma once
 // Model loading: detects the format and returns one format-independent model.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "engine/model/gguf.h"
-#include "nlohmann/json_fwd.hpp"
 #include "kernels/model/config.h"
 #include "kernels/model/weights.h"
+#include "nlohmann/json_fwd.hpp"
 
 namespace medusa {
 
@@ -35,5 +36,8 @@ absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config,
 // ResourceExhausted, naming the memory needed and available, when float32 weights of this
 // shape would not fit in this machine's available memory.
 absl::Status CheckWeightsFitInMemory(const ModelConfig& config, const std::string& where);
+// ResourceExhausted when `bytes` (what a loader is about to allocate) exceed the memory available
+// now (/proc/meminfo's MemAvailable, else free physical pages).
+absl::Status CheckBytesFitInMemory(uint64_t bytes, const std::string& where);
 
 }  // namespace medusa

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/io/json_reader.h"
 #include "engine/model/dequant.h"
 #include "engine/model/mapped_file.h"
 #include "kernels/base/status_macros.h"
@@ -37,15 +38,16 @@ constexpr uint32_t kGgmlBF16 = 30;
 struct DTypeEntry {
   DType dtype;
   const char* name;
-  int size;
+  int bits;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {DType::kBool, "BOOL", 1},      {DType::kU8, "U8", 1},     {DType::kI8, "I8", 1},
-    {DType::kF8E5M2, "F8_E5M2", 1}, {DType::kF8E4M3, "F8_E4M3", 1},
-    {DType::kI16, "I16", 2},        {DType::kU16, "U16", 2},   {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2},      {DType::kI32, "I32", 4},   {DType::kU32, "U32", 4},
-    {DType::kF32, "F32", 4},        {DType::kI64, "I64", 8},   {DType::kU64, "U64", 8},
-    {DType::kF64, "F64", 8},
+    {DType::kBool, "BOOL", 8},      {DType::kU8, "U8", 8},          {DType::kI8, "I8", 8},
+    {DType::kF8E5M2, "F8_E5M2", 8}, {DType::kF8E4M3, "F8_E4M3", 8}, {DType::kI16, "I16", 16},
+    {DType::kU16, "U16", 16},       {DType::kF16, "F16", 16},       {DType::kBF16, "BF16", 16},
+    {DType::kI32, "I32", 32},       {DType::kU32, "U32", 32},       {DType::kF32, "F32", 32},
+    {DType::kI64, "I64", 64},       {DType::kU64, "U64", 64},       {DType::kF64, "F64", 64},
+    {DType::kF8E8M0, "F8_E8M0", 8}, {DType::kF4, "F4", 4},          {DType::kF6E2M3, "F6_E2M3", 6},
+    {DType::kF6E3M2, "F6_E3M2", 6}, {DType::kC64, "C64", 64},
 };
 
 const DTypeEntry* FindDType(DType dtype) {
@@ -76,10 +78,12 @@ const char* DTypeName(DType dtype) {
   return e != nullptr ? e->name : "other";
 }
 
-int DTypeSize(DType dtype) {
+int DTypeBits(DType dtype) {
   const DTypeEntry* e = FindDType(dtype);
-  return e != nullptr ? e->size : 0;
+  return e != nullptr ? e->bits : 0;
 }
+
+int DTypeSize(DType dtype) { return DTypeBits(dtype) % 8 == 0 ? DTypeBits(dtype) / 8 : 0; }
 
 DType ParseDType(std::string_view name) {
   for (const DTypeEntry& e : kDTypes) {
@@ -109,15 +113,47 @@ struct File::Impl {
         absl::StrCat("safetensors file '", map->path(), "': ", what));
   }
   absl::Status ParseHeader(std::string_view header_text);
+  absl::Status ParseMetadata(const nlohmann::ordered_json& value);
   absl::Status ParseTensor(const std::string& name, const nlohmann::ordered_json& entry);
-  absl::Status CheckNoOverlap();
+  absl::Status CheckSize(const TensorInfo& info) const;
+  absl::Status CheckLayout() const;
 };
+
+// The spec's `__metadata__` is a map of strings to strings; anything else is refused (as the
+// reference crate refuses it), so that no reader of metadata() meets a nested value.
+absl::Status File::Impl::ParseMetadata(const nlohmann::ordered_json& value) {
+  if (!value.is_object()) return Invalid("'__metadata__' is not a JSON object");
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    if (!it.value().is_string()) {
+      return Invalid(absl::StrCat("'__metadata__' value of '", TextSnippet(it.key()),
+                                  "' is not a string: ", JsonSnippet(it.value())));
+    }
+    metadata[it.key()] = it.value().get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+// Elements times bits per element must be whole bytes and exactly the tensor's bytes.
+absl::Status File::Impl::CheckSize(const TensorInfo& info) const {
+  const uint64_t count = static_cast<uint64_t>(info.num_elements());
+  const uint64_t bits = static_cast<uint64_t>(DTypeBits(info.dtype));
+  uint64_t total_bits = 0;
+  if (__builtin_mul_overflow(count, bits, &total_bits)) {
+    return Invalid(absl::StrCat("tensor '", info.name, "': shape ", ShapeString(info.shape), " of ", info.dtype_name,
+                                " overflows"));
+  }
+  if (total_bits % 8 != 0 || total_bits / 8 != info.bytes()) {
+    return Invalid(absl::StrCat("tensor '", info.name, "': shape ", ShapeString(info.shape), " of ", info.dtype_name,
+                                " needs ", total_bits / 8.0, " bytes but data_offsets [", info.begin, ", ", info.end,
+                                "] hold ", info.bytes()));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status File::Impl::ParseTensor(const std::string& name,
                                      const nlohmann::ordered_json& entry) {
-  auto bad = [&](absl::string_view what) {
-    return Invalid(absl::StrCat("tensor '", name, "': ", what));
-  };
+  const std::string quoted = TextSnippet(name);
+  auto bad = [&](absl::string_view what) { return Invalid(absl::StrCat("tensor '", quoted, "': ", what)); };
   if (name.empty()) return Invalid("a tensor has an empty name");
   if (!entry.is_object()) return bad("its entry is not a JSON object");
   TensorInfo info;
@@ -127,6 +163,9 @@ absl::Status File::Impl::ParseTensor(const std::string& name,
   if (dtype == entry.end() || !dtype->is_string()) return bad("'dtype' is missing or not a string");
   info.dtype_name = dtype->get<std::string>();
   info.dtype = ParseDType(info.dtype_name);
+  if (info.dtype == DType::kOther) {
+    return bad(absl::StrCat("unknown dtype '", TextSnippet(info.dtype_name), "'"));
+  }
 
   auto shape = entry.find("shape");
   if (shape == entry.end() || !shape->is_array()) return bad("'shape' is missing or not a list");
@@ -135,7 +174,8 @@ absl::Status File::Impl::ParseTensor(const std::string& name,
   }
   for (const nlohmann::ordered_json& d : *shape) {
     if (!d.is_number_unsigned()) {  // the parser gives non-negative integers unsigned
-      return bad(absl::StrCat("'shape' ", shape->dump(), " holds a value that is not a "
+      return bad(absl::StrCat("'shape' ", JsonSnippet(*shape),
+                              " holds a value that is not a "
                               "non-negative integer"));
     }
     uint64_t v = d.get<uint64_t>();
@@ -144,8 +184,7 @@ absl::Status File::Impl::ParseTensor(const std::string& name,
     }
     info.shape.push_back(static_cast<int64_t>(v));
   }
-  const int64_t count = CheckedProduct(info.shape);
-  if (count < 0) return bad(absl::StrCat("shape ", ShapeString(info.shape), " overflows"));
+  if (CheckedProduct(info.shape) < 0) return bad(absl::StrCat("shape ", ShapeString(info.shape), " overflows"));
 
   auto offsets = entry.find("data_offsets");
   if (offsets == entry.end() || !offsets->is_array() || offsets->size() != 2 ||
@@ -162,56 +201,59 @@ absl::Status File::Impl::ParseTensor(const std::string& name,
                             "] run past the data section (", data_size,
                             " bytes; file truncated?)"));
   }
-  if (const int size = DTypeSize(info.dtype); size > 0) {
-    // count * size cannot overflow uint64 when it could fit the file; check division-wise.
-    const uint64_t want = static_cast<uint64_t>(count);
-    if (want > info.bytes() / static_cast<uint64_t>(size) ||
-        want * static_cast<uint64_t>(size) != info.bytes()) {
-      return bad(absl::StrCat("shape ", ShapeString(info.shape), " of ", info.dtype_name,
-                              " needs ", want, " x ", size, " bytes but data_offsets [",
-                              info.begin, ", ", info.end, "] hold ", info.bytes()));
-    }
-  }
+  RETURN_IF_ERROR(CheckSize(info));
   if (!by_name.emplace(name, tensors.size()).second) {
-    return Invalid(absl::StrCat("tensor '", name, "' appears twice"));
+    return Invalid(absl::StrCat("tensor '", quoted, "' appears twice"));
   }
   tensors.push_back(std::move(info));
   return absl::OkStatus();
 }
 
-absl::Status File::Impl::CheckNoOverlap() {
+// As the reference crate: sorted by offsets, the tensors start at 0, each begins where the
+// previous one ends (no gap, no overlap), and the last ends at the end of the file.
+absl::Status File::Impl::CheckLayout() const {
   std::vector<const TensorInfo*> order;
   order.reserve(tensors.size());
-  for (const TensorInfo& t : tensors) {
-    if (t.bytes() > 0) order.push_back(&t);
-  }
-  std::sort(order.begin(), order.end(),
-            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    if (order[i]->begin < order[i - 1]->end) {
-      return Invalid(absl::StrCat("tensors '", order[i - 1]->name, "' [", order[i - 1]->begin,
-                                  ", ", order[i - 1]->end, ") and '", order[i]->name, "' [",
-                                  order[i]->begin, ", ", order[i]->end, ") overlap"));
+  for (const TensorInfo& t : tensors) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return std::pair(a->begin, a->end) < std::pair(b->begin, b->end);
+  });
+  uint64_t expected = 0;
+  const TensorInfo* previous = nullptr;
+  for (const TensorInfo* t : order) {
+    if (t->begin != expected) {
+      const std::string after = previous == nullptr ? std::string("the start of the data section")
+                                                    : absl::StrCat("tensor '", TextSnippet(previous->name), "' [",
+                                                                   previous->begin, ", ", previous->end, ")");
+      return Invalid(absl::StrCat("tensor '", TextSnippet(t->name), "' [", t->begin, ", ", t->end, ") ",
+                                  t->begin < expected ? "overlaps " : "leaves a gap after ", after,
+                                  " (tensors must be contiguous, as the format requires)"));
     }
+    expected = t->end;
+    previous = t;
+  }
+  if (expected != data_size) {
+    return Invalid(absl::StrCat("the tensors cover ", expected, " bytes of the ", data_size,
+                                "-byte data section: ", data_size - expected,
+                                " trailing bytes (the format requires the data to be covered exactly)"));
   }
   return absl::OkStatus();
 }
 
 absl::Status File::Impl::ParseHeader(std::string_view header_text) {
-  // Ordered, so tensors() keeps the header's order.
-  nlohmann::ordered_json header = nlohmann::ordered_json::parse(
-      header_text.begin(), header_text.end(), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded()) return Invalid("the header is not valid JSON");
+  // Ordered, so tensors() keeps the header's order. Depth-checked before anything recursive.
+  absl::StatusOr<nlohmann::ordered_json> parsed = ParseOrderedJson(header_text, "header");
+  if (!parsed.ok()) return Invalid(parsed.status().message());
+  const nlohmann::ordered_json& header = *parsed;
   if (!header.is_object()) return Invalid("the header is not a JSON object");
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == kMetadataKey) {
-      if (!it.value().is_object()) return Invalid("'__metadata__' is not a JSON object");
-      metadata = nlohmann::json(it.value());
+      RETURN_IF_ERROR(ParseMetadata(it.value()));
       continue;
     }
     RETURN_IF_ERROR(ParseTensor(it.key(), it.value()));
   }
-  return CheckNoOverlap();
+  return CheckLayout();
 }
 
 File::File(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -240,6 +282,7 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   impl->data_size = size - impl->data_start;
   std::string_view header_text(reinterpret_cast<const char*>(impl->map->data()) + 8, header_len);
   RETURN_IF_ERROR(impl->ParseHeader(header_text));
+  RETURN_IF_ERROR(impl->map->CheckIntact());
   return std::unique_ptr<File>(new File(std::move(impl)));
 }
 
@@ -247,6 +290,7 @@ const std::string& File::path() const { return impl_->map->path(); }
 const std::vector<TensorInfo>& File::tensors() const { return impl_->tensors; }
 const nlohmann::json& File::metadata() const { return impl_->metadata; }
 uint64_t File::data_offset() const { return impl_->data_start; }
+absl::Status File::CheckIntact() const { return impl_->map->CheckIntact(); }
 
 const TensorInfo* File::FindTensor(std::string_view name) const {
   auto it = impl_->by_name.find(absl::string_view(name.data(), name.size()));
@@ -280,7 +324,7 @@ absl::Status File::ReadTensor(std::string_view name, std::vector<float>* out) co
   const int64_t count = info.num_elements();
   out->resize(static_cast<size_t>(count));
   if (count > 0) gguf::Dequantize(ggml_type, data.data(), count, out->data());
-  return absl::OkStatus();
+  return impl_->map->CheckIntact();  // truncated meanwhile: the values read are zeros
 }
 
 absl::StatusOr<std::vector<float>> File::ReadTensor(std::string_view name) const {

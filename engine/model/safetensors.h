@@ -3,11 +3,15 @@
 // header length N, N bytes of JSON describing every tensor, then the raw data).
 // Spec: https://github.com/huggingface/safetensors#format
 //
-// The reader memory-maps the file and checks every length and offset against the
-// file size when it opens it, so a corrupt file gives a clear InvalidArgument and
-// never a read out of bounds. It is shared by the Medusa heads loader and the
-// Hugging Face checkpoint loader, so it keeps every dtype the format defines (a
-// tensor of a dtype it cannot convert is rejected only when it is read).
+// The reader memory-maps the file and validates the header as the reference crate
+// (huggingface/safetensors, tensor.rs) does when it opens it: a header of at most 100 MB,
+// JSON nested at most 64 levels, `__metadata__` a map of strings, known dtypes only, tensors
+// that sorted by offset are contiguous from 0 and cover the data section exactly (no gaps,
+// no overlaps, no trailing bytes), and each shape's size times its dtype's equal to its
+// bytes (overflow checked). A corrupt file gives a clear InvalidArgument and never a read
+// out of bounds. It is shared by the Medusa heads loader and the Hugging Face checkpoint
+// loader, so it keeps every dtype the format defines (a tensor of a dtype it cannot convert
+// is rejected only when it is read).
 
 #include <cstdint>
 #include <memory>
@@ -23,15 +27,38 @@
 
 namespace medusa::safetensors {
 
-// Element types of the format. kOther is any dtype name this reader does not know
-// (kept by name, so files from newer writers still open).
-enum class DType { kBool, kU8, kI8, kF8E5M2, kF8E4M3, kI16, kU16, kF16, kBF16, kI32, kU32, kF32,
-                   kI64, kU64, kF64, kOther };
+// Element types of the format (the reference crate's, sub-byte floats included). kOther is
+// any other name: a file holding one does not open, as with the reference crate.
+enum class DType {
+  kBool,
+  kU8,
+  kI8,
+  kF8E5M2,
+  kF8E4M3,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kI64,
+  kU64,
+  kF64,
+  kF8E8M0,
+  kF4,
+  kF6E2M3,
+  kF6E3M2,
+  kC64,
+  kOther
+};
 
 // The format's name ("F32", "BF16", ...); "other" for kOther.
 const char* DTypeName(DType dtype);
-// Bytes per element; 0 for kOther.
+// Bytes per element; 0 for kOther and the sub-byte types (F4, F6_*).
 int DTypeSize(DType dtype);
+// Bits per element; 0 for kOther.
+int DTypeBits(DType dtype);
 // Parses a dtype name; kOther for unknown names.
 DType ParseDType(std::string_view name);
 // Whether ReadTensor can convert this dtype to float32 (F32, F16, BF16).
@@ -73,6 +100,9 @@ class File {
   absl::StatusOr<std::vector<float>> ReadTensor(std::string_view name) const;
   // The tensor's raw bytes (no alignment promised), valid while this File lives.
   absl::StatusOr<absl::Span<const uint8_t>> TensorData(std::string_view name) const;
+  // DataLoss when the file was truncated after it was opened and a read met the lost part
+  // (ReadTensor checks it itself; readers of TensorData's bytes check it when done).
+  absl::Status CheckIntact() const;
 
  private:
   struct Impl;

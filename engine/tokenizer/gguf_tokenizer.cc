@@ -7,6 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/io/json_reader.h"
+#include "engine/io/load_guard.h"
 #include "engine/model/gguf.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/spm_tokenizer.h"
@@ -118,7 +120,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Vocabulary(const gguf::File& 
   ASSIGN_OR_RETURN(std::string pre, StringOr(file, "tokenizer.ggml.pre", ""));
   if (!UsesGpt2Split(pre)) {
     return absl::UnimplementedError(
-        absl::StrCat(kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", pre,
+        absl::StrCat(kSource, ": pre-tokenizer tokenizer.ggml.pre = \"", TextSnippet(pre),
                      "\" is not implemented (only GPT-2 style splitting: default, gpt2, smollm, starcoder)"));
   }
   ASSIGN_OR_RETURN(std::vector<std::string> merges, file.GetStringArray("tokenizer.ggml.merges"));
@@ -137,17 +139,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGpt2Vocabulary(const gguf::File& 
                                                          std::move(settings), kSource);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& file) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerUnguarded(const gguf::File& file) {
   if (!file.Has("tokenizer.ggml.model")) {
     return absl::InvalidArgumentError(
         absl::StrCat(kSource, ": the file has no tokenizer (tokenizer.ggml.model is missing)"));
   }
   ASSIGN_OR_RETURN(std::string model, file.GetString("tokenizer.ggml.model"));
   if (model != "llama" && model != "gpt2") {
-    return absl::UnimplementedError(
-        absl::StrCat(kSource, ": tokenizer.ggml.model \"", model, "\" is not supported (only llama, gpt2)"));
+    return absl::UnimplementedError(absl::StrCat(kSource, ": tokenizer.ggml.model \"", TextSnippet(model),
+                                                 "\" is not supported (only llama, gpt2)"));
   }
   ASSIGN_OR_RETURN(std::vector<std::string> tokens, file.GetStringArray("tokenizer.ggml.tokens"));
   ASSIGN_OR_RETURN(std::vector<TokenType> types, ReadTokenTypes(file, tokens.size()));
@@ -156,6 +156,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& f
     return LoadLlamaVocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
   }
   return LoadGpt2Vocabulary(file, std::move(tokens), std::move(types), std::move(chat_template));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const gguf::File& file) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      GuardLoad(kSource, [&] { return LoadGgufTokenizerUnguarded(file); });
+  if (absl::Status intact = file.CheckIntact(); !intact.ok()) return intact;  // read zeros from a truncated file
+  return tokenizer;
 }
 
 }  // namespace medusa

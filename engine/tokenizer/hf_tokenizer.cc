@@ -9,11 +9,12 @@
 // Other models, normalizers and split patterns are refused by name.
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
+#include "engine/io/load_guard.h"
 #include "engine/tokenizer/bpe_tokenizer.h"
 #include "engine/tokenizer/spm_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -34,12 +35,9 @@ absl::Status Unsupported(const std::string& path, const std::string& what) {
                    "fallback are; a tokenizer.model beside it serves SentencePiece models)"));
 }
 
-absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  json value = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not valid JSON"));
-  return value;
+// Bounded and depth-checked (engine/io/json_reader.h).
+absl::StatusOr<json> ReadTokenizerJson(const fs::path& path) {
+  return ReadJsonFile(path.string(), kMaxTokenizerFileBytes, "tokenizer file");
 }
 
 bool IsByteLevelSplit(const json& p) {
@@ -74,7 +72,7 @@ absl::StatusOr<Split> ReadSplit(const json& pre, const std::string& path) {
       return Split{.llama3 = true};
     }
   }
-  return Unsupported(path, absl::StrCat("the pre-tokenizer ", pre.dump().substr(0, 200)));
+  return Unsupported(path, absl::StrCat("the pre-tokenizer ", JsonSnippet(pre)));
 }
 
 // A token named in tokenizer_config.json: a string or {"content": ...}.
@@ -88,19 +86,19 @@ std::string TokenText(const json& config, const char* key) {
 
 // chat_template.jinja (transformers 5), else tokenizer_config.json's chat_template (a string,
 // or named templates of which "default" is taken).
-std::string ChatTemplate(const fs::path& dir, const json& config) {
-  std::ifstream jinja(dir / "chat_template.jinja");
-  if (jinja) {
-    std::stringstream text;
-    text << jinja.rdbuf();
-    return text.str();
-  }
+absl::StatusOr<std::string> ChatTemplate(const fs::path& dir, const json& config) {
+  absl::StatusOr<std::string> jinja =
+      ReadFileBounded((dir / "chat_template.jinja").string(), kMaxTokenizerFileBytes, "chat template");
+  if (jinja.ok() || !absl::IsNotFound(jinja.status())) return jinja;
   if (!config.contains("chat_template")) return "";
   const json& t = config["chat_template"];
   if (t.is_string()) return t.get<std::string>();
   if (t.is_array()) {
     for (const json& named : t) {
-      if (named.value("name", "") == "default" && named.contains("template")) return named["template"];
+      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+          named["template"].is_string()) {
+        return named["template"].get<std::string>();
+      }
     }
   }
   return "";
@@ -135,8 +133,8 @@ absl::Status ReadSpmPrefix(const json& tok, const std::string& path, tokenizer_i
       return absl::OkStatus();
     }
   }
-  return Unsupported(path, absl::StrCat("SentencePiece-style BPE with normalizer ", normalizer.dump().substr(0, 160),
-                                        " and pre-tokenizer ", pre.dump().substr(0, 160)));
+  return Unsupported(path, absl::StrCat("SentencePiece-style BPE with normalizer ", JsonSnippet(normalizer, 160),
+                                        " and pre-tokenizer ", JsonSnippet(pre, 160)));
 }
 
 // The ids of tokenizer.json: the model's vocabulary, then the added tokens (which may extend it;
@@ -148,8 +146,16 @@ struct Vocabulary {
 
 absl::StatusOr<Vocabulary> ReadVocabulary(const json& tok, const std::string& where) {
   Vocabulary v;
+  // Ids must be 0..n-1 for the n entries (checked below), so a larger id is refused before the
+  // vocabulary is sized by it: one entry with id 16,000,000 would allocate 16 million tokens.
+  const bool has_added = tok.contains("added_tokens") && tok["added_tokens"].is_array();
+  const int64_t entries =
+      static_cast<int64_t>(tok["model"]["vocab"].size() + (has_added ? tok["added_tokens"].size() : 0));
   auto place = [&](int64_t id, const std::string& text, TokenType type) -> absl::Status {
-    if (id < 0 || id > (1 << 24)) return absl::InvalidArgumentError(absl::StrCat(where, ": token id ", id));
+    if (id < 0 || id >= entries) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": token id ", id, " is outside [0, ", entries,
+                                                     ") for its ", entries, " vocabulary entries"));
+    }
     if (static_cast<size_t>(id) >= v.tokens.size()) {
       v.tokens.resize(id + 1);
       v.types.resize(id + 1, TokenType::kUnused);
@@ -159,13 +165,16 @@ absl::StatusOr<Vocabulary> ReadVocabulary(const json& tok, const std::string& wh
     return absl::OkStatus();
   };
   for (const auto& [text, id] : tok["model"]["vocab"].items()) {
-    if (!id.is_number_integer()) return absl::InvalidArgumentError(absl::StrCat(where, ": vocab entry '", text, "'"));
+    if (!id.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": vocab entry '", TextSnippet(text), "' has no integer id"));
+    }
     RETURN_IF_ERROR(place(id.get<int64_t>(), text, TokenType::kNormal));
   }
-  if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
+  if (has_added) {
     for (const json& added : tok["added_tokens"]) {
-      if (!added.contains("id") || !added["id"].is_number_integer() || !added.contains("content") ||
-          !added["content"].is_string()) {
+      if (!added.is_object() || !added.contains("id") || !added["id"].is_number_integer() ||
+          !added.contains("content") || !added["content"].is_string()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": an added token without id or content"));
       }
       RETURN_IF_ERROR(place(added["id"].get<int64_t>(), added["content"].get<std::string>(),
@@ -195,7 +204,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ReadMerges(cons
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": merge ", m.dump().substr(0, 64), " is not a pair"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": merge ", JsonSnippet(m, 64), " is not a pair"));
     }
   }
   return merges;
@@ -272,12 +281,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceStyle(
   return tokenizer_internal::CreateSpmTokenizer(std::move(pieces), std::move(settings), where);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizerUnguarded(const std::string& dir) {
   const fs::path path = fs::path(dir) / "tokenizer.json";
   const std::string where = path.string();
-  ASSIGN_OR_RETURN(const json tok, ReadJsonFile(path));
+  ASSIGN_OR_RETURN(const json tok, ReadTokenizerJson(path));
   if (!tok.is_object() || !tok.contains("model") || !tok["model"].is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": no \"model\" object"));
   }
@@ -292,9 +299,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& di
   ASSIGN_OR_RETURN(auto merges, ReadMerges(model, where));
   json config = json::object();
   if (fs::exists(fs::path(dir) / "tokenizer_config.json")) {
-    ASSIGN_OR_RETURN(config, ReadJsonFile(fs::path(dir) / "tokenizer_config.json"));
+    ASSIGN_OR_RETURN(config, ReadTokenizerJson(fs::path(dir) / "tokenizer_config.json"));
   }
-  const std::string chat_template = ChatTemplate(dir, config);
+  ASSIGN_OR_RETURN(const std::string chat_template, ChatTemplate(dir, config));
   if (model.value("byte_fallback", false)) {
     return LoadSentencePieceStyle(tok, config, std::move(vocab), std::move(merges), chat_template, where);
   }
@@ -305,6 +312,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& di
   settings.bos_id = FindToken(vocab, bos);
   settings.eos_id = FindToken(vocab, TokenText(config, "eos_token"));
   return LoadByteLevel(tok, std::move(vocab), std::move(merges), std::move(settings), where);
+}
+
+}  // namespace
+
+// tokenizer.json's parts are read with nlohmann's accessors, which throw on a value of an
+// unexpected type: the guard makes that an InvalidArgument.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizer(const std::string& dir) {
+  return GuardLoad(absl::StrCat("Hugging Face tokenizer in '", dir, "'"),
+                   [&] { return LoadHfTokenizerUnguarded(dir); });
 }
 
 }  // namespace medusa

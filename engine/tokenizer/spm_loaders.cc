@@ -2,13 +2,13 @@
 // llama2.c's tokenizer.bin. (GGUF "llama" vocabularies: gguf_tokenizer.cc.)
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/load_guard.h"
 #include "engine/tokenizer/spm_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/base/status_macros.h"
@@ -23,13 +23,9 @@ using tokenizer_internal::SpmSettings;
 using tokenizer_internal::TokenType;
 namespace sp = ::medusa::sentencepiece;
 
+// Regular files of bounded size only: `--tokenizer /dev/zero` or a FIFO fails at once.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the file"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return std::move(contents).str();
+  return ReadFileBounded(path, kMaxTokenizerFileBytes, "tokenizer");
 }
 
 absl::StatusOr<TokenType> ConvertType(int type, int id, const std::string& path) {
@@ -68,9 +64,7 @@ absl::Status CheckSupported(const sp::ModelProto& model, const std::string& path
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceModel(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceModelUnguarded(const std::string& path) {
   ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(path));
   sp::ModelProto model;
   if (!model.ParseFromString(bytes)) {
@@ -104,8 +98,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceModel(const std::str
 // and BOS/EOS as "\n<s>\n" / "\n</s>\n"; ids 0, 1, 2 are <unk>, <s>, </s>. The
 // normalizer settings are not stored: llama2.c adds the dummy prefix and keeps
 // whitespace as it is, and so do we.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path,
-                                                                int vocab_size) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizerUnguarded(const std::string& path, int vocab_size) {
   if (vocab_size < 3) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: vocab_size %d is too small (ids 0, 1, 2 are unk, bos, eos)", path, vocab_size));
@@ -124,6 +117,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: not a llama2.c tokenizer (max_token_length %d must be in 1..65536)",
                         path, max_token_length));
+  }
+  // Each token takes at least 9 bytes (score, length, one byte): a vocabulary size the file
+  // cannot hold is refused before the pieces are allocated.
+  constexpr size_t kMinTokenBytes = 9;
+  if (static_cast<size_t>(vocab_size) > (data.size() - pos) / kMinTokenBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: the model's vocab_size %d needs at least %d bytes of tokens, but the file has %d: "
+                        "not this model's tokenizer, or truncated",
+                        path, vocab_size, static_cast<size_t>(vocab_size) * kMinTokenBytes, data.size() - pos));
   }
   std::vector<SpmPiece> pieces(vocab_size);
   bool has_bytes = false;
@@ -161,6 +163,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::strin
   SpmSettings settings;
   settings.byte_fallback = has_bytes;
   return CreateSpmTokenizer(std::move(pieces), std::move(settings), path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceModel(const std::string& path) {
+  return GuardLoad(absl::StrCat("tokenizer '", path, "'"), [&] { return LoadSentencePieceModelUnguarded(path); });
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path, int vocab_size) {
+  return GuardLoad(absl::StrCat("tokenizer '", path, "'"),
+                   [&] { return LoadLlama2cTokenizerUnguarded(path, vocab_size); });
 }
 
 }  // namespace medusa

@@ -6,18 +6,16 @@ namespace medusa::tokenizer_internal {
 
 void SpecialTokenMatcher::Add(std::string_view text, int32_t id) {
   if (text.empty()) return;
-  auto& bucket = by_first_byte_[static_cast<unsigned char>(text[0])];
-  bucket.push_back({std::string(text), id});
-  std::stable_sort(bucket.begin(), bucket.end(),
-                   [](const Entry& a, const Entry& b) { return a.text.size() > b.text.size(); });
+  // A multimap inserts an equal key after those already there.
+  by_first_byte_[static_cast<unsigned char>(text[0])].emplace(text.size(), Entry{std::string(text), id});
   ++count_;
 }
 
 SpecialTokenMatcher::Match SpecialTokenMatcher::MatchAt(std::string_view text, size_t pos) const {
   const auto& bucket = by_first_byte_[static_cast<unsigned char>(text[pos])];
   const std::string_view rest = text.substr(pos);
-  for (const Entry& e : bucket) {
-    if (rest.substr(0, e.text.size()) == e.text) return {pos, e.text.size(), e.id};
+  for (const auto& [length, e] : bucket) {
+    if (rest.substr(0, length) == e.text) return {pos, length, e.id};
   }
   return {pos, 0, -1};
 }

@@ -8,6 +8,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "engine/scheduler/engine_core.h"
 #include "kernels/base/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -56,7 +58,7 @@ std::string PromptText(const nlohmann::json& item) {
   if (!item.is_object()) return "";
   if (auto it = item.find("conversations"); it != item.end() && it->is_array()) {
     for (const nlohmann::json& turn : *it) {
-      if (turn.is_object() && turn.value("from", "") == "human" && turn.contains("value") &&
+      if (turn.is_object() && turn.contains("from") && turn["from"] == "human" && turn.contains("value") &&
           turn["value"].is_string()) {
         return turn["value"].get<std::string>();
       }
@@ -133,10 +135,8 @@ absl::StatusOr<DistillSet> SelfDistill(Engine& engine, const std::vector<std::ve
 }
 
 absl::StatusOr<std::vector<std::string>> LoadSeedPrompts(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read seed prompts '", path, "'"));
-  nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not valid JSON"));
+  // Bounded, regular files only, nesting checked before anything recursive (engine/io/json_reader.h).
+  ASSIGN_OR_RETURN(const nlohmann::json doc, ReadJsonFile(path, kMaxPromptsFileBytes, "seed prompts"));
   if (!doc.is_array()) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "' must hold a JSON list of prompts"));
   }

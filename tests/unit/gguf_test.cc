@@ -438,6 +438,21 @@ TEST(GgufBrokenTest, TensorOffsetPastEnd) {
                                   {"'t.f16'", "not a multiple of the alignment 64"}});
 }
 
+// As ggml's reader requires (ggml/src/gguf.cpp): each tensor at the previous one's offset
+// plus its size padded to the alignment, so no two share bytes (a file whose layers all point
+// at one block would otherwise be converted once per layer).
+TEST(GgufBrokenTest, TensorsMustBeContiguousInOrderAsGgmlRequires) {
+  std::string bytes = ReadBytes(kSyntheticPath);
+  Put<uint64_t>(bytes, TensorOffsetOffset("t.f16"), 0);  // on top of t.f32
+  ExpectError(
+      OpenBroken(bytes),
+      {"overlap", absl::StatusCode::kInvalidArgument, {"'t.f16' has data offset 0, expected 768", "as ggml requires"}});
+  bytes = ReadBytes(kSyntheticPath);
+  Put<uint64_t>(bytes, TensorOffsetOffset("t.f16"), 768 + 64);  // a gap after t.f32
+  ExpectError(OpenBroken(bytes),
+              {"gap", absl::StatusCode::kInvalidArgument, {"'t.f16' has data offset 832, expected 768"}});
+}
+
 TEST(GgufBrokenTest, TensorDataTruncated) {
   std::string bytes = ReadBytes(kSyntheticPath);
   bytes.resize(bytes.size() - 10);

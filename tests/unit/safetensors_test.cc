@@ -176,15 +176,27 @@ TEST(SafetensorsTest, DTypeNamesAndSizes) {
   EXPECT_FALSE(CanReadAsFloat(DType::kF64));
 }
 
-// A dtype from a newer writer still opens (its size cannot be checked); reading it
-// as float is Unimplemented.
-TEST(SafetensorsTest, UnknownDtypeOpensButCannotBeRead) {
+// A sub-byte dtype the reference crate knows (F4: two per byte) opens, its size checked in
+// bits; reading it as float is Unimplemented.
+TEST(SafetensorsTest, SubByteDtypeOpensButCannotBeRead) {
   const std::string header = R"({"x":{"dtype":"F4","shape":[8],"data_offsets":[0,4]}})";
   absl::StatusOr<std::unique_ptr<File>> file =
       File::Open(WriteTemp("f4.safetensors", FileBytes(header, std::string(4, '\0'))));
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ((*file)->FindTensor("x")->dtype, DType::kOther);
+  EXPECT_EQ((*file)->FindTensor("x")->dtype, DType::kF4);
+  EXPECT_EQ(DTypeBits(DType::kF4), 4);
   EXPECT_EQ((*file)->ReadTensor("x").status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// Tensors listed out of offset order open when, sorted by offset, they are contiguous (the
+// reference crate sorts them too); tensors() keeps the header's order.
+TEST(SafetensorsTest, HeaderOrderNeedNotBeOffsetOrder) {
+  const std::string header = R"({"b":{"dtype":"F16","shape":[3],"data_offsets":[16,22]},)"
+                             R"("a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+  absl::StatusOr<std::unique_ptr<File>> file = File::Open(WriteTemp("order.safetensors", FileBytes(header, kGoodData)));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->tensors().size(), 2u);
+  EXPECT_EQ((*file)->tensors()[0].name, "b");
 }
 
 // ------------------------------------------------------------------ broken files
@@ -214,14 +226,9 @@ std::vector<BrokenCase> BrokenCases() {
       {"header not JSON", with_header("{\"a\": [1, 2"), {"not valid JSON"}},
       {"header not an object", with_header("[1, 2]"), {"not a JSON object"}},
       {"entry not an object", with_header(R"({"a": 3})"), {"'a'", "not a JSON object"}},
-      {"missing dtype",
-       with_header(R"({"a":{"shape":[2,2],"data_offsets":[0,16]}})"),
-       {"'a'", "dtype"}},
-      {"dtype not a string",
-       with_header(R"({"a":{"dtype":7,"shape":[2,2],"data_offsets":[0,16]}})"),
-       {"'a'", "dtype"}},
-      {"missing shape", with_header(R"({"a":{"dtype":"F32","data_offsets":[0,16]}})"),
-       {"'a'", "shape"}},
+      {"missing dtype", with_header(R"({"a":{"shape":[2,2],"data_offsets":[0,16]}})"), {"'a'", "dtype"}},
+      {"dtype not a string", with_header(R"({"a":{"dtype":7,"shape":[2,2],"data_offsets":[0,16]}})"), {"'a'", "dtype"}},
+      {"missing shape", with_header(R"({"a":{"dtype":"F32","data_offsets":[0,16]}})"), {"'a'", "shape"}},
       {"negative dim",
        with_header(R"({"a":{"dtype":"F32","shape":[-2,2],"data_offsets":[0,16]}})"),
        {"'a'", "non-negative integer"}},
@@ -232,8 +239,7 @@ std::vector<BrokenCase> BrokenCases() {
        with_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],)"
                    R"("data_offsets":[0,16]}})"),
        {"'a'", "overflows"}},
-      {"missing offsets", with_header(R"({"a":{"dtype":"F32","shape":[2,2]}})"),
-       {"'a'", "data_offsets"}},
+      {"missing offsets", with_header(R"({"a":{"dtype":"F32","shape":[2,2]}})"), {"'a'", "data_offsets"}},
       {"three offsets",
        with_header(R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,8,16]}})"),
        {"'a'", "data_offsets"}},
@@ -248,17 +254,45 @@ std::vector<BrokenCase> BrokenCases() {
        {"'a'", "past the data section", "22 bytes"}},
       {"size does not match shape",
        with_header(R"({"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,16]}})"),
-       {"'a'", "[2, 3]", "needs 6 x 4 bytes", "hold 16"}},
+       {"'a'", "[2, 3]", "needs 24 bytes", "hold 16"}},
       {"overlap",
        with_header(R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
                    R"("b":{"dtype":"F16","shape":[3],"data_offsets":[12,18]}})"),
        {"'a'", "'b'", "overlap"}},
+      // As the reference crate (huggingface/safetensors, Metadata::validate): the tensors,
+      // sorted by offset, cover the data section exactly.
+      {"gap between tensors",
+       FileBytes(R"({"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                 R"("b":{"dtype":"F16","shape":[3],"data_offsets":[20,26]}})",
+                 std::string(26, '\x01')),
+       {"'b'", "gap after tensor 'a'", "contiguous"}},
+      {"data not starting at 0",
+       FileBytes(R"({"b":{"dtype":"F16","shape":[3],"data_offsets":[4,10]}})", std::string(10, '\x01')),
+       {"'b'", "gap after the start of the data section"}},
+      {"trailing bytes", FileBytes(kGoodHeader, kGoodData + "xyz"), {"cover 22 bytes of the 25-byte", "3 trailing"}},
+      {"no tensors but data", FileBytes("{}", "abc"), {"3 trailing"}},
+      {"unknown dtype",
+       with_header(R"({"a":{"dtype":"Q4_NEW","shape":[2,2],"data_offsets":[0,16]}})"),
+       {"'a'", "unknown dtype 'Q4_NEW'"}},
+      {"sub-byte dtype not filling its bytes",
+       FileBytes(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", "ab"),
+       {"'a'", "needs 1.5 bytes"}},
+      {"metadata value not a string",
+       with_header(R"({"__metadata__":{"k":{"nested":1}},"a":{"dtype":"F32","shape":[2,2],)"
+                   R"("data_offsets":[0,16]},"b":{"dtype":"F16","shape":[3],"data_offsets":[16,22]}})"),
+       {"'__metadata__' value of 'k' is not a string", "{\"nested\":1}"}},
+      {"metadata nested 200,000 deep",
+       with_header("{\"__metadata__\":{\"k\":" + std::string(200000, '[') + std::string(200000, ']') + "}}"),
+       {"nests deeper than 64 levels"}},
+      {"shape nested 200,000 deep",
+       with_header("{\"a\":{\"dtype\":\"F32\",\"shape\":" + std::string(200000, '[') + std::string(200000, ']') +
+                   ",\"data_offsets\":[0,16]}}"),
+       {"nests deeper than 64 levels", "at byte"}},
       {"metadata not an object",
        with_header(R"({"__metadata__":[1],"a":{"dtype":"F32","shape":[2,2],)"
                    R"("data_offsets":[0,16]}})"),
        {"__metadata__"}},
-      {"truncated data", FileBytes(kGoodHeader, kGoodData.substr(0, 20)),
-       {"'b'", "past the data section"}},
+      {"truncated data", FileBytes(kGoodHeader, kGoodData.substr(0, 20)), {"'b'", "past the data section"}},
   };
 }
 
@@ -266,10 +300,21 @@ TEST(SafetensorsBrokenTest, EveryBrokenFileGivesAClearInvalidArgument) {
   for (const BrokenCase& c : BrokenCases()) {
     SCOPED_TRACE(c.what);
     absl::Status s = OpenBroken(c.bytes);
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s.ToString().substr(0, 500);
     EXPECT_THAT(Message(s), HasSubstr("broken.safetensors"));
+    EXPECT_LT(Message(s).size(), 1000u) << "messages quote at most a few hundred bytes of the input";
     for (const std::string& part : c.message_parts) EXPECT_THAT(Message(s), HasSubstr(part));
   }
+}
+
+// A long tensor name in an error is quoted in part only.
+TEST(SafetensorsBrokenTest, ErrorsQuoteAtMostAFewHundredBytes) {
+  const std::string name(100000, 'n');
+  absl::Status s =
+      OpenBroken(FileBytes("{\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", ""));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(s), AllOf(HasSubstr("nnn..."), HasSubstr("past the data section")));
+  EXPECT_LT(Message(s).size(), 600u);
 }
 
 // Random byte corruption of the reference file must never crash: it opens (and then
