@@ -21,6 +21,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
+#include "engine/io/file_reader.h"
+#include "engine/io/json_reader.h"
 #include "engine/medusa/auto_tree_file.h"
 #include "engine/medusa/tree_builder.h"
 #include "engine/medusa/tree_timing.h"
@@ -89,15 +91,13 @@ void PrintMeasurements(const nlohmann::json& report) {
 
 // The file at `path` (when there is one) with `report` in place of this machine's earlier
 // measurement; other machines' stay, so one file serves every machine it was measured on.
-nlohmann::json MergeIntoAutoTreeFile(const std::string& path, const nlohmann::json& report) {
-  std::string existing;
-  if (std::ifstream in(path, std::ios::binary); in) {
-    std::ostringstream text;
-    text << in.rdbuf();
-    existing = text.str();
-  }
+// An error where `path` exists but cannot be read as a file (a FIFO, a directory, too large).
+absl::StatusOr<nlohmann::json> MergeIntoAutoTreeFile(const std::string& path, const nlohmann::json& report) {
+  absl::StatusOr<std::string> existing = ReadFileBounded(path, kMaxJsonConfigBytes, "auto-tree file");
+  if (absl::IsNotFound(existing.status())) existing = std::string();
+  if (!existing.ok()) return existing.status();
   std::vector<std::string> dropped;
-  absl::StatusOr<nlohmann::json> merged = MergeAutoTreeMeasurement(existing, report, &dropped);
+  absl::StatusOr<nlohmann::json> merged = MergeAutoTreeMeasurement(*existing, report, &dropped);
   if (!merged.ok()) {
     spdlog::warn("'{}' is {}: replacing it", path, std::string(merged.status().message()));
     return nlohmann::json{{"machines", {report}}};
@@ -132,7 +132,9 @@ int RunAuto(const TreeCommand& command, const Calibration& calibration) {
   (*report)["heads"] = heads;
   (*report)["calibration"] = command.calibration;
   const std::string out = command.out.empty() ? AutoTreePathFor(heads) : command.out;
-  const nlohmann::json file = MergeIntoAutoTreeFile(out, *report);
+  absl::StatusOr<nlohmann::json> merged = MergeIntoAutoTreeFile(out, *report);
+  if (!merged.ok()) return Fail(merged.status());
+  const nlohmann::json& file = *merged;
   if (absl::Status s = WriteText(out, file.dump(2) + "\n"); !s.ok()) return Fail(s);
   PrintMeasurements(*report);
   std::printf("wrote %s (measurements of %zu machine%s)\n", out.c_str(), file["machines"].size(),

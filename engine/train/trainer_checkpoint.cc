@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/io/json_reader.h"
 #include "engine/medusa/heads_file.h"
 #include "kernels/base/status_macros.h"
 
@@ -57,34 +58,41 @@ nlohmann::json OptionsJson(const TrainerOptions& o) {
           {"adam_eps", o.adam_eps}};
 }
 
-// Checks a checkpoint's state against this run: FailedPrecondition naming what differs.
+// Checks a checkpoint's state against this run: FailedPrecondition naming what differs. The
+// saved state comes from a file: any key may be missing or of any type.
 absl::Status CheckState(const std::string& path, const nlohmann::json& saved, const nlohmann::json& now) {
   auto mismatch = [&](const std::string& what) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint '", path, "' does not match this run: ", what,
         "; remove it or run with what it was made with"));
   };
-  if (saved.value("format", "") != kStateFormat) {
-    return mismatch(absl::StrCat("format '", saved.value("format", ""), "', expected '", kStateFormat, "'"));
+  static const nlohmann::json kMissing;
+  auto field = [](const nlohmann::json& object, const std::string& key) -> const nlohmann::json& {
+    auto it = object.find(key);
+    return it == object.end() ? kMissing : *it;
+  };
+  if (const nlohmann::json& format = field(saved, "format"); format != kStateFormat) {
+    return mismatch(absl::StrCat("format ", JsonSnippet(format), ", expected '", kStateFormat, "'"));
   }
+  const nlohmann::json& options = field(saved, "options");
   for (const auto& [key, value] : now["options"].items()) {
-    if (!saved["options"].contains(key) || saved["options"][key] != value) {
-      return mismatch(absl::StrCat("it was written with ", key, " = ",
-                                   saved["options"].value(key, nlohmann::json()).dump(),
-                                   ", this run has ", value.dump()));
+    if (const nlohmann::json& saved_value = options.is_object() ? field(options, key) : kMissing;
+        saved_value != value) {
+      return mismatch(
+          absl::StrCat("it was written with ", key, " = ", JsonSnippet(saved_value), ", this run has ", value.dump()));
     }
   }
-  if (saved["classifier"] != now["classifier"]) {
-    return mismatch(absl::StrCat("it was trained against classifier ", saved["classifier"].dump(),
-                                 ", this run's is ", now["classifier"].dump()));
+  if (const nlohmann::json& classifier = field(saved, "classifier"); classifier != now["classifier"]) {
+    return mismatch(absl::StrCat("it was trained against classifier ", JsonSnippet(classifier), ", this run's is ",
+                                 now["classifier"].dump()));
   }
-  if (saved["data"] != now["data"]) {
-    return mismatch(absl::StrCat("it was trained on data ", saved["data"].dump(), ", this run's is ",
-                                 now["data"].dump()));
+  if (const nlohmann::json& data = field(saved, "data"); data != now["data"]) {
+    return mismatch(absl::StrCat("it was trained on data ", JsonSnippet(data), ", this run's is ", now["data"].dump()));
   }
-  if (saved["total_steps"] != now["total_steps"] || !saved["step"].is_number_integer() ||
-      saved["step"].get<int64_t>() < 0 || saved["step"].get<int64_t>() > now["total_steps"].get<int64_t>()) {
-    return mismatch(absl::StrCat("it is at step ", saved["step"].dump(), " of ", saved["total_steps"].dump(),
+  const nlohmann::json& step = field(saved, "step");
+  if (field(saved, "total_steps") != now["total_steps"] || !step.is_number_integer() || step.get<int64_t>() < 0 ||
+      step.get<int64_t>() > now["total_steps"].get<int64_t>()) {
+    return mismatch(absl::StrCat("it is at step ", JsonSnippet(step), " of ", JsonSnippet(field(saved, "total_steps")),
                                  ", this run has ", now["total_steps"].dump(), " steps"));
   }
   return absl::OkStatus();
@@ -127,12 +135,12 @@ absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path, const nlohman
     return absl::FailedPreconditionError(
         absl::StrCat("'", path, "' is not a trainer checkpoint (no '", kStateKey, "' in its metadata)"));
   }
-  nlohmann::json saved = nlohmann::json::parse(meta[kStateKey].get<std::string>(), nullptr, false);
-  if (saved.is_discarded() || !saved.is_object()) {
+  absl::StatusOr<nlohmann::json> saved = ParseJson(meta[kStateKey].get<std::string>(), path);
+  if (!saved.ok() || !saved->is_object()) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint '", path, "': its '", kStateKey, "' is not a JSON object"));
   }
-  RETURN_IF_ERROR(CheckState(path, saved, state));
+  RETURN_IF_ERROR(CheckState(path, *saved, state));
   ASSIGN_OR_RETURN(checkpoint.heads, LoadMedusaHeads(*checkpoint.file, config));
   const MedusaHeadsWeights& heads = checkpoint.heads;
   if (heads.num_heads != options.num_heads || heads.num_layers != options.num_layers ||
@@ -142,7 +150,7 @@ absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path, const nlohman
         heads.has_projection() ? " with" : " without", " own projections; the options want ", options.num_heads,
         " of ", options.num_layers, options.share_lm_head ? " without" : " with"));
   }
-  checkpoint.step = saved["step"].get<int64_t>();
+  checkpoint.step = (*saved)["step"].get<int64_t>();
   return checkpoint;
 }
 

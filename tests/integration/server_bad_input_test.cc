@@ -12,6 +12,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -340,6 +341,39 @@ void ExpectStartupRefused(const StartupCase& c) {
   ASSERT_TRUE(code.has_value()) << "still running after 30 s; log:\n" << server.Log();
   EXPECT_EQ(*code, c.exit_code) << server.Log();
   EXPECT_TRUE(absl::StrContains(server.Log(), c.log_says)) << "expected \"" << c.log_says << "\" in:\n" << server.Log();
+}
+
+// A safetensors heads file whose __metadata__ nests 200,000 arrays (400 KB): it used to
+// overflow the stack when the metadata was copied (exit 139).
+std::string DeeplyNestedHeads(const TempDir& dir) {
+  const std::string header = R"({"__metadata__":{"x":)" + std::string(200000, '[') + std::string(200000, ']') + "}}";
+  std::string bytes(8, '\0');
+  const uint64_t size = header.size();
+  std::memcpy(bytes.data(), &size, sizeof(size));
+  const std::string path = dir.file("deep.medusa.safetensors");
+  std::ofstream(path, std::ios::binary) << bytes << header;
+  return path;
+}
+
+TEST(ServerBadStartupTest, FileArgumentsThatAreNotFiles) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  TempDir dir;
+  const std::string fifo = dir.file("fifo"), empty_dir = dir.file("empty-dir");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(mkdir(empty_dir.c_str(), 0700), 0);
+  const std::string model = "--model=" + kStoriesModel;
+  const std::vector<StartupCase> cases = {
+      {"model /dev/zero", {"--model=/dev/zero"}, 1, "/dev/zero"},
+      {"model FIFO", {"--model=" + fifo}, 1, fifo},
+      {"model an empty directory", {"--model=" + empty_dir}, 1, "empty-dir"},
+      {"tokenizer a directory", {model, "--tokenizer=" + empty_dir}, 1, "empty-dir"},
+      {"tokenizer /dev/zero", {model, "--tokenizer=/dev/zero"}, 1, "/dev/zero"},
+      {"tokenizer FIFO", {model, "--tokenizer=" + fifo}, 1, fifo},
+      {"heads /dev/zero", {model, "--heads=/dev/zero"}, 1, "/dev/zero"},
+      {"heads FIFO", {model, "--heads=" + fifo}, 1, fifo},
+      {"heads with __metadata__ nested 200,000 deep", {model, "--heads=" + DeeplyNestedHeads(dir)}, 1, "nest"},
+  };
+  for (const StartupCase& c : cases) ExpectStartupRefused(c);
 }
 
 TEST(ServerBadStartupTest, AbsurdFlagValues) {

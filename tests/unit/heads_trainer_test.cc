@@ -488,6 +488,18 @@ TEST(HeadsTrainerTest, MismatchedCheckpointIsAClearError) {
   // A file that is not a trainer checkpoint.
   ASSERT_TRUE(SaveMedusaHeads(path, RandomMedusaHeads(p.config, 3, 2, false, 1, 0.1f), nlohmann::json()).ok());
   expect_error(p.Options(true), p.data, p.classifier, "not a trainer checkpoint");
+  // Crafted states: keys missing or of other types, nesting past the limit.
+  const MedusaHeadsWeights heads = RandomMedusaHeads(p.config, 3, 2, false, 1, 0.1f);
+  for (const auto& [state, names] : std::vector<std::pair<std::string, std::string>>{
+           {"{}", "format null"},
+           {R"({"format": 5})", "format 5"},
+           {R"({"format": "medusa-heads-trainer/1", "options": []})", "it was written with"},
+           {R"({"format": "medusa-heads-trainer/1", "options": {"lr": "x"}})", "it was written with"},
+           {std::string(100000, '[') + std::string(100000, ']'), "not a JSON object"}}) {
+    SCOPED_TRACE(state.substr(0, 80));
+    ASSERT_TRUE(SaveMedusaHeads(path, heads, nlohmann::json{{"medusa_trainer_state", state}}).ok());
+    expect_error(p.Options(true), p.data, p.classifier, names);
+  }
 }
 
 // ------------------------------------------------------------------ evaluation
