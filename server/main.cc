@@ -57,6 +57,9 @@ ABSL_FLAG(double, max_connection_age_grace_seconds, 30,
 ABSL_FLAG(double, handshake_timeout_seconds, 10,
           "Close a connection whose TLS handshake and HTTP/2 preface are not done within this");
 ABSL_FLAG(int32_t, max_metadata_bytes, 8 << 10, "Largest request metadata (headers) accepted, in bytes");
+ABSL_FLAG(int32_t, max_connections, 0,
+          "Client connections served at once; one more is closed at once (UNAVAILABLE). 0: no limit. When set, "
+          "connections are relayed to gRPC through a private Unix socket");
 ABSL_FLAG(int32_t, max_running, 16, "Sequences decoded together in one batch");
 ABSL_FLAG(int32_t, max_waiting, 64,
           "Requests waiting for a place in the batch; beyond, Generate answers RESOURCE_EXHAUSTED");
@@ -101,6 +104,8 @@ int Fail(const std::string& message, int code) {
 
 // The longest duration gRPC takes (milliseconds in an int).
 constexpr double kMaxLimitSeconds = 2147483;
+// Each admitted connection is a relay thread.
+constexpr int kMaxConnections = 10000;
 
 // Checks the connection limits' flags; "" when they are fine.
 std::string CheckConnectionFlags() {
@@ -115,6 +120,10 @@ std::string CheckConnectionFlags() {
     if (!(value >= 0 && value <= kMaxLimitSeconds)) {
       return absl::StrCat(name, " must be in [0, ", kMaxLimitSeconds, "], got ", value);
     }
+  }
+  const int connections = absl::GetFlag(FLAGS_max_connections);
+  if (connections < 0 || connections > kMaxConnections) {
+    return absl::StrCat("--max-connections must be in [0, ", kMaxConnections, "], got ", connections);
   }
   const int metadata = absl::GetFlag(FLAGS_max_metadata_bytes);
   if (metadata < 1024 || metadata > (16 << 20)) {
@@ -150,6 +159,7 @@ medusa::server::ConnectionLimits ConnectionLimitsFromFlags() {
   limits.max_connection_age_grace = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds));
   limits.handshake_timeout = absl::Seconds(absl::GetFlag(FLAGS_handshake_timeout_seconds));
   limits.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
+  limits.max_connections = absl::GetFlag(FLAGS_max_connections);
   return limits;
 }
 

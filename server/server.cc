@@ -13,6 +13,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "kernels/base/status_macros.h"
+#include "server/connection_gate.h"
 #include "server/listen_address.h"
 #include "spdlog/spdlog.h"
 
@@ -93,23 +94,39 @@ absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOp
   grpc::ServerBuilder builder;
   if (!options.enable_reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   const std::string address = HostPort(options.host, options.port);
-  builder.AddListeningPort(address, credentials, &server->port_);
+  int bound_port = 0;
+  if (options.connection.max_connections > 0) {
+    // The gate owns the public port; gRPC listens on its private Unix socket.
+    ASSIGN_OR_RETURN(server->gate_,
+                     ConnectionGate::Bind(options.host, options.port, options.connection.max_connections));
+    builder.AddListeningPort(server->gate_->backend_address(), credentials, &bound_port);
+  } else {
+    builder.AddListeningPort(address, credentials, &bound_port);
+  }
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   ApplyConnectionLimits(options.connection, builder);
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
+  if (server->server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use?)"));
+  }
+  server->port_ = bound_port;
+  if (server->gate_ != nullptr) {
+    server->port_ = server->gate_->port();
+    server->gate_->Start();
   }
   // gRPC's health service starts out SERVING for "": not before the model is ready. Between
   // BuildAndStart and this call "" is SERVING for an instant; the Generator's own status
   // (medusa.v1.Generator) is never SERVING before the model is, which is what probes ask.
   server->SetServing(false);
   const TransportSecurity& security = options.security;
-  spdlog::info("listening on {} (gRPC: {}{}{}), {} (metrics); loading the model", HostPort(options.host, server->port_),
-               security.tls() ? "TLS" : "plaintext", security.tls_client_ca_file.empty() ? "" : ", client certificates",
-               security.token() ? ", bearer token" : "", metrics_address);
+  spdlog::info("listening on {} (gRPC: {}{}{}{}), {} (metrics); loading the model",
+               HostPort(options.host, server->port_), security.tls() ? "TLS" : "plaintext",
+               security.tls_client_ca_file.empty() ? "" : ", client certificates",
+               security.token() ? ", bearer token" : "",
+               server->gate_ ? absl::StrCat(", at most ", options.connection.max_connections, " connections") : "",
+               metrics_address);
   return server;
 }
 

@@ -24,6 +24,8 @@ class Server;
 
 namespace medusa::server {
 
+class ConnectionGate;
+
 // Limits on each client connection (gRPC channel arguments). A duration of zero turns
 // that limit off.
 struct ConnectionLimits {
@@ -35,6 +37,7 @@ struct ConnectionLimits {
   absl::Duration max_connection_age_grace = absl::Seconds(30);  // then running calls are cut
   absl::Duration handshake_timeout = absl::Seconds(10);         // TLS / HTTP/2 preface must finish
   int max_metadata_bytes = 8 << 10;                             // request headers, in all
+  int max_connections = 0;  // client connections served at once (connection_gate.h); 0: no limit
 };
 
 struct ServerOptions {
@@ -84,6 +87,7 @@ class MedusaServer {
   std::unique_ptr<GeneratorService> service_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Scheduler> scheduler_;  // after engine_: destroyed first
+  std::unique_ptr<ConnectionGate> gate_;  // with --max-connections: closed after gRPC
   std::unique_ptr<grpc::Server> server_;  // last: shut down before everything it calls
   int port_ = 0;
   bool shut_down_ = false;

@@ -6,6 +6,7 @@
 // SIGTERM while the model loads.
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -425,13 +426,106 @@ TEST_F(ServerSecurityTest, SigtermWhileTheModelLoadsEndsTheProcessPromptly) {
   EXPECT_FALSE(absl::StrContains(server_.Log(), "serving ")) << server_.Log();
 }
 
+// Whether the server closed this raw connection within `timeout`. What it sends first
+// (gRPC's SETTINGS frame, a GOAWAY) is read and dropped.
+bool ClosedByServer(int fd, absl::Duration timeout) {
+  const timeval tv = absl::ToTimeval(timeout);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0) return false;  // the timeout
+  }
+}
+
+TEST_F(ServerSecurityTest, MaxConnectionsRefusesOneMoreUntilOneCloses) {
+  server_.Start(Plus(StoriesArgs(), {"--max-connections=2"}), dir_);
+  ASSERT_TRUE(server_.WaitServing());  // its channel is connection 1
+  auto second = server_.StubOnNewConnection();
+  ASSERT_TRUE(ModelInfoStatus(*second).ok());
+  // Connection 3 is closed as soon as it is accepted: UNAVAILABLE, the first two go on.
+  {
+    auto third = server_.StubOnNewConnection();
+    EXPECT_EQ(ModelInfoStatus(*third).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  EXPECT_TRUE(ModelInfoStatus(*server_.Stub()).ok());
+  StreamOutcome out = RunGenerate(*second, GreedyRequest("Once upon a time", 8));
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  // Closing connection 2 frees its place.
+  second.reset();
+  bool admitted = false;
+  for (int i = 0; i < 50 && !admitted; ++i) {
+    admitted = ModelInfoStatus(*server_.StubOnNewConnection()).ok();
+    if (!admitted) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(admitted) << server_.Log();
+}
+
+TEST_F(ServerSecurityTest, AConnectionThatNeverHandshakesIsClosedAndFreesItsPlace) {
+  for (const bool gated : {false, true}) {
+    SCOPED_TRACE(gated ? "with --max-connections=1" : "without a connection limit");
+    TempDir dir;
+    ServerProcess server;
+    std::vector<std::string> flags = {"--handshake-timeout-seconds=1"};
+    if (gated) flags.push_back("--max-connections=1");
+    server.Start(Plus(StoriesArgs(), flags), dir);
+    // Served, told by the log: the helper's health channel would hold the one place.
+    const absl::Time end = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < end && !absl::StrContains(server.Log(), "serving ")) absl::SleepFor(absl::Milliseconds(20));
+    const int idle = OpenIdleConnection(server.port());
+    ASSERT_GE(idle, 0);
+    const absl::Time opened = absl::Now();
+    if (gated) {
+      // The idle connection holds the only place.
+      EXPECT_EQ(ModelInfoStatus(*server.StubOnNewConnection()).error_code(), grpc::StatusCode::UNAVAILABLE);
+    }
+    EXPECT_TRUE(ClosedByServer(idle, absl::Seconds(10)));
+    EXPECT_LT(absl::Now() - opened, absl::Seconds(5));
+    close(idle);
+    bool served = false;
+    for (int i = 0; i < 50 && !served; ++i) {
+      served = ModelInfoStatus(*server.StubOnNewConnection()).ok();
+      if (!served) absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_TRUE(served) << server.Log();
+  }
+}
+
+TEST_F(ServerSecurityTest, AnOldConnectionIsRetiredAndTheClientReconnects) {
+  server_.Start(Plus(StoriesArgs(), {"--max-connection-age-seconds=0.5", "--max-connection-age-grace-seconds=5"}),
+                dir_);
+  ASSERT_TRUE(server_.WaitServing());
+  auto channel = server_.Channel();
+  auto stub = v1::Generator::NewStub(channel);
+  int calls = 0, failed = 0;
+  bool left_ready = false;
+  const absl::Time end = absl::Now() + absl::Seconds(3);
+  while (absl::Now() < end) {
+    failed += ModelInfoStatus(*stub).ok() ? 0 : 1;
+    ++calls;
+    for (int i = 0; i < 5; ++i) {
+      left_ready |= channel->GetState(false) != GRPC_CHANNEL_READY;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  EXPECT_GT(calls, 20);
+  EXPECT_EQ(failed, 0);     // GOAWAY is transparent: no call failed
+  EXPECT_TRUE(left_ready);  // but the connection was retired (and a new one made)
+  // A stream running past the age finishes within the grace period.
+  StreamOutcome out = RunGenerate(*stub, GreedyRequest("Once upon a time", 200));
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+}
+
 TEST_F(ServerSecurityTest, ClientAndBenchSpeakTlsWithAClientCertificateAndToken) {
   Certificates certs(dir_);
   const std::string token_file = dir_.file("token");
   WriteText(token_file, std::string(kToken) + "\n");
   server_.set_channel_credentials(certs.Channel("ca", "client"));
   server_.Start(Plus(StoriesArgs(), {"--tls-cert-file=" + certs.pem("server"), "--tls-key-file=" + certs.key("server"),
-                                     "--tls-client-ca-file=" + certs.pem("ca"), "--auth-token-file=" + token_file}),
+                                     "--tls-client-ca-file=" + certs.pem("ca"), "--auth-token-file=" + token_file,
+                                     // through the connection gate: TLS and the token still checked
+                                     "--max-connections=8"}),
                 dir_);
   ASSERT_TRUE(server_.WaitServing());
   const std::string medusa = BinaryPath("bin/medusa");
