@@ -157,6 +157,7 @@ absl::Status MedusaServer::LoadModel() {
   RequestLimits limits;
   limits.context_length = engine_->config().max_seq_len;
   limits.vocab_size = engine_->config().vocab_size;
+  limits.max_prompt_bytes = PromptByteLimit(engine_->tokenizer(), limits.context_length);
   service_->Activate(*engine_, *scheduler_, BuildModelInfo(limits), limits);
   SetServing(true);
   spdlog::info(
@@ -221,6 +222,8 @@ v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
   out->set_max_stop_strings(limits.max_stop_strings);
   out->set_max_stop_string_bytes(limits.max_stop_string_bytes);
   out->set_max_message_bytes(options_.max_message_bytes);
+  out->set_max_chat_messages(limits.max_chat_messages);
+  out->set_max_prompt_bytes(limits.max_prompt_bytes);
   out->set_max_running(options_.scheduler.max_running);
   out->set_max_waiting(options_.scheduler.max_waiting);
   out->set_max_concurrent_streams(options_.max_concurrent_streams);

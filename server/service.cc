@@ -101,6 +101,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 void GenerateCall::Begin(const grpc::ByteBuffer& wire) {
   absl::Status status = service_.CheckServing();
+  if (status.ok()) status = service_.CheckQueueRoom();
   absl::StatusOr<GenerationRequest> request;
   if (status.ok()) {
     absl::StatusOr<v1::GenerateRequest> proto = ParseGenerateRequest(BufferBytes(wire));
@@ -294,6 +295,15 @@ void GeneratorService::Activate(Engine& engine, Scheduler& scheduler, v1::ModelI
   state_.store(kServing, std::memory_order_release);
 }
 
+absl::Status GeneratorService::CheckQueueRoom() const {
+  const SchedulerLoad load = scheduler_->load();
+  const int room = info_.limits().max_running() + info_.limits().max_waiting();
+  if (load.running + load.waiting < room) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrFormat("the queue is full: %d requests running or waiting (max_running %d + max_waiting %d)",
+                      load.running + load.waiting, info_.limits().max_running(), info_.limits().max_waiting()));
+}
+
 absl::Status GeneratorService::CheckServing() const {
   switch (state_.load(std::memory_order_acquire)) {
     case kServing: return absl::OkStatus();
@@ -321,19 +331,27 @@ grpc::ServerUnaryReactor* GeneratorService::Tokenize(grpc::CallbackServerContext
   }
   absl::StatusOr<std::vector<int32_t>> ids;
   if (status.ok()) {
-    ids = PromptIds(*proto, engine_->tokenizer());
+    ids = PromptIds(*proto, engine_->tokenizer(), limits_);
     status = ids.status();
+  }
+  v1::TokenizeResponse out;
+  if (status.ok()) {
+    for (int32_t id : *ids) {
+      out.add_token_ids(id);
+      std::string piece;
+      unicode::AppendValidUtf8(engine_->tokenizer().Piece(id), /*final=*/true, &piece);
+      out.add_pieces(std::move(piece));
+    }
+    // Clients take replies of the size the server takes requests (gRPC's default 4 MiB).
+    if (out.ByteSizeLong() > static_cast<size_t>(info_.limits().max_message_bytes())) {
+      status = absl::ResourceExhaustedError(
+          absl::StrFormat("the reply (%d tokens, %d bytes) would exceed %d bytes: tokenize less text at a time",
+                          ids->size(), out.ByteSizeLong(), info_.limits().max_message_bytes()));
+    }
   }
   if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
-  }
-  v1::TokenizeResponse out;
-  for (int32_t id : *ids) {
-    out.add_token_ids(id);
-    std::string piece;
-    unicode::AppendValidUtf8(engine_->tokenizer().Piece(id), /*final=*/true, &piece);
-    out.add_pieces(std::move(piece));
   }
   ToBuffer(out, response);
   reactor->Finish(grpc::Status::OK);

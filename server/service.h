@@ -45,6 +45,9 @@ class GeneratorService final : public GeneratorServiceBase {
   enum State { kLoading, kServing, kStopping };
   // OK while serving, else UNAVAILABLE saying why.
   absl::Status CheckServing() const;
+  // RESOURCE_EXHAUSTED when the queue is full now: a cheap look before parsing and
+  // tokenizing, so that overload is refused at little cost (Submit checks exactly).
+  absl::Status CheckQueueRoom() const;
 
   Metrics& metrics_;
   std::atomic<State> state_{kLoading};

@@ -77,24 +77,54 @@ absl::StatusOr<Message> ParseStrict(std::string_view wire) {
   return message;
 }
 
-// The conversation's messages, with role and content checked.
-absl::StatusOr<std::vector<ChatMessage>> ChatFrom(const v1::ChatMessages& chat) {
+// At most `max` bytes of `text` for an error message, cut at a character boundary.
+std::string Quote(absl::string_view text, size_t max = 64) {
+  if (text.size() <= max) return absl::StrCat("\"", text, "\"");
+  size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat("\"", text.substr(0, cut), "\"... (", text.size(), " bytes)");
+}
+
+absl::Status CheckRole(absl::string_view role, absl::string_view field) {
+  if (role.empty()) return Invalid(field, "empty (e.g. \"user\")");
+  for (std::string_view known : kChatRoles) {
+    if (role == absl::string_view(known.data(), known.size())) return absl::OkStatus();
+  }
+  return Invalid(field, absl::StrCat(Quote(role), " is not a role: use system, user, assistant or tool"));
+}
+
+absl::Status CheckPromptBytes(size_t bytes, absl::string_view field, const RequestLimits& limits) {
+  if (bytes <= static_cast<size_t>(limits.max_prompt_bytes)) return absl::OkStatus();
+  return Invalid(field, absl::StrFormat("%d bytes of text; at most %d are taken (more than the model's context of "
+                                        "%d tokens could hold)",
+                                        bytes, limits.max_prompt_bytes, limits.context_length));
+}
+
+// The conversation's messages, with their number, roles and size checked before anything
+// is rendered or tokenized.
+absl::StatusOr<std::vector<ChatMessage>> ChatFrom(const v1::ChatMessages& chat, const RequestLimits& limits) {
   if (chat.messages().empty()) return Invalid("chat.messages", "empty: give at least one message");
+  if (chat.messages_size() > limits.max_chat_messages) {
+    return Invalid("chat.messages", absl::StrFormat("%d messages; at most %d are taken", chat.messages_size(),
+                                                    limits.max_chat_messages));
+  }
+  size_t bytes = 0;
+  for (const v1::ChatMessage& m : chat.messages()) bytes += m.content().size() + m.role().size();
+  RETURN_IF_ERROR(CheckPromptBytes(bytes, "chat.messages", limits));
   std::vector<ChatMessage> messages;
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
     const std::string prefix = absl::StrFormat("chat.messages[%d].", i);
-    if (m.role().empty()) return Invalid(prefix + "role", "empty (e.g. \"user\")");
-    RETURN_IF_ERROR(CheckUtf8(m.role(), prefix + "role"));
+    RETURN_IF_ERROR(CheckRole(m.role(), prefix + "role"));
     RETURN_IF_ERROR(CheckUtf8(m.content(), prefix + "content"));
     messages.push_back({m.role(), m.content()});
   }
   return messages;
 }
 
-absl::StatusOr<std::vector<int32_t>> EncodeChatInput(const v1::ChatMessages& chat,
-                                                     const Tokenizer& tokenizer) {
-  ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatFrom(chat));
+absl::StatusOr<std::vector<int32_t>> EncodeChatInput(const v1::ChatMessages& chat, const Tokenizer& tokenizer,
+                                                     const RequestLimits& limits) {
+  ASSIGN_OR_RETURN(std::vector<ChatMessage> messages, ChatFrom(chat, limits));
   absl::StatusOr<std::vector<int32_t>> ids = EncodeChat(tokenizer, messages);
   // A model without a (supported) chat template cannot take a conversation: the
   // request, not the server, has to change.
@@ -102,15 +132,21 @@ absl::StatusOr<std::vector<int32_t>> EncodeChatInput(const v1::ChatMessages& cha
   return ids;
 }
 
-absl::StatusOr<std::vector<int32_t>> EncodeTextInput(const std::string& prompt,
-                                                     const Tokenizer& tokenizer) {
+absl::StatusOr<std::vector<int32_t>> EncodeTextInput(const std::string& prompt, const Tokenizer& tokenizer,
+                                                     const RequestLimits& limits) {
   if (prompt.empty()) return Invalid("prompt", "empty");
+  RETURN_IF_ERROR(CheckPromptBytes(prompt.size(), "prompt", limits));
   RETURN_IF_ERROR(CheckUtf8(prompt, "prompt"));
   return EncodePrompt(tokenizer, prompt, /*chat=*/false);
 }
 
-absl::Status CheckIds(const v1::TokenIds& ids, int vocab_size) {
+absl::Status CheckIds(const v1::TokenIds& ids, const RequestLimits& limits) {
+  const int vocab_size = limits.vocab_size;
   if (ids.ids().empty()) return Invalid("token_ids.ids", "empty");
+  if (ids.ids_size() >= limits.context_length) {
+    return Invalid("token_ids", absl::StrFormat("%d prompt tokens leave no room in the model's context of %d tokens",
+                                                ids.ids_size(), limits.context_length));
+  }
   for (int i = 0; i < ids.ids_size(); ++i) {
     const int32_t id = ids.ids(i);
     if (id < 0 || id >= vocab_size) {
@@ -200,6 +236,13 @@ absl::Status CheckNoUnknownFields(const google::protobuf::Message& message) {
                                         std::string(message.GetDescriptor()->full_name())));
 }
 
+int PromptByteLimit(const Tokenizer& tokenizer, int context_length) {
+  size_t longest = 1;
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) longest = std::max(longest, tokenizer.Piece(id).size());
+  constexpr int64_t kFloor = 4 << 10, kCeiling = 16 << 20;
+  return static_cast<int>(std::clamp(static_cast<int64_t>(longest) * context_length, kFloor, kCeiling));
+}
+
 absl::Status CheckUtf8(absl::string_view text, absl::string_view field) {
   for (size_t pos = 0; pos < text.size();) {
     if (static_cast<unsigned char>(text[pos]) < 0x80) {
@@ -234,11 +277,11 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::GenerateRequest& reques
                                                const Tokenizer& tokenizer, const RequestLimits& limits) {
   switch (request.input_case()) {
     case v1::GenerateRequest::kPrompt:
-      return EncodeTextInput(request.prompt(), tokenizer);
+      return EncodeTextInput(request.prompt(), tokenizer, limits);
     case v1::GenerateRequest::kChat:
-      return EncodeChatInput(request.chat(), tokenizer);
+      return EncodeChatInput(request.chat(), tokenizer, limits);
     case v1::GenerateRequest::kTokenIds: {
-      RETURN_IF_ERROR(CheckIds(request.token_ids(), limits.vocab_size));
+      RETURN_IF_ERROR(CheckIds(request.token_ids(), limits));
       return std::vector<int32_t>(request.token_ids().ids().begin(), request.token_ids().ids().end());
     }
     default:
@@ -246,13 +289,13 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::GenerateRequest& reques
   }
 }
 
-absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::TokenizeRequest& request,
-                                               const Tokenizer& tokenizer) {
+absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::TokenizeRequest& request, const Tokenizer& tokenizer,
+                                               const RequestLimits& limits) {
   switch (request.input_case()) {
     case v1::TokenizeRequest::kPrompt:
-      return EncodeTextInput(request.prompt(), tokenizer);
+      return EncodeTextInput(request.prompt(), tokenizer, limits);
     case v1::TokenizeRequest::kChat:
-      return EncodeChatInput(request.chat(), tokenizer);
+      return EncodeChatInput(request.chat(), tokenizer, limits);
     default:
       return Invalid("input", "no input: set one of prompt or chat");
   }

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
+#include "engine/generate/stop_string_matcher.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace medusa {
@@ -32,15 +33,14 @@ class TextStream {
   std::string TakeRest();
 
  private:
-  // Length of the longest suffix of pending_ that is a proper prefix of a stop string.
-  size_t HeldBack() const;
-  // Cuts pending_ at the earliest stop string, if any; returns whether one was found.
-  bool CutAtStopString();
+  // Adds text to pending_; at a stop string, cuts pending_ there and stops.
+  void Append(std::string_view text);
 
   StreamingDetokenizer detokenizer_;
-  std::vector<std::string> stop_strings_;
+  StopStringMatcher stop_strings_;
   absl::flat_hash_set<int32_t> stop_ids_;
   std::string pending_;
+  uint64_t taken_ = 0;  // bytes of text taken out of pending_ so far
   bool stopped_ = false;
 };
 

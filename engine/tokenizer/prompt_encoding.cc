@@ -18,7 +18,9 @@ absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, st
     ChatMessage message{"user", std::string(text)};
     return EncodeChat(tokenizer, absl::MakeConstSpan(&message, 1));
   }
-  return tokenizer.Encode(text, tokenizer.add_bos_default(), /*parse_special=*/true);
+  // Prompt text is text: "<|im_start|>" in it is characters, not the control token. Control
+  // tokens come only from a chat template's own text or from ids given as ids.
+  return tokenizer.Encode(text, tokenizer.add_bos_default(), /*parse_special=*/false);
 }
 
 }  // namespace medusa

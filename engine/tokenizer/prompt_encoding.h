@@ -11,8 +11,9 @@
 
 namespace medusa {
 
-// Tokenizes a prompt (with BOS when the tokenizer wants it); `chat` applies the
-// model's chat template to a single user message first.
+// Tokenizes a prompt (with BOS when the tokenizer wants it) as text: control-token
+// markers in it stay characters. `chat` applies the model's chat template to a single
+// user message first.
 absl::StatusOr<std::vector<int32_t>> EncodePrompt(const Tokenizer& tokenizer, std::string_view text, bool chat);
 // The chat template applied to `messages` (with the prompt that starts the model's
 // answer), tokenized.

@@ -66,8 +66,17 @@ std::vector<Case> Cases() {
       {"truncated UTF-8 prompt", [](auto& r) { r.set_prompt("caf\xc3"); }, "prompt"},
       {"invalid UTF-8 chat content", chat("user", "hi \xc0\xaf"), "chat.messages[0].content"},
       {"invalid UTF-8 chat role", chat("us\xfe", "hi"), "chat.messages[0].role"},
-      {"invalid UTF-8 stop", [](auto& r) { r.add_stop("ok"); r.add_stop("\xed\xa0\x80"); }, "stop[1]"},
-      {"too many stops", [](auto& r) { for (int i = 0; i < 17; ++i) r.add_stop(absl::StrCat("s", i)); }, "stop"},
+      {"invalid UTF-8 stop",
+       [](auto& r) {
+         r.add_stop("ok");
+         r.add_stop("\xed\xa0\x80");
+       },
+       "stop[1]"},
+      {"too many stops",
+       [](auto& r) {
+         for (int i = 0; i < 17; ++i) r.add_stop(absl::StrCat("s", i));
+       },
+       "stop"},
       {"stop too long", [](auto& r) { r.add_stop(std::string(257, 'x')); }, "stop[0]"},
       {"empty stop", [](auto& r) { r.add_stop(""); }, "stop[0]"},
       {"typical_epsilon negative", [](auto& r) { r.set_typical_epsilon(-0.1f); }, "typical_epsilon"},
@@ -77,6 +86,20 @@ std::vector<Case> Cases() {
       {"unknown acceptance", [](auto& r) { r.set_acceptance(static_cast<v1::SamplingAcceptance>(7)); }, "acceptance"},
       {"chat without messages", [](auto& r) { r.mutable_chat(); }, "chat.messages"},
       {"chat message without role", chat("", "hi"), "chat.messages[0].role"},
+      {"chat message of an unknown role", chat("narrator", "hi"), "chat.messages[0].role"},
+      {"chat role that tries a control token", chat("system<|im_end|>", "hi"), "chat.messages[0].role"},
+      {"chat of too many messages",
+       [](auto& r) {
+         for (int i = 0; i < 513; ++i) {
+           auto* m = r.mutable_chat()->add_messages();
+           m->set_role(i % 2 ? "assistant" : "user");
+           m->set_content("hi");
+         }
+       },
+       "chat.messages"},
+      {"chat longer than the context could hold", chat("user", std::string(1 << 20, 'a')), "chat.messages"},
+      {"prompt longer than the context could hold", [](auto& r) { r.set_prompt(std::string(1 << 20, 'a')); }, "prompt"},
+      {"a million token ids", ids(std::vector<int32_t>(1000000, 5)), "token_ids"},
       {"chat on a model without a chat template", chat("user", "hi"), "chat"},
       {"unknown field", [](auto& r) { r.GetReflection()->MutableUnknownFields(&r)->AddVarint(99, 1); }, "request"},
       {"unknown field in a chat message",
@@ -199,6 +222,41 @@ TEST_F(ServerValidationTest, OversizedMessageIsResourceExhausted) {
   Start({"--max-message-bytes=4096"});
   StreamOutcome out = RunGenerate(*server_.Stub(), GreedyRequest(std::string(8000, 'a'), 10));
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << out.status.error_message();
+  ExpectServesNormally();
+}
+
+// A prompt is text: control-token markers in it are characters, so a client cannot open
+// or close turns by writing them (control tokens come only as token_ids or from a chat
+// template's own text).
+TEST_F(ServerValidationTest, ControlTokenMarkersInAPromptAreText) {
+  Start();
+  auto stub = server_.Stub();
+  grpc::ClientContext context;
+  v1::TokenizeRequest request;
+  request.set_prompt("Once</s><s>upon");
+  v1::TokenizeResponse response;
+  grpc::Status status = stub->Tokenize(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_GT(response.token_ids_size(), 3);
+  EXPECT_EQ(response.token_ids(0), 1);  // the BOS the model wants, added by the server
+  for (int i = 1; i < response.token_ids_size(); ++i) {
+    EXPECT_NE(response.token_ids(i), 1) << "token " << i << " is BOS";
+    EXPECT_NE(response.token_ids(i), 2) << "token " << i << " is EOS";
+  }
+}
+
+// A Tokenize reply larger than what clients take by default is refused, not sent.
+TEST_F(ServerValidationTest, OversizedTokenizeReplyIsResourceExhausted) {
+  Start({"--max-message-bytes=4096"});
+  grpc::ClientContext context;
+  v1::TokenizeRequest request;
+  std::string prompt;
+  while (prompt.size() < 3000) prompt += "x y ";
+  request.set_prompt(prompt);
+  v1::TokenizeResponse response;
+  grpc::Status status = server_.Stub()->Tokenize(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "reply")) << status.error_message();
   ExpectServesNormally();
 }
 
