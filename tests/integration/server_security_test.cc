@@ -460,6 +460,9 @@ TEST_F(ServerSecurityTest, MaxConnectionsRefusesOneMoreUntilOneCloses) {
     if (!admitted) absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_TRUE(admitted) << server_.Log();
+  // A graceful exit closes the gate too (and removes its socket's directory).
+  server_.Signal(SIGTERM);
+  EXPECT_EQ(server_.WaitExit(absl::Seconds(30)), 0) << server_.Log();
 }
 
 TEST_F(ServerSecurityTest, AConnectionThatNeverHandshakesIsClosedAndFreesItsPlace) {
@@ -489,6 +492,8 @@ TEST_F(ServerSecurityTest, AConnectionThatNeverHandshakesIsClosedAndFreesItsPlac
       if (!served) absl::SleepFor(absl::Milliseconds(100));
     }
     EXPECT_TRUE(served) << server.Log();
+    server.Signal(SIGTERM);
+    EXPECT_EQ(server.WaitExit(absl::Seconds(30)), 0) << server.Log();
   }
 }
 
@@ -563,6 +568,8 @@ TEST_F(ServerSecurityTest, ClientAndBenchSpeakTlsWithAClientCertificateAndToken)
                               " --tls-cert-file ", certs.pem("client"), " --prompt hi"));
   EXPECT_NE(half_pair.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(half_pair.output, "go together")) << half_pair.output;
+  server_.Signal(SIGTERM);
+  EXPECT_EQ(server_.WaitExit(absl::Seconds(30)), 0) << server_.Log();
 }
 
 }  // namespace
