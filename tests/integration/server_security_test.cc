@@ -361,7 +361,8 @@ TEST_F(ServerSecurityTest, AbsurdConnectionFlagsFailAtStartUp) {
   for (const std::string& flag :
        {"--keepalive-time-seconds=-1", "--keepalive-timeout-seconds=nan", "--max-connection-age-seconds=1e300",
         "--handshake-timeout-seconds=inf", "--max-connection-idle-seconds=-0.5", "--max-metadata-bytes=10",
-        "--max-metadata-bytes=2147483647", "--min-client-ping-interval-seconds=3000000"}) {
+        "--max-metadata-bytes=2147483647", "--min-client-ping-interval-seconds=3000000", "--max-connections=-1",
+        "--max-connections=1000000"}) {
     SCOPED_TRACE(flag);
     const Refusal r = StartExpectingRefusal(Plus(StoriesArgs(), {flag}));
     EXPECT_EQ(r.exit_code, 2) << r.log;
