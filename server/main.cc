@@ -1,14 +1,18 @@
 // medusa-server: serves medusa.v1.Generator over gRPC, Prometheus metrics on their
 // own port. Every flag can also come from the environment as MEDUSA_<FLAG>
 // (MEDUSA_PORT=50052, MEDUSA_KV_CACHE_MB=1024); the command line wins.
-// SIGTERM / SIGINT: graceful shutdown (exit 0); a second signal exits at once (1).
+// SIGTERM / SIGINT: graceful shutdown (exit 0); a second signal exits at once (1). A signal
+// while the model loads ends the process at once, exit 0 (nothing is being served yet).
+// Bad flags or security files: exit 2 before anything listens.
 
+#include <unistd.h>
+
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -20,14 +24,42 @@
 #include "absl/synchronization/notification.h"
 #include "kernels/base/status_macros.h"
 #include "server/flags_env.h"
+#include "server/listen_address.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
 #include "tools/engine_flags.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address both listeners bind to");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address the gRPC listener binds to. Other than loopback (127.0.0.0/8, ::1, localhost) it needs TLS "
+          "or --auth-token-file, or --allow-insecure");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Address the Prometheus /metrics listener binds to");
 ABSL_FLAG(int32_t, metrics_port, 9464, "Prometheus /metrics port");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain: serve gRPC over TLS (with --tls-key-file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file (unencrypted)");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: mutual TLS, every client must present a certificate they signed");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a bearer token (one line): every call but health checks must send "
+          "`authorization: Bearer <token>`, else UNAUTHENTICATED");
+ABSL_FLAG(bool, allow_insecure, false, "Allow a non-loopback --host without TLS or a token");
+ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection (lists services and messages)");
+ABSL_FLAG(bool, expose_file_paths, false, "GetModelInfo names the heads file and the tree file");
+ABSL_FLAG(double, keepalive_time_seconds, 60, "Ping a connection after this long without activity (0: never)");
+ABSL_FLAG(double, keepalive_timeout_seconds, 20, "Close a connection whose ping is not answered within this");
+ABSL_FLAG(double, min_client_ping_interval_seconds, 10,
+          "Clients pinging more often than this (without data) are sent GOAWAY");
+ABSL_FLAG(double, max_connection_idle_seconds, 0, "Close a connection after this long without calls (0: never)");
+ABSL_FLAG(double, max_connection_age_seconds, 0, "Send GOAWAY to a connection this old (clients reconnect; 0: never)");
+ABSL_FLAG(double, max_connection_age_grace_seconds, 30,
+          "After a connection's GOAWAY for age, how long its running calls get");
+ABSL_FLAG(double, handshake_timeout_seconds, 10,
+          "Close a connection whose TLS handshake and HTTP/2 preface are not done within this");
+ABSL_FLAG(int32_t, max_metadata_bytes, 8 << 10, "Largest request metadata (headers) accepted, in bytes");
+ABSL_FLAG(int32_t, max_connections, 0,
+          "Client connections served at once; one more is closed at once (UNAVAILABLE). 0: no limit. When set, "
+          "connections are relayed to gRPC through a private Unix socket");
 ABSL_FLAG(int32_t, max_running, 16, "Sequences decoded together in one batch");
 ABSL_FLAG(int32_t, max_waiting, 64,
           "Requests waiting for a place in the batch; beyond, Generate answers RESOURCE_EXHAUSTED");
@@ -46,9 +78,12 @@ namespace {
 constexpr char kUsage[] =
     "medusa-server --model PATH [--heads PATH] [--tree NAME|FILE|auto] [--port 50051]\n"
     "  [--metrics-port 9464] [--threads N] [--kv-cache-mb MB] [--max-running N] [--max-waiting N]\n"
-    "  [--medusa-max-batch N] [--max-concurrent-streams N] [--max-message-bytes N] [--log-format text|json] [--log-level L]\n"
-    "  [--shutdown-grace-seconds S]\n"
-    "Serves medusa.v1.Generator (gRPC, with health and reflection) and Prometheus metrics.\n"
+    "  [--medusa-max-batch N] [--max-concurrent-streams N] [--max-message-bytes N] [--log-format text|json] "
+    "[--log-level L]\n"
+    "  [--shutdown-grace-seconds S] [--host 127.0.0.1] [--metrics-host 127.0.0.1]\n"
+    "  [--tls-cert-file PEM --tls-key-file PEM [--tls-client-ca-file PEM]] [--auth-token-file FILE]\n"
+    "  [--allow-insecure] [--enable-reflection] [--expose-file-paths] [connection limits, see --help]\n"
+    "Serves medusa.v1.Generator (gRPC, with health) and Prometheus metrics.\n"
     "Flags take dashes or underscores (--kv-cache-mb, --kv_cache_mb). Every flag can be set from the\n"
     "environment as MEDUSA_<FLAG>, e.g. MEDUSA_PORT=50052; the command line wins.";
 
@@ -67,6 +102,36 @@ int Fail(const std::string& message, int code) {
   return code;
 }
 
+// The longest duration gRPC takes (milliseconds in an int).
+constexpr double kMaxLimitSeconds = 2147483;
+// Each admitted connection is a relay thread.
+constexpr int kMaxConnections = 10000;
+
+// Checks the connection limits' flags; "" when they are fine.
+std::string CheckConnectionFlags() {
+  for (auto [name, value] :
+       {std::pair{"--keepalive-time-seconds", absl::GetFlag(FLAGS_keepalive_time_seconds)},
+        std::pair{"--keepalive-timeout-seconds", absl::GetFlag(FLAGS_keepalive_timeout_seconds)},
+        std::pair{"--min-client-ping-interval-seconds", absl::GetFlag(FLAGS_min_client_ping_interval_seconds)},
+        std::pair{"--max-connection-idle-seconds", absl::GetFlag(FLAGS_max_connection_idle_seconds)},
+        std::pair{"--max-connection-age-seconds", absl::GetFlag(FLAGS_max_connection_age_seconds)},
+        std::pair{"--max-connection-age-grace-seconds", absl::GetFlag(FLAGS_max_connection_age_grace_seconds)},
+        std::pair{"--handshake-timeout-seconds", absl::GetFlag(FLAGS_handshake_timeout_seconds)}}) {
+    if (!(value >= 0 && value <= kMaxLimitSeconds)) {
+      return absl::StrCat(name, " must be in [0, ", kMaxLimitSeconds, "], got ", value);
+    }
+  }
+  const int connections = absl::GetFlag(FLAGS_max_connections);
+  if (connections < 0 || connections > kMaxConnections) {
+    return absl::StrCat("--max-connections must be in [0, ", kMaxConnections, "], got ", connections);
+  }
+  const int metadata = absl::GetFlag(FLAGS_max_metadata_bytes);
+  if (metadata < 1024 || metadata > (16 << 20)) {
+    return absl::StrCat("--max-metadata-bytes must be in [1024, ", 16 << 20, "], got ", metadata);
+  }
+  return "";
+}
+
 // Checks the flags' values; "" when they are fine.
 std::string CheckFlags() {
   for (auto [name, port] : {std::pair{"--port", absl::GetFlag(FLAGS_port)},
@@ -81,7 +146,21 @@ std::string CheckFlags() {
   if (absl::GetFlag(FLAGS_max_waiting) < 0) return "--max-waiting must be >= 0";
   if (absl::GetFlag(FLAGS_medusa_max_batch) < 1) return "--medusa-max-batch must be >= 1";
   if (!(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0)) return "--shutdown-grace-seconds must be >= 0";
-  return "";
+  return CheckConnectionFlags();
+}
+
+medusa::server::ConnectionLimits ConnectionLimitsFromFlags() {
+  medusa::server::ConnectionLimits limits;
+  limits.keepalive_time = absl::Seconds(absl::GetFlag(FLAGS_keepalive_time_seconds));
+  limits.keepalive_timeout = absl::Seconds(absl::GetFlag(FLAGS_keepalive_timeout_seconds));
+  limits.min_client_ping_interval = absl::Seconds(absl::GetFlag(FLAGS_min_client_ping_interval_seconds));
+  limits.max_connection_idle = absl::Seconds(absl::GetFlag(FLAGS_max_connection_idle_seconds));
+  limits.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_seconds));
+  limits.max_connection_age_grace = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds));
+  limits.handshake_timeout = absl::Seconds(absl::GetFlag(FLAGS_handshake_timeout_seconds));
+  limits.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
+  limits.max_connections = absl::GetFlag(FLAGS_max_connections);
+  return limits;
 }
 
 // The server's options from its flags; InvalidArgument naming a bad one.
@@ -104,6 +183,21 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.security.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.enable_reflection = absl::GetFlag(FLAGS_enable_reflection);
+  options.expose_file_paths = absl::GetFlag(FLAGS_expose_file_paths);
+  options.connection = ConnectionLimitsFromFlags();
+  if (!medusa::server::IsLoopbackHost(options.host) && !options.security.tls() && !options.security.token() &&
+      !absl::GetFlag(FLAGS_allow_insecure)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--host ", options.host,
+        " is not a loopback address: anyone who reaches it could use the server. Serve over TLS "
+        "(--tls-cert-file, --tls-key-file), require a token (--auth-token-file), or pass --allow-insecure"));
+  }
   return options;
 }
 
@@ -112,6 +206,12 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
 // signals and waiting for them would not catch them all). The first asks for a
 // graceful shutdown, a second one ends the process at once.
 int signal_pipe[2] = {-1, -1};
+
+// Until the model has loaded, a signal ends the process at once: loading cannot be
+// interrupted, and there is nothing to drain. The watcher and main agree on which of the
+// two happens through one compare-and-swap.
+enum Phase : int { kLoading, kServing, kExitingWhileLoading };
+std::atomic<int> phase{kLoading};
 
 void OnSignal(int signal) {
   const char byte = static_cast<char>(signal);
@@ -128,6 +228,12 @@ bool WatchSignals(absl::Notification* shutdown) {
   std::thread([shutdown] {
     char signal = 0;
     while (read(signal_pipe[0], &signal, 1) != 1) {}
+    int loading = kLoading;
+    if (phase.compare_exchange_strong(loading, kExitingWhileLoading)) {
+      spdlog::warn("signal {} while loading the model: exiting without serving", static_cast<int>(signal));
+      spdlog::default_logger()->flush();
+      std::_Exit(0);
+    }
     spdlog::info("signal {}: shutting down", static_cast<int>(signal));
     shutdown->Notify();
     while (read(signal_pipe[0], &signal, 1) != 1) {}
@@ -169,11 +275,14 @@ int main(int argc, char** argv) {
       medusa::server::MedusaServer::Start(*options);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
-    return 1;
+    return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   if (absl::Status s = (*server)->LoadModel(); !s.ok()) {
     spdlog::error("cannot serve: {}", std::string(s.message()));
     return 1;
+  }
+  if (int loading = kLoading; !phase.compare_exchange_strong(loading, kServing)) {
+    for (;;) pause();  // a signal came as loading ended: the watcher is ending the process
   }
   shutdown.WaitForNotification();
   (*server)->Shutdown();

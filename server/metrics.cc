@@ -119,7 +119,12 @@ Metrics::~Metrics() { exposer_.reset(); }
 
 absl::Status Metrics::Serve(const std::string& address) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
+    // civetweb gives each connection a worker thread until the request is read: with one
+    // thread, a client that connects and sends nothing stalls every scrape. Several
+    // workers, and a request timeout that frees a stalled one.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", address, "num_threads", std::to_string(kMetricsThreads), "request_timeout_ms",
+        std::to_string(absl::ToInt64Milliseconds(kMetricsRequestTimeout))});
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics endpoint ", address, ": ", e.what()));
   }

@@ -44,12 +44,16 @@ namespace medusa::server {
 
 class Metrics {
  public:
+  // Workers of the metrics endpoint, and how long one waits for a request's bytes.
+  static constexpr int kMetricsThreads = 4;
+  static constexpr absl::Duration kMetricsRequestTimeout = absl::Seconds(10);
+
   Metrics();
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // Serves GET /metrics on `address` ("0.0.0.0:9464"). Unavailable when the address
+  // Serves GET /metrics on `address` ("127.0.0.1:9464", "[::1]:9464"). Unavailable when the address
   // cannot be bound.
   absl::Status Serve(const std::string& address);
   // Where the live gauges come from (the scheduler); read at every scrape.

@@ -7,10 +7,14 @@
 #include "engine/tokenizer/chat_template.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "kernels/base/status_macros.h"
+#include "server/connection_gate.h"
+#include "server/listen_address.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa::server {
@@ -21,6 +25,49 @@ constexpr int kWarmUpTokens = 12;
 constexpr char kWarmUpPrompt[] = "Once upon a time";
 // After the scheduler drained, how long streams get to deliver their last messages.
 constexpr absl::Duration kFlushTime = absl::Seconds(2);
+
+int Milliseconds(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
+
+// The connection limits as channel arguments; a zero duration leaves gRPC's default (off).
+void ApplyConnectionLimits(const ConnectionLimits& limits, grpc::ServerBuilder& builder) {
+  const std::pair<const char*, absl::Duration> durations[] = {
+      {GRPC_ARG_KEEPALIVE_TIME_MS, limits.keepalive_time},
+      {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, limits.keepalive_timeout},
+      {GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, limits.min_client_ping_interval},
+      {GRPC_ARG_MAX_CONNECTION_IDLE_MS, limits.max_connection_idle},
+      {GRPC_ARG_MAX_CONNECTION_AGE_MS, limits.max_connection_age},
+      {GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, limits.max_connection_age_grace},
+      {GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, limits.handshake_timeout},
+  };
+  for (const auto& [name, value] : durations) {
+    if (value > absl::ZeroDuration()) builder.AddChannelArgument(name, Milliseconds(value));
+  }
+  // Keepalive pings also on connections without calls (a vanished idle client is found),
+  // and without a cap on pings sent while no data flows.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, limits.max_metadata_bytes);
+}
+
+// Leaves gRPC's reflection plugin out of one server. Loading gRPC's reflection library
+// registers the plugin for every server built in the process (a static initializer), so
+// "off" has to take it out again.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+  }
+};
+
+// A tree source as GetModelInfo shows it: presets and "auto" by name, a file only as "file"
+// unless the server was asked to expose file paths.
+std::string TreeSourceShown(const std::string& source, bool expose_file_paths) {
+  const bool file = source.find('/') != std::string::npos || source.find('.') != std::string::npos;
+  return file && !expose_file_paths ? "file" : source;
+}
 
 }  // namespace
 
@@ -36,27 +83,49 @@ MedusaServer::~MedusaServer() {
 }
 
 absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOptions& options) {
+  // The credentials first: a bad certificate or token file is an error before anything listens.
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(options.security));
   std::unique_ptr<MedusaServer> server(new MedusaServer(options));
-  const std::string metrics_address = absl::StrCat(options.host, ":", options.metrics_port);
+  const std::string metrics_address = HostPort(options.metrics_host, options.metrics_port);
   RETURN_IF_ERROR(server->metrics_->Serve(metrics_address));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  const std::string address = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  if (!options.enable_reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  const std::string address = HostPort(options.host, options.port);
+  int bound_port = 0;
+  if (options.connection.max_connections > 0) {
+    // The gate owns the public port; gRPC listens on its private Unix socket.
+    ASSIGN_OR_RETURN(server->gate_,
+                     ConnectionGate::Bind(options.host, options.port, options.connection.max_connections));
+    builder.AddListeningPort(server->gate_->backend_address(), credentials, &bound_port);
+  } else {
+    builder.AddListeningPort(address, credentials, &bound_port);
+  }
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  ApplyConnectionLimits(options.connection, builder);
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
+  if (server->server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use?)"));
+  }
+  server->port_ = bound_port;
+  if (server->gate_ != nullptr) {
+    server->port_ = server->gate_->port();
+    server->gate_->Start();
   }
   // gRPC's health service starts out SERVING for "": not before the model is ready. Between
   // BuildAndStart and this call "" is SERVING for an instant; the Generator's own status
   // (medusa.v1.Generator) is never SERVING before the model is, which is what probes ask.
   server->SetServing(false);
-  spdlog::info("listening on {}:{} (gRPC), {} (metrics); loading the model", options.host, server->port_,
+  const TransportSecurity& security = options.security;
+  spdlog::info("listening on {} (gRPC: {}{}{}{}), {} (metrics); loading the model",
+               HostPort(options.host, server->port_), security.tls() ? "TLS" : "plaintext",
+               security.tls_client_ca_file.empty() ? "" : ", client certificates",
+               security.token() ? ", bearer token" : "",
+               server->gate_ ? absl::StrCat(", at most ", options.connection.max_connections, " connections") : "",
                metrics_address);
   return server;
 }
@@ -132,10 +201,10 @@ v1::ModelInfo MedusaServer::BuildModelInfo(const RequestLimits& limits) const {
   info.set_backend(engine_->backend().Name());
   info.set_device(engine_->backend().MachineId());
   if (const MedusaTree* tree = engine_->medusa_tree()) {
-    info.mutable_heads()->set_path(options_.engine.heads_path);
+    if (options_.expose_file_paths) info.mutable_heads()->set_path(options_.engine.heads_path);
     info.mutable_heads()->set_num_heads(engine_->backend().num_medusa_heads());
     v1::MedusaTreeInfo* tree_info = info.mutable_tree();
-    tree_info->set_source(engine_->tree_source());
+    tree_info->set_source(TreeSourceShown(engine_->tree_source(), options_.expose_file_paths));
     tree_info->set_num_nodes(tree->num_nodes());
     tree_info->set_depth(tree->max_depth());
     for (const std::vector<int>& path : tree->paths()) {

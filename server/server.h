@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/scheduler/scheduler.h"
+#include "server/credentials.h"
 #include "server/metrics.h"
 #include "server/service.h"
 
@@ -23,15 +24,36 @@ class Server;
 
 namespace medusa::server {
 
+class ConnectionGate;
+
+// Limits on each client connection (gRPC channel arguments). A duration of zero turns
+// that limit off.
+struct ConnectionLimits {
+  absl::Duration keepalive_time = absl::Seconds(60);            // server pings an idle connection after
+  absl::Duration keepalive_timeout = absl::Seconds(20);         // and closes it when no ack comes within
+  absl::Duration min_client_ping_interval = absl::Seconds(10);  // client pings more often: GOAWAY
+  absl::Duration max_connection_idle = absl::ZeroDuration();    // no call for this long: GOAWAY
+  absl::Duration max_connection_age = absl::ZeroDuration();     // GOAWAY after; clients reconnect
+  absl::Duration max_connection_age_grace = absl::Seconds(30);  // then running calls are cut
+  absl::Duration handshake_timeout = absl::Seconds(10);         // TLS / HTTP/2 preface must finish
+  int max_metadata_bytes = 8 << 10;                             // request headers, in all
+  int max_connections = 0;  // client connections served at once (connection_gate.h); 0: no limit
+};
+
 struct ServerOptions {
   EngineOptions engine;
   SchedulerOptions scheduler;
-  std::string host = "0.0.0.0";  // both listeners
-  int port = 50051;              // gRPC; 0 picks a free port (see port())
-  int metrics_port = 9464;       // Prometheus /metrics
+  std::string host = "127.0.0.1";          // gRPC listener
+  int port = 50051;                        // gRPC; 0 picks a free port (see port())
+  std::string metrics_host = "127.0.0.1";  // Prometheus /metrics (no TLS, no token)
+  int metrics_port = 9464;
   int max_concurrent_streams = 128;   // per client connection (HTTP/2 SETTINGS)
   int max_message_bytes = 4 << 20;    // largest request accepted
   absl::Duration shutdown_grace = absl::Seconds(30);
+  TransportSecurity security;  // TLS, mutual TLS, bearer token
+  ConnectionLimits connection;
+  bool enable_reflection = false;  // gRPC server reflection (lists every service and message)
+  bool expose_file_paths = false;  // GetModelInfo names the heads file and a tree file
 };
 
 class MedusaServer {
@@ -39,7 +61,8 @@ class MedusaServer {
   // The health service's name for the Generator.
   static constexpr char kServiceName[] = "medusa.v1.Generator";
 
-  // Opens both ports. Unavailable when one cannot be bound.
+  // Opens both ports. InvalidArgument for a bad TLS or token file; Unavailable when a port
+  // cannot be bound.
   static absl::StatusOr<std::unique_ptr<MedusaServer>> Start(const ServerOptions& options);
   ~MedusaServer();
 
@@ -64,6 +87,7 @@ class MedusaServer {
   std::unique_ptr<GeneratorService> service_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Scheduler> scheduler_;  // after engine_: destroyed first
+  std::unique_ptr<ConnectionGate> gate_;  // with --max-connections: closed after gRPC
   std::unique_ptr<grpc::Server> server_;  // last: shut down before everything it calls
   int port_ = 0;
   bool shut_down_ = false;

@@ -44,7 +44,9 @@ int RunBench(const BenchCommand& command) {
   std::vector<v1::GenerateRequest> requests;
   for (const PromptSpec& spec : *prompts) requests.push_back(RequestFor(spec, command.chat, command.request));
 
-  std::unique_ptr<v1::Generator::Stub> stub = Connect(command.addr);
+  absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> connected = Connect(command.server);
+  if (!connected.ok()) return Fail(connected.status());
+  std::unique_ptr<v1::Generator::Stub> stub = std::move(*connected);
   std::atomic<int> next{0};
   std::mutex mu;
   std::vector<double> ttft, itl, e2e;

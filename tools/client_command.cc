@@ -56,8 +56,9 @@ nlohmann::json ResultJson(const StreamResult& r, const v1::ModelInfo& info, bool
 int RunClient(const ClientCommand& command) {
   absl::StatusOr<std::vector<PromptSpec>> prompts = ReadPrompts(command.prompts);
   if (!prompts.ok()) return Fail(prompts.status());
-  std::unique_ptr<v1::Generator::Stub> stub = Connect(command.addr);
-  absl::StatusOr<v1::ModelInfo> info = GetModelInfo(*stub);
+  absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> stub = Connect(command.server);
+  if (!stub.ok()) return Fail(stub.status());
+  absl::StatusOr<v1::ModelInfo> info = GetModelInfo(**stub);
   if (!info.ok()) return Fail(info.status());
   const bool json = command.json;
   const bool medusa = !command.request.no_medusa;
@@ -70,7 +71,7 @@ int RunClient(const ClientCommand& command) {
       };
     }
     absl::StatusOr<StreamResult> result =
-        RunStream(*stub, RequestFor(spec, command.prompts.chat, command.request), print);
+        RunStream(**stub, RequestFor(spec, command.prompts.chat, command.request), print);
     if (!result.ok()) return Fail(result.status());
     const nlohmann::json summary = ResultJson(*result, *info, medusa);
     if (json) {

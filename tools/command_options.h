@@ -32,6 +32,16 @@ struct RequestFlags {
   double typical_delta = 0.3;
 };
 
+// How client and bench reach a medusa-server: its address, and the TLS and token the server
+// asks for (empty: plaintext, no token).
+struct ServerConnection {
+  std::string addr;
+  std::string tls_ca_file;    // PEM CA that signed the server's certificate: use TLS
+  std::string tls_cert_file;  // client certificate for mutual TLS (with tls_key_file)
+  std::string tls_key_file;
+  std::string auth_token_file;  // sent as `authorization: Bearer <token>`
+};
+
 struct GenerateCommand {
   EngineOptions engine;
   PromptSource prompts;
@@ -40,14 +50,14 @@ struct GenerateCommand {
 };
 
 struct ClientCommand {
-  std::string addr;
+  ServerConnection server;
   PromptSource prompts;
   RequestFlags request;
   bool json = false;
 };
 
 struct BenchCommand {
-  std::string addr;
+  ServerConnection server;
   std::string prompts_file;
   bool chat = false;
   int concurrency = 1;

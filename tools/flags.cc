@@ -33,6 +33,11 @@ ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, 
 
 // client, bench
 ABSL_FLAG(std::string, addr, "localhost:50051", "medusa-server address, HOST:PORT (medusa client, medusa bench)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, medusa bench)");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS (with --tls-key-file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file");
+ABSL_FLAG(std::string, auth_token_file, "", "File holding the server's bearer token (one line)");
 ABSL_FLAG(int32_t, requests, 0, "medusa bench: requests in all (default: one per prompt)");
 ABSL_FLAG(int32_t, concurrency, 16,
           "medusa bench: requests in flight at once; medusa train / calibrate: answers decoded together in one "
@@ -172,16 +177,37 @@ absl::StatusOr<GenerateCommand> GenerateFlags() {
   return c;
 }
 
+namespace {
+
+// --addr and the TLS and token flags of client and bench.
+absl::StatusOr<ServerConnection> ServerConnectionFlags() {
+  ServerConnection c;
+  c.addr = absl::GetFlag(FLAGS_addr);
+  c.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  c.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  c.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert-file and --tls-key-file go together");
+  }
+  if (!c.tls_cert_file.empty() && c.tls_ca_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert-file needs --tls-ca-file (a client certificate is sent over TLS)");
+  }
+  return c;
+}
+
+}  // namespace
+
 absl::StatusOr<ClientCommand> ClientFlags() {
   ClientCommand c;
-  c.addr = absl::GetFlag(FLAGS_addr);
+  ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
   RETURN_IF_ERROR(ReadPromptedRequests(&c.prompts, &c.request, &c.json));
   return c;
 }
 
 absl::StatusOr<BenchCommand> BenchFlags() {
   BenchCommand c;
-  c.addr = absl::GetFlag(FLAGS_addr);
+  ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
   c.prompts_file = absl::GetFlag(FLAGS_prompts);
   if (c.prompts_file.empty()) return absl::InvalidArgumentError("medusa bench needs --prompts FILE.jsonl");
   c.chat = absl::GetFlag(FLAGS_chat);

@@ -1,11 +1,17 @@
 #include "tools/generator_client.h"
 
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "kernels/base/status_macros.h"
 
 namespace medusa::tools {
@@ -16,10 +22,79 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what) {
                       absl::StrFormat("%s: %s", what, status.error_message()));
 }
 
-std::unique_ptr<v1::Generator::Stub> Connect(const std::string& addr) {
+namespace {
+
+// Certificates, keys and tokens are small: a larger file is a mistake (or /dev/zero).
+constexpr off_t kMaxCredentialFileBytes = 1 << 20;
+
+absl::StatusOr<std::string> ReadCredentialFile(const std::string& path, const std::string& flag) {
+  struct stat st = {};
+  if (stat(path.c_str(), &st) != 0) return absl::InvalidArgumentError(absl::StrFormat("%s %s: not found", flag, path));
+  if (!S_ISREG(st.st_mode) || st.st_size > kMaxCredentialFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s %s: not a regular file of at most %d bytes", flag, path, kMaxCredentialFileBytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return absl::InvalidArgumentError(absl::StrFormat("%s %s: cannot be read", flag, path));
+  return text.str();
+}
+
+// Adds `authorization: Bearer <token>` to every call of the channel. (gRPC's own token
+// credentials are sent only over TLS; the server may take a token over plaintext on
+// loopback.)
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string& header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string& header_;
+};
+
+class BearerTokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(std::string token) : header_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new BearerTokenInterceptor(header_);
+  }
+
+ private:
+  const std::string header_;
+};
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ServerConnection& server) {
+  if (server.tls_ca_file.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions tls;
+  ASSIGN_OR_RETURN(tls.pem_root_certs, ReadCredentialFile(server.tls_ca_file, "--tls-ca-file"));
+  if (!server.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(tls.pem_cert_chain, ReadCredentialFile(server.tls_cert_file, "--tls-cert-file"));
+    ASSIGN_OR_RETURN(tls.pem_private_key, ReadCredentialFile(server.tls_key_file, "--tls-key-file"));
+  }
+  return grpc::SslCredentials(tls);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(server));
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!server.auth_token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadCredentialFile(server.auth_token_file, "--auth-token-file"));
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+    if (token.empty()) return absl::InvalidArgumentError("--auth-token-file " + server.auth_token_file + ": empty");
+    interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(std::move(token)));
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
-  return v1::Generator::NewStub(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args));
+  return v1::Generator::NewStub(
+      grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args, std::move(interceptors)));
 }
 
 namespace {

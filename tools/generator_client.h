@@ -20,8 +20,11 @@ namespace medusa::tools {
 // A gRPC status as an absl::Status, its message prefixed with `what`.
 absl::Status FromGrpc(const grpc::Status& status, const std::string& what);
 
-// A stub on a channel to `addr` (HOST:PORT) that takes replies of any size.
-std::unique_ptr<v1::Generator::Stub> Connect(const std::string& addr);
+// A stub on a channel to `server.addr` (HOST:PORT) that takes replies of any size: over TLS
+// when a CA file is given (mutual TLS with a client certificate and key), every call
+// carrying `authorization: Bearer <token>` when a token file is. InvalidArgument naming the
+// flag for a file that cannot be read.
+absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server);
 
 // The request `medusa generate` would make of this prompt and the flags (`chat`: the
 // model's chat template applies to a plain prompt).

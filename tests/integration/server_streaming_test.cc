@@ -51,7 +51,7 @@ class ServerStreamingTest : public ::testing::Test {
 };
 
 TEST_F(ServerStreamingTest, ServingAfterWarmUpWithModelInfo) {
-  StartServer();
+  StartServer({"--expose-file-paths"});  // the heads' path is shown only when asked for
   EXPECT_EQ(server_.Health(""), HealthCheckResponse::SERVING);
   EXPECT_EQ(server_.Health("medusa.v1.Generator"), HealthCheckResponse::SERVING);
 
@@ -247,7 +247,7 @@ std::string ReflectionCall(const std::shared_ptr<grpc::Channel>& channel, const 
 }
 
 TEST_F(ServerStreamingTest, ReflectionDescribesTheServices) {
-  StartServer();
+  StartServer({"--enable-reflection"});  // off by default (server_security_test checks that)
   const std::string services = ReflectionCall(server_.Channel(), std::string("\x3A\x00", 2));
   EXPECT_TRUE(absl::StrContains(services, "medusa.v1.Generator")) << services;
   EXPECT_TRUE(absl::StrContains(services, "grpc.health.v1.Health")) << services;

@@ -46,12 +46,22 @@ bool Accepts(int port) {
   return ok;
 }
 
-std::optional<std::string> HttpGet(int port, const std::string& target) {
+int OpenIdleConnection(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr = LoopbackAddress(port);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     close(fd);
-    return std::nullopt;
+    return -1;
+  }
+  return fd;
+}
+
+std::optional<std::string> HttpGet(int port, const std::string& target, absl::Duration timeout) {
+  const int fd = OpenIdleConnection(port);
+  if (fd < 0) return std::nullopt;
+  if (timeout != absl::InfiniteDuration()) {
+    const timeval tv = absl::ToTimeval(timeout);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   }
   const std::string request = absl::StrCat("GET ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
   if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include "absl/time/time.h"
+
 namespace medusa::testing {
 
 // A loopback port nobody listens on now (the kernel's choice for port 0).
@@ -13,9 +15,14 @@ int FreePort();
 // Whether something listens on the loopback port.
 bool Accepts(int port);
 
+// A TCP connection to the loopback port that sends nothing (a stalled client); its file
+// descriptor (the caller closes it), or -1.
+int OpenIdleConnection(int port);
+
 // GET http://127.0.0.1:port/target over HTTP/1.0; the body, or nullopt when the
-// connection fails or the status is not 200.
-std::optional<std::string> HttpGet(int port, const std::string& target);
+// connection fails, the status is not 200 or no byte arrives for `timeout`.
+std::optional<std::string> HttpGet(int port, const std::string& target,
+                                   absl::Duration timeout = absl::InfiniteDuration());
 
 // Percent-encoding of a URL query value.
 std::string UrlEncode(const std::string& text);

@@ -87,7 +87,7 @@ grpc::ChannelArguments ServerProcess::FastReconnect() {
 }
 
 std::shared_ptr<grpc::Channel> ServerProcess::Channel() {
-  if (!channel_) channel_ = grpc::CreateCustomChannel(target(), grpc::InsecureChannelCredentials(), FastReconnect());
+  if (!channel_) channel_ = grpc::CreateCustomChannel(target(), credentials_, FastReconnect());
   return channel_;
 }
 
@@ -96,7 +96,7 @@ std::unique_ptr<v1::Generator::Stub> ServerProcess::Stub() { return v1::Generato
 std::unique_ptr<v1::Generator::Stub> ServerProcess::StubOnNewConnection() {
   grpc::ChannelArguments args = FastReconnect();
   args.SetInt("medusa.test.unique", next_channel_++);  // distinct args: no subchannel sharing
-  return v1::Generator::NewStub(grpc::CreateCustomChannel(target(), grpc::InsecureChannelCredentials(), args));
+  return v1::Generator::NewStub(grpc::CreateCustomChannel(target(), credentials_, args));
 }
 
 std::string ServerProcess::Metrics() { return HttpGet(metrics_port_, "/metrics").value_or(""); }

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
 #include "medusa/v1/generator.grpc.pb.h"
@@ -52,6 +53,12 @@ class ServerProcess {
   // Exit code once the process ends within `timeout`, else nullopt.
   std::optional<int> WaitExit(absl::Duration timeout) { return process_.WaitExit(timeout); }
 
+  // The credentials of the channels made from now on (TLS for a TLS server; default plaintext).
+  void set_channel_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    credentials_ = std::move(credentials);
+    channel_.reset();
+  }
+
   // Channels retry a refused connection quickly (the server may still be starting).
   static grpc::ChannelArguments FastReconnect();
   std::shared_ptr<grpc::Channel> Channel();
@@ -67,6 +74,7 @@ class ServerProcess {
   int metrics_port_;
   ChildProcess process_;
   std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
   int next_channel_ = 0;
 };
 
