@@ -1,7 +1,8 @@
 #pragma once
 // Reading the small files the server's security flags name (PEM certificates, keys, the
-// bearer token): regular files only, of bounded size, so that a FIFO, a directory or
-// /dev/zero given by mistake is a clear start-up error instead of a hang or a huge read.
+// bearer token) through the engine's bounded reader (engine/io/file_reader.h): regular
+// files only, of bounded size, so that a FIFO, a directory or /dev/zero given by mistake is
+// a clear start-up error instead of a hang or a huge read.
 
 #include <cstddef>
 #include <string>

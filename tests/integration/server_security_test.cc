@@ -300,7 +300,7 @@ TEST_F(ServerSecurityTest, BadTokenFilesFailAtStartUpWithExitCodeTwo) {
   for (const Case& c : std::vector<Case>{{dir_.file("empty"), "empty"},
                                          {dir_.file("newline"), "empty token"},
                                          {dir_.file("space"), "printable ASCII without spaces"},
-                                         {dir_.file("big"), "larger than 4096 bytes"},
+                                         {dir_.file("big"), "more than the limit of 4096 bytes"},
                                          {dir_.file("fifo"), "not a regular file"},
                                          {dir_.file(""), "not a regular file"},
                                          {"/dev/zero", "not a regular file"},
