@@ -25,7 +25,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates curl unzip python3 python3-pip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  libopenblas-dev prometheus
+  libopenblas-dev prometheus libssl-dev openssl
 )
 
 install_packages() {

@@ -34,6 +34,8 @@ constexpr char kUsage[] =
     "             (prints the same JSON with --json, else streams the text)\n"
     "  bench      load a medusa-server: --addr HOST:PORT --prompts FILE.jsonl --concurrency N\n"
     "             [--requests M] [--no-medusa] [--max-tokens N] [--ignore-eos] [--json]\n"
+    "             (client and bench: [--tls-ca-file PEM [--tls-cert-file PEM --tls-key-file PEM]]\n"
+    "             [--auth-token-file FILE] for a server with TLS or a bearer token)\n"
     "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
