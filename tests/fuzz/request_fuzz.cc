@@ -1,0 +1,57 @@
+// Requests from wire bytes, as the server receives them: parsed as a GenerateRequest
+// (ParseGenerateRequest) and checked and turned into the engine's request
+// (ToGenerationRequest), and parsed as a TokenizeRequest and tokenized (PromptIds), each
+// with both real tokenizers (SentencePiece without a chat template, byte-level BPE with
+// SmolLM2's ChatML template). A request the server accepts must also pass the engine's
+// own checks (ValidateRequest) and respect the limits.
+
+#include <string_view>
+
+#include "engine/generate/request.h"
+#include "fuzz_support.h"
+#include "kernels/model/config.h"
+#include "server/validation.h"
+
+namespace {
+
+constexpr int kContextLength = 512;
+
+void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
+  auto request = medusa::server::ParseGenerateRequest(wire);
+  if (!request.ok()) return;
+  medusa::server::RequestLimits limits;
+  limits.context_length = kContextLength;
+  limits.vocab_size = tokenizer.vocab_size();
+  auto engine_request = medusa::server::ToGenerationRequest(*request, tokenizer, limits);
+  if (!engine_request.ok()) return;
+  medusa::ModelConfig config;
+  config.vocab_size = tokenizer.vocab_size();
+  config.max_seq_len = kContextLength;
+  const absl::Status engine_check = medusa::ValidateRequest(config, *engine_request);
+  FUZZ_CHECK(engine_check.ok(), engine_check.message());
+  FUZZ_CHECK(static_cast<int>(engine_request->prompt_ids.size()) + engine_request->max_tokens <= kContextLength,
+             "prompt and max_tokens past the context");
+  FUZZ_CHECK(static_cast<int>(engine_request->stop_strings.size()) <= limits.max_stop_strings, "too many stops");
+  for (const auto& stop : engine_request->stop_strings) {
+    FUZZ_CHECK(static_cast<int>(stop.size()) <= limits.max_stop_string_bytes, "a stop string past the limit");
+  }
+}
+
+void Tokenize(std::string_view wire, const medusa::Tokenizer& tokenizer) {
+  auto request = medusa::server::ParseTokenizeRequest(wire);
+  if (!request.ok()) return;
+  auto ids = medusa::server::PromptIds(*request, tokenizer);
+  if (!ids.ok()) return;
+  for (int32_t id : *ids) FUZZ_CHECK(id >= 0 && id < tokenizer.vocab_size(), "an id outside the vocabulary");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view wire(reinterpret_cast<const char*>(data), size);
+  for (const medusa::Tokenizer* tokenizer : {&medusa::fuzz::SpmTokenizer(), &medusa::fuzz::BpeTokenizer()}) {
+    Generate(wire, *tokenizer);
+    Tokenize(wire, *tokenizer);
+  }
+  return 0;
+}
