@@ -44,6 +44,8 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
     "-DCMAKE_C_FLAGS=$SAN" "-DCMAKE_CXX_FLAGS=$SAN" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
     $(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+elif ! grep -q '^MEDUSA_FUZZ:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+  cmake -DMEDUSA_FUZZ=ON "$BUILD"
 fi
 ninja -C "$BUILD" "${TARGETS[@]}"
 

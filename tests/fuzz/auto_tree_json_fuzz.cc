@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   for (const char* machine : {"", "fuzz-machine"}) {
     auto tree = medusa::AutoTree::Parse(text, "fuzz", 4, machine);
-    if (!tree.ok()) continue;
+    if (!medusa::fuzz::Accepted(tree.status(), "AutoTree::Parse")) continue;
     const std::vector<int> batches = tree->batch_sizes();
     FUZZ_CHECK(!batches.empty(), "an auto tree with no batch size");
     for (int batch : batches) FUZZ_CHECK(tree->TreeForBatch(batch).max_depth() <= 4, "a tree deeper than the heads");

@@ -15,7 +15,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto calibration = medusa::ParseCalibration(text, "fuzz");
-  if (!calibration.ok()) return 0;
+  if (!medusa::fuzz::Accepted(calibration.status(), "ParseCalibration")) return 0;
   for (const int max_depth : {0, 2}) {
     const int nodes = std::min(medusa::MaxGreedyNodes(*calibration, max_depth), 64);
     auto greedy = medusa::BuildGreedyTree(*calibration, nodes, max_depth);

@@ -143,3 +143,16 @@ void Write(const std::string& path, std::string_view bytes) {
 }
 
 }  // namespace medusa::fuzz
+
+namespace medusa::fuzz {
+
+bool Accepted(const absl::Status& status, absl::string_view what) {
+  static const bool verbose = std::getenv("MEDUSA_FUZZ_VERBOSE") != nullptr;
+  if (verbose) {
+    std::fprintf(stderr, "  %.*s: %s\n", static_cast<int>(what.size()), what.data(),
+                 status.ok() ? "OK" : status.ToString().substr(0, 300).c_str());
+  }
+  return status.ok();
+}
+
+}  // namespace medusa::fuzz

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -84,5 +85,13 @@ namespace medusa::fuzz {
 // Write() replaces a file in it.
 const std::string& ScratchDir();
 void Write(const std::string& path, std::string_view bytes);
+
+}  // namespace medusa::fuzz
+
+namespace medusa::fuzz {
+
+// Whether a parser accepted the input; with MEDUSA_FUZZ_VERBOSE set, says why not on stderr
+// (to see how deep a seed gets: MEDUSA_FUZZ_VERBOSE=1 build/bin/<name>_replay FILE).
+bool Accepted(const absl::Status& status, absl::string_view what);
 
 }  // namespace medusa::fuzz

@@ -49,11 +49,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   medusa::fuzz::QuietLogs();
   medusa::fuzz::MemoryFile input(data, size);
   auto file = medusa::gguf::File::Open(input.path());
-  if (!file.ok()) return 0;
+  if (!medusa::fuzz::Accepted(file.status(), "gguf::File::Open")) return 0;
   ReadEverything(**file);
-  if (auto tokenizer = medusa::LoadGgufTokenizer(**file); tokenizer.ok()) {
+  if (auto tokenizer = medusa::LoadGgufTokenizer(**file);
+      medusa::fuzz::Accepted(tokenizer.status(), "LoadGgufTokenizer")) {
     medusa::fuzz::ExerciseTokenizer(**tokenizer, "Hello world! <|im_start|> \xe2\x96\x81 caf\xc3\xa9 12345");
   }
-  if (TotalFloats(**file) >= 0) medusa::LoadGguf(input.path()).IgnoreError();
+  if (TotalFloats(**file) >= 0) medusa::fuzz::Accepted(medusa::LoadGguf(input.path()).status(), "LoadGguf");
   return 0;
 }

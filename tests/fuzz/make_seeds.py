@@ -121,6 +121,14 @@ def model_seeds():
                  "tests/fixtures/tokenizer_bad_types.gguf"]:
         seed("gguf_fuzz", read(path))
     seed("gguf_fuzz", tiny_gguf_model())
+    seed("gguf_fuzz", gguf_file({  # a byte-level BPE vocabulary ("gpt2"), no model
+        "general.architecture": "llama", "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
+        "tokenizer.ggml.tokens": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "a", "b", "\u0120", "ab",
+                                  "\u0120a", "\u010a", "1"],
+        "tokenizer.ggml.token_type": [3, 3, 3, 1, 1, 1, 1, 1, 1, 1], "tokenizer.ggml.merges": ["a b", "\u0120 a"],
+        "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                                   "message['content'] + '<|im_end|>\\n'}}{% endfor %}"}, []))
     smollm2 = optional("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 16384)
     if smollm2:
         seed("gguf_fuzz", smollm2)  # a prefix: the header and the first keys
@@ -174,6 +182,37 @@ def json_seeds():
                  "tests/fixtures/hf/stories260k_bf16_sharded/config.json"]:
         seed("hf_config_fuzz", read(path))
     seed("hf_config_fuzz", b'{"architectures": ["MistralForCausalLM"], "hidden_size": 8}')
+    hf_tokenizer_seeds()
+
+
+def shrink_tokenizer_json(tokenizer, keep):
+    """tokenizer.json with the first `keep` vocabulary entries and the merges among them."""
+    model = tokenizer["model"]
+    vocab = {piece: i for piece, i in model["vocab"].items() if i < keep}
+    merges = []
+    for merge in model["merges"]:
+        left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
+        if left in vocab and right in vocab and left + right in vocab:
+            merges.append(merge)
+    small = dict(tokenizer, model=dict(model, vocab=vocab, merges=merges))
+    small["added_tokens"] = [t for t in tokenizer.get("added_tokens", []) if t["id"] < keep]
+    return small
+
+
+def hf_tokenizer_seeds():
+    """First byte: bit 0 adds a tokenizer_config.json (hf_tokenizer_fuzz.cc); then tokenizer.json."""
+    smollm2 = json.loads(read("tests/fixtures/hf/smollm2_tokenizer/tokenizer.json"))
+    small = json.dumps(shrink_tokenizer_json(smollm2, 400), ensure_ascii=False).encode()
+    seed("hf_tokenizer_fuzz", b"\x01" + small)
+    seed("hf_tokenizer_fuzz", b"\x00" + small)
+    llama2 = optional("build/fixtures/llama2_tokenizer_json/tokenizer.json")
+    if llama2:  # SentencePiece-style, with the normalizer and pre-tokenizer variants the tests cover
+        small = shrink_tokenizer_json(json.loads(llama2), 400)
+        seed("hf_tokenizer_fuzz", b"\x00" + json.dumps(small, ensure_ascii=False).encode())
+        variants = json.loads(read("tests/fixtures/hf/spm_tokenizer_json.json"))["variants"]
+        for name, variant in variants.items():
+            changed = dict(small, normalizer=variant.get("normalizer"), pre_tokenizer=variant.get("pre_tokenizer"))
+            seed("hf_tokenizer_fuzz", b"\x00" + json.dumps(changed, ensure_ascii=False).encode())
 
 
 # ------------------------------------------------------------------ requests and streams

@@ -18,12 +18,12 @@ constexpr int kContextLength = 512;
 
 void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
   auto request = medusa::server::ParseGenerateRequest(wire);
-  if (!request.ok()) return;
+  if (!medusa::fuzz::Accepted(request.status(), "ParseGenerateRequest")) return;
   medusa::server::RequestLimits limits;
   limits.context_length = kContextLength;
   limits.vocab_size = tokenizer.vocab_size();
   auto engine_request = medusa::server::ToGenerationRequest(*request, tokenizer, limits);
-  if (!engine_request.ok()) return;
+  if (!medusa::fuzz::Accepted(engine_request.status(), "ToGenerationRequest")) return;
   medusa::ModelConfig config;
   config.vocab_size = tokenizer.vocab_size();
   config.max_seq_len = kContextLength;
@@ -41,7 +41,7 @@ void Tokenize(std::string_view wire, const medusa::Tokenizer& tokenizer) {
   auto request = medusa::server::ParseTokenizeRequest(wire);
   if (!request.ok()) return;
   auto ids = medusa::server::PromptIds(*request, tokenizer);
-  if (!ids.ok()) return;
+  if (!medusa::fuzz::Accepted(ids.status(), "PromptIds (Tokenize)")) return;
   for (int32_t id : *ids) FUZZ_CHECK(id >= 0 && id < tokenizer.vocab_size(), "an id outside the vocabulary");
 }
 

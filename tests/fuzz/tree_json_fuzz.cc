@@ -11,7 +11,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   auto paths = medusa::ParseTreePaths(text, "fuzz");
-  if (paths.ok()) {
+  if (medusa::fuzz::Accepted(paths.status(), "ParseTreePaths")) {
     for (const int num_heads : {0, 4}) {
       auto tree = medusa::MedusaTree::FromPaths(*paths, num_heads);
       if (!tree.ok()) continue;
