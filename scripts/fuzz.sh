@@ -6,8 +6,9 @@
 # Configures and builds build-fuzz (clang, -fsanitize=fuzzer,address,undefined, no recovery),
 # then runs each target (default: all) for N minutes (default 2) on one core over a working
 # copy of its committed corpus, tests/fuzz/corpus/<target>/, and merges the inputs that found
-# new coverage back into it (-merge=1). --minimize instead rewrites each committed corpus as
-# the smallest set of its inputs with the same coverage. A crash, leak, timeout (10 s) or
+# new edges back into it (-merge=1); in fork mode, so a crash does not end the run.
+# --minimize instead rewrites each committed corpus as the smallest set of its inputs that
+# reaches the same edges. A crash, leak, timeout (10 s) or
 # out-of-memory (2 GiB) input is saved as tests/fuzz/crashes/<target>/<kind>-<sha1>; the
 # script goes on with the next target and exits 1 at the end. Prints, per target, the
 # executions, executions per second, coverage (libFuzzer's cov: edges, ft: features), the
@@ -65,29 +66,40 @@ for target in "${TARGETS[@]}"; do
   before=$(find "$corpus" -type f | wc -l)
   if [[ $MINIMIZE -eq 1 ]]; then
     echo "== $target: minimizing $corpus"
-    "$BUILD/bin/$target" -merge=1 "${LIMITS[@]}" "$work" "$corpus" > "$log" 2>&1
+    "$BUILD/bin/$target" -merge=1 -use_counters=0 "${LIMITS[@]}" "$work" "$corpus" > "$log" 2>&1
     rm -f "$corpus"/* && cp "$work"/* "$corpus"/
-    SUMMARY+=("$(printf '%-24s corpus %d -> %d files (%s)' "$target" "$before" "$(find "$corpus" -type f | wc -l)" \
-                 "$(du -sh "$corpus" | cut -f1)")")
+    SUMMARY+=("$(printf '%-24s corpus %d -> %d files (%s KB)' "$target" "$before" "$(find "$corpus" -type f | wc -l)" \
+                 "$(du -s --apparent-size --block-size=1K "$corpus" | cut -f1)")")
     continue
   fi
   cp "$corpus"/. "$work"/ -r
+  touch "$log.start"
   echo "== $target: $MINUTES min over $before inputs (log: $log)"
-  status=0
-  "$BUILD/bin/$target" -max_total_time=$((MINUTES * 60)) -print_final_stats=1 "${LIMITS[@]}" \
-    -artifact_prefix="$crashes/" "$work" > "$log" 2>&1 || status=$?
-  # Inputs that reached new coverage join the committed corpus (crashing ones never do).
-  "$BUILD/bin/$target" -merge=1 "${LIMITS[@]}" "$corpus" "$work" > "$log.merge" 2>&1 || true
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
-  cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 || true)
-  line=$(printf '%-24s %10s execs %7s exec/s  %-22s corpus %d -> %d files (%s)' "$target" "$execs" "$rate" \
-           "${cov:-cov: ? ft: ?}" "$before" "$(find "$corpus" -type f | wc -l)" "$(du -sh "$corpus" | cut -f1)")
-  if [[ $status -ne 0 ]]; then
+  # Fork mode (one job at a time) goes on after a crash, so one bug does not end the run;
+  # each crashing input is saved under $crashes.
+  "$BUILD/bin/$target" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
+    -max_total_time=$((MINUTES * 60)) "${LIMITS[@]}" -artifact_prefix="$crashes/" "$work" > "$log" 2>&1 || true
+  # Inputs that reached new edges join the committed corpus (-use_counters=0: edges, not hit
+  # counts, keeps it small; crashing inputs never do).
+  "$BUILD/bin/$target" -merge=1 -use_counters=0 "${LIMITS[@]}" "$corpus" "$work" > "$log.merge" 2>&1 || true
+  # Fork mode's progress lines: "#EXECS: cov: C ft: F corp: N exec/s R oom/timeout/crash: O/T/X time: Ss ...".
+  last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1 || true)
+  execs=$(sed -E 's/^#([0-9]+):.*/\1/' <<< "$last")
+  seconds=$(grep -oE 'time: [0-9]+s' <<< "$last" | grep -oE '[0-9]+' || true)
+  rate=$([[ -n "$execs" && "${seconds:-0}" -gt 0 ]] && echo $((execs / seconds)) || echo '?')
+  cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' <<< "$last" || true)
+  failures=$(grep -oE 'oom/timeout/crash: [0-9]+/[0-9]+/[0-9]+' <<< "$last" | cut -d' ' -f2 || true)
+  line=$(printf '%-24s %10s execs %6s exec/s  %-22s oom/timeout/crash %-7s corpus %d -> %d files (%s KB)' "$target" \
+           "${execs:-?}" "$rate" "${cov:-cov: ? ft: ?}" "${failures:-?}" "$before" "$(find "$corpus" -type f | wc -l)" \
+           "$(du -s --apparent-size --block-size=1K "$corpus" | cut -f1)")
+  if [[ -n "$failures" && "$failures" != "0/0/0" ]] || [[ -z "$last" ]]; then
     FAILED=1
-    artifact=$(grep -o "Test unit written to [^ ]*" "$log" | tail -1 | sed 's/Test unit written to //')
-    summary=$(grep -m1 -E "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|invariant broken" "$log" || true)
-    line+=$'\n'"    FOUND: ${summary:-exit $status} -> ${artifact:-see $log}"
+    while read -r artifact; do
+      line+=$'\n'"    FOUND: $artifact"
+    done < <(find "$crashes" -type f -newer "$log.start" | sort)
+    summary=$(grep -m3 -E "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|invariant broken|terminate called" \
+              "$log" | sort -u || true)
+    [[ -n "$summary" ]] && line+=$'\n'"$(sed 's/^/    /' <<< "$summary")"
   fi
   SUMMARY+=("$line")
   echo "$line"

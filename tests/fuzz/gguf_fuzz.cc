@@ -30,7 +30,8 @@ int64_t TotalFloats(const medusa::gguf::File& file) {
 void ReadEverything(const medusa::gguf::File& file) {
   for (const std::string& key : file.Keys()) {
     auto value = file.GetJson(key);
-    if (value.ok()) value->dump();
+    // Strings hold any bytes: a dump must replace invalid UTF-8 (the default throws).
+    if (value.ok()) value->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     file.ArrayLength(key).IgnoreError();
     file.GetString(key).IgnoreError();
     file.GetInt(key).IgnoreError();

@@ -3,7 +3,8 @@
 // (ToGenerationRequest), and parsed as a TokenizeRequest and tokenized (PromptIds), each
 // with both real tokenizers (SentencePiece without a chat template, byte-level BPE with
 // SmolLM2's ChatML template). A request the server accepts must also pass the engine's
-// own checks (ValidateRequest) and respect the limits.
+// own checks (ValidateRequest) and respect the limits, and prompt text must give no
+// control token (only token_ids and the chat template's own text may).
 
 #include <string_view>
 
@@ -16,12 +17,19 @@ namespace {
 
 constexpr int kContextLength = 512;
 
-void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
-  auto request = medusa::server::ParseGenerateRequest(wire);
-  if (!medusa::fuzz::Accepted(request.status(), "ParseGenerateRequest")) return;
+// The limits the server sets for a model of this context and vocabulary.
+medusa::server::RequestLimits Limits(const medusa::Tokenizer& tokenizer) {
   medusa::server::RequestLimits limits;
   limits.context_length = kContextLength;
   limits.vocab_size = tokenizer.vocab_size();
+  limits.max_prompt_bytes = medusa::server::PromptByteLimit(tokenizer, kContextLength);
+  return limits;
+}
+
+void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
+  auto request = medusa::server::ParseGenerateRequest(wire);
+  if (!medusa::fuzz::Accepted(request.status(), "ParseGenerateRequest")) return;
+  const medusa::server::RequestLimits limits = Limits(tokenizer);
   auto engine_request = medusa::server::ToGenerationRequest(*request, tokenizer, limits);
   if (!medusa::fuzz::Accepted(engine_request.status(), "ToGenerationRequest")) return;
   medusa::ModelConfig config;
@@ -32,6 +40,13 @@ void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
   FUZZ_CHECK(static_cast<int>(engine_request->prompt_ids.size()) + engine_request->max_tokens <= kContextLength,
              "prompt and max_tokens past the context");
   FUZZ_CHECK(static_cast<int>(engine_request->stop_strings.size()) <= limits.max_stop_strings, "too many stops");
+  if (request->input_case() == medusa::v1::GenerateRequest::kPrompt) {  // text is text: no control token but BOS
+    const auto& ids = engine_request->prompt_ids;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i == 0 && ids[i] == tokenizer.bos_id()) continue;
+      FUZZ_CHECK(!tokenizer.IsControl(ids[i]), "a control token from prompt text");
+    }
+  }
   for (const auto& stop : engine_request->stop_strings) {
     FUZZ_CHECK(static_cast<int>(stop.size()) <= limits.max_stop_string_bytes, "a stop string past the limit");
   }
@@ -40,7 +55,7 @@ void Generate(std::string_view wire, const medusa::Tokenizer& tokenizer) {
 void Tokenize(std::string_view wire, const medusa::Tokenizer& tokenizer) {
   auto request = medusa::server::ParseTokenizeRequest(wire);
   if (!request.ok()) return;
-  auto ids = medusa::server::PromptIds(*request, tokenizer);
+  auto ids = medusa::server::PromptIds(*request, tokenizer, Limits(tokenizer));
   if (!medusa::fuzz::Accepted(ids.status(), "PromptIds (Tokenize)")) return;
   for (int32_t id : *ids) FUZZ_CHECK(id >= 0 && id < tokenizer.vocab_size(), "an id outside the vocabulary");
 }
