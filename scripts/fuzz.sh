@@ -8,7 +8,7 @@
 # copy of its committed corpus, tests/fuzz/corpus/<target>/, and merges the inputs that found
 # new edges back into it (-merge=1); in fork mode, so a crash does not end the run.
 # --minimize instead rewrites each committed corpus as the smallest set of its inputs that
-# reaches the same edges. A crash, leak, timeout (10 s) or
+# reaches the same edges (files named fixed-*, reproducers of fixed crashes, are kept). A crash, leak, timeout (10 s) or
 # out-of-memory (2 GiB) input is saved as tests/fuzz/crashes/<target>/<kind>-<sha1>; the
 # script goes on with the next target and exits 1 at the end. Prints, per target, the
 # executions, executions per second, coverage (libFuzzer's cov: edges, ft: features), the
@@ -67,6 +67,7 @@ for target in "${TARGETS[@]}"; do
   if [[ $MINIMIZE -eq 1 ]]; then
     echo "== $target: minimizing $corpus"
     "$BUILD/bin/$target" -merge=1 -use_counters=0 "${LIMITS[@]}" "$work" "$corpus" > "$log" 2>&1
+    cp "$corpus"/fixed-* "$work"/ 2>/dev/null || true  # reproducers of fixed crashes stay, whatever they cover
     rm -f "$corpus"/* && cp "$work"/* "$corpus"/
     SUMMARY+=("$(printf '%-24s corpus %d -> %d files (%s KB)' "$target" "$before" "$(find "$corpus" -type f | wc -l)" \
                  "$(du -s --apparent-size --block-size=1K "$corpus" | cut -f1)")")
