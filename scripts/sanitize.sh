@@ -4,8 +4,9 @@
 #         recovery; runs the unit tests and the server's validation, capacity, shutdown and
 #         fault tests.
 #   tsan  build-tsan: ThreadSanitizer; runs the scheduler and server tests.
-#   all   both (the default).
-# Usage: scripts/sanitize.sh [asan|tsan|all] [extra ctest arguments...]
+#   asan-unit  build-asan, the unit tests only (what scripts/test.sh runs with MEDUSA_CI_SANITIZE=1).
+#   all   asan and tsan (the default).
+# Usage: scripts/sanitize.sh [asan|asan-unit|tsan|all] [extra ctest arguments...]
 # Every report, the test programs' and the medusa-server children's alike, is written to
 # <build dir>/sanitizer-logs/ (the *SAN_OPTIONS log_path): a run is clean only when every test
 # passes and that folder stays empty. Env: MEDUSA_SANITIZE_JOBS (build jobs, default nproc).
@@ -73,15 +74,17 @@ run_tests() {
   return $status
 }
 
+# asan <targets> <ctest regex or ""> <extra ctest args...>
 asan() {
-  local dir=$ROOT/build-asan
+  local dir=$ROOT/build-asan targets=$1 regex=$2
+  shift 2
   # shellcheck disable=SC2086
-  configure_and_build "$dir" address,undefined $ASAN_TARGETS
+  configure_and_build "$dir" address,undefined $targets
   local logs=$dir/sanitizer-logs
   export ASAN_OPTIONS="log_path=$logs/asan:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1"
   export UBSAN_OPTIONS="log_path=$logs/ubsan:print_stacktrace=1:halt_on_error=1"
   export LSAN_OPTIONS="suppressions=$ROOT/scripts/sanitizers/lsan.supp:print_suppressions=0"
-  run_tests "$dir" unit "$ASAN_TESTS" "$@"
+  run_tests "$dir" unit "$regex" "$@"
 }
 
 tsan() {
@@ -98,16 +101,17 @@ tsan() {
 }
 
 case $MODE in
-  asan) asan "$@" ;;
+  asan) asan "$ASAN_TARGETS" "$ASAN_TESTS" "$@" ;;
+  asan-unit) asan "$(unit_targets)" "" "$@" ;;
   tsan) tsan "$@" ;;
   all)
     status=0
-    asan "$@" || status=1
+    asan "$ASAN_TARGETS" "$ASAN_TESTS" "$@" || status=1
     tsan "$@" || status=1
     exit $status
     ;;
   *)
-    echo "usage: $0 [asan|tsan|all] [ctest arguments...]" >&2
+    echo "usage: $0 [asan|asan-unit|tsan|all] [ctest arguments...]" >&2
     exit 2
     ;;
 esac
