@@ -60,7 +60,8 @@ run_tests() {
     ctest "${args[@]}" -L "$label" "$@" || status=1
   fi
   if [[ -n $regex ]]; then
-    ctest "${args[@]}" -R "$regex" "$@" || status=1
+    # One at a time: each server test runs a model server several times slower than usual.
+    ctest "${args[@]}" -j 1 -R "$regex" "$@" || status=1
   fi
   echo "sanitize: tests in $dir took $((SECONDS - start)) s"
   if compgen -G "$logs/*" >/dev/null; then
