@@ -24,6 +24,7 @@ class ChildProcess {
   bool Start(const std::vector<std::string>& argv, const std::vector<std::string>& env,
              const std::string& log_path);
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // -1 once reaped
   const std::string& log_path() const { return log_path_; }
   std::string Log() const;
 

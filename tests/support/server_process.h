@@ -28,6 +28,7 @@ class ServerProcess {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return process_.pid(); }  // for /proc/<pid> (soak and fault tests)
   std::string address() const;
   // The channel target: an ipv4 address needs no resolver, so a refused connection
   // (the server still starting) is retried after the reconnect backoff, not after the

@@ -2,7 +2,7 @@
 // definition, no code shared with the backend), plus the paged-cache, batching and
 // tree-attention properties the engine relies on.
 
-// This file replaces operator new to count allocations; GCC 12 then flags the library's
+// This file replaces operator new (and delete) to count allocations; GCC 12 flags the library's
 // operator delete (which calls free(), matching the malloc / aligned_alloc used here) as
 // mismatched, in headers included below.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -28,8 +28,8 @@
 #include "tests/support/reference_llama.h"
 
 // Counts heap allocations process-wide, so a test can check that steady-state forward
-// passes allocate nothing. Only the allocating forms are replaced: the library's operator
-// delete releases with free(), which matches malloc and aligned_alloc.
+// passes allocate nothing. The matching deletes are replaced too: AddressSanitizer's own
+// operator delete reports memory from malloc as an alloc-dealloc mismatch.
 std::atomic<long long> g_allocations{0};
 
 void* operator new(size_t size) {
@@ -44,6 +44,17 @@ void* operator new(size_t size, std::align_val_t alignment) {
   if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a)) return p;
   throw std::bad_alloc();
 }
+
+void* operator new(size_t size, const std::nothrow_t&) noexcept {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(size == 0 ? 1 : size);
+}
+
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace medusa::kernels {
 namespace {
