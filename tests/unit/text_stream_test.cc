@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/generate/stop_string_matcher.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/unicode.h"
 #include "gtest/gtest.h"
 
 namespace medusa {
@@ -135,7 +136,11 @@ TEST_F(TextStreamTest, StreamsTheDecodedTextUpToTheFirstStopString) {
       expected += piece;
       if ((cut = FirstStop(expected, stops))) break;
     }
-    if (cut) expected.resize(*cut);
+    // A stop string cut out of the middle of a character stops the stream at that character.
+    if (cut) {
+      while (*cut > 0 && (static_cast<unsigned char>(expected[*cut]) & 0xC0) == 0x80) --*cut;
+      expected.resize(*cut);
+    }
 
     TextStream stream(*tokenizer_, stops, /*stop_ids=*/{}, ids[0]);
     std::string streamed;
@@ -151,6 +156,27 @@ TEST_F(TextStreamTest, StreamsTheDecodedTextUpToTheFirstStopString) {
     EXPECT_EQ(streamed, expected) << "source \"" << source << "\"";
     EXPECT_EQ(stopped, cut.has_value());
   }
+}
+
+// A stop string that is not valid UTF-8 (engine callers may pass raw bytes) can begin inside
+// a character; what the stream holds back then starts at that character, so every chunk is
+// whole characters. Found by tests/fuzz/text_stream_fuzz.
+TEST_F(TextStreamTest, ChunksStayWholeCharactersWhenAStopStringStartsMidCharacter) {
+  const std::vector<int32_t> ids = tokenizer_->Encode("Once upon a \xc2\xbd time \xe2\x98\x83 cat", /*add_bos=*/true);
+  TextStream stream(*tokenizer_, {"\xbd tX", "\x98\x83 cX"}, /*stop_ids=*/{}, ids[0]);
+  std::string streamed;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    ASSERT_FALSE(stream.Push(ids[i]));
+    const std::string chunk = stream.TakeReady();
+    for (size_t at = 0; at < chunk.size();) {
+      const unicode::DecodedChar c = unicode::DecodeUtf8(chunk, at);
+      ASSERT_TRUE(c.valid) << "chunk \"" << chunk << "\" splits a character at byte " << at;
+      at += c.length;
+    }
+    streamed += chunk;
+  }
+  streamed += stream.TakeRest();
+  EXPECT_EQ(streamed, "Once upon a \xc2\xbd time \xe2\x98\x83 cat");
 }
 
 }  // namespace
