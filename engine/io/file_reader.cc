@@ -29,17 +29,7 @@ class FileDescriptor {
 };
 
 absl::Status OpenError(int err, absl::string_view what, const std::string& path) {
-  const std::string message = absl::StrCat("cannot open ", what, " '", path, "': ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::InvalidArgumentError(message);
-  }
+  return FileErrnoStatus(err, absl::StrCat("cannot open ", what, " '", path, "': ", std::strerror(err)));
 }
 
 const char* KindOf(mode_t mode) {
@@ -52,6 +42,19 @@ const char* KindOf(mode_t mode) {
 }
 
 }  // namespace
+
+absl::Status FileErrnoStatus(int err, const std::string& message, absl::StatusCode otherwise) {
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    default:
+      return absl::Status(otherwise, message);
+  }
+}
 
 absl::Status RequireRegularFile(const struct stat& st, const std::string& path, absl::string_view what) {
   if (S_ISREG(st.st_mode)) return absl::OkStatus();

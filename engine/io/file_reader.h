@@ -29,6 +29,11 @@ inline constexpr uint64_t kMaxPromptsFileBytes = uint64_t{256} << 20;
 // and the open does not block on a FIFO) or is larger than `max_bytes`; DataLoss on a read error.
 absl::StatusOr<std::string> ReadFileBounded(const std::string& path, uint64_t max_bytes, absl::string_view what);
 
+// `message` with the status code errno `err` means for a file: NotFound (ENOENT, ENOTDIR),
+// PermissionDenied (EACCES, EPERM), else `otherwise`.
+absl::Status FileErrnoStatus(int err, const std::string& message,
+                             absl::StatusCode otherwise = absl::StatusCode::kInvalidArgument);
+
 // OK for a regular file; else InvalidArgument naming `what`, the path and what it is ("a FIFO").
 absl::Status RequireRegularFile(const struct stat& st, const std::string& path, absl::string_view what);
 

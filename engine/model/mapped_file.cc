@@ -115,17 +115,7 @@ void ReleaseRange(int slot) {
 }
 
 absl::Status ErrnoStatus(int err, const std::string& what, const std::string& path) {
-  std::string message = absl::StrCat(what, " '", path, "': ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::InternalError(message);
-  }
+  return FileErrnoStatus(err, absl::StrCat(what, " '", path, "': ", std::strerror(err)), absl::StatusCode::kInternal);
 }
 
 }  // namespace

@@ -33,14 +33,6 @@ namespace {
 
 using grpc::StatusCode;
 
-// Sanitizer builds (scripts/sanitize.sh) run the server several times slower.
-#if defined(__SANITIZE_THREAD__)
-constexpr double kSlowdown = 30;
-#elif defined(__SANITIZE_ADDRESS__)
-constexpr double kSlowdown = 10;  // under ASan a SmolLM2 step took up to 4 s on the loaded 2-core machine
-#else
-constexpr double kSlowdown = 1;
-#endif
 constexpr double kItlP99Bound = 1000 * kSlowdown;  // ms
 constexpr double kItlMaxBound = 3000 * kSlowdown;  // ms
 constexpr int kThreadTolerance = 8;

@@ -39,14 +39,6 @@ namespace {
 
 using grpc::StatusCode;
 
-#if defined(__SANITIZE_THREAD__)
-constexpr double kSlowdown = 30;
-#elif defined(__SANITIZE_ADDRESS__)
-constexpr double kSlowdown = 10;  // under ASan a SmolLM2 step took up to 4 s on the loaded 2-core machine
-#else
-constexpr double kSlowdown = 1;
-#endif
-
 constexpr int kMaxRunning = 4;
 constexpr int kMaxWaiting = 4;
 constexpr int kSteadyClients = 2;

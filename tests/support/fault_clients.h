@@ -23,6 +23,16 @@
 
 namespace medusa::testing {
 
+// How many times slower a sanitizer build (scripts/sanitize.sh) runs the server: bounds and
+// waits scale by it.
+#if defined(__SANITIZE_THREAD__)
+constexpr double kSlowdown = 30;
+#elif defined(__SANITIZE_ADDRESS__)
+constexpr double kSlowdown = 10;  // under ASan a SmolLM2 step took up to 4 s on the loaded 2-core machine
+#else
+constexpr double kSlowdown = 1;
+#endif
+
 // A process's resources as /proc shows them.
 struct ProcessResources {
   double rss_mib = 0;  // VmRSS
