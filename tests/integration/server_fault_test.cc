@@ -247,9 +247,12 @@ TEST_F(ServerFaultTest, FourfoldOverloadIsRejectedQuicklyWithResourceExhausted) 
   std::vector<std::thread> burst;
   for (int i = 0; i < kExtra; ++i) {
     burst.emplace_back([&, i] {
-      StreamOutcome out = RunGenerate(*server_.StubOnNewConnection(), LongRequest(10));
+      StreamOptions options;
+      options.wait_for_ready = true;
+      StreamOutcome out = RunGenerate(*server_.StubOnNewConnection(), LongRequest(10), options);
       statuses.Add(out.status.error_code());
       reject_ms[i] = absl::ToDoubleMilliseconds(absl::Now() - out.start);
+      EXPECT_EQ(out.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << out.status.error_message();
     });
   }
   for (std::thread& t : burst) t.join();

@@ -23,6 +23,7 @@ StreamOutcome RunGenerate(v1::Generator::Stub& stub, const v1::GenerateRequest& 
   if (options.timeout != absl::InfiniteDuration()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
   }
+  context.set_wait_for_ready(options.wait_for_ready);
   StreamOutcome out;
   out.start = absl::Now();
   auto reader = stub.Generate(&context, request);

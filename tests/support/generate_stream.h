@@ -33,6 +33,9 @@ struct StreamOptions {
   int cancel_after_chunks = -1;                      // TryCancel once this many arrived
   absl::Duration timeout = absl::InfiniteDuration();  // the call's deadline
   std::function<void(int chunk)> on_chunk;           // called after each chunk
+  // Wait for the connection instead of failing UNAVAILABLE when its first attempt fails: for
+  // tests about the server's answer, not about connecting.
+  bool wait_for_ready = false;
 };
 
 StreamOutcome RunGenerate(v1::Generator::Stub& stub, const v1::GenerateRequest& request,

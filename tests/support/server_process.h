@@ -2,6 +2,7 @@
 // A real medusa-server child process on free loopback ports, and the gRPC clients the
 // server tests talk to it with.
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -76,7 +77,7 @@ class ServerProcess {
   ChildProcess process_;
   std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<grpc::ChannelCredentials> credentials_ = grpc::InsecureChannelCredentials();
-  int next_channel_ = 0;
+  std::atomic<int> next_channel_{0};
 };
 
 // Server flags for SmolLM2 with random heads (written into `heads_path`) verifying a
