@@ -106,6 +106,9 @@ absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOp
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  // gRPC sets SO_REUSEPORT by default: a second server on a taken port would start and take
+  // half of the first one's connections. A taken port is an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   ApplyConnectionLimits(options.connection, builder);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || bound_port == 0) {

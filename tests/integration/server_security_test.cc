@@ -2,8 +2,9 @@
 // real gRPC clients: TLS and mutual TLS with throwaway certificates made by the `openssl`
 // command, the bearer token (every service but health), reflection and file paths off by
 // default, the refusal to serve a non-loopback address unprotected, bad security files and
-// flags failing at start-up (exit 2), the metrics endpoint under a stalled connection, and
-// SIGTERM while the model loads.
+// flags failing at start-up (exit 2), the metrics endpoint under a stalled connection,
+// connection limits (count, handshake, age, keepalive), a taken port, and SIGTERM while the
+// model loads.
 
 #include <signal.h>
 #include <sys/socket.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -23,6 +26,7 @@
 #include "tests/support/generate_stream.h"
 #include "tests/support/loopback.h"
 #include "tests/support/random_heads.h"
+#include "tests/support/raw_http2_peer.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_models.h"
@@ -357,6 +361,22 @@ TEST_F(ServerSecurityTest, NonLoopbackHostNeedsTlsOrATokenOrAllowInsecure) {
   }
 }
 
+TEST_F(ServerSecurityTest, ATakenPortIsAnErrorNotASharedListener) {
+  // gRPC's default SO_REUSEPORT would let a second server bind the port and take half of the
+  // first one's connections; the second must fail instead, and the first serve on alone.
+  server_.Start(StoriesArgs(), dir_);
+  ASSERT_TRUE(server_.WaitServing());
+  TempDir dir;
+  ServerProcess second;
+  second.Start(Plus(StoriesArgs(),
+                    {absl::StrCat("--port=", server_.port()), absl::StrCat("--metrics-port=", second.metrics_port())}),
+               dir, {}, /*pass_ports=*/false);
+  EXPECT_EQ(second.WaitExit(absl::Seconds(30)), 1) << second.Log();
+  EXPECT_TRUE(absl::StrContains(second.Log(), absl::StrCat("cannot listen on 127.0.0.1:", server_.port())))
+      << second.Log();
+  EXPECT_EQ(server_.Health(""), HealthCheckResponse::SERVING);
+}
+
 TEST_F(ServerSecurityTest, AbsurdConnectionFlagsFailAtStartUp) {
   for (const std::string& flag :
        {"--keepalive-time-seconds=-1", "--keepalive-timeout-seconds=nan", "--max-connection-age-seconds=1e300",
@@ -496,6 +516,32 @@ TEST_F(ServerSecurityTest, AConnectionThatNeverHandshakesIsClosedAndFreesItsPlac
     server.Signal(SIGTERM);
     EXPECT_EQ(server.WaitExit(absl::Seconds(30)), 0) << server.Log();
   }
+}
+
+TEST_F(ServerSecurityTest, KeepaliveDropsAPeerThatStopsAnsweringPings) {
+  // Pinged after 1 s without activity, dropped when a ping goes 1 s unanswered; the handshake
+  // timeout is far away, so only keepalive can close the silent peer this soon.
+  server_.Start(Plus(StoriesArgs(),
+                     {"--keepalive-time-seconds=1", "--keepalive-timeout-seconds=1", "--handshake-timeout-seconds=60"}),
+                dir_);
+  ASSERT_TRUE(server_.WaitServing());
+  std::optional<RawHttp2Peer> silent = RawHttp2Peer::Connect(server_.port());
+  std::optional<RawHttp2Peer> answering = RawHttp2Peer::Connect(server_.port());
+  ASSERT_TRUE(silent.has_value() && answering.has_value());
+  Http2PeerOutcome answered;
+  std::thread answer([&] { answered = answering->Run(absl::Seconds(8), /*answer_pings=*/true); });
+  const Http2PeerOutcome ignored = silent->Run(absl::Seconds(15), /*answer_pings=*/false);
+  answer.join();
+
+  EXPECT_GE(ignored.pings, 1);
+  ASSERT_TRUE(ignored.closed_after.has_value()) << "the silent peer was never dropped";
+  EXPECT_GE(*ignored.closed_after, absl::Seconds(1.5));  // not before a ping could go unanswered
+  EXPECT_LT(*ignored.closed_after, absl::Seconds(8));
+  // The peer that answers is pinged again and again and kept.
+  EXPECT_GE(answered.pings, 3);
+  EXPECT_FALSE(answered.closed_after.has_value()) << absl::FormatDuration(*answered.closed_after);
+  EXPECT_FALSE(answered.goaway);
+  EXPECT_TRUE(ModelInfoStatus(*server_.StubOnNewConnection()).ok());
 }
 
 TEST_F(ServerSecurityTest, AnOldConnectionIsRetiredAndTheClientReconnects) {
