@@ -25,7 +25,10 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates curl unzip python3 python3-pip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libspdlog-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  libopenblas-dev prometheus libssl-dev openssl
+  libopenblas-dev prometheus libssl-dev openssl python3-venv
+  # Container images (scripts/container.sh): podman on the runc runtime, a base image made
+  # by mmdebstrap.
+  podman buildah runc mmdebstrap uidmap catatonit netavark aardvark-dns
 )
 
 install_packages() {
@@ -145,6 +148,16 @@ prepare_data() {
   fi
 }
 
+# The deploy/ and docker/ checks' Python tools, pinned, in a virtual environment of their own.
+prepare_python_tools() {
+  local venv=$BUILD_DIR/pytools req=$ROOT/scripts/requirements-deploy-checks.txt
+  if [ -f "$venv/requirements.txt" ] && cmp -s "$req" "$venv/requirements.txt"; then return; fi
+  log "Python tools for the deploy checks: $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" || die "cannot install $req from PyPI"
+  cp "$req" "$venv/requirements.txt"
+}
+
 build() {
   log "building (Release) in $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${MEDUSA_CMAKE_ARGS:-} >/dev/null
@@ -154,5 +167,6 @@ build() {
 [ "$SKIP_PACKAGES" = 1 ] || install_packages
 prepare_models
 prepare_data
+prepare_python_tools
 [ "$SKIP_BUILD" = 1 ] || build
 log "done: $BUILD_DIR/bin/medusa"
