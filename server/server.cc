@@ -123,6 +123,7 @@ absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOp
   // BuildAndStart and this call "" is SERVING for an instant; the Generator's own status
   // (medusa.v1.Generator) is never SERVING before the model is, which is what probes ask.
   server->SetServing(false);
+  server->server_->GetHealthCheckService()->SetServingStatus(kLivenessName, true);
   const TransportSecurity& security = options.security;
   spdlog::info("listening on {} (gRPC: {}{}{}{}), {} (metrics); loading the model",
                HostPort(options.host, server->port_), security.tls() ? "TLS" : "plaintext",
@@ -242,8 +243,11 @@ bool MedusaServer::Shutdown() {
   // New calls are refused first, then health turns NOT_SERVING so load balancers stop
   // sending: whoever sees NOT_SERVING can count on a late call's UNAVAILABLE. The listener
   // stays open so that late calls get that clear answer instead of a refused connection.
+  // Not the health service's own Shutdown(): it would turn every name NOT_SERVING, the
+  // liveness name too, and a liveness probe failing mid-drain restarts the container and
+  // cuts the streams the drain is there to finish. Nothing turns SERVING again after this.
   service_->StopAccepting();
-  server_->GetHealthCheckService()->Shutdown();
+  SetServing(false);
   const bool finished = scheduler_ == nullptr || scheduler_->Drain(options_.shutdown_grace);
   if (!finished) {
     spdlog::warn("shutdown: streams still running after the {:.1f} s grace period ended UNAVAILABLE",

@@ -1,10 +1,9 @@
 #pragma once
 // medusa-server's life: listen (health NOT_SERVING, Generator UNAVAILABLE while the
-// model loads), load the engine, start the scheduler, warm up (a short request plain
-// and one with Medusa, which also seeds the step times behind
-// medusa_step_overhead_ratio), then SERVING. Shutdown: health NOT_SERVING, new calls
-// UNAVAILABLE, running streams finish within the grace period, then the listeners
-// close.
+// model loads; medusa.v1.Liveness SERVING throughout), load the engine, start the scheduler, warm up (a short request
+// plain and one with Medusa, which also seeds the step times behind medusa_step_overhead_ratio), then SERVING.
+// Shutdown: health NOT_SERVING, new calls UNAVAILABLE, running streams finish within the grace period, then the
+// listeners close.
 
 #include <memory>
 #include <string>
@@ -58,8 +57,13 @@ struct ServerOptions {
 
 class MedusaServer {
  public:
-  // The health service's name for the Generator.
+  // The health service's name for the Generator: SERVING only while Generate is served
+  // (not while the model loads, nor while draining). Readiness probes ask this one.
   static constexpr char kServiceName[] = "medusa.v1.Generator";
+  // A health name that only says the process is up and answering: SERVING from the moment
+  // the server listens, through loading and the drain. Liveness probes ask this one, so a
+  // slow model load or a drain is never mistaken for a hung process and restarted.
+  static constexpr char kLivenessName[] = "medusa.v1.Liveness";
 
   // Opens both ports. InvalidArgument for a bad TLS or token file; Unavailable when a port
   // cannot be bound.

@@ -40,6 +40,7 @@ struct ServerConnection {
   std::string tls_cert_file;  // client certificate for mutual TLS (with tls_key_file)
   std::string tls_key_file;
   std::string auth_token_file;  // sent as `authorization: Bearer <token>`
+  std::string lb_policy = "pick_first";  // gRPC load-balancing policy: pick_first or round_robin
 };
 
 struct GenerateCommand {

@@ -32,12 +32,17 @@ ABSL_FLAG(bool, json, false, "Print one JSON object per prompt instead of stream
 ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, error");
 
 // client, bench
-ABSL_FLAG(std::string, addr, "localhost:50051", "medusa-server address, HOST:PORT (medusa client, medusa bench)");
+ABSL_FLAG(std::string, addr, "localhost:50051",
+          "medusa-server address: HOST:PORT or a gRPC target such as dns:///NAME:PORT (medusa client, medusa bench)");
 ABSL_FLAG(std::string, tls_ca_file, "",
           "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, medusa bench)");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS (with --tls-key-file)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file");
 ABSL_FLAG(std::string, auth_token_file, "", "File holding the server's bearer token (one line)");
+ABSL_FLAG(std::string, lb_policy, "pick_first",
+          "How calls spread over the addresses --addr resolves to: pick_first (one connection) or round_robin "
+          "(one to each, calls in turn: a headless Kubernetes Service as dns:///NAME:PORT; medusa client, medusa "
+          "bench)");
 ABSL_FLAG(int32_t, requests, 0, "medusa bench: requests in all (default: one per prompt)");
 ABSL_FLAG(int32_t, concurrency, 16,
           "medusa bench: requests in flight at once; medusa train / calibrate: answers decoded together in one "
@@ -187,6 +192,10 @@ absl::StatusOr<ServerConnection> ServerConnectionFlags() {
   c.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   c.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  c.lb_policy = absl::GetFlag(FLAGS_lb_policy);
+  if (c.lb_policy != "pick_first" && c.lb_policy != "round_robin") {
+    return absl::InvalidArgumentError("--lb-policy must be pick_first or round_robin, got '" + c.lb_policy + "'");
+  }
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert-file and --tls-key-file go together");
   }

@@ -93,6 +93,9 @@ absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnect
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // The channel argument, not a default service config: it wins over a config the resolver
+  // returns, so the flag always means what it says.
+  args.SetLoadBalancingPolicyName(server.lb_policy);
   return v1::Generator::NewStub(
       grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args, std::move(interceptors)));
 }

@@ -447,6 +447,48 @@ TEST_F(ServerSecurityTest, SigtermWhileTheModelLoadsEndsTheProcessPromptly) {
   EXPECT_FALSE(absl::StrContains(server_.Log(), "serving ")) << server_.Log();
 }
 
+// One health check as the kubelet's gRPC probe makes it: a new plaintext connection, waiting
+// for it up to `timeout`; nullopt when the call fails.
+std::optional<HealthCheckResponse::ServingStatus> Probe(const std::string& target, const std::string& service,
+                                                        absl::Duration timeout = absl::Seconds(1)) {
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  if (!stub->Check(&context, request, &response).ok()) return std::nullopt;
+  return response.status();
+}
+
+TEST_F(ServerSecurityTest, LivenessServesWhileTheModelLoadsAndTheGeneratorDoesNot) {
+  ASSERT_MODEL_PRESENT(kSmolModel);
+  // What Kubernetes' probes ask: liveness (medusa.v1.Liveness) must pass during a long load,
+  // or the kubelet restarts a server that is only loading; readiness (medusa.v1.Generator)
+  // must not, or the Service sends it calls it cannot take. SmolLM2 with random heads loads
+  // for seconds after it listens.
+  server_.Start(SmolWithRandomHeadsArgs(dir_.file("heads.safetensors")), dir_);
+  std::optional<HealthCheckResponse::ServingStatus> liveness;
+  const absl::Time end = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < end && liveness != HealthCheckResponse::SERVING) {
+    liveness = Probe(server_.target(), "medusa.v1.Liveness");
+  }
+  ASSERT_EQ(liveness, HealthCheckResponse::SERVING) << server_.Log();
+  const std::optional<HealthCheckResponse::ServingStatus> generator = Probe(server_.target(), "medusa.v1.Generator");
+  const std::optional<HealthCheckResponse::ServingStatus> whole = Probe(server_.target(), "");
+  // Still loading after both reads (the log says "serving " once loaded and warmed up).
+  ASSERT_FALSE(absl::StrContains(server_.Log(), "serving ")) << "loaded before the checks: " << server_.Log();
+  EXPECT_EQ(generator, HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(whole, HealthCheckResponse::NOT_SERVING);
+
+  ASSERT_TRUE(server_.WaitServing());
+  EXPECT_EQ(Probe(server_.target(), "medusa.v1.Liveness"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Probe(server_.target(), "medusa.v1.Generator"), HealthCheckResponse::SERVING);
+  // A name the server does not have fails the call (NOT_FOUND): a misspelt probe never passes.
+  EXPECT_EQ(Probe(server_.target(), "medusa.v1.NoSuchService"), std::nullopt);
+}
+
 // Whether the server closed this raw connection within `timeout`. What it sends first
 // (gRPC's SETTINGS frame, a GOAWAY) is read and dropped.
 bool ClosedByServer(int fd, absl::Duration timeout) {
@@ -617,6 +659,52 @@ TEST_F(ServerSecurityTest, ClientAndBenchSpeakTlsWithAClientCertificateAndToken)
   EXPECT_TRUE(absl::StrContains(half_pair.output, "go together")) << half_pair.output;
   server_.Signal(SIGTERM);
   EXPECT_EQ(server_.WaitExit(absl::Seconds(30)), 0) << server_.Log();
+}
+
+TEST_F(ServerSecurityTest, RoundRobinSpreadsCallsOverEveryResolvedAddress) {
+  // What a headless Kubernetes Service gives a client: one name, several pod addresses. Here two
+  // servers behind one ipv4: target with two addresses; round_robin must use both, pick_first one.
+  TempDir second_dir;  // outlives the process writing its log there
+  ServerProcess second;
+  server_.Start(StoriesArgs(), dir_);
+  second.Start(StoriesArgs(), second_dir);
+  ASSERT_TRUE(server_.WaitServing());
+  ASSERT_TRUE(second.WaitServing());
+  const std::string medusa = BinaryPath("bin/medusa");
+  const std::string prompts = dir_.file("prompts.jsonl");
+  WriteText(prompts, "{\"prompt\": \"Once upon a time\"}\n");
+  const std::string both = absl::StrCat("ipv4:", server_.address(), ",", second.address());
+  auto generated = [](ServerProcess& s) { return s.Metric("medusa_generated_tokens_total").value_or(0); };
+
+  nlohmann::json first = RunJsonCommand(absl::StrCat(medusa, " bench --json --addr ", both, " --prompts ", prompts,
+                                                     " --requests 8 --concurrency 1 --max-tokens 4"));
+  ASSERT_TRUE(first.is_object());
+  EXPECT_EQ(first["errors"], 0);
+  // pick_first (the default): every call went to one server.
+  EXPECT_TRUE((generated(server_) == 0) != (generated(second) == 0))
+      << generated(server_) << " and " << generated(second);
+  const double before_first = generated(server_), before_second = generated(second);
+
+  nlohmann::json spread =
+      RunJsonCommand(absl::StrCat(medusa, " bench --json --lb-policy round_robin --addr ", both, " --prompts ", prompts,
+                                  " --requests 8 --concurrency 1 --max-tokens 4"));
+  ASSERT_TRUE(spread.is_object());
+  EXPECT_EQ(spread["errors"], 0);
+  EXPECT_GT(generated(server_), before_first);
+  EXPECT_GT(generated(second), before_second);
+
+  // The form the deployment guide gives: a dns:/// target (localhost may also resolve to ::1,
+  // where nothing listens: round_robin uses the address that answers).
+  nlohmann::json dns = RunJsonCommand(
+      absl::StrCat(medusa, " client --json --lb-policy round_robin --addr dns:///localhost:", server_.port(),
+                   " --prompt 'Once upon a time' --max-tokens 4"));
+  ASSERT_TRUE(dns.is_object());
+  EXPECT_EQ(dns["new_tokens"], 4);
+
+  CommandOutput bad = RunCommand(
+      absl::StrCat(medusa, " client --lb-policy random --addr ", server_.address(), " --prompt hi --max-tokens 2"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.output, "--lb-policy")) << bad.output;
 }
 
 }  // namespace

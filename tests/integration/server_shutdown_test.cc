@@ -1,5 +1,5 @@
 // SIGTERM under traffic (SmolLM2, slow enough for streams to be in flight): health
-// turns NOT_SERVING, new calls get UNAVAILABLE, the running streams complete, and the
+// turns NOT_SERVING (the liveness name stays SERVING), new calls get UNAVAILABLE, the running streams complete, and the
 // process exits 0. With a grace period too short, the streams are cut (UNAVAILABLE)
 // and the exit is still clean.
 
@@ -78,6 +78,9 @@ TEST_F(ServerShutdownTest, SigtermLetsRunningStreamsFinishAndExitsZero) {
   }
   EXPECT_TRUE(not_serving);
   EXPECT_EQ(server_.Health("medusa.v1.Generator"), HealthCheckResponse::NOT_SERVING);
+  // The process is alive and draining: a liveness probe that failed now would restart the
+  // container and cut the streams the drain is finishing.
+  EXPECT_EQ(server_.Health("medusa.v1.Liveness"), HealthCheckResponse::SERVING);
   StreamOutcome late = RunGenerate(*server_.StubOnNewConnection(), GreedyRequest("Hello", 4));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE) << late.status.error_message();
 
