@@ -256,6 +256,51 @@ def mounted_file(path, container, volumes):
     return None, None
 
 
+def restricted_errors(pod, docs):
+    """The restricted Pod Security profile's fields on a pod spec (and no service-account token)."""
+    errors = []
+    containers = pod.get("containers", [])
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True:
+        errors.append("pod securityContext.runAsNonRoot is not true")
+    if psc.get("runAsUser") != UID:
+        errors.append(f"pod securityContext.runAsUser is {psc.get('runAsUser')!r}, expected {UID} (the image's user)")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        errors.append("pod securityContext.seccompProfile is not RuntimeDefault")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            errors.append(f"pod {key} is set")
+    for c in containers + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            errors.append(f"{where}: allowPrivilegeEscalation is not false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            errors.append(f"{where}: readOnlyRootFilesystem is not true")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            errors.append(f"{where}: capabilities do not drop ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            errors.append(f"{where}: adds capabilities")
+        if sc.get("privileged"):
+            errors.append(f"{where}: privileged")
+        if sc.get("runAsUser", UID) == 0 or sc.get("runAsNonRoot") is False:
+            errors.append(f"{where}: runs as root")
+        if "seccompProfile" in sc and sc["seccompProfile"].get("type") not in ("RuntimeDefault", "Localhost"):
+            errors.append(f"{where}: seccompProfile {sc['seccompProfile']}")
+    for v in volumes.values():
+        kinds = set(v) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            errors.append(f"volume {v['name']}: {sorted(kinds)} is not allowed by the restricted profile")
+    service_account = next((d for d in docs if d["kind"] == "ServiceAccount"
+                            and d["metadata"]["name"] == pod.get("serviceAccountName", "default")), None)
+    if pod.get("automountServiceAccountToken") is not False and not (
+            service_account and service_account.get("automountServiceAccountToken") is False
+            and "automountServiceAccountToken" not in pod):
+        errors.append("the service-account token is mounted into the pod")
+    return errors
+
+
 def check_objects(docs, overlay):
     errors = []
     variant = OVERLAYS[overlay]
@@ -373,44 +418,7 @@ def check_objects(docs, overlay):
         errors.append(f"terminationGracePeriodSeconds {period} < preStop {delay} + --shutdown-grace-seconds {grace} "
                       f"+ margin {SHUTDOWN_MARGIN_S}")
 
-    # Restricted Pod Security profile.
-    psc = pod.get("securityContext", {})
-    if psc.get("runAsNonRoot") is not True:
-        errors.append("pod securityContext.runAsNonRoot is not true")
-    if psc.get("runAsUser") != UID:
-        errors.append(f"pod securityContext.runAsUser is {psc.get('runAsUser')!r}, expected {UID} (the image's user)")
-    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-        errors.append("pod securityContext.seccompProfile is not RuntimeDefault")
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            errors.append(f"pod {key} is set")
-    for c in containers + pod.get("initContainers", []):
-        sc = c.get("securityContext", {})
-        where = f"container {c['name']}"
-        if sc.get("allowPrivilegeEscalation") is not False:
-            errors.append(f"{where}: allowPrivilegeEscalation is not false")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            errors.append(f"{where}: readOnlyRootFilesystem is not true")
-        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
-            errors.append(f"{where}: capabilities do not drop ALL")
-        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
-            errors.append(f"{where}: adds capabilities")
-        if sc.get("privileged"):
-            errors.append(f"{where}: privileged")
-        if sc.get("runAsUser", UID) == 0 or sc.get("runAsNonRoot") is False:
-            errors.append(f"{where}: runs as root")
-        if "seccompProfile" in sc and sc["seccompProfile"].get("type") not in ("RuntimeDefault", "Localhost"):
-            errors.append(f"{where}: seccompProfile {sc['seccompProfile']}")
-    for v in volumes.values():
-        kinds = set(v) - {"name"}
-        if not kinds <= RESTRICTED_VOLUMES:
-            errors.append(f"volume {v['name']}: {sorted(kinds)} is not allowed by the restricted profile")
-    service_account = next((d for d in docs if d["kind"] == "ServiceAccount"
-                            and d["metadata"]["name"] == pod.get("serviceAccountName", "default")), None)
-    if pod.get("automountServiceAccountToken") is not False and not (
-            service_account and service_account.get("automountServiceAccountToken") is False
-            and "automountServiceAccountToken" not in pod):
-        errors.append("the service-account token is mounted into the pod")
+    errors += restricted_errors(pod, docs)
 
     # Memory-backed /dev/shm and /tmp (the root filesystem is read-only).
     for path in ("/dev/shm", "/tmp"):
@@ -532,6 +540,8 @@ def check_objects(docs, overlay):
         window = h.get("behavior", {}).get("scaleDown", {}).get("stabilizationWindowSeconds", 300)
         if window < 600:
             errors.append(f"HorizontalPodAutoscaler: scale-down stabilization {window} s, less than 10 minutes")
+        if "replicas" in spec:
+            errors.append("Deployment sets replicas under a HorizontalPodAutoscaler: each apply resets its count")
         if h.get("minReplicas", 1) < 2:
             errors.append("HorizontalPodAutoscaler: minReplicas below 2 (the PDB and a rollout need two)")
     return errors
@@ -629,6 +639,7 @@ MUTATIONS = [
          name="medusa_requests_running"), "do not serve"),
     ("short scale-down window", "cpu", lambda d: kind_of(d, "HorizontalPodAutoscaler")["spec"]["behavior"][
         "scaleDown"].update(stabilizationWindowSeconds=60), "scale-down stabilization"),
+    ("replicas beside the HPA", "cpu", lambda d: deployment_of(d)["spec"].update(replicas=2), "resets its count"),
     # Schema-level: unknown fields and kinds.
     ("unknown Deployment field", "cpu", lambda d: server_of(d).update(livenessProbes={}), "--strict"),
     ("unknown ServiceMonitor field", "cpu",
@@ -677,6 +688,11 @@ def main():
             errors = check_schemas(docs, versions) + check_with_cli(docs, versions, workdir) + check_objects(
                 docs, overlay)
             failures += [f"overlays/{overlay}: {e}" for e in errors]
+    # The helper pod that fills the model volume (applied by hand, not by the overlays).
+    with open(os.path.join(KUSTOMIZE_ROOT, "models-loader.yaml")) as f:
+        loader = yaml.safe_load(f)
+    failures += [f"models-loader.yaml: {e}" for e in check_schemas([loader], versions)
+                 + restricted_errors(loader["spec"], [])]
     binary = server_flags_from_binary()
     print(f"flags checked against server/main.cc and tools/engine_flags.cc"
           f"{' and the built medusa-server --helpfull' if binary is not None else ' (medusa-server not built)'}")
