@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, host, "127.0.0.1",
 ABSL_FLAG(int32_t, port, 50051, "gRPC port (0: any free port)");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Address the Prometheus /metrics listener binds to");
 ABSL_FLAG(int32_t, metrics_port, 9464, "Prometheus /metrics port");
+ABSL_FLAG(int32_t, health_port, 0,
+          "Also serve the gRPC health service alone, in plaintext, on this port of --host (for probes that "
+          "speak no TLS, such as Kubernetes' gRPC probes, beside a TLS --port); 0: none");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain: serve gRPC over TLS (with --tls-key-file)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file (unencrypted)");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
@@ -77,7 +80,7 @@ namespace {
 
 constexpr char kUsage[] =
     "medusa-server --model PATH [--heads PATH] [--tree NAME|FILE|auto] [--port 50051]\n"
-    "  [--metrics-port 9464] [--threads N] [--kv-cache-mb MB] [--max-running N] [--max-waiting N]\n"
+    "  [--metrics-port 9464] [--health-port N] [--threads N] [--kv-cache-mb MB] [--max-running N] [--max-waiting N]\n"
     "  [--medusa-max-batch N] [--max-concurrent-streams N] [--max-message-bytes N] [--log-format text|json] "
     "[--log-level L]\n"
     "  [--shutdown-grace-seconds S] [--host 127.0.0.1] [--metrics-host 127.0.0.1]\n"
@@ -134,8 +137,9 @@ std::string CheckConnectionFlags() {
 
 // Checks the flags' values; "" when they are fine.
 std::string CheckFlags() {
-  for (auto [name, port] : {std::pair{"--port", absl::GetFlag(FLAGS_port)},
-                            std::pair{"--metrics-port", absl::GetFlag(FLAGS_metrics_port)}}) {
+  for (auto [name, port] :
+       {std::pair{"--port", absl::GetFlag(FLAGS_port)}, std::pair{"--metrics-port", absl::GetFlag(FLAGS_metrics_port)},
+        std::pair{"--health-port", absl::GetFlag(FLAGS_health_port)}}) {
     if (port < 0 || port > 65535) return absl::StrCat(name, " must be in [0, 65535], got ", port);
   }
   for (auto [name, value] : {std::pair{"--max-running", absl::GetFlag(FLAGS_max_running)},
@@ -180,6 +184,7 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
   options.host = absl::GetFlag(FLAGS_host);
   options.port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.health_port = absl::GetFlag(FLAGS_health_port);
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));

@@ -6,6 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "engine/tokenizer/chat_template.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/impl/server_builder_plugin.h"
@@ -78,6 +79,7 @@ MedusaServer::MedusaServer(const ServerOptions& options)
 MedusaServer::~MedusaServer() {
   Shutdown();
   metrics_->set_load_probe(nullptr);
+  health_server_.reset();
   server_.reset();
   scheduler_.reset();
 }
@@ -122,22 +124,53 @@ absl::StatusOr<std::unique_ptr<MedusaServer>> MedusaServer::Start(const ServerOp
   // gRPC's health service starts out SERVING for "": not before the model is ready. Between
   // BuildAndStart and this call "" is SERVING for an instant; the Generator's own status
   // (medusa.v1.Generator) is never SERVING before the model is, which is what probes ask.
+  if (options.health_port > 0) {
+    // Its own server: only the health service, and no credentials to get past.
+    grpc::ServerBuilder health_builder;
+    health_builder.SetOption(std::make_unique<WithoutReflection>());
+    // gRPC's default generic service answers every method but health's UNIMPLEMENTED; it also
+    // makes this a callback server, which gRPC needs (a server without any service is refused).
+    server->health_only_ = std::make_unique<grpc::CallbackGenericService>();
+    health_builder.RegisterCallbackGenericService(server->health_only_.get());
+    int bound_health_port = 0;
+    health_builder.AddListeningPort(HostPort(options.host, options.health_port), grpc::InsecureServerCredentials(),
+                                    &bound_health_port);
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    if (options.connection.handshake_timeout > absl::ZeroDuration()) {
+      health_builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                                        Milliseconds(options.connection.handshake_timeout));
+    }
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || bound_health_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", HostPort(options.host, options.health_port), " (in use?)"));
+    }
+    server->health_port_ = bound_health_port;
+  }
   server->SetServing(false);
-  server->server_->GetHealthCheckService()->SetServingStatus(kLivenessName, true);
+  for (grpc::Server* s : {server->server_.get(), server->health_server_.get()}) {
+    if (s != nullptr) s->GetHealthCheckService()->SetServingStatus(kLivenessName, true);
+  }
   const TransportSecurity& security = options.security;
-  spdlog::info("listening on {} (gRPC: {}{}{}{}), {} (metrics); loading the model",
+  spdlog::info("listening on {} (gRPC: {}{}{}{}), {}{} (metrics); loading the model",
                HostPort(options.host, server->port_), security.tls() ? "TLS" : "plaintext",
                security.tls_client_ca_file.empty() ? "" : ", client certificates",
                security.token() ? ", bearer token" : "",
                server->gate_ ? absl::StrCat(", at most ", options.connection.max_connections, " connections") : "",
+               server->health_port_ > 0
+                   ? absl::StrCat(HostPort(options.host, server->health_port_), " (health only, plaintext), ")
+                   : "",
                metrics_address);
   return server;
 }
 
 void MedusaServer::SetServing(bool serving) {
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  health->SetServingStatus("", serving);
-  health->SetServingStatus(kServiceName, serving);
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (s == nullptr) continue;
+    grpc::HealthCheckServiceInterface* health = s->GetHealthCheckService();
+    health->SetServingStatus("", serving);
+    health->SetServingStatus(kServiceName, serving);
+  }
 }
 
 absl::Status MedusaServer::LoadModel() {
@@ -255,6 +288,7 @@ bool MedusaServer::Shutdown() {
   }
   // Every request is over: let the streams deliver their last messages, then close.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + kFlushTime));
+  if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   spdlog::info("shut down in {:.2f} s", absl::ToDoubleSeconds(absl::Now() - start));
   return finished;
 }

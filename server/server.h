@@ -1,9 +1,11 @@
 #pragma once
 // medusa-server's life: listen (health NOT_SERVING, Generator UNAVAILABLE while the
-// model loads; medusa.v1.Liveness SERVING throughout), load the engine, start the scheduler, warm up (a short request
-// plain and one with Medusa, which also seeds the step times behind medusa_step_overhead_ratio), then SERVING.
-// Shutdown: health NOT_SERVING, new calls UNAVAILABLE, running streams finish within the grace period, then the
-// listeners close.
+// model loads; medusa.v1.Liveness SERVING from here to the end), load the engine, start
+// the scheduler, warm up (a short request plain and one with Medusa, which also seeds the
+// step times behind medusa_step_overhead_ratio), then SERVING. Shutdown: health
+// NOT_SERVING (but liveness), new calls UNAVAILABLE, running streams finish within the
+// grace period, then the listeners close. With --health-port the same statuses are also
+// served alone, in plaintext, on that port.
 
 #include <memory>
 #include <string>
@@ -18,6 +20,7 @@
 #include "server/service.h"
 
 namespace grpc {
+class CallbackGenericService;
 class Server;
 }
 
@@ -46,6 +49,9 @@ struct ServerOptions {
   int port = 50051;                        // gRPC; 0 picks a free port (see port())
   std::string metrics_host = "127.0.0.1";  // Prometheus /metrics (no TLS, no token)
   int metrics_port = 9464;
+  // With TLS on `port`, probes that speak only plaintext (Kubernetes' gRPC probes) ask this
+  // one: the health service alone, plaintext, same statuses. 0: none.
+  int health_port = 0;
   int max_concurrent_streams = 128;   // per client connection (HTTP/2 SETTINGS)
   int max_message_bytes = 4 << 20;    // largest request accepted
   absl::Duration shutdown_grace = absl::Seconds(30);
@@ -77,6 +83,7 @@ class MedusaServer {
   bool Shutdown();
 
   int port() const { return port_; }
+  int health_port() const { return health_port_; }  // 0 without --health-port
   Metrics& metrics() { return *metrics_; }
 
  private:
@@ -93,7 +100,10 @@ class MedusaServer {
   std::unique_ptr<Scheduler> scheduler_;  // after engine_: destroyed first
   std::unique_ptr<ConnectionGate> gate_;  // with --max-connections: closed after gRPC
   std::unique_ptr<grpc::Server> server_;  // last: shut down before everything it calls
+  std::unique_ptr<grpc::CallbackGenericService> health_only_;  // outlives health_server_
+  std::unique_ptr<grpc::Server> health_server_;                // --health-port: the health service alone
   int port_ = 0;
+  int health_port_ = 0;
   bool shut_down_ = false;
 };
 

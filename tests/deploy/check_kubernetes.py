@@ -55,9 +55,12 @@ UID = 10001  # the image's user
 SHUTDOWN_MARGIN_S = 10
 # The worst model load each overlay's startup probe must wait for (the assumption stated in
 # the manifests): a small model on a busy CPU node; a 13B fp16 model from a network volume.
-WORST_LOAD_S = {"cpu": 600, "gpu": 1800}
-OVERLAYS = {"cpu": {"image_tag": "cpu", "device": "cpu", "gpu": False},
-            "gpu": {"image_tag": "cuda", "device": "cuda", "gpu": True}}
+WORST_LOAD_S = {"cpu": 600, "gpu": 1800, "cpu+tls": 600}
+# The overlays, and the cpu overlay with the optional TLS component (rendered through a
+# kustomization made here, as a user adds the component to an overlay).
+OVERLAYS = {"cpu": {"image_tag": "cpu", "device": "cpu", "gpu": False, "tls": False},
+            "gpu": {"image_tag": "cuda", "device": "cuda", "gpu": True, "tls": False},
+            "cpu+tls": {"image_tag": "cpu", "device": "cpu", "gpu": False, "tls": True}}
 CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.json",
                ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-v1.json",
                ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-v1.json"}
@@ -78,8 +81,19 @@ def kubectl():
 
 
 def render(overlay):
-    out = subprocess.run([kubectl(), "kustomize", os.path.join(KUSTOMIZE_ROOT, "overlays", overlay)],
-                         capture_output=True, text=True)
+    if "+" in overlay:
+        import tempfile
+        base, component = overlay.split("+")
+        with tempfile.TemporaryDirectory() as tmp:
+            rel = os.path.relpath(KUSTOMIZE_ROOT, tmp)  # kustomize takes no absolute paths
+            with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
+                yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                "resources": [f"{rel}/overlays/{base}"],
+                                "components": [f"{rel}/components/{component}"]}, f)
+            out = subprocess.run([kubectl(), "kustomize", tmp], capture_output=True, text=True)
+    else:
+        out = subprocess.run([kubectl(), "kustomize", os.path.join(KUSTOMIZE_ROOT, "overlays", overlay)],
+                             capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"FAIL: kubectl kustomize overlays/{overlay}:\n{out.stderr}")
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -339,6 +353,7 @@ def check_objects(docs, overlay):
         errors.append("container `command` replaces the image's entrypoint (tini -> medusa-server): use args")
     port = int(number(flags, "port", 50051, errors))
     metrics_port = int(number(flags, "metrics_port", 9464, errors))
+    health_port = int(number(flags, "health_port", 0, errors))
     host = flags.get("host", "127.0.0.1")
     ports = {p.get("name"): p["containerPort"] for p in server.get("ports", [])}
     if ports.get("grpc") != port:
@@ -356,9 +371,15 @@ def check_objects(docs, overlay):
         errors.append(f"--host={host} without TLS or --auth-token-file: medusa-server refuses to start")
     if flags.get("allow_insecure") == "true":
         errors.append("--allow-insecure: the deployment must require a token (or TLS)")
-    if tls:
-        errors.append("TLS flags: the kubelet's native gRPC probes speak no TLS, every probe would fail "
-                      "(docs/deploying.md, TLS)")
+    if tls and health_port == 0:
+        errors.append("TLS on --port without --health-port: the kubelet's gRPC probes speak no TLS, every probe "
+                      "would fail (docs/deploying.md, TLS)")
+    if tls != variant["tls"]:
+        errors.append(f"{overlay}: TLS flags {'missing' if variant['tls'] else 'present'}")
+    if health_port and ports.get("health") != health_port:
+        errors.append(f"container port `health` is {ports.get('health')}, but --health-port is {health_port}")
+    # Where the probes must go: the plaintext health port beside TLS, else the gRPC port.
+    probe_port = health_port if tls and health_port else port
     for flag in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_token_file"):
         if flag in flags:
             volume, rel = mounted_file(flags[flag], server, volumes)
@@ -392,8 +413,9 @@ def check_objects(docs, overlay):
         if grpc is None:
             errors.append(f"{probe_name}: not a native gRPC probe")
             continue
-        if not isinstance(grpc.get("port"), int) or grpc["port"] != port:
-            errors.append(f"{probe_name}: port {grpc.get('port')!r}, expected the numeric --port {port}")
+        if not isinstance(grpc.get("port"), int) or grpc["port"] != probe_port:
+            errors.append(f"{probe_name}: port {grpc.get('port')!r}, expected the numeric "
+                          f"{'--health-port' if probe_port != port else '--port'} {probe_port}")
         if grpc.get("service") != service:
             errors.append(f"{probe_name}: service {grpc.get('service')!r}, expected {service!r}")
     startup = server.get("startupProbe", {})
@@ -468,8 +490,10 @@ def check_objects(docs, overlay):
         if grpc_port is None:
             errors.append("Service: no port named grpc")
         else:
-            if grpc_port.get("appProtocol") != "kubernetes.io/h2c":
+            if not tls and grpc_port.get("appProtocol") != "kubernetes.io/h2c":
                 errors.append("Service: the grpc port's appProtocol is not kubernetes.io/h2c")
+            if tls and grpc_port.get("appProtocol") == "kubernetes.io/h2c":
+                errors.append("Service: the grpc port says h2c (cleartext HTTP/2) but serves TLS")
             if grpc_port["port"] != port:
                 errors.append(f"Service: grpc port {grpc_port['port']} differs from --port {port}")
         for p in s.get("ports", []):
@@ -495,6 +519,8 @@ def check_objects(docs, overlay):
         grpc_open = any(port in rule_ports(r) and not r.get("from") for r in rules)
         if not grpc_open:
             errors.append("NetworkPolicy: the gRPC port is not open to clients")
+        if health_port and not any(health_port in rule_ports(r) and not r.get("from") for r in rules):
+            errors.append("NetworkPolicy: the health port is closed to the kubelet's probes")
         for r in rules:
             if metrics_port in rule_ports(r) or "*" in rule_ports(r):
                 sources = r.get("from") or [{}]
@@ -640,6 +666,15 @@ MUTATIONS = [
     ("short scale-down window", "cpu", lambda d: kind_of(d, "HorizontalPodAutoscaler")["spec"]["behavior"][
         "scaleDown"].update(stabilizationWindowSeconds=60), "scale-down stabilization"),
     ("replicas beside the HPA", "cpu", lambda d: deployment_of(d)["spec"].update(replicas=2), "resets its count"),
+    ("TLS without a health port", "cpu+tls", lambda d: set_arg(d, "health-port", None), "without --health-port"),
+    ("probe on the TLS port", "cpu+tls", lambda d: server_of(d)["livenessProbe"]["grpc"].update(port=50051),
+     "expected the numeric --health-port"),
+    ("health port moved", "cpu+tls", lambda d: set_arg(d, "health-port", "50053"), "container port `health`"),
+    ("h2c over TLS", "cpu+tls", lambda d: kind_of(d, "Service")["spec"]["ports"][0].update(
+        appProtocol="kubernetes.io/h2c"), "serves TLS"),
+    ("health port closed", "cpu+tls", lambda d: kind_of(d, "NetworkPolicy")["spec"]["ingress"][0]["ports"].pop(),
+     "health port is closed"),
+    ("TLS key off its Secret", "cpu+tls", lambda d: set_arg(d, "tls-key-file", "/tmp/tls.key"), "not on a Secret"),
     # Schema-level: unknown fields and kinds.
     ("unknown Deployment field", "cpu", lambda d: server_of(d).update(livenessProbes={}), "--strict"),
     ("unknown ServiceMonitor field", "cpu",

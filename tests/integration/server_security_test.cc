@@ -447,21 +447,6 @@ TEST_F(ServerSecurityTest, SigtermWhileTheModelLoadsEndsTheProcessPromptly) {
   EXPECT_FALSE(absl::StrContains(server_.Log(), "serving ")) << server_.Log();
 }
 
-// One health check as the kubelet's gRPC probe makes it: a new plaintext connection, waiting
-// for it up to `timeout`; nullopt when the call fails.
-std::optional<HealthCheckResponse::ServingStatus> Probe(const std::string& target, const std::string& service,
-                                                        absl::Duration timeout = absl::Seconds(1)) {
-  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext context;
-  context.set_wait_for_ready(true);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service(service);
-  HealthCheckResponse response;
-  if (!stub->Check(&context, request, &response).ok()) return std::nullopt;
-  return response.status();
-}
-
 TEST_F(ServerSecurityTest, LivenessServesWhileTheModelLoadsAndTheGeneratorDoesNot) {
   ASSERT_MODEL_PRESENT(kSmolModel);
   // What Kubernetes' probes ask: liveness (medusa.v1.Liveness) must pass during a long load,
@@ -472,21 +457,67 @@ TEST_F(ServerSecurityTest, LivenessServesWhileTheModelLoadsAndTheGeneratorDoesNo
   std::optional<HealthCheckResponse::ServingStatus> liveness;
   const absl::Time end = absl::Now() + absl::Seconds(30);
   while (absl::Now() < end && liveness != HealthCheckResponse::SERVING) {
-    liveness = Probe(server_.target(), "medusa.v1.Liveness");
+    liveness = ProbeHealth(server_.target(), "medusa.v1.Liveness");
   }
   ASSERT_EQ(liveness, HealthCheckResponse::SERVING) << server_.Log();
-  const std::optional<HealthCheckResponse::ServingStatus> generator = Probe(server_.target(), "medusa.v1.Generator");
-  const std::optional<HealthCheckResponse::ServingStatus> whole = Probe(server_.target(), "");
+  const std::optional<HealthCheckResponse::ServingStatus> generator =
+      ProbeHealth(server_.target(), "medusa.v1.Generator");
+  const std::optional<HealthCheckResponse::ServingStatus> whole = ProbeHealth(server_.target(), "");
   // Still loading after both reads (the log says "serving " once loaded and warmed up).
   ASSERT_FALSE(absl::StrContains(server_.Log(), "serving ")) << "loaded before the checks: " << server_.Log();
   EXPECT_EQ(generator, HealthCheckResponse::NOT_SERVING);
   EXPECT_EQ(whole, HealthCheckResponse::NOT_SERVING);
 
   ASSERT_TRUE(server_.WaitServing());
-  EXPECT_EQ(Probe(server_.target(), "medusa.v1.Liveness"), HealthCheckResponse::SERVING);
-  EXPECT_EQ(Probe(server_.target(), "medusa.v1.Generator"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(ProbeHealth(server_.target(), "medusa.v1.Liveness"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(ProbeHealth(server_.target(), "medusa.v1.Generator"), HealthCheckResponse::SERVING);
   // A name the server does not have fails the call (NOT_FOUND): a misspelt probe never passes.
-  EXPECT_EQ(Probe(server_.target(), "medusa.v1.NoSuchService"), std::nullopt);
+  EXPECT_EQ(ProbeHealth(server_.target(), "medusa.v1.NoSuchService"), std::nullopt);
+}
+
+TEST_F(ServerSecurityTest, AHealthPortAnswersPlaintextProbesBesideTls) {
+  ASSERT_MODEL_PRESENT(kSmolModel);
+  // Kubernetes' gRPC probes speak no TLS: with TLS on --port they ask --health-port, which
+  // serves the same statuses in plaintext, and nothing but health.
+  Certificates certs(dir_);
+  const int health_port = FreePort();
+  const std::string health = absl::StrCat("ipv4:127.0.0.1:", health_port);
+  server_.set_channel_credentials(certs.Channel("ca"));
+  server_.Start(Plus(SmolWithRandomHeadsArgs(dir_.file("heads.safetensors")),
+                     {"--tls-cert-file=" + certs.pem("server"), "--tls-key-file=" + certs.key("server"),
+                      absl::StrCat("--health-port=", health_port)}),
+                dir_);
+  std::optional<HealthCheckResponse::ServingStatus> liveness;
+  const absl::Time end = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < end && liveness != HealthCheckResponse::SERVING)
+    liveness = ProbeHealth(health, "medusa.v1.Liveness");
+  ASSERT_EQ(liveness, HealthCheckResponse::SERVING) << server_.Log();
+  const std::optional<HealthCheckResponse::ServingStatus> loading = ProbeHealth(health, "medusa.v1.Generator");
+  const std::optional<HealthCheckResponse::ServingStatus> plaintext_on_tls = ProbeHealth(server_.target(), "");
+  ASSERT_FALSE(absl::StrContains(server_.Log(), "serving ")) << "loaded before the checks: " << server_.Log();
+  EXPECT_EQ(loading, HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(plaintext_on_tls, std::nullopt);  // the TLS port refuses a plaintext probe
+  EXPECT_TRUE(absl::StrContains(server_.Log(), absl::StrCat("127.0.0.1:", health_port, " (health only, plaintext)")))
+      << server_.Log();
+
+  ASSERT_TRUE(server_.WaitServing());  // over TLS
+  EXPECT_EQ(ProbeHealth(health, "medusa.v1.Generator"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(ProbeHealth(health, "medusa.v1.Liveness"), HealthCheckResponse::SERVING);
+  // Health only: the Generator is not served there, in plaintext or otherwise.
+  auto plaintext = v1::Generator::NewStub(grpc::CreateChannel(health, grpc::InsecureChannelCredentials()));
+  StreamOutcome out = RunGenerate(*plaintext, GreedyRequest("Once upon a time", 2));
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << out.status.error_message();
+  EXPECT_TRUE(RunGenerate(*server_.Stub(), GreedyRequest("Once upon a time", 2)).status.ok());
+
+  server_.Signal(SIGTERM);
+  EXPECT_EQ(server_.WaitExit(absl::Seconds(30)), 0) << server_.Log();
+  EXPECT_FALSE(Accepts(health_port));  // closed with the rest
+}
+
+TEST_F(ServerSecurityTest, AHealthPortThatIsTakenIsAnError) {
+  server_.Start(Plus(StoriesArgs(), {absl::StrCat("--health-port=", server_.port())}), dir_);
+  EXPECT_EQ(server_.WaitExit(absl::Seconds(30)), 1) << server_.Log();
+  EXPECT_TRUE(absl::StrContains(server_.Log(), "in use?")) << server_.Log();
 }
 
 // Whether the server closed this raw connection within `timeout`. What it sends first

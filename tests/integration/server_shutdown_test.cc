@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/support/generate_stream.h"
+#include "tests/support/loopback.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/test_models.h"
@@ -66,7 +67,10 @@ class ServerShutdownTest : public ::testing::Test {
 };
 
 TEST_F(ServerShutdownTest, SigtermLetsRunningStreamsFinishAndExitsZero) {
-  Start({"--shutdown-grace-seconds=60", "--max-running=4"});
+  // With a plaintext health port too (the probes' port beside TLS): it follows the drain.
+  const int health_port = FreePort();
+  const std::string health = absl::StrCat("ipv4:127.0.0.1:", health_port);
+  Start({"--shutdown-grace-seconds=60", "--max-running=4", absl::StrCat("--health-port=", health_port)});
   StartStreams(/*tokens=*/40);
   server_.Signal(SIGTERM);
 
@@ -81,6 +85,8 @@ TEST_F(ServerShutdownTest, SigtermLetsRunningStreamsFinishAndExitsZero) {
   // The process is alive and draining: a liveness probe that failed now would restart the
   // container and cut the streams the drain is finishing.
   EXPECT_EQ(server_.Health("medusa.v1.Liveness"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(ProbeHealth(health, "medusa.v1.Generator"), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(ProbeHealth(health, "medusa.v1.Liveness"), HealthCheckResponse::SERVING);
   StreamOutcome late = RunGenerate(*server_.StubOnNewConnection(), GreedyRequest("Hello", 4));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE) << late.status.error_message();
 

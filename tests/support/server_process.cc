@@ -103,6 +103,20 @@ std::string ServerProcess::Metrics() { return HttpGet(metrics_port_, "/metrics")
 
 std::optional<double> ServerProcess::Metric(const std::string& series) { return MetricValue(Metrics(), series); }
 
+std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ProbeHealth(const std::string& target,
+                                                                                const std::string& service,
+                                                                                absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  if (!stub->Check(&context, request, &response).ok()) return std::nullopt;
+  return response.status();
+}
+
 std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path) {
   WriteRandomHeads(kSmolModel, heads_path);
   return {"--model=" + kSmolModel, "--heads=" + heads_path, "--tree=chain", "--threads=1", "--kv-cache-mb=64"};

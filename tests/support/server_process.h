@@ -80,6 +80,11 @@ class ServerProcess {
   std::atomic<int> next_channel_{0};
 };
 
+// One health check as the kubelet's gRPC probe makes it: a new plaintext connection to
+// `target`, waited for up to `timeout`; nullopt when the call fails (NOT_FOUND included).
+std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ProbeHealth(
+    const std::string& target, const std::string& service, absl::Duration timeout = absl::Seconds(1));
+
 // Server flags for SmolLM2 with random heads (written into `heads_path`) verifying a
 // chain, one thread and a 64 MiB KV cache: slow enough streams to act on mid-way.
 std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path);
