@@ -161,7 +161,9 @@ absl::Status MedusaServer::LoadModel() {
   limits.context_length = engine_->config().max_seq_len;
   limits.vocab_size = engine_->config().vocab_size;
   limits.max_prompt_bytes = PromptByteLimit(engine_->tokenizer(), limits.context_length);
-  service_->Activate(*engine_, *scheduler_, BuildModelInfo(limits), limits);
+  v1::ModelInfo info = BuildModelInfo(limits);
+  metrics_->SetModelInfo(info.name(), info.has_tree() ? info.tree().source() : std::string("off"));
+  service_->Activate(*engine_, *scheduler_, std::move(info), limits);
   SetServing(true);
   spdlog::info(
       "serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s", engine_->config().name,

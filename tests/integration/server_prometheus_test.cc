@@ -98,14 +98,17 @@ TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {
   prometheus.Start(dir, server.metrics_port());
   ASSERT_TRUE(prometheus.WaitReady());
 
-  // Traffic for as long as the queries run: greedy Medusa streams, one after another.
+  // Traffic for as long as the queries run: greedy streams, one after another, Medusa
+  // and plain in turn, so that the overhead ratio has both modes' recent steps at batch
+  // size 1 (the warm-up's steps do not count).
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0};
   std::thread traffic([&] {
     auto stub = server.Stub();
-    while (!stop) {
+    for (int i = 0; !stop; ++i) {
       v1::GenerateRequest request = GreedyRequest("Once upon a time", 100);
       request.set_ignore_eos(true);
+      request.set_medusa(i % 2 == 0);
       if (!RunGenerate(*stub, request).status.ok()) ++failures;
     }
   });
