@@ -27,7 +27,9 @@ HEADER = """\
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    # Lists indented under their key, as in the source and as yamllint's default expects.
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
 
 
 def _str(dumper, value):

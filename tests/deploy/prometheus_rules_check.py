@@ -106,6 +106,11 @@ def main():
                 if f'<a id="{anchor}"></a>' not in alerts_doc and f"## {anchor}\n" not in alerts_doc:
                     fail(f"alert {rule['alert']}: docs/alerts.md has no anchor #{anchor}")
 
+    # Style: yamllint's defaults (long PromQL lines and annotations allowed).
+    lint_config = "{extends: default, rules: {line-length: {max: 240}, document-start: disable}}"
+    if run([sys.executable, "-m", "yamllint", "-s", "-d", lint_config, RULES, *TESTS, GENERATED]) != 0:
+        fail("yamllint")
+
     # 3: the generated PrometheusRule.
     if run([sys.executable, GENERATOR, "--check"]) != 0:
         fail(f"{GENERATED} differs from what {GENERATOR.name} makes from {RULES.name}")
