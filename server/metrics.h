@@ -75,7 +75,8 @@ class Metrics {
   // caches and are too few to stand for a mode).
   void set_counting(bool counting);
 
-  // The served model's name and tree (GetModelInfo's), as medusa_model_info's labels.
+  // The served model's name and tree (GetModelInfo's), as medusa_model_info's labels; set once the
+  // server is SERVING, so a scrape that shows it finds the server answering.
   void SetModelInfo(const std::string& model, const std::string& tree);
 
   // One scheduler step (called on the scheduler's thread); `now` is when it ended.

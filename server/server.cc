@@ -162,9 +162,12 @@ absl::Status MedusaServer::LoadModel() {
   limits.vocab_size = engine_->config().vocab_size;
   limits.max_prompt_bytes = PromptByteLimit(engine_->tokenizer(), limits.context_length);
   v1::ModelInfo info = BuildModelInfo(limits);
-  metrics_->SetModelInfo(info.name(), info.has_tree() ? info.tree().source() : std::string("off"));
+  const std::string model_name = info.name();
+  const std::string tree_source = info.has_tree() ? info.tree().source() : std::string("off");
   service_->Activate(*engine_, *scheduler_, std::move(info), limits);
   SetServing(true);
+  // After SERVING: a scrape that shows medusa_model_info finds the server answering.
+  metrics_->SetModelInfo(model_name, tree_source);
   spdlog::info(
       "serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s", engine_->config().name,
       engine_->backend().Name(), engine_->backend().MachineId(),

@@ -63,10 +63,20 @@ BENCH_PROMPTS = [
 ]
 
 
+def free_ports(count):
+    # All held open at once, so that the kernel cannot hand the same port out twice.
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def http_get(url, timeout=5, error_body=False):
@@ -134,7 +144,7 @@ def exported_names(exposition):
 
 class Server:
     def __init__(self, args, log):
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_ports(2)
         argv = [str(SERVER), *args, f"--port={self.port}", f"--metrics-port={self.metrics_port}", "--threads=2"]
         print("$", " ".join(argv))
         self.log = log
@@ -144,14 +154,13 @@ class Server:
         return http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def wait_serving(self, timeout):
-        # medusa_model_info is set after the warm-up, just before health turns SERVING.
+        # medusa_model_info is set once health is SERVING (server/server.cc).
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"medusa-server exited {self.process.returncode}:\n{pathlib.Path(self.log).read_text()}")
             text = self.metrics()
             if text and "medusa_model_info{" in text:
-                time.sleep(0.5)
                 return text
             time.sleep(0.2)
         raise RuntimeError(f"medusa-server not serving after {timeout} s:\n{pathlib.Path(self.log).read_text()}")
@@ -369,15 +378,21 @@ def e2e_check(keep=None):
             result, error = prometheus.query(metric)
             if not result:
                 failures.append(f"variable {var}: {metric} has no series ({error})")
+    except Exception as e:
+        failures.append(f"{type(e).__name__}: {e}")
     finally:
         if prometheus:
             prometheus.stop()
         server.stop()
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        for log in (tmp / "server.log", tmp / "prometheus.log"):
+            if log.exists():
+                print(f"--- {log.name} (last 3000 characters)\n{log.read_text()[-3000:]}")
     for f in failures:
         print("FAIL:", f)
     print(f"e2e took {time.time() - started:.1f} s, {len(failures)} failure(s)")
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0
 
 
