@@ -49,9 +49,9 @@ def render(source_text: str) -> str:
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {
-            "name": "medusa-server",
+            "name": "medusa",
             "labels": {
-                "app.kubernetes.io/name": "medusa-server",
+                "app.kubernetes.io/name": "medusa",
                 "app.kubernetes.io/component": "monitoring",
             },
         },
