@@ -7,7 +7,7 @@
   (read from its /metrics after one Medusa request, since labelled families such as
   medusa_requests_total{status} appear with their first series; histograms as
   _bucket/_sum/_count) or that the recording rules define. The rules' own expressions are held
-  to the same list.
+  to the same list, and the exposition passes `promtool check metrics`.
 
 --e2e (CTest `deploy_dashboard_e2e`): a real medusa-server (SmolLM2-135M-Instruct with its shipped
   Medusa heads), a real Prometheus on loopback scraping it every second with the recording rules
@@ -282,6 +282,12 @@ def static_check():
             exposition = server.metrics()
         finally:
             server.stop()
+    # The exposition itself passes Prometheus' own lint (naming, types, help).
+    promtool = shutil.which("promtool")
+    if promtool:
+        lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+        if lint.returncode != 0:
+            failures.append(f"promtool check metrics: {lint.stdout}{lint.stderr}")
     exported = exported_names(exposition)
     for family in ("medusa_requests_total", "medusa_draft_tokens_accepted_total", "medusa_batch_size_bucket"):
         if family not in exported:
