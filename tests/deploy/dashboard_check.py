@@ -46,8 +46,6 @@ CLI = BINARY_DIR / "bin/medusa"
 SMOLLM2 = SOURCE_DIR / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HEADS = SOURCE_DIR / "heads/SmolLM2-135M-Instruct.medusa.safetensors"
 SMOLLM2_TREE = SOURCE_DIR / "heads/SmolLM2-135M-Instruct.medusa.tree8.json"
-STORIES = SOURCE_DIR / "models/stories260K/stories260K.bin"
-STORIES_TOKENIZER = SOURCE_DIR / "models/stories260K/tok512.bin"
 # The labels Kubernetes service discovery attaches to a target, given to the local target so
 # that the dashboard's $pod and the rules' (namespace, pod) grouping work as in a cluster.
 POD = "medusa-0"
