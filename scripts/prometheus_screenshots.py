@@ -12,7 +12,6 @@ dashboard's expressions. A docs artifact, not a test.
 """
 import argparse
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
