@@ -69,6 +69,10 @@ ABSL_FLAG(int32_t, max_waiting, 64,
 ABSL_FLAG(int32_t, medusa_max_batch, 4,
           "With a fixed --tree: verify the tree while at most this many sequences decode, plain decoding "
           "above (--tree auto decides per batch size from measurements instead)");
+ABSL_FLAG(int32_t, overhead_probe_every, 0,
+          "Every N steps that would verify a Medusa tree for greedy sequences only, decode one plainly (0: never), "
+          "so that medusa_step_overhead_ratio has recent plain steps to compare with where traffic has none; "
+          "greedy output is unchanged, sampled requests are never probed");
 ABSL_FLAG(int32_t, max_concurrent_streams, 128, "Concurrent streams per client connection");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request message, in bytes");
 ABSL_FLAG(std::string, log_format, "text", "Log format: text or json (one object per line)");
@@ -149,6 +153,7 @@ std::string CheckFlags() {
   }
   if (absl::GetFlag(FLAGS_max_waiting) < 0) return "--max-waiting must be >= 0";
   if (absl::GetFlag(FLAGS_medusa_max_batch) < 1) return "--medusa-max-batch must be >= 1";
+  if (absl::GetFlag(FLAGS_overhead_probe_every) < 0) return "--overhead-probe-every must be >= 0";
   if (!(absl::GetFlag(FLAGS_shutdown_grace_seconds) >= 0)) return "--shutdown-grace-seconds must be >= 0";
   return CheckConnectionFlags();
 }
@@ -181,6 +186,7 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
   options.engine.auto_tree_batch_sizes.push_back(options.scheduler.max_running);
   options.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.scheduler.medusa_max_batch = absl::GetFlag(FLAGS_medusa_max_batch);
+  options.scheduler.plain_probe_every = absl::GetFlag(FLAGS_overhead_probe_every);
   options.host = absl::GetFlag(FLAGS_host);
   options.port = absl::GetFlag(FLAGS_port);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);

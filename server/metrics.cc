@@ -20,8 +20,6 @@ namespace medusa::server {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// Steps averaged exactly before the moving average takes over (then 1/kSteps weight).
-constexpr int kStepTimeSamples = 20;
 
 // `count` boundaries start, start*factor, ...
 prometheus::Histogram::BucketBoundaries Exponential(double start, double factor, int count) {
@@ -60,10 +58,20 @@ class Metrics::Scrape : public prometheus::Collectable {
   const Metrics& metrics_;
 };
 
-void Metrics::StepTime::Add(double seconds) {
-  ++samples;
-  const double weight = 1.0 / std::min<int64_t>(samples, kStepTimeSamples);
-  mean_seconds += weight * (seconds - mean_seconds);
+void Metrics::StepTimes::Add(absl::Time when, double seconds) {
+  steps.emplace_back(when, seconds);
+  if (static_cast<int>(steps.size()) > kStepWindow) steps.pop_front();
+}
+
+double Metrics::StepTimes::RecentMean(absl::Time now) const {
+  double sum = 0;
+  int count = 0;
+  for (const auto& [when, seconds] : steps) {
+    if (now - when > kStepMaxAge) continue;
+    sum += seconds;
+    ++count;
+  }
+  return count >= kStepMinSamples ? sum / count : kNaN;
 }
 
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
@@ -76,10 +84,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   acceleration_rate_ = AddGauge(r, "medusa_acceleration_rate",
                                 "Tokens generated per decoding step of a sequence over the last minute "
                                 "(1 for plain decoding; NaN without steps)");
-  step_overhead_ratio_ = AddGauge(r, "medusa_step_overhead_ratio",
-                                  "Mean Medusa step time over mean plain step time at the current batch size "
-                                  "(or the nearest batch size where both were measured; decoding steps without "
-                                  "prompt chunks; NaN before)");
+  step_overhead_ratio_ =
+      AddGauge(r, "medusa_step_overhead_ratio",
+               absl::StrCat("Mean Medusa step time over mean plain step time at the current "
+                            "batch size (or the nearest one where both were measured), each "
+                            "over that mode's last ",
+                            kStepWindow, " decoding steps without prompt chunks of the last ",
+                            absl::ToInt64Seconds(kStepMaxAge), " s; NaN until both modes have ", kStepMinSamples,
+                            " such steps at one batch size. Above 1: a Medusa step costs "
+                            "more than a plain one"));
   requests_running_ = AddGauge(r, "medusa_requests_running", "Requests being decoded");
   requests_waiting_ = AddGauge(r, "medusa_requests_waiting", "Requests admitted and waiting to run");
   kv_usage_ratio_ = AddGauge(r, "medusa_kv_cache_usage_ratio", "Fraction of the paged KV cache's blocks in use");
@@ -87,6 +100,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   accepted_per_step_ = AddHistogram(r, "medusa_accepted_tokens_per_step",
                                     "Draft tokens a sequence kept in one decoding step (0 for plain decoding)",
                                     {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16});
+  batch_size_ = AddHistogram(r, "medusa_batch_size",
+                             "Sequences decoded together in one scheduler step (steps of prompt chunks only excluded)",
+                             {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64});
+  model_info_family_ = &prometheus::BuildGauge()
+                            .Name("medusa_model_info")
+                            .Help("Always 1: the served model's name and Medusa tree (off without heads)")
+                            .Register(r);
   auto& step_family = prometheus::BuildHistogram()
                           .Name("medusa_step_duration_seconds")
                           .Help("Wall time of one scheduler step (batched forward, heads, acceptance): mode medusa when a "
@@ -132,6 +152,10 @@ absl::Status Metrics::Serve(const std::string& address) {
   return absl::OkStatus();
 }
 
+void Metrics::SetModelInfo(const std::string& model, const std::string& tree) {
+  model_info_family_->Add({{"model", model}, {"tree", tree}}).Set(1);
+}
+
 void Metrics::set_load_probe(std::function<SchedulerLoad()> probe) {
   std::lock_guard<std::mutex> lock(mu_);
   load_probe_ = std::move(probe);
@@ -150,23 +174,23 @@ prometheus::Counter& Metrics::DraftAccepted(int position) {
   return *draft_accepted_[position - 1];
 }
 
-void Metrics::RecordStepTime(const StepReport& report) {
+void Metrics::RecordStepTime(const StepReport& report, absl::Time now) {
   // Prompt chunks of newcomers lengthen a step: only pure decoding steps are compared.
   if (report.batch_size <= 0 || report.prefill_tokens > 0) return;
   const bool medusa = report.medusa && report.tree_nodes > 1;
-  (medusa ? medusa_step_ : plain_step_)[report.batch_size].Add(report.seconds);
+  (medusa ? medusa_step_ : plain_step_)[report.batch_size].Add(now, report.seconds);
   last_batch_size_ = report.batch_size;
 }
 
-void Metrics::ObserveStep(const StepReport& report) {
+void Metrics::ObserveStep(const StepReport& report, absl::Time now) {
   // A newcomer's first token comes from its last prompt chunk, which counts as its
   // first decoding step (as GenerationResult::steps counts it).
   const int sequence_steps = report.batch_size + report.first_tokens;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    RecordStepTime(report);
     if (!counting_) return;
-    const int64_t second = absl::ToUnixSeconds(absl::Now());
+    RecordStepTime(report, now);
+    const int64_t second = absl::ToUnixSeconds(now);
     SecondBucket& bucket = window_[static_cast<size_t>(second % window_.size())];
     if (bucket.second != second) bucket = SecondBucket{second, 0, 0};
     bucket.tokens += report.tokens;
@@ -174,6 +198,7 @@ void Metrics::ObserveStep(const StepReport& report) {
   }
   prometheus::Histogram* duration = step_duration_prefill_;
   if (report.batch_size > 0) {
+    batch_size_->Observe(report.batch_size);
     duration = report.medusa && report.tree_nodes > 1 ? step_duration_medusa_ : step_duration_plain_;
   }
   duration->Observe(report.seconds);
@@ -216,17 +241,23 @@ double Metrics::AccelerationRate(absl::Time now) const {
   return steps > 0 ? static_cast<double>(tokens) / steps : kNaN;
 }
 
-double Metrics::StepOverheadRatio() const {
+double Metrics::StepOverheadRatio(absl::Time now) const {
   std::lock_guard<std::mutex> lock(mu_);
-  // The batch size closest to the current one where both modes were timed.
+  // The batch size closest to the current one where both modes have enough recent steps.
   int best = -1;
-  for (const auto& [batch, medusa] : medusa_step_) {
-    if (!plain_step_.contains(batch)) continue;
-    if (best < 0 || std::abs(batch - last_batch_size_) < std::abs(best - last_batch_size_)) best = batch;
+  double ratio = kNaN;
+  for (const auto& [batch, medusa_times] : medusa_step_) {
+    const auto plain_times = plain_step_.find(batch);
+    if (plain_times == plain_step_.end()) continue;
+    const double medusa = medusa_times.RecentMean(now);
+    const double plain = plain_times->second.RecentMean(now);
+    if (std::isnan(medusa) || std::isnan(plain) || plain <= 0) continue;
+    if (best < 0 || std::abs(batch - last_batch_size_) < std::abs(best - last_batch_size_)) {
+      best = batch;
+      ratio = medusa / plain;
+    }
   }
-  if (best < 0) return kNaN;
-  const double plain = plain_step_.at(best).mean_seconds;
-  return plain > 0 ? medusa_step_.at(best).mean_seconds / plain : kNaN;
+  return ratio;
 }
 
 void Metrics::Refresh() const {

@@ -9,17 +9,22 @@
 //   medusa_acceleration_rate (tokens per sequence-step over the last minute),
 //   medusa_step_overhead_ratio (mean Medusa step time over mean plain step time at
 //     the current batch size, or the nearest batch size where both were measured,
-//     from decoding steps without prompt chunks),
+//     from decoding steps without prompt chunks, each mean over that mode's last
+//     kStepWindow steps of the last kStepMaxAge; NaN until both modes have
+//     kStepMinSamples there),
 //   medusa_accepted_tokens_per_step (draft tokens each sequence kept per step),
 //   medusa_draft_tokens_accepted_total{position},
 //   medusa_step_duration_seconds{mode=plain|medusa|prefill},
 //   medusa_time_to_first_token_seconds, medusa_inter_token_latency_seconds,
 //   medusa_request_duration_seconds, medusa_requests_total{status},
 //   medusa_requests_running, medusa_requests_waiting, medusa_kv_cache_usage_ratio,
-//   medusa_kv_cache_blocks_used.
+//   medusa_kv_cache_blocks_used,
+//   medusa_batch_size (sequences decoded per step), medusa_model_info{model,tree} (1; what
+//     dashboards and rules join on to group pods by model).
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -47,6 +52,13 @@ class Metrics {
   // Workers of the metrics endpoint, and how long one waits for a request's bytes.
   static constexpr int kMetricsThreads = 4;
   static constexpr absl::Duration kMetricsRequestTimeout = absl::Seconds(10);
+  // The overhead ratio's window, per mode and batch size: the last kStepWindow decoding
+  // steps no older than kStepMaxAge, and no ratio until both modes have kStepMinSamples
+  // there. A mean over a handful of steps (the warm-up's, on cold caches) or over steps
+  // timed long ago under other load is not the overhead of now.
+  static constexpr int kStepWindow = 64;
+  static constexpr int kStepMinSamples = 16;
+  static constexpr absl::Duration kStepMaxAge = absl::Minutes(10);
 
   Metrics();
   ~Metrics();
@@ -58,12 +70,17 @@ class Metrics {
   absl::Status Serve(const std::string& address);
   // Where the live gauges come from (the scheduler); read at every scrape.
   void set_load_probe(std::function<SchedulerLoad()> probe);
-  // While false (the warm-up), steps only seed the step-time table behind the
-  // overhead ratio: no counters, no histograms.
+  // While false (the warm-up), steps are not observed at all: no counters, no
+  // histograms, and no step times for the overhead ratio (warm-up steps run on cold
+  // caches and are too few to stand for a mode).
   void set_counting(bool counting);
 
-  // One scheduler step (called on the scheduler's thread).
-  void ObserveStep(const StepReport& report);
+  // The served model's name and tree (GetModelInfo's), as medusa_model_info's labels; set once the
+  // server is SERVING, so a scrape that shows it finds the server answering.
+  void SetModelInfo(const std::string& model, const std::string& tree);
+
+  // One scheduler step (called on the scheduler's thread); `now` is when it ended.
+  void ObserveStep(const StepReport& report, absl::Time now = absl::Now());
   // A request entered the scheduler with this many prompt tokens.
   void RequestAdmitted(int prompt_tokens);
   void FirstToken(absl::Duration since_arrival);
@@ -75,7 +92,7 @@ class Metrics {
 
   // Scrape-time values, also for tests. NaN until measured.
   double AccelerationRate(absl::Time now = absl::Now()) const;
-  double StepOverheadRatio() const;
+  double StepOverheadRatio(absl::Time now = absl::Now()) const;
   // The text exposition format, as a scrape returns it.
   std::string Render() const;
 
@@ -87,14 +104,16 @@ class Metrics {
     int64_t tokens = 0;
     int64_t steps = 0;
   };
-  // Mean step time at one batch size (exponential moving average).
-  struct StepTime {
-    double mean_seconds = 0;
-    int64_t samples = 0;
-    void Add(double seconds);
+  // The recent step times of one mode at one batch size: at most kStepWindow, oldest first.
+  struct StepTimes {
+    std::deque<std::pair<absl::Time, double>> steps;  // (when it ended, seconds)
+    void Add(absl::Time when, double seconds);
+    // Mean over the steps no older than kStepMaxAge at `now`, or NaN with fewer than
+    // kStepMinSamples of them.
+    double RecentMean(absl::Time now) const;
   };
 
-  void RecordStepTime(const StepReport& report);
+  void RecordStepTime(const StepReport& report, absl::Time now);
   void Refresh() const;  // sets the gauges before a scrape
   prometheus::Counter& DraftAccepted(int position);
 
@@ -109,6 +128,8 @@ class Metrics {
   prometheus::Gauge* kv_usage_ratio_;
   prometheus::Gauge* kv_blocks_used_;
   prometheus::Histogram* accepted_per_step_;
+  prometheus::Histogram* batch_size_;
+  prometheus::Family<prometheus::Gauge>* model_info_family_;
   prometheus::Histogram* step_duration_plain_;
   prometheus::Histogram* step_duration_medusa_;
   prometheus::Histogram* step_duration_prefill_;
@@ -123,8 +144,8 @@ class Metrics {
   bool counting_ = true;
   std::function<SchedulerLoad()> load_probe_;
   std::array<SecondBucket, 60> window_;
-  std::map<int, StepTime> plain_step_;   // by batch size
-  std::map<int, StepTime> medusa_step_;  // by batch size
+  std::map<int, StepTimes> plain_step_;   // by batch size
+  std::map<int, StepTimes> medusa_step_;  // by batch size
   int last_batch_size_ = 0;
 
   std::shared_ptr<Scrape> scrape_;

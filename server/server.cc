@@ -195,8 +195,13 @@ absl::Status MedusaServer::LoadModel() {
   limits.context_length = engine_->config().max_seq_len;
   limits.vocab_size = engine_->config().vocab_size;
   limits.max_prompt_bytes = PromptByteLimit(engine_->tokenizer(), limits.context_length);
-  service_->Activate(*engine_, *scheduler_, BuildModelInfo(limits), limits);
+  v1::ModelInfo info = BuildModelInfo(limits);
+  const std::string model_name = info.name();
+  const std::string tree_source = info.has_tree() ? info.tree().source() : std::string("off");
+  service_->Activate(*engine_, *scheduler_, std::move(info), limits);
   SetServing(true);
+  // After SERVING: a scrape that shows medusa_model_info finds the server answering.
+  metrics_->SetModelInfo(model_name, tree_source);
   spdlog::info(
       "serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s", engine_->config().name,
       engine_->backend().Name(), engine_->backend().MachineId(),

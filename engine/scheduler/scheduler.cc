@@ -67,6 +67,7 @@ StepOptions StepOptionsOf(const SchedulerOptions& options) {
   StepOptions step;
   step.prefill_chunk = options.prefill_chunk;
   step.medusa_max_batch = options.medusa_max_batch;
+  step.plain_probe_every = options.plain_probe_every;
   step.max_batch = options.max_running;
   return step;
 }

@@ -25,6 +25,7 @@ struct SchedulerOptions {
   int max_waiting = 64;     // admitted but not yet running; beyond: ResourceExhausted at once
   int prefill_chunk = 256;  // prompt tokens per step per newcomer
   int medusa_max_batch = 4; // without an auto tree: StepOptions::medusa_max_batch
+  int plain_probe_every = 0;  // StepOptions::plain_probe_every
   // Called after every step on the scheduler's thread (metrics), before the requests the
   // step ended hear of it.
   std::function<void(const StepReport&)> step_observer;

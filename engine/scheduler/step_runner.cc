@@ -43,6 +43,13 @@ void StepRunner::PlanDecoding() {
   }
   DropEnded(decoding_);
   step_tree_ = TreeFor(static_cast<int>(decoding_.size()));
+  if (options_.plain_probe_every > 0 && step_tree_ != nullptr && step_tree_->num_nodes() > 1 &&
+      std::all_of(decoding_.begin(), decoding_.end(),
+                  [](const SequenceDecoder* s) { return s->request().sampling.greedy(); }) &&
+      ++tree_steps_since_probe_ >= options_.plain_probe_every) {
+    tree_steps_since_probe_ = 0;
+    step_tree_ = nullptr;  // a plain probe step
+  }
   for (SequenceDecoder* s : decoding_) {
     if (absl::Status status = s->PlanTree(step_tree_); !status.ok()) s->Fail(status);
   }

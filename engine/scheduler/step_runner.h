@@ -40,6 +40,12 @@ struct StepOptions {
   // sequences. A sequence decoding alone always uses the tree.
   int medusa_max_batch = 4;
   int max_batch = 16;  // the most sequences a step may carry
+  // Every this many steps that would verify a tree while only greedy sequences decode, one
+  // decodes plainly instead (0: never). Those steps time plain decoding at the batch sizes
+  // where Medusa runs, which the server's overhead gauge needs and Medusa-only traffic never
+  // gives it. Greedy output is the same either way (only the step count changes); sampled
+  // sequences are never probed, so a seeded request's output does not depend on the load.
+  int plain_probe_every = 0;
 };
 
 class StepRunner {
@@ -68,6 +74,7 @@ class StepRunner {
   Engine& engine_;
   const StepOptions options_;
   int max_tree_depth_ = 0;
+  int tree_steps_since_probe_ = 0;  // plain_probe_every's count
   std::vector<SequenceDecoder*> decoding_, prefilling_;
   const MedusaTree* step_tree_ = nullptr;
   kernels::ForwardBatch batch_;

@@ -4,6 +4,8 @@
 // order, cancellation, deadlines, the bounded queue, validation, Drain, shutdown, a
 // small KV pool under load (no leak, no crash) and the load-adaptive tree.
 
+#include "engine/scheduler/scheduler.h"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -13,12 +15,12 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
-#include "engine/scheduler/scheduler.h"
 #include "engine/tokenizer/prompt_encoding.h"
 #include "gtest/gtest.h"
 #include "tests/support/random_heads.h"
@@ -618,6 +620,57 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
   EXPECT_GT(medusa_alone, 5);
   EXPECT_GT(plain_batched, 5);
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
+}
+
+// Plain probe steps (StepOptions::plain_probe_every, the server's --overhead-probe-every): with
+// Medusa on and one greedy sequence, every 4th step that would verify a tree decodes plainly,
+// so plain steps are timed at batch size 1; the output is still exactly Generate's alone. A
+// sampled sequence is never probed (its seeded output would otherwise depend on the load).
+TEST(SchedulerTest, PlainProbeStepsKeepGreedyOutputAndSpareSampledRequests) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  auto engine = MakeEngine(kStoriesModel);
+  ASSERT_NE(engine, nullptr);
+  InstallRandomHeads(*engine);
+  GenerationRequest greedy = Request(*engine, "Once upon a time", 80);
+  greedy.ignore_eos = true;
+  GenerationRequest sampled = greedy;
+  sampled.sampling.temperature = 0.9f;
+  sampled.sampling.seed = 5;
+  const GenerationResult greedy_alone = Alone(*engine, greedy);
+  const GenerationResult sampled_alone = Alone(*engine, sampled);
+
+  auto count = [](const std::vector<StepReport>& steps, int* medusa, int* plain) {
+    *medusa = *plain = 0;
+    for (const StepReport& s : steps) {
+      if (s.batch_size != 1 || s.prefill_tokens > 0) continue;
+      ++(s.medusa ? *medusa : *plain);
+    }
+  };
+  // Plain and Medusa steps at batch size 1 for one request, probing every `every` tree steps.
+  auto run = [&](const GenerationRequest& request, const GenerationResult& alone, int every, int* medusa, int* plain) {
+    StepLog log;
+    {
+      Scheduler scheduler(*engine, SchedulerOptions{.plain_probe_every = every, .step_observer = log.Observer()});
+      Collector c;
+      MustSubmit(scheduler, request, c);
+      ASSERT_TRUE(c.WaitDone());
+      ExpectSameAsAlone(c, alone, absl::StrCat("probing every ", every));
+    }
+    count(log.Take(), medusa, plain);
+  };
+  int medusa = 0, plain = 0, medusa_unprobed = 0, plain_unprobed = 0;
+  run(greedy, greedy_alone, 0, &medusa_unprobed, &plain_unprobed);
+  run(greedy, greedy_alone, 4, &medusa, &plain);
+  // One in four tree steps became a probe (a step with one token left is plain anyway).
+  const int probes = plain - plain_unprobed;
+  EXPECT_GE(probes, (medusa + probes) / 4 - 1) << medusa << " Medusa, " << plain << " plain steps";
+  EXPECT_LE(probes, (medusa + probes) / 4 + 1) << medusa << " Medusa, " << plain << " plain steps";
+  EXPECT_GT(medusa, 5);
+
+  run(sampled, sampled_alone, 0, &medusa_unprobed, &plain_unprobed);
+  run(sampled, sampled_alone, 4, &medusa, &plain);
+  EXPECT_EQ(plain, plain_unprobed) << "a sampled sequence was probed";
+  EXPECT_EQ(medusa, medusa_unprobed);
 }
 
 }  // namespace

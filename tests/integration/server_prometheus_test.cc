@@ -84,7 +84,9 @@ class PrometheusProcess {
   int port_ = 0;
 };
 
-TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {
+// Traffic of greedy 100-token streams until the queries are done; every other one plain when
+// `alternate_plain`, else all Medusa. Then the values Prometheus scraped.
+void ScrapeSaneValues(const std::vector<std::string>& extra_flags, bool alternate_plain) {
   ASSERT_TRUE(std::filesystem::exists(kPrometheus))
       << kPrometheus << " is missing: run scripts/setup.sh (it installs the Debian package prometheus)";
   ASSERT_MODEL_PRESENT(kStoriesModel);
@@ -92,20 +94,24 @@ TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {
   const std::string heads = dir.file("heads.safetensors");
   WriteRandomHeads(kStoriesModel, heads);
   ServerProcess server;
-  server.Start({"--model=" + kStoriesModel, "--heads=" + heads, "--threads=1", "--kv-cache-mb=16"}, dir);
+  std::vector<std::string> flags = {"--model=" + kStoriesModel, "--heads=" + heads, "--threads=1", "--kv-cache-mb=16"};
+  flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
+  server.Start(flags, dir);
   ASSERT_TRUE(server.WaitServing());
   PrometheusProcess prometheus;
   prometheus.Start(dir, server.metrics_port());
   ASSERT_TRUE(prometheus.WaitReady());
 
-  // Traffic for as long as the queries run: greedy Medusa streams, one after another.
+  // Traffic for as long as the queries run: greedy streams, one after another. The overhead
+  // ratio needs both modes' recent steps at batch size 1 (the warm-up's steps do not count).
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0};
   std::thread traffic([&] {
     auto stub = server.Stub();
-    while (!stop) {
+    for (int i = 0; !stop; ++i) {
       v1::GenerateRequest request = GreedyRequest("Once upon a time", 100);
       request.set_ignore_eos(true);
+      request.set_medusa(!alternate_plain || i % 2 == 0);
       if (!RunGenerate(*stub, request).status.ok()) ++failures;
     }
   });
@@ -132,6 +138,40 @@ TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) {
   // A 63-node tree costs more than a plain step, but not absurdly more on this model.
   EXPECT_GT(*overhead, 0.5);
   EXPECT_LT(*overhead, 200.0);
+}
+
+// Medusa and plain requests in turn: both modes are timed at batch size 1.
+TEST(ServerPrometheusTest, PrometheusScrapesSaneValues) { ScrapeSaneValues({}, /*alternate_plain=*/true); }
+
+// Medusa requests only, one at a time: the plain steps the overhead ratio needs come from the
+// scheduler's probes (--overhead-probe-every). Without them, three requests give three plain
+// steps (each length-limited request's last step, one token left, is plain), too few: NaN.
+TEST(ServerPrometheusTest, ProbeStepsGiveTheOverheadWithMedusaOnlyTraffic) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  TempDir dir;
+  const std::string heads = dir.file("heads.safetensors");
+  WriteRandomHeads(kStoriesModel, heads);
+  for (const int every : {0, 4}) {
+    SCOPED_TRACE(absl::StrCat("--overhead-probe-every=", every));
+    ServerProcess server;
+    server.Start({"--model=" + kStoriesModel, "--heads=" + heads, "--threads=1", "--kv-cache-mb=16",
+                  absl::StrCat("--overhead-probe-every=", every)},
+                 dir);
+    ASSERT_TRUE(server.WaitServing());
+    auto stub = server.Stub();
+    for (int i = 0; i < 3; ++i) {
+      v1::GenerateRequest request = GreedyRequest("Once upon a time", 200);
+      request.set_ignore_eos(true);
+      ASSERT_TRUE(RunGenerate(*stub, request).status.ok());
+    }
+    const std::optional<double> overhead = MetricValue(server.Metrics(), "medusa_step_overhead_ratio");
+    ASSERT_TRUE(overhead.has_value());
+    if (every == 0) {
+      EXPECT_TRUE(std::isnan(*overhead)) << *overhead;
+    } else {
+      EXPECT_TRUE(std::isfinite(*overhead) && *overhead > 0.5 && *overhead < 200) << *overhead;
+    }
+  }
 }
 
 }  // namespace

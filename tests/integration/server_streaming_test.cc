@@ -69,11 +69,13 @@ TEST_F(ServerStreamingTest, ServingAfterWarmUpWithModelInfo) {
   EXPECT_GT(info.limits().kv_blocks_total(), 0);
   EXPECT_EQ(info.limits().max_stop_strings(), 16);
 
-  // The warm-up timed both modes (the overhead ratio is known) but counts no traffic.
+  // The warm-up counts no traffic and times no step for the overhead ratio: its few
+  // steps on cold caches are what made the ratio read 0.97 before (issue 23). NaN until
+  // both modes have been timed on real traffic.
   const std::string metrics = server_.Metrics();
   const std::optional<double> ratio = MetricValue(metrics, "medusa_step_overhead_ratio");
   ASSERT_TRUE(ratio.has_value()) << metrics;
-  EXPECT_TRUE(std::isfinite(*ratio) && *ratio > 0) << *ratio;
+  EXPECT_TRUE(std::isnan(*ratio)) << *ratio;
   EXPECT_EQ(MetricValue(metrics, "medusa_generated_tokens_total"), 0.0);
   EXPECT_EQ(MetricValue(metrics, "medusa_kv_cache_blocks_used"), 0.0);
 }
