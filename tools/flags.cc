@@ -32,12 +32,16 @@ ABSL_FLAG(bool, json, false, "Print one JSON object per prompt instead of stream
 ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, error");
 
 // client, bench
-ABSL_FLAG(std::string, addr, "localhost:50051", "medusa-server address, HOST:PORT (medusa client, medusa bench)");
+ABSL_FLAG(std::string, addr, "localhost:50051", "medusa-server address, HOST:PORT (medusa client, bench, health)");
 ABSL_FLAG(std::string, tls_ca_file, "",
-          "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, medusa bench)");
+          "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, bench, health)");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS (with --tls-key-file)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file");
 ABSL_FLAG(std::string, auth_token_file, "", "File holding the server's bearer token (one line)");
+// health
+ABSL_FLAG(std::string, service, "",
+          "medusa health: the service to ask about (\"\": the server; medusa.v1.Generator: ready to generate)");
+ABSL_FLAG(double, timeout_seconds, 5, "medusa health: how long the check may take, in seconds (0, 3600]");
 ABSL_FLAG(int32_t, requests, 0, "medusa bench: requests in all (default: one per prompt)");
 ABSL_FLAG(int32_t, concurrency, 16,
           "medusa bench: requests in flight at once; medusa train / calibrate: answers decoded together in one "
@@ -202,6 +206,19 @@ absl::StatusOr<ClientCommand> ClientFlags() {
   ClientCommand c;
   ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
   RETURN_IF_ERROR(ReadPromptedRequests(&c.prompts, &c.request, &c.json));
+  return c;
+}
+
+absl::StatusOr<HealthCommand> HealthFlags() {
+  HealthCommand c;
+  ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
+  c.service = absl::GetFlag(FLAGS_service);
+  c.timeout_seconds = absl::GetFlag(FLAGS_timeout_seconds);
+  // A container runtime kills a check that outlives its own timeout: an hour is already too long.
+  if (!(c.timeout_seconds > 0 && c.timeout_seconds <= 3600)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--timeout-seconds must be in (0, 3600], got %g", c.timeout_seconds));
+  }
   return c;
 }
 

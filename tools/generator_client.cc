@@ -82,7 +82,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ServerConnection& server) {
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(server));
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   if (!server.auth_token_file.empty()) {
@@ -93,8 +93,13 @@ absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnect
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
-  return v1::Generator::NewStub(
-      grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args, std::move(interceptors)));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args,
+                                                                 std::move(interceptors));
+}
+
+absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(server));
+  return v1::Generator::NewStub(channel);
 }
 
 namespace {
