@@ -12,7 +12,7 @@
 #   token, mounted as a file), on loopback; checks health SERVING (the image's own HEALTHCHECK
 #   too), one streamed Generate, then SIGTERM during a longer stream: the stream must complete (the
 #   drain), the log must say so, and the container must exit 0. Prints image sizes and timings.
-# Environment: MEDUSA_MARCH (default x86-64-v4: the CPU kernels' target, see docs/containers.md),
+# Environment: MEDUSA_BASE_IMAGE (default localhost/debian:bookworm), MEDUSA_MARCH (default x86-64-v4: the CPU kernels' target, see docs/containers.md),
 # MEDUSA_IMAGE (default localhost/medusa-serve), MEDUSA_BUILD_DIR (default build: where the
 # containers.conf and logs go, and whose bin/medusa is the client when it exists).
 # podman runs with runc and the ulimits these machines need (../shared/ENGINEERING.md), through a
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${MEDUSA_BUILD_DIR:-$ROOT/build}
 ACTION=${1:-build}
 FLAVOURS=${2:-cpu}
-BASE_IMAGE=localhost/debian:bookworm
+BASE_IMAGE=${MEDUSA_BASE_IMAGE:-localhost/debian:bookworm}
 IMAGE=${MEDUSA_IMAGE:-localhost/medusa-serve}
 MARCH=${MEDUSA_MARCH:-x86-64-v4}
 WORK=$BUILD_DIR/container
@@ -103,7 +103,8 @@ build_image() {
   [ "$flavour" = cuda ] && timed "cuda wheels" fetch_cuda_wheels
   log "building $IMAGE:$flavour (-march=$MARCH); log in $WORK/build-$flavour.log"
   # --format docker: the OCI format has no HEALTHCHECK and would drop it.
-  if ! podman build --network host --format docker --build-arg "MARCH=$MARCH" -f "$ROOT/docker/Dockerfile.$flavour" \
+  if ! podman build --network host --format docker --build-arg "MARCH=$MARCH" \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/docker/Dockerfile.$flavour" \
     -t "$IMAGE:$flavour" "$ROOT" >"$WORK/build-$flavour.log" 2>&1; then
     tail -n 40 "$WORK/build-$flavour.log" >&2
     die "podman build of $IMAGE:$flavour failed (whole log: $WORK/build-$flavour.log)"
