@@ -102,8 +102,9 @@ build_image() {
   local flavour=$1
   [ "$flavour" = cuda ] && timed "cuda wheels" fetch_cuda_wheels
   log "building $IMAGE:$flavour (-march=$MARCH); log in $WORK/build-$flavour.log"
-  # --format docker: the OCI format has no HEALTHCHECK and would drop it.
-  if ! podman build --network host --format docker --build-arg "MARCH=$MARCH" \
+  # --format docker: the OCI format has no HEALTHCHECK and would drop it. --jobs 2: the run
+  # stage's apt-get runs while the build stage compiles.
+  if ! podman build --network host --format docker --jobs 2 --build-arg "MARCH=$MARCH" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$ROOT/docker/Dockerfile.$flavour" \
     -t "$IMAGE:$flavour" "$ROOT" >"$WORK/build-$flavour.log" 2>&1; then
     tail -n 40 "$WORK/build-$flavour.log" >&2
