@@ -83,8 +83,11 @@ make_base_image() {
   local tar=$WORK/debian-bookworm.tar
   rm -f "$tar"
   # </dev/null: without a tty mmdebstrap would read sources from standard input.
-  mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr bookworm "$tar" \
-    "${sources[@]}" </dev/null
+  if ! mmdebstrap --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr bookworm "$tar" \
+    "${sources[@]}" </dev/null >"$WORK/mmdebstrap.log" 2>&1; then
+    tail -n 30 "$WORK/mmdebstrap.log" >&2
+    die "mmdebstrap failed (whole log: $WORK/mmdebstrap.log)"
+  fi
   podman import --quiet "$tar" "$BASE_IMAGE" >/dev/null
   rm -f "$tar"
 }
