@@ -43,6 +43,13 @@ struct ServerConnection {
   std::string lb_policy = "pick_first";  // gRPC load-balancing policy: pick_first or round_robin
 };
 
+// `medusa health`: one gRPC health check (grpc.health.v1), for container HEALTHCHECKs and scripts.
+struct HealthCommand {
+  ServerConnection server;
+  std::string service;  // "": the server as a whole; "medusa.v1.Generator": ready to generate
+  double timeout_seconds = 5;
+};
+
 struct GenerateCommand {
   EngineOptions engine;
   PromptSource prompts;

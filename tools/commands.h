@@ -12,6 +12,7 @@ int RunTrain(const TrainCommand& command);
 int RunCalibrate(const CalibrateCommand& command);
 int RunClient(const ClientCommand& command);
 int RunBench(const BenchCommand& command);
+int RunHealth(const HealthCommand& command);
 int RunMakeModel(const MakeModelCommand& command);
 
 }  // namespace medusa::tools

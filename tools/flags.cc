@@ -33,9 +33,10 @@ ABSL_FLAG(std::string, log_level, "warn", "Log level: trace, debug, info, warn, 
 
 // client, bench
 ABSL_FLAG(std::string, addr, "localhost:50051",
-          "medusa-server address: HOST:PORT or a gRPC target such as dns:///NAME:PORT (medusa client, medusa bench)");
+          "medusa-server address: HOST:PORT or a gRPC target such as dns:///NAME:PORT (medusa client, bench, "
+          "health)");
 ABSL_FLAG(std::string, tls_ca_file, "",
-          "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, medusa bench)");
+          "PEM CA certificate(s) that signed the server's: connect over TLS (medusa client, bench, health)");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS (with --tls-key-file)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file");
 ABSL_FLAG(std::string, auth_token_file, "", "File holding the server's bearer token (one line)");
@@ -43,6 +44,11 @@ ABSL_FLAG(std::string, lb_policy, "pick_first",
           "How calls spread over the addresses --addr resolves to: pick_first (one connection) or round_robin "
           "(one to each, calls in turn: a headless Kubernetes Service as dns:///NAME:PORT; medusa client, medusa "
           "bench)");
+// health
+ABSL_FLAG(std::string, service, "",
+          "medusa health: the service to ask about (medusa.v1.Generator: ready to generate; medusa.v1.Liveness: "
+          "the process is up, loading and draining included; \"\": as the Generator)");
+ABSL_FLAG(double, timeout_seconds, 5, "medusa health: how long the check may take, in seconds (0, 3600]");
 ABSL_FLAG(int32_t, requests, 0, "medusa bench: requests in all (default: one per prompt)");
 ABSL_FLAG(int32_t, concurrency, 16,
           "medusa bench: requests in flight at once; medusa train / calibrate: answers decoded together in one "
@@ -211,6 +217,19 @@ absl::StatusOr<ClientCommand> ClientFlags() {
   ClientCommand c;
   ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
   RETURN_IF_ERROR(ReadPromptedRequests(&c.prompts, &c.request, &c.json));
+  return c;
+}
+
+absl::StatusOr<HealthCommand> HealthFlags() {
+  HealthCommand c;
+  ASSIGN_OR_RETURN(c.server, ServerConnectionFlags());
+  c.service = absl::GetFlag(FLAGS_service);
+  c.timeout_seconds = absl::GetFlag(FLAGS_timeout_seconds);
+  // A container runtime kills a check that outlives its own timeout: an hour is already too long.
+  if (!(c.timeout_seconds > 0 && c.timeout_seconds <= 3600)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--timeout-seconds must be in (0, 3600], got %g", c.timeout_seconds));
+  }
   return c;
 }
 

@@ -22,6 +22,7 @@ std::string LogLevelFlag();
 absl::StatusOr<GenerateCommand> GenerateFlags();
 absl::StatusOr<ClientCommand> ClientFlags();
 absl::StatusOr<BenchCommand> BenchFlags();
+absl::StatusOr<HealthCommand> HealthFlags();
 absl::StatusOr<TreeCommand> TreeFlags();
 absl::StatusOr<TrainCommand> TrainFlags();
 absl::StatusOr<CalibrateCommand> CalibrateFlags();

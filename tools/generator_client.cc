@@ -82,7 +82,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ServerConnection& server) {
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(server));
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   if (!server.auth_token_file.empty()) {
@@ -96,8 +96,13 @@ absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnect
   // The channel argument, not a default service config: it wins over a config the resolver
   // returns, so the flag always means what it says.
   args.SetLoadBalancingPolicyName(server.lb_policy);
-  return v1::Generator::NewStub(
-      grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args, std::move(interceptors)));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(server.addr, credentials, args,
+                                                                 std::move(interceptors));
+}
+
+absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, OpenChannel(server));
+  return v1::Generator::NewStub(channel);
 }
 
 namespace {

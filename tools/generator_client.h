@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/support/status.h"
 #include "medusa/v1/generator.grpc.pb.h"
 #include "tools/command_options.h"
@@ -25,6 +26,8 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& what);
 // carrying `authorization: Bearer <token>` when a token file is. InvalidArgument naming the
 // flag for a file that cannot be read.
 absl::StatusOr<std::unique_ptr<v1::Generator::Stub>> Connect(const ServerConnection& server);
+// The channel Connect makes its stub on, for other services (grpc.health.v1).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ServerConnection& server);
 
 // The request `medusa generate` would make of this prompt and the flags (`chat`: the
 // model's chat template applies to a plain prompt).

@@ -1,4 +1,4 @@
-// The `medusa` tool: medusa <command> [flags], for generate, client, bench, train,
+// The `medusa` tool: medusa <command> [flags], for generate, client, bench, health, train,
 // calibrate, tree and make-model (kUsage below). main parses the command line and reads the
 // command's flags once (tools/flags.h); the command gets them as plain values.
 
@@ -34,9 +34,14 @@ constexpr char kUsage[] =
     "             (prints the same JSON with --json, else streams the text)\n"
     "  bench      load a medusa-server: --addr HOST:PORT --prompts FILE.jsonl --concurrency N\n"
     "             [--requests M] [--no-medusa] [--max-tokens N] [--ignore-eos] [--json]\n"
-    "             (client and bench: [--tls-ca-file PEM [--tls-cert-file PEM --tls-key-file PEM]]\n"
-    "             [--auth-token-file FILE] for a server with TLS or a bearer token; --lb-policy round_robin\n"
-    "             spreads calls over every address --addr resolves to, e.g. dns:///NAME:PORT)\n"
+    "             (client, bench, health: [--tls-ca-file PEM [--tls-cert-file PEM --tls-key-file PEM]]\n"
+    "             [--auth-token-file FILE] for a server with TLS or a bearer token; client, bench, health:\n"
+    "             --lb-policy round_robin spreads calls over every address --addr resolves to, e.g.\n"
+    "             dns:///NAME:PORT)\n"
+    "  health     ask a medusa-server's gRPC health service: --addr HOST:PORT [--service NAME]\n"
+    "             [--timeout-seconds S] and the TLS and token flags of client (exit 0 when SERVING, else 1\n"
+    "             with the reason; --service medusa.v1.Generator: ready to generate, medusa.v1.Liveness:\n"
+    "             the process is up, loading and draining included)\n"
     "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
     "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
@@ -82,6 +87,7 @@ int main(int argc, char** argv) {
   if (command == "calibrate") return Dispatch(tools::CalibrateFlags(), tools::RunCalibrate);
   if (command == "client") return Dispatch(tools::ClientFlags(), tools::RunClient);
   if (command == "bench") return Dispatch(tools::BenchFlags(), tools::RunBench);
+  if (command == "health") return Dispatch(tools::HealthFlags(), tools::RunHealth);
   if (command == "make-model") return Dispatch(tools::MakeModelFlags(), tools::RunMakeModel);
   std::fprintf(stderr, "medusa: unknown command '%s'\n%s\n", command.c_str(), kUsage);
   return 2;

@@ -642,7 +642,7 @@ TEST_F(ServerSecurityTest, AnOldConnectionIsRetiredAndTheClientReconnects) {
   EXPECT_TRUE(out.status.ok()) << out.status.error_message();
 }
 
-TEST_F(ServerSecurityTest, ClientAndBenchSpeakTlsWithAClientCertificateAndToken) {
+TEST_F(ServerSecurityTest, ClientBenchAndHealthSpeakTlsWithAClientCertificateAndToken) {
   Certificates certs(dir_);
   const std::string token_file = dir_.file("token");
   WriteText(token_file, std::string(kToken) + "\n");
@@ -671,6 +671,13 @@ TEST_F(ServerSecurityTest, ClientAndBenchSpeakTlsWithAClientCertificateAndToken)
   ASSERT_TRUE(bench.is_object());
   EXPECT_EQ(bench["errors"], 0);
   EXPECT_EQ(bench["requests"], 2);
+
+  // medusa health speaks the same mutual TLS (health needs no token); plaintext to the TLS port fails.
+  CommandOutput health = RunCommand(absl::StrCat(medusa, " health", tls, " --service medusa.v1.Generator"));
+  EXPECT_EQ(health.exit_code, 0) << health.output;
+  EXPECT_TRUE(absl::StrContains(health.output, "SERVING")) << health.output;
+  CommandOutput plaintext_health = RunCommand(absl::StrCat(medusa, " health --addr localhost:", server_.port()));
+  EXPECT_EQ(plaintext_health.exit_code, 1) << plaintext_health.output;
 
   // Without the token, without TLS, with a bad CA file: a clear failure each.
   CommandOutput no_token = RunCommand(absl::StrCat(medusa, " client", tls, " --prompt hi --max-tokens 2"));
