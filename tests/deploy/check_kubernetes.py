@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import sys
 
+from crd_schema import strict_crd_schema
+
 SKIP = 77
 
 
@@ -101,23 +103,6 @@ def render(overlay):
 
 # ---------------------------------------------------------------- schemas
 
-def strict_crd_schema(schema):
-    """The CRD schema with unknown fields rejected wherever it lists an object's properties."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
 
 
 _crd_cache = {}

@@ -26,6 +26,8 @@ import tempfile
 import jsonschema
 import yaml
 
+from crd_schema import strict_crd_schema
+
 SOURCE_DIR = pathlib.Path(os.environ.get("MEDUSA_SOURCE_DIR", pathlib.Path(__file__).resolve().parents[2]))
 RULES = SOURCE_DIR / "deploy/prometheus/rules/medusa.rules.yaml"
 TESTS = sorted((SOURCE_DIR / "deploy/prometheus/tests").glob("*.yaml"))
@@ -50,23 +52,6 @@ def run(argv, cwd=None):
     return result.returncode
 
 
-def strict(schema):
-    """The schema with additionalProperties: false wherever properties are listed."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
 
 
 def main():
@@ -124,7 +109,7 @@ def main():
             fail("promtool check rules on the PrometheusRule's groups")
 
     # 4: the CRD schema.
-    schema = strict(json.loads(SCHEMA.read_text()))
+    schema = strict_crd_schema(json.loads(SCHEMA.read_text()))
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(generated), key=lambda e: list(e.path))
     for error in errors:
