@@ -5,6 +5,7 @@
 // while the model loads ends the process at once, exit 0 (nothing is being served yet).
 // Bad flags or security files: exit 2 before anything listens.
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -215,7 +216,12 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
 // SIGTERM and SIGINT go through a pipe to a watching thread (a handler may do little
 // else; and libraries such as OpenBLAS start threads before main, so masking the
 // signals and waiting for them would not catch them all). The first asks for a
-// graceful shutdown, a second one ends the process at once.
+// graceful shutdown, a second one ends the process at once. main blocks both before it
+// starts any thread, and only the watcher unblocks them, so the kernel hands them to the
+// watcher (or to a thread some library started before main), never to a thread of ours or
+// gRPC's. That matters under ThreadSanitizer, which runs a handler only when the thread it
+// landed on next calls into libc: a signal sent to main, asleep in a raw futex wait until
+// shutdown, was never handled.
 int signal_pipe[2] = {-1, -1};
 
 // Until the model has loaded, a signal ends the process at once: loading cannot be
@@ -223,6 +229,14 @@ int signal_pipe[2] = {-1, -1};
 // two happens through one compare-and-swap.
 enum Phase : int { kLoading, kServing, kExitingWhileLoading };
 std::atomic<int> phase{kLoading};
+
+sigset_t ShutdownSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
+}
 
 void OnSignal(int signal) {
   const char byte = static_cast<char>(signal);
@@ -237,8 +251,11 @@ bool WatchSignals(absl::Notification* shutdown) {
   action.sa_flags = SA_RESTART;
   if (sigaction(SIGTERM, &action, nullptr) != 0 || sigaction(SIGINT, &action, nullptr) != 0) return false;
   std::thread([shutdown] {
+    sigset_t signals = ShutdownSignals();
+    pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
     char signal = 0;
-    while (read(signal_pipe[0], &signal, 1) != 1) {}
+    while (read(signal_pipe[0], &signal, 1) != 1) {
+    }
     int loading = kLoading;
     if (phase.compare_exchange_strong(loading, kExitingWhileLoading)) {
       spdlog::warn("signal {} while loading the model: exiting without serving", static_cast<int>(signal));
@@ -247,7 +264,8 @@ bool WatchSignals(absl::Notification* shutdown) {
     }
     spdlog::info("signal {}: shutting down", static_cast<int>(signal));
     shutdown->Notify();
-    while (read(signal_pipe[0], &signal, 1) != 1) {}
+    while (read(signal_pipe[0], &signal, 1) != 1) {
+    }
     spdlog::warn("signal {} during shutdown: exiting now", static_cast<int>(signal));
     std::_Exit(1);
   }).detach();
@@ -257,6 +275,9 @@ bool WatchSignals(absl::Notification* shutdown) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread of ours starts: they inherit the mask (see WatchSignals).
+  const sigset_t shutdown_signals = ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &shutdown_signals, nullptr);
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = IsServerFlagsFile;
