@@ -342,8 +342,7 @@ TEST_F(ServerFaultTest, SigtermDuringModelLoadExitsPromptly) {
   ASSERT_NE(server_.Health("medusa.v1.Generator"), grpc::health::v1::HealthCheckResponse::SERVING);
   const absl::Time signalled = absl::Now();
   server_.Signal(SIGTERM);
-  // Waits past the bound checked below (under a sanitizer the drain itself takes minutes).
-  const std::optional<int> exit_code = server_.WaitExit(absl::Seconds(grace_s + 10 * kSlowdown));
+  const std::optional<int> exit_code = server_.WaitExit(absl::Seconds(60));
   const absl::Duration took = absl::Now() - signalled;
   ASSERT_TRUE(exit_code.has_value()) << server_.Log();
   std::cout << "exit " << *exit_code << " " << absl::ToDoubleSeconds(took) << " s after SIGTERM during load\n";
