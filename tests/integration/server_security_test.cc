@@ -451,9 +451,8 @@ TEST_F(ServerSecurityTest, LivenessServesWhileTheModelLoadsAndTheGeneratorDoesNo
   ASSERT_MODEL_PRESENT(kSmolModel);
   // What Kubernetes' probes ask: liveness (medusa.v1.Liveness) must pass during a long load,
   // or the kubelet restarts a server that is only loading; readiness (medusa.v1.Generator)
-  // must not, or the Service sends it calls it cannot take. SmolLM2 with random heads loads
-  // for seconds after it listens.
-  server_.Start(SmolWithRandomHeadsArgs(dir_.file("heads.safetensors")), dir_);
+  // must not, or the Service sends it calls it cannot take.
+  server_.Start(SmolSlowToLoadArgs(dir_.file("heads.safetensors")), dir_);
   std::optional<HealthCheckResponse::ServingStatus> liveness;
   const absl::Time end = absl::Now() + absl::Seconds(30);
   while (absl::Now() < end && liveness != HealthCheckResponse::SERVING) {
@@ -483,7 +482,7 @@ TEST_F(ServerSecurityTest, AHealthPortAnswersPlaintextProbesBesideTls) {
   const int health_port = FreePort();
   const std::string health = absl::StrCat("ipv4:127.0.0.1:", health_port);
   server_.set_channel_credentials(certs.Channel("ca"));
-  server_.Start(Plus(SmolWithRandomHeadsArgs(dir_.file("heads.safetensors")),
+  server_.Start(Plus(SmolSlowToLoadArgs(dir_.file("heads.safetensors")),
                      {"--tls-cert-file=" + certs.pem("server"), "--tls-key-file=" + certs.key("server"),
                       absl::StrCat("--health-port=", health_port)}),
                 dir_);

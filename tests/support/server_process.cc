@@ -1,10 +1,14 @@
 #include "tests/support/server_process.h"
 
+#include <fstream>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "nlohmann/json.hpp"
 #include "tests/support/loopback.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/test_models.h"
@@ -120,6 +124,20 @@ std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ProbeHealth(
 std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path) {
   WriteRandomHeads(kSmolModel, heads_path);
   return {"--model=" + kSmolModel, "--heads=" + heads_path, "--tree=chain", "--threads=1", "--kv-cache-mb=64"};
+}
+
+std::vector<std::string> SmolSlowToLoadArgs(const std::string& heads_path) {
+  std::vector<std::string> args = SmolWithRandomHeadsArgs(heads_path);
+  std::string calibration = heads_path;
+  if (absl::EndsWith(calibration, ".safetensors")) calibration.resize(calibration.size() - 12);
+  std::ofstream(calibration + ".calibration.json")
+      << nlohmann::json{{"heads", heads_path},
+                        {"topk_accuracy", std::vector<std::vector<double>>(5, {0.5, 0.6, 0.65, 0.68, 0.7})}}
+             .dump();
+  // After the base's --tree and --kv-cache-mb (the last one counts): timing trees for batches
+  // of up to 16 sequences needs the room.
+  for (const char* flag : {"--tree=auto", "--max-running=16", "--kv-cache-mb=256"}) args.push_back(flag);
+  return args;
 }
 
 }  // namespace medusa::testing

@@ -89,4 +89,9 @@ std::optional<grpc::health::v1::HealthCheckResponse::ServingStatus> ProbeHealth(
 // chain, one thread and a 64 MiB KV cache: slow enough streams to act on mid-way.
 std::vector<std::string> SmolWithRandomHeadsArgs(const std::string& heads_path);
 
+// The same, plus a calibration beside the heads and --tree=auto: with no tree timings for this
+// machine the server times trees at start-up, so it loads for 15 s or more after it listens
+// (for tests that act while the model loads).
+std::vector<std::string> SmolSlowToLoadArgs(const std::string& heads_path);
+
 }  // namespace medusa::testing
