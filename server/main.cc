@@ -5,6 +5,7 @@
 // while the model loads ends the process at once, exit 0 (nothing is being served yet).
 // Bad flags or security files: exit 2 before anything listens.
 
+#include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -219,9 +220,9 @@ absl::StatusOr<medusa::server::ServerOptions> OptionsFromFlags() {
 // graceful shutdown, a second one ends the process at once. main blocks both before it
 // starts any thread, and only the watcher unblocks them, so the kernel hands them to the
 // watcher (or to a thread some library started before main), never to a thread of ours or
-// gRPC's. That matters under ThreadSanitizer, which runs a handler only when the thread it
-// landed on next calls into libc: a signal sent to main, asleep in a raw futex wait until
-// shutdown, was never handled.
+// gRPC's. That matters under ThreadSanitizer, which defers a handler until the thread the
+// signal landed on next calls into libc: main, asleep in a raw futex wait until shutdown,
+// never did, and the signal was never handled.
 int signal_pipe[2] = {-1, -1};
 
 // Until the model has loaded, a signal ends the process at once: loading cannot be
@@ -243,6 +244,17 @@ void OnSignal(int signal) {
   [[maybe_unused]] ssize_t ignored = write(signal_pipe[1], &byte, 1);
 }
 
+// The next signal number the handler wrote. It waits in poll() before reading: ThreadSanitizer
+// runs a handler at once only for a signal that lands in a call it knows to block (poll is one,
+// read is not); otherwise it waits for the thread's next libc call, which here never comes.
+char NextSignal() {
+  char signal = 0;
+  for (;;) {
+    pollfd ready = {signal_pipe[0], POLLIN, 0};
+    if (poll(&ready, 1, -1) == 1 && read(signal_pipe[0], &signal, 1) == 1) return signal;
+  }
+}
+
 bool WatchSignals(absl::Notification* shutdown) {
   if (pipe(signal_pipe) != 0) return false;
   struct sigaction action = {};
@@ -253,9 +265,7 @@ bool WatchSignals(absl::Notification* shutdown) {
   std::thread([shutdown] {
     sigset_t signals = ShutdownSignals();
     pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
-    char signal = 0;
-    while (read(signal_pipe[0], &signal, 1) != 1) {
-    }
+    char signal = NextSignal();
     int loading = kLoading;
     if (phase.compare_exchange_strong(loading, kExitingWhileLoading)) {
       spdlog::warn("signal {} while loading the model: exiting without serving", static_cast<int>(signal));
@@ -264,8 +274,7 @@ bool WatchSignals(absl::Notification* shutdown) {
     }
     spdlog::info("signal {}: shutting down", static_cast<int>(signal));
     shutdown->Notify();
-    while (read(signal_pipe[0], &signal, 1) != 1) {
-    }
+    signal = NextSignal();
     spdlog::warn("signal {} during shutdown: exiting now", static_cast<int>(signal));
     std::_Exit(1);
   }).detach();
