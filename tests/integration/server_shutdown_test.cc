@@ -5,10 +5,12 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "tests/support/fault_clients.h"
 #include "tests/support/generate_stream.h"
 #include "tests/support/loopback.h"
 #include "tests/support/server_process.h"
@@ -70,7 +72,10 @@ TEST_F(ServerShutdownTest, SigtermLetsRunningStreamsFinishAndExitsZero) {
   // With a plaintext health port too (the probes' port beside TLS): it follows the drain.
   const int health_port = FreePort();
   const std::string health = absl::StrCat("ipv4:127.0.0.1:", health_port);
-  Start({"--shutdown-grace-seconds=60", "--max-running=4", absl::StrCat("--health-port=", health_port)});
+  // Long enough for the three streams to finish (under TSan 60 s was not).
+  const double grace_s = 60 * std::min(kSlowdown, 5.0);
+  Start({absl::StrCat("--shutdown-grace-seconds=", grace_s), "--max-running=4",
+         absl::StrCat("--health-port=", health_port)});
   StartStreams(/*tokens=*/40);
   server_.Signal(SIGTERM);
 
