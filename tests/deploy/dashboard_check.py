@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -357,6 +358,18 @@ def e2e_check(keep=None):
         print(f"server and Prometheus up after {time.time() - started:.1f} s; model {model!r}")
         bench(server, prompts, [])
         bench(server, prompts, ["--no-medusa"])
+        # Traffic goes on while the panels are read, as on a live dashboard: a panel of rates
+        # over a few seconds reads NaN (0/0) once the server is idle, and a fast machine is
+        # idle again before the first rule evaluation.
+        stop_traffic = threading.Event()
+
+        def traffic():
+            while not stop_traffic.is_set():
+                bench(server, prompts, [])
+                bench(server, prompts, ["--no-medusa"])
+
+        traffic_thread = threading.Thread(target=traffic, daemon=True)
+        traffic_thread.start()
         # Every panel, polled until it has a finite value (scrapes and rule evaluations are
         # every second; 1m rates need two scrapes).
         pending = list(dict.fromkeys(expressions(dashboard, model)))
@@ -373,6 +386,8 @@ def e2e_check(keep=None):
             pending = still
             if pending:
                 time.sleep(1)
+        stop_traffic.set()
+        traffic_thread.join()
         for (title, expr), (values, error) in results.items():
             ok = any(math.isfinite(v) for v in values)
             print(f"{'ok  ' if ok else 'FAIL'} {title}: {expr} -> {error or [round(v, 4) for v in values][:6]}")
