@@ -61,7 +61,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   std::unique_ptr<Engine> engine(new Engine());
   engine->options_ = options;
 
-  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(options.model_path));
+  kernels::BackendOptions backend_options = options.backend;
+  // Scratch for a prompt chunk beside a batch of decode and tree rows.
+  backend_options.reserve_step_tokens = std::max(backend_options.reserve_step_tokens, options.prefill_chunk + 512);
+  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::CreateBackend(backend_options));
+  // The CPU computes on the weights as kept on the host; a GPU converts float32
+  // to its own type.
+  WeightMode mode = WeightMode::kF32;
+  if (backend->Name() == "cpu") {
+    ASSIGN_OR_RETURN(mode, ParseWeightMode(options.backend.weights));
+  }
+  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(options.model_path, mode));
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizerFor(options.model_path, options.tokenizer_path,
                                                                           model.gguf.get(), model.config.vocab_size));
   if (tokenizer->vocab_size() != model.config.vocab_size) {
@@ -75,10 +85,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   }
   engine->tokenizer_ = std::move(tokenizer);
 
-  kernels::BackendOptions backend_options = options.backend;
-  // Scratch for a prompt chunk beside a batch of decode and tree rows.
-  backend_options.reserve_step_tokens = std::max(backend_options.reserve_step_tokens, options.prefill_chunk + 512);
-  ASSIGN_OR_RETURN(std::unique_ptr<kernels::Backend> backend, kernels::CreateBackend(backend_options));
   engine->backend_ = std::move(backend);
   RETURN_IF_ERROR(engine->backend_->LoadWeights(model.config, std::move(model.weights)));
 

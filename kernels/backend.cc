@@ -18,9 +18,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& opt
     return CreateBackend(chosen);
   }
   if (options.device == "cpu") {
-    if (options.weights != "auto" && options.weights != "f32") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--weights ", options.weights, ": the CPU backend computes in f32 (f16 and bf16 need a GPU)"));
+    if (absl::StatusOr<WeightMode> mode = ParseWeightMode(options.weights); !mode.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--weights: ", mode.status().message()));
     }
     return CreateCpuBackend(options.threads);
   }

@@ -177,8 +177,10 @@ struct BackendOptions {
   // "cpu", "cuda", or "auto": cuda where this build has it and a GPU is visible, else cpu.
   std::string device = "cpu";
   int threads = 0;  // CPU threads; 0: all cores
-  // How a GPU stores weights and KV: "auto" (f16), "f32" (full fp32 products: equality tests
-  // against the CPU), "f16" or "bf16". The CPU computes in fp32 and takes auto or f32.
+  // How weights are kept. CPU: a WeightMode (weight_format.h): "auto" (as the
+  // file stores them), "f32" (the reference), "f16", "bf16", "q8_0", "q4_0" or
+  // "q4_1". GPU: how it stores weights and KV: "auto" (f16), "f32" (full fp32
+  // products: equality tests against the CPU), "f16" or "bf16".
   std::string weights = "auto";
   // The most of the GPU's memory in use (by anyone) once the KV pool is allocated, in (0, 1].
   double gpu_memory_fraction = 0.9;

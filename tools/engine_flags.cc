@@ -20,8 +20,12 @@ ABSL_FLAG(std::string, tree, "",
 ABSL_FLAG(std::string, device, "auto", "Compute device: cpu, cuda, or auto (cuda where a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
 ABSL_FLAG(std::string, weights, "auto",
-          "How a GPU stores weights and KV: auto (f16), f16, bf16, or f32 (full fp32 products, as the CPU "
-          "computes); the CPU takes auto or f32");
+          "How weights are kept and computed. CPU: auto (as the file stores "
+          "them: Q4_0, Q4_1 and Q8_0 as blocks "
+          "with 8-bit activations, F16 and BF16 as 16-bit), f32 (the "
+          "reference), f16, bf16, q8_0, q4_0 or q4_1. "
+          "GPU: how it stores weights and KV: auto (f16), f16, bf16, or f32 "
+          "(full fp32 products)");
 ABSL_FLAG(double, gpu_memory_fraction, 0.9,
           "The most of the GPU's memory in use once the KV pool is allocated (weights, scratch, the pool, and any "
           "other process's), in (0, 1]");

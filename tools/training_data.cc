@@ -19,8 +19,8 @@ namespace medusa::tools {
 
 absl::StatusOr<std::vector<float>> LoadClassifier(const std::string& model_path) {
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(model_path));
-  return model.weights.classifier.empty() ? std::move(model.weights.token_embedding)
-                                          : std::move(model.weights.classifier);
+  return model.weights.classifier.empty() ? std::move(model.weights.token_embedding.values)
+                                          : std::move(model.weights.classifier.values);
 }
 
 std::vector<std::vector<int32_t>> EncodeSeeds(const Tokenizer& tokenizer, const std::vector<std::string>& texts,

@@ -1,25 +1,13 @@
-// Dequantization must agree bit for bit with ggml's reference (and gguf-py), which
-// computes Q4_1 as round(round(q * d) + m): a fused multiply-add would round once and
-// differ in the last bit, so contraction is switched off for this file.
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-// GCC 12's AVX-512 headers start conversions from _mm512_undefined_*() and then warn
-// about it (GCC bug 105593): a false positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
+// The conversions themselves are kernels/model/weight_format.cc's (the
+// reference, bit for bit as ggml); this file knows ggml's type ids and spreads
+// big tensors over threads.
 #include "engine/model/dequant.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-
-#if defined(__AVX512F__) || defined(__F16C__)
-#include <immintrin.h>
-#endif
+#include "kernels/model/weight_format.h"
 
 namespace medusa::gguf {
 namespace {
@@ -47,149 +35,33 @@ constexpr TypeEntry kTypes[] = {
 // clang-format on
 
 constexpr uint32_t kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8, kBF16 = 30;
-constexpr int kQBlock = 32;  // elements per Q8_0 / Q4_0 / Q4_1 block
 
-uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
+}  // namespace
 
-[[maybe_unused]] float HalfToFloatPortable(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // infinity, NaN (payload kept)
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
-  } else {
-    // Zero or subnormal: mantissa * 2^-24 is exact in float32.
-    float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
-    std::memcpy(&bits, &magnitude, sizeof(bits));
-    bits |= sign;
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
-
-void DequantF32(const uint8_t* src, int64_t n, float* dst) {
-  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
-}
-
-void DequantF16(const uint8_t* src, int64_t n, float* dst) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
-    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
-  }
-#elif defined(__F16C__)
-  for (; i + 8 <= n; i += 8) {
-    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = HalfToFloat(LoadU16(src + 2 * i));
-}
-
-void DequantBF16(const uint8_t* src, int64_t n, float* dst) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
-    __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
-    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(w));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = BFloat16ToFloat(LoadU16(src + 2 * i));
-}
-
-// Q8_0 block: f16 scale d, then 32 int8 q; value = q * d.
-void DequantQ8_0(const uint8_t* src, int64_t n_blocks, float* dst) {
-  for (int64_t b = 0; b < n_blocks; ++b, src += 34, dst += kQBlock) {
-    const float d = HalfToFloat(LoadU16(src));
-    const int8_t* q = reinterpret_cast<const int8_t*>(src + 2);
-#if defined(__AVX512F__)
-    const __m512 vd = _mm512_set1_ps(d);
-    for (int half = 0; half < 2; ++half) {
-      __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * half));
-      __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-      _mm512_storeu_ps(dst + 16 * half, _mm512_mul_ps(v, vd));
-    }
-#else
-    for (int j = 0; j < kQBlock; ++j) dst[j] = static_cast<float>(q[j]) * d;
-#endif
+WeightType ToWeightType(uint32_t type) {
+  switch (type) {
+    case kF16:
+      return WeightType::kF16;
+    case kBF16:
+      return WeightType::kBF16;
+    case kQ8_0:
+      return WeightType::kQ8_0;
+    case kQ4_0:
+      return WeightType::kQ4_0;
+    case kQ4_1:
+      return WeightType::kQ4_1;
+    default:
+      return WeightType::kF32;
   }
 }
 
-// Q4_0 block: f16 d, then 16 bytes; the low nibbles are elements 0..15, the high
-// nibbles 16..31; value = (nibble - 8) * d.
-void DequantQ4_0(const uint8_t* src, int64_t n_blocks, float* dst) {
-  for (int64_t b = 0; b < n_blocks; ++b, src += 18, dst += kQBlock) {
-    const float d = HalfToFloat(LoadU16(src));
-    const uint8_t* qs = src + 2;
-#if defined(__AVX512F__)
-    const __m512 vd = _mm512_set1_ps(d);
-    const __m512i eight = _mm512_set1_epi32(8);
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-    __m512i lo = _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(0xf)), eight);
-    __m512i hi = _mm512_sub_epi32(_mm512_srli_epi32(bytes, 4), eight);
-    _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_cvtepi32_ps(lo), vd));
-    _mm512_storeu_ps(dst + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(hi), vd));
-#else
-    for (int j = 0; j < kQBlock / 2; ++j) {
-      dst[j] = static_cast<float>((qs[j] & 0x0f) - 8) * d;
-      dst[j + 16] = static_cast<float>((qs[j] >> 4) - 8) * d;
-    }
-#endif
-  }
-}
-
-// Q4_1 block: f16 d, f16 m, then 16 bytes laid out as in Q4_0; value = nibble * d + m.
-void DequantQ4_1(const uint8_t* src, int64_t n_blocks, float* dst) {
-  for (int64_t b = 0; b < n_blocks; ++b, src += 20, dst += kQBlock) {
-    const float d = HalfToFloat(LoadU16(src));
-    const float m = HalfToFloat(LoadU16(src + 2));
-    const uint8_t* qs = src + 4;
-#if defined(__AVX512F__)
-    const __m512 vd = _mm512_set1_ps(d);
-    const __m512 vm = _mm512_set1_ps(m);
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-    __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(0xf)));
-    __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_mul_ps(lo, vd), vm));
-    _mm512_storeu_ps(dst + 16, _mm512_add_ps(_mm512_mul_ps(hi, vd), vm));
-#else
-    for (int j = 0; j < kQBlock / 2; ++j) {
-      dst[j] = static_cast<float>(qs[j] & 0x0f) * d + m;
-      dst[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
-    }
-#endif
-  }
-}
+namespace {
 
 // Converts whole blocks [first_block, first_block + n_blocks).
-void DequantBlocks(uint32_t type, const GgmlTypeTraits& t, const uint8_t* src, int64_t first_block,
-                   int64_t n_blocks, float* dst) {
-  const uint8_t* in = src + first_block * t.type_size;
-  float* out = dst + first_block * t.block_size;
-  switch (type) {
-    case kF32:
-      return DequantF32(in, n_blocks, out);
-    case kF16:
-      return DequantF16(in, n_blocks, out);
-    case kBF16:
-      return DequantBF16(in, n_blocks, out);
-    case kQ8_0:
-      return DequantQ8_0(in, n_blocks, out);
-    case kQ4_0:
-      return DequantQ4_0(in, n_blocks, out);
-    case kQ4_1:
-      return DequantQ4_1(in, n_blocks, out);
-  }
+void DequantBlocks(uint32_t type, const GgmlTypeTraits& t, const uint8_t* src, int64_t first_block, int64_t n_blocks,
+                   float* dst) {
+  DequantizeRow(ToWeightType(type), src + first_block * t.type_size, n_blocks * t.block_size,
+                dst + first_block * t.block_size);
 }
 
 }  // namespace
@@ -211,20 +83,9 @@ bool CanDequantize(uint32_t type) {
          type == kQ4_1;
 }
 
-float HalfToFloat(uint16_t bits) {
-#if defined(__F16C__)
-  return _cvtsh_ss(bits);
-#else
-  return HalfToFloatPortable(bits);
-#endif
-}
+float HalfToFloat(uint16_t bits) { return medusa::HalfToFloat(bits); }
 
-float BFloat16ToFloat(uint16_t bits) {
-  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
-  float out;
-  std::memcpy(&out, &widened, sizeof(out));
-  return out;
-}
+float BFloat16ToFloat(uint16_t bits) { return medusa::BFloat16ToFloat(bits); }
 
 void Dequantize(uint32_t type, const uint8_t* src, int64_t count, float* dst) {
   const GgmlTypeTraits* t = FindGgmlType(type);

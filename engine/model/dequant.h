@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/model/weight_format.h"
+
 namespace medusa::gguf {
 
 struct GgmlTypeTraits {
@@ -19,6 +21,9 @@ const GgmlTypeTraits* FindGgmlType(uint32_t type);
 // "Q4_1 (3)", or "unknown (99)".
 std::string GgmlTypeName(uint32_t type);
 bool CanDequantize(uint32_t type);
+// The engine's type for a ggml type id CanDequantize accepts (kF32 for F32 and
+// any other id).
+WeightType ToWeightType(uint32_t type);
 
 float HalfToFloat(uint16_t bits);      // IEEE binary16
 float BFloat16ToFloat(uint16_t bits);  // bfloat16

@@ -27,7 +27,8 @@ namespace {
 struct PlannedTensor {
   std::string name;
   std::vector<int64_t> dims;
-  std::vector<float>* out;
+  std::vector<float>* norm;  // a vector read as float32, or
+  WeightMatrix* matrix;      // a matrix kept as the WeightMode chooses
 };
 
 class GgufModelReader {
@@ -35,7 +36,7 @@ class GgufModelReader {
   GgufModelReader(const gguf::File& file, const std::string& path) : file_(file), path_(path) {}
 
   absl::StatusOr<ModelConfig> ReadConfig() const;
-  absl::Status ReadWeights(const ModelConfig& config, ModelWeights* weights) const;
+  absl::Status ReadWeights(const ModelConfig& config, WeightMode mode, ModelWeights* weights) const;
 
  private:
   absl::Status Invalid(absl::string_view message) const {
@@ -48,7 +49,8 @@ class GgufModelReader {
   absl::Status CheckRopeIsPlain() const;
   // That the tensor is there with these ggml-order dims.
   absl::Status CheckTensor(const std::string& name, const std::vector<int64_t>& expected_dims) const;
-  absl::Status CheckConvertedSize(const std::vector<PlannedTensor>& plan) const;
+  absl::Status CheckConvertedSize(const std::vector<PlannedTensor>& plan, WeightMode mode) const;
+  absl::Status ReadMatrix(const gguf::TensorInfo& info, WeightMode mode, WeightMatrix* out) const;
 
   const gguf::File& file_;
   const std::string& path_;
@@ -174,35 +176,41 @@ absl::Status GgufModelReader::CheckTensor(const std::string& name, const std::ve
 std::vector<PlannedTensor> PlanTensors(const ModelConfig& c, ModelWeights* w) {
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
   const int64_t vocab = c.vocab_size;
-  std::vector<PlannedTensor> plan = {{"token_embd.weight", {dim, vocab}, &w->token_embedding}};
+  std::vector<PlannedTensor> plan = {{"token_embd.weight", {dim, vocab}, nullptr, &w->token_embedding}};
   w->layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     LayerWeights& l = w->layers[i];
     const std::string blk = absl::StrCat("blk.", i, ".");
+    plan.push_back({blk + "attn_norm.weight", {dim}, &l.attn_norm, nullptr});
+    plan.push_back({blk + "ffn_norm.weight", {dim}, &l.ffn_norm, nullptr});
     const struct {
       const char* name;
       std::vector<int64_t> dims;
-      std::vector<float>* out;
-    } tensors[] = {
-        {"attn_norm", {dim}, &l.attn_norm},     {"attn_q", {dim, q}, &l.wq},
-        {"attn_k", {dim, kv}, &l.wk},           {"attn_v", {dim, kv}, &l.wv},
-        {"attn_output", {q, dim}, &l.wo},       {"ffn_norm", {dim}, &l.ffn_norm},
-        {"ffn_gate", {dim, hidden}, &l.w_gate}, {"ffn_down", {hidden, dim}, &l.w_down},
+      WeightMatrix* out;
+    } matrices[] = {
+        {"attn_q", {dim, q}, &l.wq},
+        {"attn_k", {dim, kv}, &l.wk},
+        {"attn_v", {dim, kv}, &l.wv},
+        {"attn_output", {q, dim}, &l.wo},
+        {"ffn_gate", {dim, hidden}, &l.w_gate},
+        {"ffn_down", {hidden, dim}, &l.w_down},
         {"ffn_up", {dim, hidden}, &l.w_up},
     };
-    for (const auto& t : tensors) plan.push_back({absl::StrCat(blk, t.name, ".weight"), t.dims, t.out});
+    for (const auto& t : matrices) plan.push_back({absl::StrCat(blk, t.name, ".weight"), t.dims, nullptr, t.out});
   }
-  plan.push_back({"output_norm.weight", {dim}, &w->final_norm});
-  if (!c.tied_classifier) plan.push_back({"output.weight", {dim, vocab}, &w->classifier});
+  plan.push_back({"output_norm.weight", {dim}, &w->final_norm, nullptr});
+  if (!c.tied_classifier) plan.push_back({"output.weight", {dim, vocab}, nullptr, &w->classifier});
   return plan;
 }
 
-// The float32 bytes the plan will allocate, summed without overflow, against the memory
+// The bytes the plan will allocate (float32, or the file's own size where a
+// matrix is kept as stored), summed without overflow, against the memory
 // available, before anything is allocated.
-absl::Status GgufModelReader::CheckConvertedSize(const std::vector<PlannedTensor>& plan) const {
+absl::Status GgufModelReader::CheckConvertedSize(const std::vector<PlannedTensor>& plan, WeightMode mode) const {
   uint64_t total = 0;
   for (const PlannedTensor& t : plan) {
     uint64_t bytes = sizeof(float);
+    if (t.matrix != nullptr && mode != WeightMode::kF32) bytes = 2;  // at most 16 bits a weight
     for (int64_t d : t.dims) {
       if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes)) {
         return Invalid(absl::StrCat("tensor '", t.name, "' is too large to convert"));
@@ -210,16 +218,37 @@ absl::Status GgufModelReader::CheckConvertedSize(const std::vector<PlannedTensor
     }
     if (__builtin_add_overflow(total, bytes, &total)) return Invalid("the weights are too large to convert");
   }
-  return CheckBytesFitInMemory(total, absl::StrCat("GGUF model '", path_, "' (its weights as float32)"));
+  return CheckBytesFitInMemory(total,
+                               absl::StrCat("GGUF model '", path_, "' (its weights as ", WeightModeName(mode), ")"));
 }
 
-absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, ModelWeights* w) const {
+// A matrix kept as stored is a copy of the file's bytes; any other conversion
+// goes through float32.
+absl::Status GgufModelReader::ReadMatrix(const gguf::TensorInfo& info, WeightMode mode, WeightMatrix* out) const {
+  const int64_t cols = info.dims[0], rows = info.dims[1];
+  const WeightType stored = gguf::ToWeightType(info.type);
+  const WeightType target = ChooseWeightType(mode, stored, cols);
+  if (target == stored && stored != WeightType::kF32) {
+    ASSIGN_OR_RETURN(const uint8_t* data, file_.TensorData(info));
+    out->type = stored;
+    out->bytes.assign(data, data + RowBytes(stored, cols) * static_cast<size_t>(rows));
+    return file_.CheckIntact();
+  }
+  RETURN_IF_ERROR(file_.ReadTensor(info, &out->values));
+  out->ConvertTo(target, rows, cols);
+  return absl::OkStatus();
+}
+
+absl::Status GgufModelReader::ReadWeights(const ModelConfig& c, WeightMode mode, ModelWeights* w) const {
   const std::vector<PlannedTensor> plan = PlanTensors(c, w);
   // Every name and shape first, then the memory they need: a broken or oversized file fails
   // before anything is converted.
   for (const PlannedTensor& t : plan) RETURN_IF_ERROR(CheckTensor(t.name, t.dims));
-  RETURN_IF_ERROR(CheckConvertedSize(plan));
-  for (const PlannedTensor& t : plan) RETURN_IF_ERROR(file_.ReadTensor(*file_.FindTensor(t.name), t.out));
+  RETURN_IF_ERROR(CheckConvertedSize(plan, mode));
+  for (const PlannedTensor& t : plan) {
+    const gguf::TensorInfo& info = *file_.FindTensor(t.name);
+    RETURN_IF_ERROR(t.matrix != nullptr ? ReadMatrix(info, mode, t.matrix) : file_.ReadTensor(info, t.norm));
+  }
   return absl::OkStatus();
 }
 
@@ -235,13 +264,13 @@ void WarnAboutUnusedTensors(const gguf::File& file, const ModelConfig& c, const 
 
 }  // namespace
 
-absl::StatusOr<LoadedModel> LoadGguf(const std::string& path) {
+absl::StatusOr<LoadedModel> LoadGguf(const std::string& path, WeightMode mode) {
   return GuardLoad(absl::StrCat("GGUF model '", path, "'"), [&]() -> absl::StatusOr<LoadedModel> {
     ASSIGN_OR_RETURN(std::unique_ptr<gguf::File> file, gguf::File::Open(path));
     GgufModelReader reader(*file, path);
     ASSIGN_OR_RETURN(ModelConfig config, reader.ReadConfig());
     LoadedModel model{ModelFormat::kGguf, config, {}, nullptr};
-    RETURN_IF_ERROR(reader.ReadWeights(config, &model.weights));
+    RETURN_IF_ERROR(reader.ReadWeights(config, mode, &model.weights));
     RETURN_IF_ERROR(file->CheckIntact());
     WarnAboutUnusedTensors(*file, config, path);
     model.gguf = std::move(file);

@@ -31,11 +31,11 @@ std::vector<HfTensor> HfTensors(const ModelConfig& c) {
 std::vector<float>* HfDestination(const HfTensor& t, ModelWeights* w) {
   switch (t.role) {
     case HfRole::kEmbedding:
-      return &w->token_embedding;
+      return &w->token_embedding.values;
     case HfRole::kFinalNorm:
       return &w->final_norm;
     case HfRole::kHead:
-      return &w->classifier;
+      return &w->classifier.values;
     default:
       break;
   }
@@ -44,22 +44,34 @@ std::vector<float>* HfDestination(const HfTensor& t, ModelWeights* w) {
     case HfRole::kAttnNorm:
       return &l.attn_norm;
     case HfRole::kQ:
-      return &l.wq;
+      return &l.wq.values;
     case HfRole::kK:
-      return &l.wk;
+      return &l.wk.values;
     case HfRole::kV:
-      return &l.wv;
+      return &l.wv.values;
     case HfRole::kO:
-      return &l.wo;
+      return &l.wo.values;
     case HfRole::kFfnNorm:
       return &l.ffn_norm;
     case HfRole::kGate:
-      return &l.w_gate;
+      return &l.w_gate.values;
     case HfRole::kUp:
-      return &l.w_up;
+      return &l.w_up.values;
     default:
-      return &l.w_down;
+      return &l.w_down.values;
   }
+}
+
+WeightMatrix* HfMatrixDestination(const HfTensor& tensor, ModelWeights* weights) {
+  const std::vector<float>* values = HfDestination(tensor, weights);
+  if (&weights->token_embedding.values == values) return &weights->token_embedding;
+  if (&weights->classifier.values == values) return &weights->classifier;
+  if (tensor.layer < 0) return nullptr;
+  LayerWeights& l = weights->layers[tensor.layer];
+  for (WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+    if (&m->values == values) return m;
+  }
+  return nullptr;
 }
 
 const std::vector<float>& HfSource(const HfTensor& tensor, const ModelWeights& weights) {

@@ -26,6 +26,8 @@ std::vector<HfTensor> HfTensors(const ModelConfig& config);
 
 // Where the tensor goes in `weights` (whose layers must already be sized).
 std::vector<float>* HfDestination(const HfTensor& tensor, ModelWeights* weights);
+// The matrix whose float32 values HfDestination gives; nullptr for the norms.
+WeightMatrix* HfMatrixDestination(const HfTensor& tensor, ModelWeights* weights);
 const std::vector<float>& HfSource(const HfTensor& tensor, const ModelWeights& weights);
 
 }  // namespace medusa

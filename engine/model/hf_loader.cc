@@ -168,6 +168,18 @@ class HfModelReader {
     return Find(name)->ReadTensor(name, out);
   }
 
+  // How the checkpoint stores `name` (Check first): BF16 or F16, else float32.
+  WeightType StoredType(const std::string& name) const {
+    switch (Find(name)->FindTensor(name)->dtype) {
+      case safetensors::DType::kBF16:
+        return WeightType::kBF16;
+      case safetensors::DType::kF16:
+        return WeightType::kF16;
+      default:
+        return WeightType::kF32;
+    }
+  }
+
   size_t tensor_count() const {
     size_t n = 0;
     for (const auto& [name, file] : shards_) n += file->tensors().size();
@@ -249,7 +261,7 @@ absl::StatusOr<ModelConfig> ParseHuggingFaceConfigUnguarded(const nlohmann::json
   return c;
 }
 
-absl::StatusOr<LoadedModel> LoadHuggingFaceUnguarded(const std::string& dir) {
+absl::StatusOr<LoadedModel> LoadHuggingFaceUnguarded(const std::string& dir, WeightMode mode) {
   ASSIGN_OR_RETURN(const json config_json, ReadJson(fs::path(dir) / "config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ParseHuggingFaceConfig(config_json, dir));
   HfModelReader reader{fs::path(dir)};
@@ -258,20 +270,29 @@ absl::StatusOr<LoadedModel> LoadHuggingFaceUnguarded(const std::string& dir) {
   const std::vector<HfTensor> tensors = HfTensors(config);
   // Every name, shape and dtype first: a broken checkpoint fails before anything is read.
   for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Check(t.name, t.shape));
-  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'")));
+  RETURN_IF_ERROR(CheckWeightsFitInMemory(config, absl::StrCat("Hugging Face checkpoint '", dir, "'"),
+                                          mode == WeightMode::kF32 ? 4.0 : 2.0));
   model.weights.layers.resize(config.n_layers);
-  for (const HfTensor& t : tensors) RETURN_IF_ERROR(reader.Read(t.name, HfDestination(t, &model.weights)));
-  for (LayerWeights& l : model.weights.layers) {
-    InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, &l.wq);
-    InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, &l.wk);
+  // Each matrix is converted to the type it is kept in as soon as it is read,
+  // so the checkpoint is never whole in float32 (a 7B BF16 model would not fit
+  // in 24 GiB).
+  for (const HfTensor& t : tensors) {
+    std::vector<float>* values = HfDestination(t, &model.weights);
+    RETURN_IF_ERROR(reader.Read(t.name, values));
+    if (t.role == HfRole::kQ) InterleaveRopeRows(config.n_heads, config.head_dim, config.dim, values);
+    if (t.role == HfRole::kK) InterleaveRopeRows(config.n_kv_heads, config.head_dim, config.dim, values);
+    if (WeightMatrix* m = HfMatrixDestination(t, &model.weights); m != nullptr) {
+      m->ConvertTo(ChooseWeightType(mode, reader.StoredType(t.name), t.shape[1]), t.shape[0], t.shape[1]);
+    }
   }
   return model;
 }
 
 }  // namespace
 
-absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir) {
-  return GuardLoad(absl::StrCat("Hugging Face checkpoint '", dir, "'"), [&] { return LoadHuggingFaceUnguarded(dir); });
+absl::StatusOr<LoadedModel> LoadHuggingFace(const std::string& dir, WeightMode mode) {
+  return GuardLoad(absl::StrCat("Hugging Face checkpoint '", dir, "'"),
+                   [&] { return LoadHuggingFaceUnguarded(dir, mode); });
 }
 
 absl::StatusOr<ModelConfig> ParseHuggingFaceConfig(const nlohmann::json& config, const std::string& where) {

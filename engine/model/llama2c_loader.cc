@@ -108,8 +108,8 @@ class FloatReader {
     return out;
   }
   // Splits a [n_layers, per_layer] block across the layers.
-  void TakePerLayer(std::vector<LayerWeights>& layers, std::vector<float> LayerWeights::*member,
-                    int64_t total) {
+  template <typename Member>
+  void TakePerLayer(std::vector<LayerWeights>& layers, Member LayerWeights::*member, int64_t total) {
     const int64_t per_layer = total / static_cast<int64_t>(layers.size());
     for (LayerWeights& layer : layers) layer.*member = Take(per_layer);
   }
@@ -177,8 +177,13 @@ absl::StatusOr<LoadedModel> LoadLlama2cUnguarded(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path) {
-  return GuardLoad(absl::StrCat("llama2.c checkpoint '", path, "'"), [&] { return LoadLlama2cUnguarded(path); });
+absl::StatusOr<LoadedModel> LoadLlama2c(const std::string& path, WeightMode mode) {
+  return GuardLoad(absl::StrCat("llama2.c checkpoint '", path, "'"), [&]() -> absl::StatusOr<LoadedModel> {
+    ASSIGN_OR_RETURN(LoadedModel model, LoadLlama2cUnguarded(path));
+    ConvertWeights(model.config, mode,
+                   &model.weights);  // llama2.c stores float32
+    return model;
+  });
 }
 
 }  // namespace medusa

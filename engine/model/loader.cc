@@ -15,15 +15,15 @@
 
 namespace medusa {
 
-absl::StatusOr<LoadedModel> LoadModel(const std::string& path) {
+absl::StatusOr<LoadedModel> LoadModel(const std::string& path, WeightMode mode) {
   // Each loader turns allocation failures and library exceptions into a Status itself.
   std::error_code error;
-  if (std::filesystem::is_directory(path, error)) return LoadHuggingFace(path);
+  if (std::filesystem::is_directory(path, error)) return LoadHuggingFace(path, mode);
   // Opening once here gives the same NotFound / not-a-file errors for both formats.
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
   const bool is_gguf = file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0;
   file.reset();
-  return is_gguf ? LoadGguf(path) : LoadLlama2c(path);
+  return is_gguf ? LoadGguf(path, mode) : LoadLlama2c(path, mode);
 }
 
 namespace {
@@ -58,16 +58,17 @@ absl::Status CheckBytesFitInMemory(uint64_t bytes, const std::string& where) {
   return absl::OkStatus();
 }
 
-absl::Status CheckWeightsFitInMemory(const ModelConfig& c, const std::string& where) {
+absl::Status CheckWeightsFitInMemory(const ModelConfig& c, const std::string& where, double bytes_per_weight) {
   const double layer = static_cast<double>(c.dim) * (c.q_dim() + 2.0 * c.kv_dim()) +
                        static_cast<double>(c.q_dim()) * c.dim + 3.0 * c.dim * c.hidden_dim + 2.0 * c.dim;
   const double params = c.n_layers * layer + (c.tied_classifier ? 1.0 : 2.0) * c.vocab_size * c.dim + c.dim;
-  const double needed = 4.0 * params;
+  const double needed = bytes_per_weight * params;
   const double available = AvailableBytes();
   if (available > 0 && needed > available) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: its weights need %.1f GiB of memory as float32 (%.2f billion parameters); %.1f GiB is available",
-        where, needed / (1 << 30), params / 1e9, available / (1 << 30)));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: its weights need %.1f GiB of memory at %g bytes a weight (%.2f "
+                        "billion parameters); %.1f GiB is available",
+                        where, needed / (1 << 30), bytes_per_weight, params / 1e9, available / (1 << 30)));
   }
   return absl::OkStatus();
 }

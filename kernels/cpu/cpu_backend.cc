@@ -56,10 +56,30 @@ math::AlignedFloats Concatenate(std::initializer_list<std::vector<float>*> parts
   return out;
 }
 
-// Packs the row-major [out, in] matrix made of `parts` stacked, releasing them.
-cpu::PackedMatrix Pack(std::initializer_list<std::vector<float>*> parts, int in) {
-  const math::AlignedFloats stacked = Concatenate(parts);
-  return cpu::PackedMatrix(stacked.data(), static_cast<int>(stacked.size() / in), in);
+// Packs the [out, in] matrix made of `parts` stacked, releasing each as it
+// goes. Parts of different types are stacked in float32 (a GGUF file may mix
+// types within a layer).
+cpu::PackedMatrix Pack(std::initializer_list<WeightMatrix*> parts, int in) {
+  WeightType type = (*parts.begin())->type;
+  for (const WeightMatrix* p : parts) {
+    if (p->type != type) type = WeightType::kF32;
+  }
+  std::vector<uint8_t> stacked;
+  int out = 0;
+  for (WeightMatrix* p : parts) {
+    const int rows =
+        static_cast<int>(p->type == WeightType::kF32 ? p->values.size() / in : p->bytes.size() / RowBytes(p->type, in));
+    p->ConvertTo(type, rows, in);
+    if (type == WeightType::kF32) {
+      const auto* bytes = reinterpret_cast<const uint8_t*>(p->values.data());
+      stacked.insert(stacked.end(), bytes, bytes + p->values.size() * sizeof(float));
+    } else {
+      stacked.insert(stacked.end(), p->bytes.begin(), p->bytes.end());
+    }
+    *p = WeightMatrix();
+    out += rows;
+  }
+  return cpu::PackedMatrix(type, stacked.data(), out, in);
 }
 
 // The processor's model name (/proc/cpuinfo), or "unknown processor".
@@ -146,7 +166,7 @@ class CpuBackend final : public Backend {
   math::ThreadPool pool_;
   bool loaded_ = false;
   ModelConfig config_;
-  math::AlignedFloats embedding_;       // [vocab, dim]; empty when tied (rows come from classifier_)
+  cpu::PackedMatrix embedding_;         // [vocab, dim]; empty when tied (rows come from classifier_)
   math::AlignedFloats final_norm_;      // [dim]
   cpu::PackedMatrix classifier_;  // [vocab, dim]
   std::vector<CpuLayer> layers_;
@@ -188,12 +208,14 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
   config_ = config;
   rope_frequencies_ = RopeFrequencies(config);
   final_norm_ = Concatenate({&weights.final_norm});
-  // A tied model keeps one copy, packed for the classifier; its rows are unpacked on lookup.
+  // A tied model keeps one copy, packed for the classifier; its rows are
+  // unpacked on lookup, as are an untied model's embedding rows (kept packed in
+  // its own type, not as float32).
   if (weights.classifier.empty()) {
     classifier_ = Pack({&weights.token_embedding}, config.dim);
-    embedding_ = math::AlignedFloats();
+    embedding_ = cpu::PackedMatrix();
   } else {
-    embedding_ = Concatenate({&weights.token_embedding});
+    embedding_ = Pack({&weights.token_embedding}, config.dim);
     classifier_ = Pack({&weights.classifier}, config.dim);
   }
   layers_.clear();
@@ -398,11 +420,7 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, ForwardResult* resul
   for (int i = 0; i < n; ++i) {
     const BatchToken& t = batch.tokens[i];
     float* row = x_.data() + static_cast<size_t>(i) * dim;
-    if (embedding_.empty()) {
-      classifier_.CopyRow(t.token, row);
-    } else {
-      std::memcpy(row, embedding_.data() + static_cast<size_t>(t.token) * dim, dim * sizeof(float));
-    }
+    (embedding_.empty() ? classifier_ : embedding_).CopyRow(t.token, row);
     cpu::RopeAngles(t.position, rope_frequencies_.data(), half, rope_cos_.data() + static_cast<size_t>(i) * half,
                     rope_sin_.data() + static_cast<size_t>(i) * half);
   }

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <utility>
+#include <vector>
 
+#include "kernels/cpu/quantized_matmul.h"
 #include "kernels/math/simd.h"
 
 namespace medusa::kernels::cpu {
@@ -11,6 +14,22 @@ namespace medusa::kernels::cpu {
 namespace {
 
 using math::simd::Vec;
+
+// How a float panel's weights are read: float32 as they are, or 16-bit floats
+// widened exactly to float32, so a 16-bit mode computes what float32 computes
+// on the same (rounded) weights.
+struct F32Weights {
+  using T = float;
+  static Vec Load(const float* p) { return math::simd::LoadAligned(p); }
+};
+struct BF16Weights {
+  using T = uint16_t;
+  static Vec Load(const uint16_t* p) { return math::simd::LoadBF16(p); }
+};
+struct F16Weights {
+  using T = uint16_t;
+  static Vec Load(const uint16_t* p) { return math::simd::LoadF16(p); }
+};
 
 // One panel holds kPanel = kLanes outputs (one register per input value). A register tile
 // is kTileRows input rows x kTilePanels panels of accumulators: 8 x 3 = 24 of AVX-512's 32
@@ -39,9 +58,10 @@ constexpr int kPrefetchAhead = 16;
 // outputs of the tile exist (the last panel of a matrix may be partly padding). Each output is
 // one chain of multiply-adds over k in order, whatever the tile's shape: a row's result does
 // not depend on how many rows share the call.
-template <int kRows, int kPanels>
-void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size_t panel_stride, float* y,
+template <typename W, int kRows, int kPanels>
+void TileKernel(const float* x, size_t ldx, int k0, int k1, const void* weights, size_t panel_stride, float* y,
                 size_t ldy, bool load_y, int cols) {
+  const auto* w = static_cast<const typename W::T*>(weights);
   int lanes[kPanels];
   for (int j = 0; j < kPanels; ++j) lanes[j] = std::min(kPanel, cols - j * kPanel);
   Vec acc[kRows][kPanels];
@@ -57,7 +77,7 @@ void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size
       }
     }
     Vec wv[kPanels];
-    for (int j = 0; j < kPanels; ++j) wv[j] = math::simd::LoadAligned(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
+    for (int j = 0; j < kPanels; ++j) wv[j] = W::Load(w + j * panel_stride + static_cast<size_t>(k) * kPanel);
     for (int r = 0; r < kRows; ++r) {
       const Vec xv = math::simd::Set1(x[r * ldx + k]);
       for (int j = 0; j < kPanels; ++j) acc[r][j] = math::simd::Fma(xv, wv[j], acc[r][j]);
@@ -75,26 +95,27 @@ void TileKernel(const float* x, size_t ldx, int k0, int k1, const float* w, size
   }
 }
 
-using TileFn = void (*)(const float*, size_t, int, int, const float*, size_t, float*, size_t, bool, int);
+using TileFn = void (*)(const float*, size_t, int, int, const void*, size_t, float*, size_t, bool, int);
 
 // The 3-panel tile only where it fits the registers; taller tiles are used 2 panels wide.
-template <int kRows>
+template <typename W, int kRows>
 constexpr TileFn ThreePanelTile() {
   if constexpr (kRows <= kTileRows) {
-    return TileKernel<kRows, 3>;
+    return TileKernel<W, kRows, 3>;
   } else {
     return nullptr;
   }
 }
 
-template <int kRows>
-constexpr TileFn kTileRow[kTilePanels] = {TileKernel<kRows, 1>, TileKernel<kRows, 2>, ThreePanelTile<kRows>()};
+template <typename W, int kRows>
+constexpr TileFn kTileRow[kTilePanels] = {TileKernel<W, kRows, 1>, TileKernel<W, kRows, 2>, ThreePanelTile<W, kRows>()};
 
-template <size_t... R>
+template <typename W, size_t... R>
 constexpr auto MakeTiles(std::index_sequence<R...>) {
-  return std::array<const TileFn*, sizeof...(R)>{kTileRow<R + 1>...};
+  return std::array<const TileFn*, sizeof...(R)>{kTileRow<W, R + 1>...};
 }
-constexpr auto kTiles = MakeTiles(std::make_index_sequence<kTallTileRows>());
+template <typename W>
+constexpr auto kTiles = MakeTiles<W>(std::make_index_sequence<kTallTileRows>());
 
 // How one call walks its rows: tiles of up to `rows` rows over groups of `panels` panels.
 struct TilePlan {
@@ -112,50 +133,76 @@ TilePlan PlanFor(int rows) {
 }
 
 // Output panels [p_begin, p_end) for every row.
+template <typename W>
 void LinearPanels(const float* x, int rows, int ldx, const PackedMatrix& w, TilePlan plan, int p_begin, int p_end,
                   float* y, int ldy, bool accumulate) {
   const int in = w.in();
   const size_t panel_stride = static_cast<size_t>(in) * kPanel;
+  const auto* weights = reinterpret_cast<const typename W::T*>(w.data());
   // With one row tile the panels are used once: no point in chunking the inputs.
   const int chunk = rows <= plan.rows ? in : kInputChunk;
   for (int pg = p_begin; pg < p_end; pg += plan.panels) {
     const int panels = std::min(plan.panels, p_end - pg);
     const int cols = std::min(panels * kPanel, w.out() - pg * kPanel);
-    const float* wp = w.data() + pg * panel_stride;
+    const auto* wp = weights + pg * panel_stride;
     for (int k0 = 0; k0 < in; k0 += chunk) {
       const int k1 = std::min(in, k0 + chunk);
       const bool load_y = accumulate || k0 > 0;
       for (int r = 0; r < rows; r += plan.rows) {
         const int tile_rows = std::min(plan.rows, rows - r);
-        kTiles[tile_rows - 1][panels - 1](x + static_cast<size_t>(r) * ldx, ldx, k0, k1, wp, panel_stride,
-                                          y + static_cast<size_t>(r) * ldy + pg * kPanel, ldy, load_y, cols);
+        kTiles<W>[tile_rows - 1][panels - 1](x + static_cast<size_t>(r) * ldx, ldx, k0, k1, wp, panel_stride,
+                                             y + static_cast<size_t>(r) * ldy + pg * kPanel, ldy, load_y, cols);
       }
     }
   }
 }
 
-}  // namespace
+bool IsFloatType(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+}
 
-PackedMatrix::PackedMatrix(const float* w, int out, int in) : out_(out), in_(in) {
+size_t ElementBytes(WeightType type) { return type == WeightType::kF32 ? 4 : 2; }
+
+// Float panels [in][kPanel] of `element` bytes per value; lanes past `out` stay
+// zero.
+void PackFloatPanels(const uint8_t* rows, size_t element, int out, int in, math::AlignedBytes* data) {
   const int panels = (out + kPanel - 1) / kPanel;
-  data_.assign(static_cast<size_t>(panels) * in * kPanel, 0.0f);
+  data->assign(static_cast<size_t>(panels) * in * kPanel * element, 0);
   for (int o = 0; o < out; ++o) {
-    float* panel = data_.data() + static_cast<size_t>(o / kPanel) * in * kPanel + o % kPanel;
-    const float* row = w + static_cast<size_t>(o) * in;
-    for (int k = 0; k < in; ++k) panel[static_cast<size_t>(k) * kPanel] = row[k];
+    uint8_t* panel = data->data() + (static_cast<size_t>(o / kPanel) * in * kPanel + o % kPanel) * element;
+    const uint8_t* row = rows + static_cast<size_t>(o) * in * element;
+    for (int k = 0; k < in; ++k)
+      std::memcpy(panel + static_cast<size_t>(k) * kPanel * element, row + k * element, element);
   }
 }
 
-void PackedMatrix::CopyRow(int o, float* row) const {
-  const float* panel = data_.data() + static_cast<size_t>(o / kPanel) * in_ * kPanel + o % kPanel;
-  for (int k = 0; k < in_; ++k) row[k] = panel[static_cast<size_t>(k) * kPanel];
+// Activations of the calling thread's products with quantized weights.
+QuantizedActivations& ActivationScratch() {
+  thread_local QuantizedActivations scratch;
+  return scratch;
 }
 
-int PackedMatrix::panel_width() { return kPanel; }
+void QuantizedLinear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
+                     math::ThreadPool* pool) {
+  QuantizedActivations& xq = ActivationScratch();
+  QuantizeActivations(x, rows, ldx, w.in(), &xq);
+  constexpr int kGroup = 2;  // panels per tile (quantized_matmul.cc)
+  const int panels = (w.out() + kQuantPanel - 1) / kQuantPanel;
+  const int groups = (panels + kGroup - 1) / kGroup;
+  const long long work = static_cast<long long>(rows) * w.in() * w.out();
+  const int threads = work < (1 << 16) ? 1 : std::min(pool->size(), groups);
+  pool->Run(threads, [&](int t, int n) {
+    const int p_begin = groups * t / n * kGroup;
+    const int p_end = std::min(panels, groups * (t + 1) / n * kGroup);
+    if (p_begin < p_end) {
+      QuantizedLinearPanels(xq, w.type(), w.data(), w.out(), w.in(), p_begin, p_end, y, ldy, accumulate);
+    }
+  });
+}
 
-void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
-            math::ThreadPool* pool) {
-  if (rows <= 0) return;
+template <typename W>
+void FloatLinear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
+                 math::ThreadPool* pool) {
   const TilePlan plan = PlanFor(rows);
   const int groups = (w.out() + kPanel * plan.panels - 1) / (kPanel * plan.panels);
   const int panels = (w.out() + kPanel - 1) / kPanel;
@@ -165,8 +212,61 @@ void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, 
   pool->Run(threads, [&](int t, int n) {
     const int p_begin = groups * t / n * plan.panels;
     const int p_end = std::min(panels, groups * (t + 1) / n * plan.panels);
-    if (p_begin < p_end) LinearPanels(x, rows, ldx, w, plan, p_begin, p_end, y, ldy, accumulate);
+    if (p_begin < p_end) LinearPanels<W>(x, rows, ldx, w, plan, p_begin, p_end, y, ldy, accumulate);
   });
+}
+
+}  // namespace
+
+PackedMatrix::PackedMatrix(const float* w, int out, int in)
+    : PackedMatrix(WeightType::kF32, reinterpret_cast<const uint8_t*>(w), out, in) {}
+
+PackedMatrix::PackedMatrix(WeightType type, const uint8_t* rows, int out, int in) : type_(type), out_(out), in_(in) {
+  if (IsFloatType(type)) {
+    PackFloatPanels(rows, ElementBytes(type), out, in, &data_);
+  } else {
+    data_.resize(QuantizedPanelBytes(type, out, in));
+    PackQuantizedPanels(type, rows, out, in, data_.data());
+  }
+}
+
+void PackedMatrix::CopyStoredRow(int o, uint8_t* row) const {
+  if (!IsFloatType(type_)) return UnpackQuantizedRow(type_, data_.data(), out_, in_, o, row);
+  const size_t element = ElementBytes(type_);
+  const uint8_t* panel = data_.data() + (static_cast<size_t>(o / kPanel) * in_ * kPanel + o % kPanel) * element;
+  for (int k = 0; k < in_; ++k)
+    std::memcpy(row + k * element, panel + static_cast<size_t>(k) * kPanel * element, element);
+}
+
+void PackedMatrix::CopyRow(int o, float* row) const {
+  if (type_ == WeightType::kF32) return CopyStoredRow(o, reinterpret_cast<uint8_t*>(row));
+  std::vector<uint8_t> stored(RowBytes(type_, in_));
+  CopyStoredRow(o, stored.data());
+  DequantizeRow(type_, stored.data(), in_, row);
+}
+
+PackedMatrix PackedMatrix::SelectRows(absl::Span<const int32_t> ids) const {
+  const size_t row_bytes = RowBytes(type_, in_);
+  std::vector<uint8_t> rows(row_bytes * ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) CopyStoredRow(ids[i], rows.data() + i * row_bytes);
+  return PackedMatrix(type_, rows.data(), static_cast<int>(ids.size()), in_);
+}
+
+int PackedMatrix::panel_width() { return kPanel; }
+
+void Linear(const float* x, int rows, int ldx, const PackedMatrix& w, float* y, int ldy, bool accumulate,
+            math::ThreadPool* pool) {
+  if (rows <= 0) return;
+  switch (w.type()) {
+    case WeightType::kF32:
+      return FloatLinear<F32Weights>(x, rows, ldx, w, y, ldy, accumulate, pool);
+    case WeightType::kBF16:
+      return FloatLinear<BF16Weights>(x, rows, ldx, w, y, ldy, accumulate, pool);
+    case WeightType::kF16:
+      return FloatLinear<F16Weights>(x, rows, ldx, w, y, ldy, accumulate, pool);
+    default:
+      return QuantizedLinear(x, rows, ldx, w, y, ldy, accumulate, pool);
+  }
 }
 
 }  // namespace medusa::kernels::cpu

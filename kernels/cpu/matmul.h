@@ -17,33 +17,49 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/types/span.h"
 #include "kernels/math/aligned_vector.h"
 #include "kernels/math/thread_pool.h"
+#include "kernels/model/weight_format.h"
 
 namespace medusa::kernels::cpu {
 
+// A weight matrix [out, in] packed for these products. Float32, bfloat16 and
+// f16 weights use the float panels above (16-bit values widened exactly as they
+// are read); Q8_0, Q4_0 and Q4_1 weights use quantized_matmul.h's panels and
+// integer dot products.
 class PackedMatrix {
  public:
   PackedMatrix() = default;
-  // Packs the row-major w[out * in].
+  // Packs the row-major float32 w[out * in].
   PackedMatrix(const float* w, int out, int in);
+  // Packs `out` rows of `in` values stored as `type` (weight_format.h's row
+  // layout).
+  PackedMatrix(WeightType type, const uint8_t* rows, int out, int in);
 
+  WeightType type() const { return type_; }
   int out() const { return out_; }
   int in() const { return in_; }
   bool empty() const { return data_.empty(); }
-  size_t bytes() const { return data_.size() * sizeof(float); }
+  size_t bytes() const { return data_.size(); }
 
-  // Row `o` of W (in floats), unpacked into `row`: the embedding lookup of a tied classifier.
+  // Row `o` of W as float32 into `row` (in floats): the embedding lookup of a
+  // tied classifier.
   void CopyRow(int o, float* row) const;
+  // Row `o` in type()'s row layout (RowBytes(type(), in) bytes).
+  void CopyStoredRow(int o, uint8_t* row) const;
+  // The rows `ids`, in that order, in this matrix's type.
+  PackedMatrix SelectRows(absl::Span<const int32_t> ids) const;
 
-  // Panel p: [in][panel_width()] floats.
-  const float* data() const { return data_.data(); }
+  const uint8_t* data() const { return data_.data(); }
+  // Outputs per float panel: [in][panel_width()] values.
   static int panel_width();
 
  private:
+  WeightType type_ = WeightType::kF32;
   int out_ = 0;
   int in_ = 0;
-  math::AlignedFloats data_;
+  math::AlignedBytes data_;
 };
 
 // Y[r, o] = sum_i X[r, i] * W[o, i] (or += when `accumulate`) for r < rows, o < w.out().

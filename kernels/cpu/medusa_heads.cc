@@ -14,13 +14,6 @@ math::AlignedFloats Copy(const std::vector<float>& v) {
   return out;
 }
 
-// The rows `ids` of a packed [vocab, dim] matrix, packed.
-PackedMatrix PackRows(const PackedMatrix& m, absl::Span<const int32_t> ids) {
-  std::vector<float> rows(ids.size() * static_cast<size_t>(m.in()));
-  for (size_t i = 0; i < ids.size(); ++i) m.CopyRow(ids[i], rows.data() + i * m.in());
-  return PackedMatrix(rows.data(), static_cast<int>(ids.size()), m.in());
-}
-
 }  // namespace
 
 absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
@@ -37,14 +30,14 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
     }
     if (!in.projection.empty()) {
       head.projection = PackedMatrix(in.projection.data(), vocab, dim);
-      if (!weights.draft_vocab.empty()) head.projection = PackRows(head.projection, weights.draft_vocab);
+      if (!weights.draft_vocab.empty()) head.projection = head.projection.SelectRows(weights.draft_vocab);
     }
     heads.push_back(std::move(head));
   }
   draft_classifier_ = PackedMatrix();
   shared_projection_ = classifier;
   if (!heads.empty() && heads[0].projection.empty() && !weights.draft_vocab.empty()) {
-    draft_classifier_ = PackRows(*classifier, weights.draft_vocab);
+    draft_classifier_ = classifier->SelectRows(weights.draft_vocab);
     shared_projection_ = &draft_classifier_;
   }
   heads_ = std::move(heads);

@@ -62,25 +62,28 @@ absl::StatusOr<DeviceBuffer> UploadFloats(const std::vector<float>& values) {
 }
 
 absl::StatusOr<DeviceModel> UploadModel(const ModelConfig& config, ModelWeights weights, WeightType type) {
+  // The device computes in its own type (fp16, bf16 or fp32), whatever the host
+  // kept.
+  ConvertWeightsToFloat(config, &weights);
   DeviceModel model;
   const std::vector<double> frequencies = RopeFrequencies(config);
   ASSIGN_OR_RETURN(model.rope_frequencies, Upload(frequencies.data(), frequencies.size() * sizeof(double)));
   ASSIGN_OR_RETURN(model.final_norm, UploadFloats(weights.final_norm));
   if (weights.classifier.empty()) {
-    ASSIGN_OR_RETURN(model.classifier, UploadMatrix({&weights.token_embedding}, config.dim, type));
+    ASSIGN_OR_RETURN(model.classifier, UploadMatrix({&weights.token_embedding.values}, config.dim, type));
   } else {
-    ASSIGN_OR_RETURN(model.embedding, UploadMatrix({&weights.token_embedding}, config.dim, type));
-    ASSIGN_OR_RETURN(model.classifier, UploadMatrix({&weights.classifier}, config.dim, type));
+    ASSIGN_OR_RETURN(model.embedding, UploadMatrix({&weights.token_embedding.values}, config.dim, type));
+    ASSIGN_OR_RETURN(model.classifier, UploadMatrix({&weights.classifier.values}, config.dim, type));
   }
   model.layers.reserve(config.n_layers);
   for (LayerWeights& w : weights.layers) {
     DeviceLayer layer;
     ASSIGN_OR_RETURN(layer.attn_norm, UploadFloats(w.attn_norm));
-    ASSIGN_OR_RETURN(layer.wqkv, UploadMatrix({&w.wq, &w.wk, &w.wv}, config.dim, type));
-    ASSIGN_OR_RETURN(layer.wo, UploadMatrix({&w.wo}, config.q_dim(), type));
+    ASSIGN_OR_RETURN(layer.wqkv, UploadMatrix({&w.wq.values, &w.wk.values, &w.wv.values}, config.dim, type));
+    ASSIGN_OR_RETURN(layer.wo, UploadMatrix({&w.wo.values}, config.q_dim(), type));
     ASSIGN_OR_RETURN(layer.ffn_norm, UploadFloats(w.ffn_norm));
-    ASSIGN_OR_RETURN(layer.w_gate_up, UploadMatrix({&w.w_gate, &w.w_up}, config.dim, type));
-    ASSIGN_OR_RETURN(layer.w_down, UploadMatrix({&w.w_down}, config.hidden_dim, type));
+    ASSIGN_OR_RETURN(layer.w_gate_up, UploadMatrix({&w.w_gate.values, &w.w_up.values}, config.dim, type));
+    ASSIGN_OR_RETURN(layer.w_down, UploadMatrix({&w.w_down.values}, config.hidden_dim, type));
     model.layers.push_back(std::move(layer));
   }
   return model;

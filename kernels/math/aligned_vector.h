@@ -3,6 +3,7 @@
 // so rows of weights whose length is a multiple of 16 floats never straddle cache lines.
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <vector>
 
@@ -25,5 +26,6 @@ struct CacheAlignedAllocator {
 };
 
 using AlignedFloats = std::vector<float, CacheAlignedAllocator<float>>;
+using AlignedBytes = std::vector<uint8_t, CacheAlignedAllocator<uint8_t>>;
 
 }  // namespace medusa::math

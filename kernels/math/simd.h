@@ -51,6 +51,14 @@ inline Vec Round(Vec x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_I
 // x * 2^k for integral k in [-126, 127].
 inline Vec Scale2(Vec x, Vec k) { return _mm512_scalef_ps(x, k); }
 inline float ReduceAdd(Vec v) { return _mm512_reduce_add_ps(v); }
+// kLanes 16-bit floats (bfloat16 or IEEE half) widened exactly to float32.
+inline Vec LoadBF16(const uint16_t* p) {
+  const __m256i h = _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline Vec LoadF16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+}
 inline float ReduceMax(Vec v) { return _mm512_reduce_max_ps(v); }
 
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -80,6 +88,11 @@ inline Vec Min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
 inline Vec Round(Vec x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline Vec LoadBF16(const uint16_t* p) {
+  const __m128i h = _mm_load_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline Vec LoadF16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p))); }
 inline Vec Scale2(Vec x, Vec k) {
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(x, _mm256_castsi256_ps(bits));
@@ -127,6 +140,23 @@ inline Vec Min(Vec a, Vec b) { return Map([&](int i) { return std::min(a.v[i], b
 inline Vec Fma(Vec a, Vec b, Vec c) { return Map([&](int i) { return std::fma(a.v[i], b.v[i], c.v[i]); }); }
 inline Vec Fnma(Vec a, Vec b, Vec c) { return Map([&](int i) { return std::fma(-a.v[i], b.v[i], c.v[i]); }); }
 inline Vec Round(Vec x) { return Map([&](int i) { return std::nearbyint(x.v[i]); }); }
+inline float BitsToFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline Vec LoadBF16(const uint16_t* p) {
+  return Map([p](int i) { return BitsToFloat(static_cast<uint32_t>(p[i]) << 16); });
+}
+inline Vec LoadF16(const uint16_t* p) {
+  return Map([p](int i) {
+    const uint32_t h = p[i], sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+    if (exponent == 0x1f) return BitsToFloat(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent != 0) return BitsToFloat(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // subnormal: exact
+    return sign != 0 ? -magnitude : magnitude;
+  });
+}
 inline Vec Scale2(Vec x, Vec k) { return Map([&](int i) { return std::ldexp(x.v[i], static_cast<int>(k.v[i])); }); }
 inline float ReduceAdd(Vec v) {
   float s = 0.0f;

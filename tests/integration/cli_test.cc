@@ -169,7 +169,7 @@ TEST(CliTest, DeviceFlagsFailClearlyWhereTheyCannotRun) {
     std::string expect;
   };
   std::vector<Case> cases = {
-      {StoriesArgs() + " --prompt hi --device cpu --weights f16", "--weights f16"},
+      {StoriesArgs() + " --prompt hi --device cpu --weights q5_k", "--weights: weights 'q5_k' is not one of"},
       {StoriesArgs() + " --prompt hi --gpu-memory-fraction 1.5", "--gpu-memory-fraction"},
       {StoriesArgs() + " --prompt hi --device tpu", "unknown compute device"},
   };

@@ -140,13 +140,36 @@ TEST(HfCheckpointTest, Stories260KDirectoryGeneratesTheGoldenText) {
   EXPECT_EQ(result->text, std::string(std::istreambuf_iterator<char>(golden), {}));
 }
 
+// --weights auto keeps a BF16 checkpoint's matrices in 16 bits: their values
+// are the float32 load's, bit for bit, and Q/K rows are still interleaved for
+// adjacent-pair RoPE.
+TEST(HfCheckpointTest, AutoModeKeepsBf16Matrices) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  LoadedModel full = MustLoad(kHfDir + "/stories260k_bf16_sharded");
+  absl::StatusOr<LoadedModel> kept = LoadModel(kHfDir + "/stories260k_bf16_sharded", WeightMode::kAuto);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  const ModelConfig& c = kept->config;
+  EXPECT_EQ(kept->weights.token_embedding.type, WeightType::kBF16);
+  EXPECT_EQ(kept->weights.token_embedding.ToFloat(c.vocab_size, c.dim), full.weights.token_embedding.values);
+  for (size_t l = 0; l < kept->weights.layers.size(); ++l) {
+    const LayerWeights& a = kept->weights.layers[l];
+    const LayerWeights& b = full.weights.layers[l];
+    EXPECT_EQ(a.wq.type, WeightType::kBF16);
+    EXPECT_EQ(a.wq.ToFloat(c.q_dim(), c.dim), b.wq.values) << "layer " << l;
+    EXPECT_EQ(a.wk.ToFloat(c.kv_dim(), c.dim), b.wk.values) << "layer " << l;
+    EXPECT_EQ(a.w_down.ToFloat(c.dim, c.hidden_dim), b.w_down.values) << "layer " << l;
+    EXPECT_EQ(a.attn_norm, b.attn_norm);
+  }
+}
+
 TEST(HfCheckpointTest, Bf16ShardsLoadToTheRoundedWeights) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   LoadedModel hf = MustLoad(kHfDir + "/stories260k_bf16_sharded");
   LoadedModel bin = MustLoad(kStoriesModel);
-  auto rounded = [](std::vector<float> v) {
+  auto rounded = [](const WeightMatrix& m) {
+    std::vector<float> v = m.values;
     for (float& x : v) x = RoundToBfloat16(x);
-    return v;
+    return WeightMatrix(v);
   };
   EXPECT_EQ(hf.weights.token_embedding, rounded(bin.weights.token_embedding));
   for (size_t l = 0; l < hf.weights.layers.size(); ++l) {
@@ -374,11 +397,12 @@ TEST(HfCheckpointTest, MakeModelWritesCheckpointsTheLoaderReads) {
       EXPECT_EQ(model.config.n_layers, want->n_layers);
       EXPECT_EQ(model.config.n_kv_heads, want->n_kv_heads);
       EXPECT_EQ(model.config.tied_classifier, want->tied_classifier);
-      int64_t params = static_cast<int64_t>(model.weights.token_embedding.size() + model.weights.final_norm.size() +
-                                            model.weights.classifier.size());
+      int64_t params = static_cast<int64_t>(model.weights.token_embedding.values.size() +
+                                            model.weights.final_norm.size() + model.weights.classifier.values.size());
       for (const LayerWeights& l : model.weights.layers) {
-        params += l.wq.size() + l.wk.size() + l.wv.size() + l.wo.size() + l.w_gate.size() + l.w_up.size() +
-                  l.w_down.size() + l.attn_norm.size() + l.ffn_norm.size();
+        params += l.wq.values.size() + l.wk.values.size() + l.wv.values.size() + l.wo.values.size() +
+                  l.w_gate.values.size() + l.w_up.values.size() + l.w_down.values.size() + l.attn_norm.size() +
+                  l.ffn_norm.size();
       }
       EXPECT_EQ(report["parameters"].get<int64_t>(), params);
       const std::vector<float> logits = Logits(std::move(model), {1, 5, 9, 17, 33, 65, 2, 3});

@@ -27,9 +27,11 @@ using testing::kSmolModel;
 using testing::kStoriesModel;
 using testing::kStoriesTokenizer;
 
-std::unique_ptr<Engine> MakeEngine(const std::string& model, int64_t kv_bytes = 64ll << 20) {
+std::unique_ptr<Engine> MakeEngine(const std::string& model, int64_t kv_bytes = 64ll << 20,
+                                   const std::string& weights = "auto") {
   EngineOptions options;
   options.model_path = model;
+  options.backend.weights = weights;
   if (model == kStoriesModel) options.tokenizer_path = kStoriesTokenizer;
   options.kv_cache_bytes = kv_bytes;
   auto engine = Engine::Create(options);
@@ -132,6 +134,50 @@ TEST_P(MedusaLosslessTest, RandomHeadsGiveExactlyThePlainGreedyOutput) {
 INSTANTIATE_TEST_SUITE_P(Trees, MedusaLosslessTest,
                          ::testing::Combine(::testing::Values(testing::kStoriesModel, testing::kSmolModel),
                                             ::testing::Values("chain", "mc_sim_7b_63")));
+
+// Every way the CPU keeps weights: Medusa greedy output equals plain greedy
+// output, with random heads (many rejections) and the shipped ones (long
+// accepted runs), on SmolLM2 (whose file is Q4_1 with a Q8_0 embedding: auto
+// computes on those blocks) and stories260K.
+class MedusaLosslessPerWeightModeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MedusaLosslessPerWeightModeTest, MedusaGreedyEqualsPlainGreedy) {
+  const std::string& weights = GetParam();
+  for (const std::string& model : {kStoriesModel, kSmolModel}) {
+    ASSERT_MODEL_PRESENT(model);
+    auto engine = MakeEngine(model, 64ll << 20, weights);
+    ASSERT_NE(engine, nullptr);
+    const bool smol = model == kSmolModel;
+    for (bool shipped : {false, true}) {
+      if (shipped && !smol) continue;
+      if (shipped) {
+        absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine->config());
+        ASSERT_TRUE(heads.ok()) << heads.status();
+        ASSERT_TRUE(engine->SetMedusa(*std::move(heads), Preset("mc_sim_7b_63")).ok());
+      } else {
+        InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+      }
+      int steps = 0, tokens = 0;
+      for (const std::string& prompt : AlpacaPrompts(6, smol ? 500 : 140)) {
+        auto ids = smol ? EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true)
+                        : EncodePrompt(engine->tokenizer(), prompt.substr(0, 40), false);
+        ASSERT_TRUE(ids.ok());
+        GenerationRequest request = Greedy(*ids, 24);
+        GenerationResult plain = Plain(*engine, request);
+        GenerationResult medusa = MustGenerate(*engine, request);
+        ASSERT_EQ(medusa.token_ids, plain.token_ids)
+            << weights << ", " << model << ", shipped " << shipped << ": " << prompt;
+        steps += medusa.steps;
+        tokens += medusa.new_tokens();
+      }
+      std::printf("%s, --weights %s, %s heads: %.3f tokens per step\n", model.c_str(), weights.c_str(),
+                  shipped ? "shipped" : "random", double(tokens) / steps);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, MedusaLosslessPerWeightModeTest,
+                         ::testing::Values("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "auto"));
 
 // The shipped, trained heads: 50 AlpacaEval prompts, a chain and mc_sim_7b_63,
 // identical greedy output and a real acceleration.

@@ -68,7 +68,7 @@ TEST(MedusaTrainingTest, TrainedHeadsAccelerateStories260KLosslessly) {
   absl::StatusOr<LoadedModel> model = LoadModel(kStoriesModel);
   ASSERT_TRUE(model.ok());
   const std::vector<float>& classifier =
-      model->weights.classifier.empty() ? model->weights.token_embedding : model->weights.classifier;
+      model->weights.classifier.empty() ? model->weights.token_embedding.values : model->weights.classifier.values;
   TrainerOptions options;
   options.num_heads = 4;
   options.share_lm_head = false;

@@ -55,7 +55,7 @@ TEST(SelfDistillTest, RowsAreTheModelsGreedyAnswersWithTheirHiddenStates) {
   absl::StatusOr<LoadedModel> model = LoadModel(kStoriesModel);
   ASSERT_TRUE(model.ok());
   const std::vector<float>& classifier =
-      model->weights.classifier.empty() ? model->weights.token_embedding : model->weights.classifier;
+      model->weights.classifier.empty() ? model->weights.token_embedding.values : model->weights.classifier.values;
   const int dim = set->dim, vocab = engine->config().vocab_size;
   auto argmax_logit = [&](int row) {
     int best = 0;

@@ -95,14 +95,14 @@ RefOutput RefForward(const ModelConfig& c, const ModelWeights& w, const std::vec
   std::vector<std::vector<std::vector<double>>> keys(c.n_layers), values(c.n_layers);
   RefOutput out;
   for (size_t pos = 0; pos < tokens.size(); ++pos) {
-    std::vector<double> x(w.token_embedding.begin() + static_cast<size_t>(tokens[pos]) * c.dim,
-                          w.token_embedding.begin() + static_cast<size_t>(tokens[pos] + 1) * c.dim);
+    std::vector<double> x(w.token_embedding.values.begin() + static_cast<size_t>(tokens[pos]) * c.dim,
+                          w.token_embedding.values.begin() + static_cast<size_t>(tokens[pos] + 1) * c.dim);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w.layers[l];
       std::vector<double> xn = RefRmsNorm(x, L.attn_norm, c.rms_eps);
-      std::vector<double> q = RefMatVec(L.wq, xn, c.q_dim());
-      std::vector<double> k = RefMatVec(L.wk, xn, c.kv_dim());
-      std::vector<double> v = RefMatVec(L.wv, xn, c.kv_dim());
+      std::vector<double> q = RefMatVec(L.wq.values, xn, c.q_dim());
+      std::vector<double> k = RefMatVec(L.wk.values, xn, c.kv_dim());
+      std::vector<double> v = RefMatVec(L.wv.values, xn, c.kv_dim());
       RefRope(&q, c.n_heads, hd, static_cast<int>(pos), c.rope_theta);
       RefRope(&k, c.n_kv_heads, hd, static_cast<int>(pos), c.rope_theta);
       keys[l].push_back(k);
@@ -124,17 +124,18 @@ RefOutput RefForward(const ModelConfig& c, const ModelWeights& w, const std::vec
           for (int d = 0; d < hd; ++d) att[h * hd + d] += scores[j] / sum * values[l][j][kvh * hd + d];
         }
       }
-      std::vector<double> o = RefMatVec(L.wo, att, c.dim);
+      std::vector<double> o = RefMatVec(L.wo.values, att, c.dim);
       for (int i = 0; i < c.dim; ++i) x[i] += o[i];
       xn = RefRmsNorm(x, L.ffn_norm, c.rms_eps);
-      std::vector<double> g = RefMatVec(L.w_gate, xn, c.hidden_dim);
-      std::vector<double> u = RefMatVec(L.w_up, xn, c.hidden_dim);
+      std::vector<double> g = RefMatVec(L.w_gate.values, xn, c.hidden_dim);
+      std::vector<double> u = RefMatVec(L.w_up.values, xn, c.hidden_dim);
       for (int i = 0; i < c.hidden_dim; ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      std::vector<double> d = RefMatVec(L.w_down, g, c.dim);
+      std::vector<double> d = RefMatVec(L.w_down.values, g, c.dim);
       for (int i = 0; i < c.dim; ++i) x[i] += d[i];
     }
     std::vector<double> h = RefRmsNorm(x, w.final_norm, c.rms_eps);
-    out.logits.push_back(RefMatVec(c.tied_classifier ? w.token_embedding : w.classifier, h, c.vocab_size));
+    out.logits.push_back(
+        RefMatVec(c.tied_classifier ? w.token_embedding.values : w.classifier.values, h, c.vocab_size));
     out.hidden.push_back(std::move(h));
   }
   return out;

@@ -463,7 +463,7 @@ TEST(CpuBackend, RefusesInconsistentWeightsAndEarlyCalls) {
   EXPECT_EQ(backend.AllocateKvCache({4, 4}).code(), absl::StatusCode::kFailedPrecondition);
 
   ModelWeights w = RandomWeights(c, 81);
-  w.layers[1].w_up.pop_back();
+  w.layers[1].w_up.values.pop_back();
   const absl::Status s = backend.LoadWeights(c, std::move(w));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("layers[1].w_up"), std::string::npos) << s;

@@ -148,27 +148,27 @@ TEST(Llama2cLoaderTest, Stories260KWeightsMatchNumpyLayout) {
   EXPECT_TRUE(w.classifier.empty());
   for (const LayerWeights& l : w.layers) {
     EXPECT_EQ(l.attn_norm.size(), 64u);
-    EXPECT_EQ(l.wq.size(), 64u * 64);
-    EXPECT_EQ(l.wk.size(), 32u * 64);
-    EXPECT_EQ(l.wv.size(), 32u * 64);
-    EXPECT_EQ(l.wo.size(), 64u * 64);
+    EXPECT_EQ(l.wq.values.size(), 64u * 64);
+    EXPECT_EQ(l.wk.values.size(), 32u * 64);
+    EXPECT_EQ(l.wv.values.size(), 32u * 64);
+    EXPECT_EQ(l.wo.values.size(), 64u * 64);
     EXPECT_EQ(l.ffn_norm.size(), 64u);
-    EXPECT_EQ(l.w_gate.size(), 172u * 64);
-    EXPECT_EQ(l.w_down.size(), 64u * 172);
-    EXPECT_EQ(l.w_up.size(), 172u * 64);
+    EXPECT_EQ(l.w_gate.values.size(), 172u * 64);
+    EXPECT_EQ(l.w_down.values.size(), 64u * 172);
+    EXPECT_EQ(l.w_up.values.size(), 172u * 64);
   }
   const nlohmann::json& s = Samples()["stories260K"];
-  ExpectMatchesSample(w.token_embedding, s["token_embedding"], "token_embedding");
+  ExpectMatchesSample(w.token_embedding.values, s["token_embedding"], "token_embedding");
   ExpectMatchesSample(w.final_norm, s["rms_final"], "rms_final");
-  ExpectMatchesSample(w.layers[0].wq, s["layers.0.wq"], "wq[0]");
-  ExpectMatchesSample(w.layers[4].wk, s["layers.4.wk"], "wk[4]");
-  ExpectMatchesSample(w.layers[2].wv, s["layers.2.wv"], "wv[2]");
-  ExpectMatchesSample(w.layers[3].wo, s["layers.3.wo"], "wo[3]");
+  ExpectMatchesSample(w.layers[0].wq.values, s["layers.0.wq"], "wq[0]");
+  ExpectMatchesSample(w.layers[4].wk.values, s["layers.4.wk"], "wk[4]");
+  ExpectMatchesSample(w.layers[2].wv.values, s["layers.2.wv"], "wv[2]");
+  ExpectMatchesSample(w.layers[3].wo.values, s["layers.3.wo"], "wo[3]");
   ExpectMatchesSample(w.layers[1].attn_norm, s["layers.1.rms_att"], "rms_att[1]");
   ExpectMatchesSample(w.layers[4].ffn_norm, s["layers.4.rms_ffn"], "rms_ffn[4]");
-  ExpectMatchesSample(w.layers[1].w_gate, s["layers.1.w1"], "w1[1] -> w_gate");
-  ExpectMatchesSample(w.layers[2].w_down, s["layers.2.w2"], "w2[2] -> w_down");
-  ExpectMatchesSample(w.layers[3].w_up, s["layers.3.w3"], "w3[3] -> w_up");
+  ExpectMatchesSample(w.layers[1].w_gate.values, s["layers.1.w1"], "w1[1] -> w_gate");
+  ExpectMatchesSample(w.layers[2].w_down.values, s["layers.2.w2"], "w2[2] -> w_down");
+  ExpectMatchesSample(w.layers[3].w_up.values, s["layers.3.w3"], "w3[3] -> w_up");
 }
 
 TEST(Llama2cLoaderTest, NegativeVocabMeansSeparateClassifier) {
@@ -404,7 +404,7 @@ TEST(GgufLoaderTest, KeyLengthSetsHeadDim) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->config.head_dim, 16);
   EXPECT_EQ(model->config.q_dim(), 64);
-  EXPECT_EQ(model->weights.layers[1].wo.size(), 64u * kDim);
+  EXPECT_EQ(model->weights.layers[1].wo.values.size(), 64u * kDim);
 }
 
 struct GgufModelBroken {
@@ -591,22 +591,22 @@ TEST_F(SmolLM2Test, KeepsTheGgufFileForTheTokenizer) {
 
 TEST_F(SmolLM2Test, WeightShapesAndNorms) {
   const ModelWeights& w = model_->weights;
-  EXPECT_EQ(w.token_embedding.size(), 49152u * 576);
+  EXPECT_EQ(w.token_embedding.values.size(), 49152u * 576);
   EXPECT_TRUE(w.classifier.empty());
   ASSERT_EQ(w.layers.size(), 30u);
   for (const LayerWeights& l : w.layers) {
-    EXPECT_EQ(l.wq.size(), 576u * 576);
-    EXPECT_EQ(l.wk.size(), 192u * 576);
-    EXPECT_EQ(l.wv.size(), 192u * 576);
-    EXPECT_EQ(l.wo.size(), 576u * 576);
-    EXPECT_EQ(l.w_gate.size(), 1536u * 576);
-    EXPECT_EQ(l.w_down.size(), 576u * 1536);
-    EXPECT_EQ(l.w_up.size(), 1536u * 576);
+    EXPECT_EQ(l.wq.values.size(), 576u * 576);
+    EXPECT_EQ(l.wk.values.size(), 192u * 576);
+    EXPECT_EQ(l.wv.values.size(), 192u * 576);
+    EXPECT_EQ(l.wo.values.size(), 576u * 576);
+    EXPECT_EQ(l.w_gate.values.size(), 1536u * 576);
+    EXPECT_EQ(l.w_down.values.size(), 576u * 1536);
+    EXPECT_EQ(l.w_up.values.size(), 1536u * 576);
     EXPECT_TRUE(AllFinite(l.attn_norm));
     EXPECT_TRUE(AllFinite(l.ffn_norm));
   }
   EXPECT_TRUE(AllFinite(w.final_norm));
-  EXPECT_TRUE(AllFinite(w.token_embedding));
+  EXPECT_TRUE(AllFinite(w.token_embedding.values));
 }
 
 TEST_F(SmolLM2Test, DequantizedWeightsMatchGgufPy) {
@@ -614,12 +614,50 @@ TEST_F(SmolLM2Test, DequantizedWeightsMatchGgufPy) {
   const ModelWeights& w = model_->weights;
   EXPECT_EQ(s["token_embd.weight"]["type"], "Q8_0");
   EXPECT_EQ(s["blk.0.attn_q.weight"]["type"], "Q4_1");
-  ExpectMatchesSample(w.token_embedding, s["token_embd.weight"], "token_embd (Q8_0)");
-  ExpectMatchesSample(w.layers[0].wq, s["blk.0.attn_q.weight"], "blk.0.attn_q (Q4_1)");
-  ExpectMatchesSample(w.layers[0].wk, s["blk.0.attn_k.weight"], "blk.0.attn_k (Q4_1)");
-  ExpectMatchesSample(w.layers[29].w_down, s["blk.29.ffn_down.weight"], "blk.29.ffn_down (Q4_1)");
+  ExpectMatchesSample(w.token_embedding.values, s["token_embd.weight"], "token_embd (Q8_0)");
+  ExpectMatchesSample(w.layers[0].wq.values, s["blk.0.attn_q.weight"], "blk.0.attn_q (Q4_1)");
+  ExpectMatchesSample(w.layers[0].wk.values, s["blk.0.attn_k.weight"], "blk.0.attn_k (Q4_1)");
+  ExpectMatchesSample(w.layers[29].w_down.values, s["blk.29.ffn_down.weight"], "blk.29.ffn_down (Q4_1)");
   ExpectMatchesSample(w.layers[7].attn_norm, s["blk.7.attn_norm.weight"], "blk.7.attn_norm (F32)");
   ExpectMatchesSample(w.final_norm, s["output_norm.weight"], "output_norm (F32)");
+}
+
+// --weights auto keeps the file's blocks: each matrix's bytes are the file's
+// own, and they dequantize to exactly what the float32 load holds.
+TEST_F(SmolLM2Test, AutoModeKeepsTheFilesBlocksByteForByte) {
+  absl::StatusOr<LoadedModel> kept = LoadModel(kSmolPath, WeightMode::kAuto);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  const ModelWeights& w = kept->weights;
+  EXPECT_EQ(w.token_embedding.type, WeightType::kQ8_0);
+  const struct {
+    const WeightMatrix* matrix;
+    const WeightMatrix* as_float;
+    const char* tensor;
+    int64_t rows, cols;
+  } checks[] = {
+      {&w.token_embedding, &model_->weights.token_embedding, "token_embd.weight", 49152, 576},
+      {&w.layers[0].wq, &model_->weights.layers[0].wq, "blk.0.attn_q.weight", 576, 576},
+      {&w.layers[29].w_down, &model_->weights.layers[29].w_down, "blk.29.ffn_down.weight", 576, 1536},
+  };
+  for (const auto& c : checks) {
+    const gguf::TensorInfo* info = kept->gguf->FindTensor(c.tensor);
+    ASSERT_NE(info, nullptr);
+    absl::StatusOr<const uint8_t*> raw = kept->gguf->TensorData(*info);
+    ASSERT_TRUE(raw.ok());
+    EXPECT_TRUE(c.matrix->values.empty());
+    ASSERT_EQ(c.matrix->bytes.size(), info->bytes) << c.tensor;
+    EXPECT_EQ(std::memcmp(c.matrix->bytes.data(), *raw, info->bytes), 0) << c.tensor;
+    EXPECT_EQ(c.matrix->ToFloat(c.rows, c.cols), c.as_float->values) << c.tensor;
+  }
+  for (const LayerWeights& l : w.layers) {
+    for (const WeightMatrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      EXPECT_EQ(m->type, WeightType::kQ4_1);
+    }
+  }
+  absl::StatusOr<LoadedModel> q8 = LoadModel(kSmolPath, WeightMode::kQ8_0);
+  ASSERT_TRUE(q8.ok()) << q8.status();
+  EXPECT_EQ(q8->weights.layers[3].w_up.type, WeightType::kQ8_0);
+  EXPECT_EQ(q8->weights.layers[3].w_up.bytes.size(), 1536u * RowBytes(WeightType::kQ8_0, 576));
 }
 
 }  // namespace

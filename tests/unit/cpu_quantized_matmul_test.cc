@@ -1,0 +1,172 @@
+// The CPU backend's products on weights kept as Q8_0, Q4_0, Q4_1, bfloat16 and
+// f16:
+// - the SIMD kernel equals the plain C++ reference (quantized_matmul.h) bit for
+// bit, over row
+//   counts around the 4-row tiles, partial panels and the 8-block input chunks;
+// - a row's result does not depend on the rows beside it or on the threads
+// (Medusa's invariant);
+// - the result is near the double-precision product of the dequantized weights
+// (the activations'
+//   8-bit rounding is the only error);
+// - 16-bit weights give float32's products on the same values, bit for bit.
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quantized_matmul.h"
+#include "kernels/model/weight_format.h"
+
+namespace medusa::kernels::cpu {
+namespace {
+
+using math::ThreadPool;
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+constexpr WeightType kQuantized[] = {WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kQ4_1};
+
+struct Case {
+  int rows, in, out;
+};
+constexpr Case kCases[] = {{1, 32, 16},   {1, 576, 960}, {2, 64, 7},    {3, 96, 33},   {4, 288, 48},   {5, 320, 49},
+                           {7, 256, 100}, {8, 576, 97},  {9, 1536, 40}, {17, 512, 80}, {37, 288, 130}, {64, 576, 64}};
+
+TEST(QuantizedLinear, SimdKernelEqualsTheReferenceBitForBit) {
+  std::printf("quantized kernel: %s\n", QuantizedKernelName());
+  ThreadPool one(1), two(2);
+  for (WeightType type : kQuantized) {
+    for (const Case& c : kCases) {
+      SCOPED_TRACE(::testing::Message() << WeightTypeName(type) << " rows " << c.rows << " in " << c.in << " out "
+                                        << c.out);
+      const std::vector<float> w = Random(static_cast<size_t>(c.out) * c.in, 1, 0.05f);
+      const std::vector<uint8_t> stored = QuantizeMatrix(type, w.data(), c.out, c.in);
+      const PackedMatrix packed(type, stored.data(), c.out, c.in);
+      const int ldx = c.in + 5, ldy = c.out + 3;
+      const std::vector<float> x = Random(static_cast<size_t>(c.rows) * ldx, 2);
+      const std::vector<float> y0 = Random(static_cast<size_t>(c.rows) * ldy, 3);
+      QuantizedActivations xq;
+      QuantizeActivations(x.data(), c.rows, ldx, c.in, &xq);
+      for (bool accumulate : {false, true}) {
+        std::vector<float> want = y0;
+        QuantizedLinearReference(xq, type, packed.data(), c.out, c.in, want.data(), ldy, accumulate);
+        for (ThreadPool* pool : {&one, &two}) {
+          std::vector<float> got = y0;
+          Linear(x.data(), c.rows, ldx, packed, got.data(), ldy, accumulate, pool);
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i]))
+                << "accumulate " << accumulate << " threads " << pool->size() << " row " << i / ldy << " column "
+                << i % ldy;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizedLinear, RowResultDoesNotDependOnTheBatch) {
+  const int in = 576, out = 200, max_rows = 70;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 4, 0.05f);
+  const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 5);
+  ThreadPool one(1), two(2);
+  for (WeightType type : kQuantized) {
+    const std::vector<uint8_t> stored = QuantizeMatrix(type, w.data(), out, in);
+    const PackedMatrix packed(type, stored.data(), out, in);
+    std::vector<float> alone(static_cast<size_t>(max_rows) * out);
+    for (int r = 0; r < max_rows; ++r) {
+      Linear(x.data() + static_cast<size_t>(r) * in, 1, in, packed, alone.data() + static_cast<size_t>(r) * out, out,
+             false, &one);
+    }
+    for (int rows : {2, 3, 4, 5, 8, 9, 16, 31, 64, 70}) {
+      for (ThreadPool* pool : {&one, &two}) {
+        std::vector<float> y(static_cast<size_t>(rows) * out);
+        Linear(x.data(), rows, in, packed, y.data(), out, false, pool);
+        for (size_t i = 0; i < y.size(); ++i) {
+          ASSERT_EQ(y[i], alone[i]) << WeightTypeName(type) << ", " << rows << " rows, threads " << pool->size()
+                                    << ", row " << i / out << " output " << i % out;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizedLinear, IsCloseToTheProductOfTheDequantizedWeights) {
+  const int rows = 3, in = 1536, out = 90;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 6, 0.05f);
+  const std::vector<float> x = Random(static_cast<size_t>(rows) * in, 7);
+  ThreadPool pool(2);
+  for (WeightType type : kQuantized) {
+    const std::vector<uint8_t> stored = QuantizeMatrix(type, w.data(), out, in);
+    const std::vector<float> dequantized = DequantizeMatrix(type, stored.data(), out, in);
+    const PackedMatrix packed(type, stored.data(), out, in);
+    std::vector<float> y(static_cast<size_t>(rows) * out);
+    Linear(x.data(), rows, in, packed, y.data(), out, false, &pool);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < out; ++o) {
+        double want = 0, magnitude = 0;
+        for (int i = 0; i < in; ++i) {
+          const double term = static_cast<double>(x[r * in + i]) * dequantized[static_cast<size_t>(o) * in + i];
+          want += term;
+          magnitude += std::fabs(term);
+        }
+        // 8-bit activations: each term is off by at most half a step, 1/254 of
+        // its block's largest.
+        ASSERT_NEAR(y[r * out + o], want, 0.02 * magnitude + 1e-4) << WeightTypeName(type) << " " << r << ", " << o;
+      }
+    }
+  }
+}
+
+TEST(QuantizedLinear, StoredRowsComeBackByteForByte) {
+  const int out = 37, in = 96;
+  const std::vector<float> w = Random(static_cast<size_t>(out) * in, 8);
+  for (WeightType type :
+       {WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kQ4_1, WeightType::kBF16, WeightType::kF16}) {
+    const std::vector<uint8_t> stored = QuantizeMatrix(type, w.data(), out, in);
+    const PackedMatrix packed(type, stored.data(), out, in);
+    const size_t row_bytes = RowBytes(type, in);
+    std::vector<uint8_t> row(row_bytes);
+    std::vector<float> values(in), want(in);
+    for (int o = 0; o < out; ++o) {
+      packed.CopyStoredRow(o, row.data());
+      ASSERT_TRUE(std::equal(row.begin(), row.end(), stored.begin() + o * row_bytes)) << WeightTypeName(type) << o;
+      packed.CopyRow(o, values.data());
+      DequantizeRow(type, stored.data() + o * row_bytes, in, want.data());
+      ASSERT_EQ(values, want) << WeightTypeName(type) << " row " << o;
+    }
+    const PackedMatrix some = packed.SelectRows({5, 0, 36});
+    ASSERT_EQ(some.type(), type);
+    ASSERT_EQ(some.out(), 3);
+    some.CopyStoredRow(2, row.data());
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), stored.begin() + 36 * row_bytes)) << WeightTypeName(type);
+  }
+}
+
+TEST(SixteenBitLinear, EqualsFloat32OnTheSameValuesBitForBit) {
+  ThreadPool two(2);
+  for (WeightType type : {WeightType::kBF16, WeightType::kF16}) {
+    for (const Case& c : kCases) {
+      const std::vector<float> w = Random(static_cast<size_t>(c.out) * c.in, 9, 0.05f);
+      const std::vector<uint8_t> stored = QuantizeMatrix(type, w.data(), c.out, c.in);
+      const std::vector<float> widened = DequantizeMatrix(type, stored.data(), c.out, c.in);
+      const PackedMatrix half(type, stored.data(), c.out, c.in);
+      const PackedMatrix full(widened.data(), c.out, c.in);
+      const std::vector<float> x = Random(static_cast<size_t>(c.rows) * c.in, 10);
+      std::vector<float> a(static_cast<size_t>(c.rows) * c.out), b(a.size());
+      Linear(x.data(), c.rows, c.in, half, a.data(), c.out, false, &two);
+      Linear(x.data(), c.rows, c.in, full, b.data(), c.out, false, &two);
+      ASSERT_EQ(a, b) << WeightTypeName(type) << " rows " << c.rows << " in " << c.in << " out " << c.out;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace medusa::kernels::cpu
