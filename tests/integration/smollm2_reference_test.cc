@@ -27,6 +27,8 @@ class SmolLM2ReferenceTest : public ::testing::Test {
     EngineOptions options;
     options.model_path = kSmolModel;
     options.kv_cache_bytes = 128ll << 20;
+    // transformers computes in float32 on the dequantized weights: so does the reference mode.
+    options.backend.weights = "f32";
     auto engine = Engine::Create(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();

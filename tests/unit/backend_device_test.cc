@@ -34,13 +34,15 @@ TEST(BackendDeviceTest, AutoTakesTheGpuWhenOneIsVisibleElseTheCpu) {
   EXPECT_FALSE((*backend)->MachineId().empty());
 }
 
-TEST(BackendDeviceTest, TheCpuComputesInFloat32Only) {
-  for (const char* weights : {"auto", "f32"}) EXPECT_TRUE(CreateBackend(Options("cpu", weights)).ok()) << weights;
-  for (const char* weights : {"f16", "bf16"}) {
+TEST(BackendDeviceTest, TheCpuTakesEveryWeightModeAndNothingElse) {
+  for (const char* weights : {"auto", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"}) {
+    EXPECT_TRUE(CreateBackend(Options("cpu", weights)).ok()) << weights;
+  }
+  for (const char* weights : {"int8", "q4_k", ""}) {
     absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(Options("cpu", weights));
     ASSERT_FALSE(backend.ok()) << weights;
     EXPECT_EQ(backend.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(backend.status().message(), HasSubstr("need a GPU"));
+    EXPECT_THAT(backend.status().message(), HasSubstr("--weights"));
   }
 }
 
