@@ -22,6 +22,7 @@
 #include "kernels/math/blas_threads.h"
 #include "kernels/math/simd.h"
 #include "kernels/math/thread_pool.h"
+#include "kernels/math/zeroed_buffer.h"
 #include "kernels/model/rope.h"
 #include "kernels/softmax_stats.h"
 #include "kernels/topk.h"
@@ -177,8 +178,8 @@ class CpuBackend final : public Backend {
 
   KvCacheSpec kv_spec_;
   size_t kv_layer_floats_ = 0;  // floats per layer in each of k_cache_ / v_cache_
-  math::AlignedFloats k_cache_;       // per layer, cpu::KvLayout: K transposed per (block, kv head)
-  math::AlignedFloats v_cache_;       // per layer, cpu::KvLayout: V row-wise per (block, kv head)
+  math::ZeroedFloats k_cache_;  // per layer, cpu::KvLayout: K transposed per (block, kv head)
+  math::ZeroedFloats v_cache_;  // per layer, cpu::KvLayout: V row-wise per (block, kv head)
 
   // Scratch, grown to the largest batch seen (no allocation per call after that).
   int scratch_rows_ = 0;
@@ -201,8 +202,8 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
   // Drop any previous model and cache: the geometry may change.
   loaded_ = false;
   medusa_heads_ = cpu::MedusaHeadsCpu();  // heads belong to a model
-  k_cache_ = math::AlignedFloats();
-  v_cache_ = math::AlignedFloats();
+  k_cache_.Release();
+  v_cache_.Release();
   kv_spec_ = KvCacheSpec{};
   scratch_rows_ = 0;
   config_ = config;
@@ -244,15 +245,11 @@ absl::Status CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
   if (per_layer > std::numeric_limits<size_t>::max() / sizeof(float) / 2 / config_.n_layers) {
     return absl::InvalidArgumentError("KvCacheSpec is too large to address");
   }
-  k_cache_ = math::AlignedFloats();
-  v_cache_ = math::AlignedFloats();
-  try {
-    // Zeroed, so a slot that was never written reads as zeros rather than garbage.
-    k_cache_.assign(per_layer * config_.n_layers, 0.0f);
-    v_cache_.assign(per_layer * config_.n_layers, 0.0f);
-  } catch (const std::bad_alloc&) {
-    k_cache_ = math::AlignedFloats();
-    v_cache_ = math::AlignedFloats();
+  // Zeroed, so a slot that was never written reads as zeros rather than garbage; resident
+  // only once written.
+  if (!k_cache_.Allocate(per_layer * config_.n_layers) || !v_cache_.Allocate(per_layer * config_.n_layers)) {
+    k_cache_.Release();
+    v_cache_.Release();
     kv_spec_ = KvCacheSpec{};
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV cache of ", 2 * per_layer * config_.n_layers * sizeof(float), " bytes"));

@@ -240,7 +240,8 @@ void PackedMatrix::CopyStoredRow(int o, uint8_t* row) const {
 
 void PackedMatrix::CopyRow(int o, float* row) const {
   if (type_ == WeightType::kF32) return CopyStoredRow(o, reinterpret_cast<uint8_t*>(row));
-  std::vector<uint8_t> stored(RowBytes(type_, in_));
+  thread_local std::vector<uint8_t> stored;  // no allocation per lookup once grown
+  stored.resize(RowBytes(type_, in_));
   CopyStoredRow(o, stored.data());
   DequantizeRow(type_, stored.data(), in_, row);
 }

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/quantized_amx.h"
+#include "kernels/cpu/quantized_panels.h"
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define MEDUSA_VNNI 1
 // GCC 12's AVX-512 headers start conversions from _mm512_undefined_*() (GCC bug
@@ -17,30 +20,6 @@
 
 namespace medusa::kernels::cpu {
 namespace {
-
-bool IsQ4(WeightType type) { return type == WeightType::kQ4_0 || type == WeightType::kQ4_1; }
-int QuantBytes(WeightType type) { return IsQ4(type) ? 256 : 512; }  // a panel's quants per block
-int ScaleBytes(WeightType type) { return IsQ4(type) ? 64 : 32; }    // its f16 scales (and minimums)
-
-// Panels start on cache lines.
-size_t PanelBytes(WeightType type, int in) {
-  const size_t raw = static_cast<size_t>(in / kQuantBlock) * (QuantBytes(type) + ScaleBytes(type));
-  return (raw + 63) / 64 * 64;
-}
-
-struct PanelView {
-  WeightType type;
-  const uint8_t* data;
-  int blocks;
-  size_t panel_bytes;
-  const uint8_t* Quants(int p, int b) const {
-    return data + p * panel_bytes + static_cast<size_t>(b) * QuantBytes(type);
-  }
-  const uint8_t* Scales(int p, int b) const {
-    return data + p * panel_bytes + static_cast<size_t>(blocks) * QuantBytes(type) +
-           static_cast<size_t>(b) * ScaleBytes(type);
-  }
-};
 
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
@@ -210,27 +189,63 @@ void ReferenceLinearPanels(const QuantizedActivations& x, const PanelView& w, in
 
 }  // namespace
 
+namespace {
+
+// One block of 32 activations: q = round-to-even(x / d), d = max|x| / 127 (NaN values count as
+// 0 and quantize to 0). Returns the sum of q. The AVX-512 and plain versions agree bit for bit.
+int32_t QuantizeBlock(const float* v, int8_t* q, float* d_out) {
+#if defined(MEDUSA_VNNI)
+  const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+  const __mmask16 ok0 = _mm512_cmp_ps_mask(v0, v0, _CMP_ORD_Q), ok1 = _mm512_cmp_ps_mask(v1, v1, _CMP_ORD_Q);
+  const __m512 a =
+      _mm512_max_ps(_mm512_maskz_mov_ps(ok0, _mm512_abs_ps(v0)), _mm512_maskz_mov_ps(ok1, _mm512_abs_ps(v1)));
+  const float d = _mm512_reduce_max_ps(a) / 127.0f;
+  const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+  auto quantize = [&](__m512 x) {
+    __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(x, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __mmask16 ok = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
+    r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_maskz_cvtps_epi32(ok, r);
+  };
+  const __m512i q0 = quantize(v0), q1 = quantize(v1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(q0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(q1));
+  *d_out = d;
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+#else
+  float amax = 0.0f;
+  for (int k = 0; k < kQuantBlock; ++k) {
+    if (!std::isnan(v[k])) amax = std::max(amax, std::fabs(v[k]));
+  }
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  int32_t sum = 0;
+  for (int k = 0; k < kQuantBlock; ++k) {
+    const float r = std::nearbyint(v[k] * id);
+    q[k] = std::isnan(r) ? 0 : static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+    sum += q[k];
+  }
+  *d_out = d;
+  return sum;
+#endif
+}
+
+}  // namespace
+
 void QuantizeActivations(const float* x, int rows, int ldx, int in, QuantizedActivations* out) {
   const int nb = in / kQuantBlock;
   out->rows = rows;
   out->blocks = nb;
-  out->q.resize(static_cast<size_t>(rows) * in);
+  // Whole 16-row tiles of activations may be read (quantized_amx.h); the rows past `rows` are ignored.
+  out->q.resize(static_cast<size_t>((rows + 15) / 16 * 16) * in);
   out->d.resize(static_cast<size_t>(rows) * nb);
   out->dsum.resize(static_cast<size_t>(rows) * nb);
   out->bias.resize(static_cast<size_t>(rows) * nb);
   for (int r = 0; r < rows; ++r) {
     for (int b = 0; b < nb; ++b) {
-      const float* v = x + static_cast<size_t>(r) * ldx + b * kQuantBlock;
-      float amax = 0.0f;
-      for (int k = 0; k < kQuantBlock; ++k) amax = std::max(amax, std::fabs(v[k]));
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
       int8_t* q = reinterpret_cast<int8_t*>(out->q.data()) + static_cast<size_t>(r) * in + b * kQuantBlock;
-      int32_t sum = 0;
-      for (int k = 0; k < kQuantBlock; ++k) {
-        q[k] = static_cast<int8_t>(std::clamp(std::nearbyint(v[k] * id), -127.0f, 127.0f));
-        sum += q[k];
-      }
+      float d;
+      const int32_t sum = QuantizeBlock(x + static_cast<size_t>(r) * ldx + b * kQuantBlock, q, &d);
       out->d[r * nb + b] = d;
       out->dsum[r * nb + b] = d * static_cast<float>(sum);
       out->bias[r * nb + b] = -128 * sum;
@@ -292,6 +307,7 @@ void QuantizedLinearPanels(const QuantizedActivations& x, WeightType type, const
                            int p_begin, int p_end, float* y, int ldy, bool accumulate) {
   const PanelView w{type, panels, in / kQuantBlock, PanelBytes(type, in)};
 #if defined(MEDUSA_VNNI)
+  if (x.rows >= kAmxMinRows && AmxEnabled()) return AmxLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
   VnniLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
 #else
   ReferenceLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
@@ -306,7 +322,7 @@ void QuantizedLinearReference(const QuantizedActivations& x, WeightType type, co
 
 const char* QuantizedKernelName() {
 #if defined(MEDUSA_VNNI)
-  return "avx512-vnni";
+  return AmxEnabled() ? "avx512-vnni, amx-int8 for 6+ rows" : "avx512-vnni";
 #else
   return "portable";
 #endif

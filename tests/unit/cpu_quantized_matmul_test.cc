@@ -10,12 +10,15 @@
 //   8-bit rounding is the only error);
 // - 16-bit weights give float32's products on the same values, bit for bit.
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quantized_amx.h"
 #include "kernels/cpu/quantized_matmul.h"
 #include "kernels/model/weight_format.h"
 
@@ -40,8 +43,54 @@ struct Case {
 constexpr Case kCases[] = {{1, 32, 16},   {1, 576, 960}, {2, 64, 7},    {3, 96, 33},   {4, 288, 48},   {5, 320, 49},
                            {7, 256, 100}, {8, 576, 97},  {9, 1536, 40}, {17, 512, 80}, {37, 288, 130}, {64, 576, 64}};
 
-TEST(QuantizedLinear, SimdKernelEqualsTheReferenceBitForBit) {
-  std::printf("quantized kernel: %s\n", QuantizedKernelName());
+// Activations per block of 32: d = max|x| / 127, q = round half to even of x / d, clamped to
+// [-127, 127]; NaN counts as 0. Checked against that definition written out here.
+TEST(QuantizedActivations, AreRoundedToEvenPerBlockOfThirtyTwo) {
+  std::vector<float> x = Random(4 * 96, 11);
+  x[3] = std::nanf("");
+  x[40] = INFINITY;  // its block: d = inf, every q 0
+  for (int k = 64; k < 96; ++k) x[k] = 0.0f;
+  for (int k = 96; k < 128; ++k) x[k] = (k - 96) * 0.5f;  // exact ties at x / d = n + 0.5
+  x[127] = 127.0f;
+  QuantizedActivations q;
+  QuantizeActivations(x.data(), 4, 96, 96, &q);
+  ASSERT_EQ(q.blocks, 3);
+  for (int r = 0; r < 4; ++r) {
+    for (int b = 0; b < 3; ++b) {
+      const float* v = x.data() + r * 96 + b * 32;
+      float amax = 0.0f;
+      for (int k = 0; k < 32; ++k) {
+        if (!std::isnan(v[k])) amax = std::max(amax, std::fabs(v[k]));
+      }
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      int sum = 0;
+      for (int k = 0; k < 32; ++k) {
+        const float rounded = std::nearbyint(v[k] * id);
+        const int want = std::isnan(rounded) ? 0 : static_cast<int>(std::clamp(rounded, -127.0f, 127.0f));
+        ASSERT_EQ(reinterpret_cast<const int8_t*>(q.q.data())[r * 96 + b * 32 + k], want) << r << " " << b << " " << k;
+        sum += want;
+      }
+      EXPECT_EQ(std::bit_cast<uint32_t>(q.d[r * 3 + b]), std::bit_cast<uint32_t>(d));
+      EXPECT_EQ(q.bias[r * 3 + b], -128 * sum);
+      EXPECT_EQ(std::bit_cast<uint32_t>(q.dsum[r * 3 + b]), std::bit_cast<uint32_t>(d * static_cast<float>(sum)));
+    }
+  }
+}
+
+// Runs the rest of a test once with the VNNI kernel alone and, where the processor has AMX,
+// once more with AMX for the products of many rows.
+class QuantizedKernels : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam() && !AmxSupported()) GTEST_SKIP() << "this processor (or kernel) gives no AMX tiles";
+    SetAmxEnabled(GetParam());
+    std::printf("quantized kernel: %s\n", QuantizedKernelName());
+  }
+  void TearDown() override { SetAmxEnabled(false); }
+};
+INSTANTIATE_TEST_SUITE_P(WithAndWithoutAmx, QuantizedKernels, ::testing::Bool());
+
+TEST_P(QuantizedKernels, SimdKernelEqualsTheReferenceBitForBit) {
   ThreadPool one(1), two(2);
   for (WeightType type : kQuantized) {
     for (const Case& c : kCases) {
@@ -72,7 +121,7 @@ TEST(QuantizedLinear, SimdKernelEqualsTheReferenceBitForBit) {
   }
 }
 
-TEST(QuantizedLinear, RowResultDoesNotDependOnTheBatch) {
+TEST_P(QuantizedKernels, RowResultDoesNotDependOnTheBatch) {
   const int in = 576, out = 200, max_rows = 70;
   const std::vector<float> w = Random(static_cast<size_t>(out) * in, 4, 0.05f);
   const std::vector<float> x = Random(static_cast<size_t>(max_rows) * in, 5);
