@@ -14,9 +14,14 @@ speedup should equal within noise). It also checks that every Medusa run produce
 exactly the plain run's tokens.
 
   python3 scripts/bench_medusa.py --heads HEADS.safetensors \
-      --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3]
+      --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3] \
+      [--weights auto] [--json-out docs/benchmarks/medusa.json]
 A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
-LABEL=VALUE. Prints a Markdown table and the raw numbers as JSON.
+LABEL=VALUE. --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
+Markdown table and the raw numbers as JSON; --json-out also writes the medians per tree
+({"machine", "threads", "weights", "trees": [{"tree", "nodes", "tokens_per_second",
+"plain_tokens_per_second", "speedup", "tokens_per_step", ...}]}), which
+scripts/plot_benchmarks.py reads.
 """
 import argparse
 import json
@@ -33,6 +38,8 @@ def run_config(args, prompts, tree):
            "--prompts", prompts, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads), "--json"]
     if args.heads:
         cmd += ["--heads", args.heads]
+    if args.weights:
+        cmd += ["--weights", args.weights]
     cmd += ["--no-medusa"] if tree is None else ["--tree", tree]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     recs = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -60,6 +67,8 @@ def main():
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--weights", default="", help="medusa generate's --weights (default: its own, auto)")
+    p.add_argument("--json-out", help="also write the medians per tree here")
     args = p.parse_args()
     trees = [(t.split("=", 1) if "=" in t else (t, t)) for t in args.tree] or [("mc_sim_7b_63", "mc_sim_7b_63")]
     prompts = prompts_file(args.prompts, args.skip, chat=False)
@@ -93,7 +102,30 @@ def main():
         print(f"| {label} | {nodes} | {accel:.2f} | {step:.1f} | {overhead:.2f} | {speedup:.2f}x | {predicted:.2f} "
               f"| {tps:.1f} |")
     print("\n" + json.dumps(raw))
+    if args.json_out:
+        write_json(args, rows)
     os.unlink(prompts)
+
+
+def machine():
+    """The CPU's model name, as lscpu gives it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def write_json(args, rows):
+    plain_tps = rows[0][7]
+    trees = [{"tree": label, "nodes": nodes, "tokens_per_second": tps, "plain_tokens_per_second": plain_tps,
+              "speedup": speedup, "tokens_per_step": accel, "step_ms": step, "overhead": overhead}
+             for label, nodes, accel, step, overhead, speedup, _, tps in rows]
+    result = {"machine": machine(), "threads": args.threads, "weights": args.weights or "auto",
+              "prompts": args.prompts, "max_tokens": args.max_tokens, "rounds": args.rounds, "trees": trees}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+    with open(args.json_out, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@ the server reports vs the JSON generate prints).
   python3 scripts/bench_server.py [--concurrency 1,2,4,8,16] [--rounds 4] [--max-tokens 128]
                                   [--generate-prompts 8] [--overhead-rounds 4]
   python3 scripts/bench_server.py --concurrency "" --overhead-rounds 6    # the overhead check only
+  python3 scripts/bench_server.py --overhead-rounds 0 --json-out docs/benchmarks/server.json  # for the plot
 
-Prints a Markdown table (medians over rounds) and the raw results as JSON.
+Prints a Markdown table (medians over rounds) and the raw results as JSON. --json-out also writes
+the medians per concurrency and mode, which scripts/plot_benchmarks.py reads:
+  {"machine", "threads", "tree", "max_tokens", "rounds",
+   "runs": [{"medusa", "concurrency", "tokens_per_second", "samples", "tokens_per_step", ...}]}
+--overhead-rounds 0 skips the server-vs-generate check.
 """
 import argparse
 import json
@@ -23,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from bench_common import HEADS, ROOT, SMOL, free_port, prompts_file, wait_serving
 
@@ -46,20 +52,26 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
     p.add_argument("--generate-prompts", type=int, default=8, help="prompts of the server-vs-generate check")
-    p.add_argument("--overhead-rounds", type=int, default=4, help="rounds of the server-vs-generate check")
+    p.add_argument("--overhead-rounds", type=int, default=4, help="rounds of the server-vs-generate check; 0: none")
+    p.add_argument("--json-out", help="also write the medians per concurrency and mode here")
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]  # empty: only the overhead check
     prompts = prompts_file(max(max(levels, default=1) * args.requests_per_stream, args.min_requests, args.generate_prompts),
                            args.skip)
     port, metrics_port = free_port(), free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="medusa-server.", suffix=".log", delete=False)
     addr = f"127.0.0.1:{port}"
     server = subprocess.Popen([os.path.join(args.build, "bin", "medusa-server"), "--model", args.model, "--heads",
                                args.heads, "--tree", args.tree, "--port", str(port), "--metrics-port",
                                str(metrics_port), "--host", "127.0.0.1", "--threads", str(args.threads),
                                "--max-running", str(max(levels, default=1)), "--max-waiting", "256", "--kv-cache-mb", "1024"],
-                              stderr=subprocess.PIPE, text=True)
+                              stdout=log, stderr=log, text=True)
     try:
-        wait_serving(addr, args.build)
+        try:
+            wait_serving(addr, args.build)
+        except SystemExit:
+            print(open(log.name).read()[-4000:], file=sys.stderr)
+            raise
         samples = {(c, m): [] for c in levels for m in (True, False)}
         for r in range(args.rounds):
             for c in levels:
@@ -106,7 +118,13 @@ def main():
             os.unlink(f)
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        os.unlink(log.name)
 
     def median(values):
         return statistics.median(values)
@@ -127,6 +145,12 @@ def main():
               f"{median(s['itl_ms_p50'] for s in on):.1f} / {median(s['itl_ms_p99'] for s in on):.1f} | "
               f"{median(s['itl_ms_p50'] for s in off):.1f} / {median(s['itl_ms_p99'] for s in off):.1f} |")
 
+    if args.json_out:
+        write_json(args, levels, samples)
+    os.unlink(prompts)
+    if not served:
+        return
+
     def decode_rate(run):
         return (run["new_tokens"] - 1) / run["decode_seconds"]
     same = all(a["token_ids"] == b["token_ids"] for a, b in zip(served, local))
@@ -142,7 +166,33 @@ def main():
     raw = {f"{c}/{'medusa' if m else 'plain'}": v for (c, m), v in samples.items()}
     raw["server_decode_tok_s"], raw["generate_decode_tok_s"] = srv, loc
     print("\n" + json.dumps(raw))
-    os.unlink(prompts)
+
+
+def machine():
+    """The CPU's model name, as lscpu gives it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def write_json(args, levels, samples):
+    runs = []
+    for c in levels:
+        for medusa_on in (True, False):
+            s = samples[(c, medusa_on)]
+            runs.append({"medusa": medusa_on, "concurrency": c,
+                         "tokens_per_second": statistics.median(r["tokens_per_second"] for r in s),
+                         "samples": [r["tokens_per_second"] for r in s],
+                         "tokens_per_step": statistics.median(r["acceleration_rate"] for r in s),
+                         "ttft_ms_p50": statistics.median(r["ttft_ms_p50"] for r in s),
+                         "itl_ms_p50": statistics.median(r["itl_ms_p50"] for r in s)})
+    result = {"machine": machine(), "threads": args.threads, "tree": args.tree, "max_tokens": args.max_tokens,
+              "rounds": args.rounds, "runs": runs}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+    with open(args.json_out, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

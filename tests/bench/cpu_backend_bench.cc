@@ -1,8 +1,8 @@
 // Decode and prefill speed of the CPU backend on a model of SmolLM2-135M's shape
 // (random weights: speed does not depend on the values), or on a real model file.
 //
-//   cpu_backend_bench [--model PATH] [--threads N] [--context 128] [--prefill 128] [--steps 32]
-//                     [--runs 5]
+//   cpu_backend_bench [--model PATH] [--weights auto|f32|f16|bf16|q8_0|q4_0|q4_1] [--threads N]
+//                     [--context 128] [--prefill 128] [--steps 32] [--runs 5]
 //
 // Prints the median over runs of decode tokens/s (one token at a time after a prefill of
 // `context` tokens), prefill tokens/s (one batch of `prefill` tokens, last row's logits), and
@@ -80,12 +80,14 @@ using medusa::bench::Seconds;
 
 int main(int argc, char** argv) {
   int threads = 2, context = 128, prefill = 128, steps = 32, runs = 5;
-  std::string model_path;
+  std::string model_path, weights_mode = "auto";
   std::vector<int> verify_sizes = {1, 4, 8, 16, 32, 64};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int value = std::atoi(argv[i + 1]);
     if (flag == "--model") model_path = argv[i + 1];
+    else if (flag == "--weights")
+      weights_mode = argv[i + 1];
     else if (flag == "--threads") threads = value;
     else if (flag == "--context") context = value;
     else if (flag == "--prefill") prefill = value;
@@ -100,17 +102,22 @@ int main(int argc, char** argv) {
       }
     }
   }
+  const absl::StatusOr<medusa::WeightMode> mode = medusa::ParseWeightMode(weights_mode);
+  Check(mode.status());
   ModelConfig config = SmolLm2Shape();
   ModelWeights weights;
   if (model_path.empty()) {
     weights = RandomWeights(config);
+    medusa::ConvertWeights(config, *mode, &weights);
   } else {
-    auto model = medusa::LoadModel(model_path);
+    auto model = medusa::LoadModel(model_path, *mode);
     Check(model.status());
     config = model->config;
     weights = std::move(model->weights);
   }
-  auto created = CreateBackend(BackendOptions{"cpu", threads});
+  BackendOptions options{"cpu", threads};
+  options.weights = weights_mode;
+  auto created = CreateBackend(options);
   Check(created.status());
   Backend& backend = **created;
   Check(backend.LoadWeights(config, std::move(weights)));
@@ -166,6 +173,7 @@ int main(int argc, char** argv) {
     }
     std::printf("verify batch of %2d tokens after %d: %.2f ms per forward\n", size, context, 1e3 * Median(times));
   }
+  std::printf("weights %s: ", weights_mode.c_str());
   std::printf("%s, threads %d: decode %.1f tokens/s (context %d..%d), prefill %.1f tokens/s (batch %d), median of %d\n",
               config.name.c_str(), threads, Median(decode_rates), context, context + steps, Median(prefill_rates), prefill, runs);
   return 0;
