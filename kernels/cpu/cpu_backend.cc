@@ -7,12 +7,14 @@
 #include <fstream>
 #include <limits>
 #include <new>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kernels/base/status_macros.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/layer_ops.h"
@@ -111,8 +113,10 @@ class CpuBackend final : public Backend {
   }
 
   std::string Name() const override { return "cpu"; }
+  // The weights' types are part of it: a step's cost, and so the best tree, depends on them.
   std::string MachineId() const override {
-    return absl::StrCat("cpu ", math::simd::kName, ", ", pool_.size(), " threads, ", CpuModelName());
+    return absl::StrCat("cpu ", math::simd::kName, ", ", weight_types_.empty() ? "" : weight_types_ + " weights, ",
+                        pool_.size(), " threads, ", CpuModelName());
   }
   const ModelConfig& config() const override { return config_; }
 
@@ -148,6 +152,7 @@ class CpuBackend final : public Backend {
                           std::vector<float>* v) const override;
 
  private:
+  std::string WeightTypesOf() const;
   void EnsureScratch(int rows);
   void RunLayer(const ForwardBatch& batch, int layer, bool last);
   int AttentionBlock(const ForwardBatch& batch, int layer, bool last);
@@ -171,6 +176,7 @@ class CpuBackend final : public Backend {
   math::AlignedFloats final_norm_;      // [dim]
   cpu::PackedMatrix classifier_;  // [vocab, dim]
   std::vector<CpuLayer> layers_;
+  std::string weight_types_;              // the matrices' types: "q4_1+q8_0"
   std::vector<double> rope_frequencies_;  // [head_dim / 2]
   cpu::MedusaHeadsCpu medusa_heads_;
   std::vector<float> head_logits_;  // MedusaHeadTopK's
@@ -231,8 +237,19 @@ absl::Status CpuBackend::LoadWeights(const ModelConfig& config, ModelWeights wei
     c.w_down = Pack({&L.w_down}, config.hidden_dim);
     layers_.push_back(std::move(c));
   }
+  weight_types_ = WeightTypesOf();
   loaded_ = true;
   return absl::OkStatus();
+}
+
+std::string CpuBackend::WeightTypesOf() const {
+  std::set<std::string> types = {WeightTypeName(classifier_.type())};
+  if (!embedding_.empty()) types.insert(WeightTypeName(embedding_.type()));
+  for (const CpuLayer& L : layers_) {
+    for (const cpu::PackedMatrix* m : {&L.wqkv, &L.wo, &L.w_gate_up, &L.w_down})
+      types.insert(WeightTypeName(m->type()));
+  }
+  return absl::StrJoin(types, "+");
 }
 
 absl::Status CpuBackend::AllocateKvCache(const KvCacheSpec& spec) {
