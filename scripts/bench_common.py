@@ -40,3 +40,12 @@ def wait_serving(addr, build, timeout=300):
             return
         time.sleep(1)
     raise SystemExit("medusa-server did not start serving")
+
+
+def machine():
+    """The CPU's model name, as lscpu gives it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
+    except (OSError, StopIteration):
+        return "unknown"

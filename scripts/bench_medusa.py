@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 
-from bench_common import ROOT, SMOL, prompts_file
+from bench_common import ROOT, SMOL, machine, prompts_file
 
 
 def run_config(args, prompts, tree):
@@ -105,15 +105,6 @@ def main():
     if args.json_out:
         write_json(args, rows)
     os.unlink(prompts)
-
-
-def machine():
-    """The CPU's model name, as lscpu gives it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def write_json(args, rows):

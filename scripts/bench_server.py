@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench_common import HEADS, ROOT, SMOL, free_port, prompts_file, wait_serving
+from bench_common import HEADS, ROOT, SMOL, free_port, machine, prompts_file, wait_serving
 
 
 def medusa(args, *extra):
@@ -166,15 +166,6 @@ def main():
     raw = {f"{c}/{'medusa' if m else 'plain'}": v for (c, m), v in samples.items()}
     raw["server_decode_tok_s"], raw["generate_decode_tok_s"] = srv, loc
     print("\n" + json.dumps(raw))
-
-
-def machine():
-    """The CPU's model name, as lscpu gives it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def write_json(args, levels, samples):

@@ -22,20 +22,11 @@ import statistics
 import subprocess
 import sys
 
-from bench_common import ROOT, SMOL
+from bench_common import ROOT, SMOL, machine
 
 MODES = ["f32", "bf16", "q8_0", "auto"]
 VERIFY = re.compile(r"verify batch of\s+(\d+) tokens after (\d+): ([\d.]+) ms per forward")
 RATES = re.compile(r"decode ([\d.]+) tokens/s.*prefill ([\d.]+) tokens/s")
-
-
-def machine():
-    """The CPU's model name, as lscpu gives it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def bench(args, mode):
