@@ -11,15 +11,11 @@
 #include <string_view>
 #include <utility>
 
+#include "kernels/math/simd.h"  // <immintrin.h>, with GCC 12's false warnings silenced
+
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__)
 #define MEDUSA_AMX_BUILD 1
 #include <cpuid.h>
-// GCC 12's AVX-512 headers start conversions from _mm512_undefined_*() (GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 #endif
 
 namespace medusa::kernels::cpu {

@@ -7,15 +7,10 @@
 #include "kernels/cpu/quantized_amx.h"
 #include "kernels/cpu/quantized_panels.h"
 
+#include "kernels/math/simd.h"  // <immintrin.h>, with GCC 12's false warnings silenced
+
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define MEDUSA_VNNI 1
-// GCC 12's AVX-512 headers start conversions from _mm512_undefined_*() (GCC bug
-// 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 #endif
 
 namespace medusa::kernels::cpu {
