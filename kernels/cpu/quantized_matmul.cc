@@ -71,6 +71,13 @@ void Tile(const QuantizedActivations& x, int row0, int b0, int b1, const PanelVi
       const __m512i start = kQ4 ? _mm512_setzero_si512() : _mm512_set1_epi32(x.bias[(row0 + r) * nb + b]);
       for (int j = 0; j < kPanels; ++j) isum[r][j] = start;
     }
+    // The weights stream from memory once per batch: asking for the next panel pair's block now
+    // keeps loads in flight while the dot products of this one run.
+    for (int j = 0; j < kPanels; ++j) {
+      const char* next = reinterpret_cast<const char*>(w.Quants(p0 + j, b)) + kPanels * w.panel_bytes;
+      for (int line = 0; line < QuantBytes(w.type); line += 64) _mm_prefetch(next + line, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w.Scales(p0 + j, b)) + kPanels * w.panel_bytes, _MM_HINT_T0);
+    }
     if constexpr (kQ4) {
       for (int c = 0; c < 4; ++c) {
         __m512i lo[kPanels], hi[kPanels];

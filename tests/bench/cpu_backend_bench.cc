@@ -2,12 +2,13 @@
 // (random weights: speed does not depend on the values), or on a real model file.
 //
 //   cpu_backend_bench [--model PATH] [--weights auto|f32|f16|bf16|q8_0|q4_0|q4_1] [--threads N]
-//                     [--context 128] [--prefill 128] [--steps 32] [--runs 5]
+//                     [--context 128] [--prefill 128] [--steps 32] [--runs 5] [--verify-runs N]
 //
 // Prints the median over runs of decode tokens/s (one token at a time after a prefill of
 // `context` tokens), prefill tokens/s (one batch of `prefill` tokens, last row's logits), and
 // the time of one forward of a Medusa-style verification batch of T tokens after `context`
-// (logits for every token), for T in --verify (default 1,4,8,16,32,64).
+// (logits for every token), for T in --verify (default 1,4,8,16,32,64), median of --verify-runs
+// (default --runs).
 
 #include <algorithm>
 #include <chrono>
@@ -79,7 +80,7 @@ using medusa::bench::Seconds;
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, context = 128, prefill = 128, steps = 32, runs = 5;
+  int threads = 2, context = 128, prefill = 128, steps = 32, runs = 5, verify_runs = -1;
   std::string model_path, weights_mode = "auto";
   std::vector<int> verify_sizes = {1, 4, 8, 16, 32, 64};
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
     else if (flag == "--prefill") prefill = value;
     else if (flag == "--steps") steps = value;
     else if (flag == "--runs") runs = value;
+    else if (flag == "--verify-runs") verify_runs = value;
     else if (flag == "--verify") {
       verify_sizes.clear();
       for (const char* p = argv[i + 1]; *p != '\0';) {
@@ -122,6 +124,7 @@ int main(int argc, char** argv) {
   Backend& backend = **created;
   Check(backend.LoadWeights(config, std::move(weights)));
   const int block_size = 16;
+  if (verify_runs < 0) verify_runs = runs;
   const int max_verify = verify_sizes.empty() ? 0 : *std::max_element(verify_sizes.begin(), verify_sizes.end());
   const int slots = std::max({context + steps, prefill, context + max_verify});
   const int blocks = (slots + block_size - 1) / block_size;
@@ -163,7 +166,7 @@ int main(int argc, char** argv) {
   }
   for (int size : verify_sizes) {
     std::vector<double> times;
-    for (int run = 0; run < runs; ++run) {
+    for (int run = 0; run < verify_runs; ++run) {
       causal_batch(context, size, &batch);
       batch.output_rows.clear();
       for (int r = 0; r < size; ++r) batch.output_rows.push_back(r);
