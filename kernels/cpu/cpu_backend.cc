@@ -122,7 +122,8 @@ class CpuBackend final : public Backend {
 
   absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) override {
     if (!loaded_) return absl::FailedPreconditionError("LoadMedusaHeads before LoadWeights");
-    return medusa_heads_.Load(heads, config_.dim, config_.vocab_size, &classifier_);
+    return medusa_heads_.Load(heads, config_.dim, config_.vocab_size, &classifier_,
+                              cpu::MedusaHeadsCpu::BlockTypeFor(classifier_.type(), config_.dim));
   }
   int num_medusa_heads() const override { return medusa_heads_.num_heads(); }
   absl::Span<const int32_t> medusa_draft_vocab() const override { return medusa_heads_.draft_vocab(); }

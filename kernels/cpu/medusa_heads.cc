@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "kernels/cpu/quantized_matmul.h"
+#include "kernels/model/weights.h"
 
 namespace medusa::kernels::cpu {
 namespace {
@@ -14,10 +16,32 @@ math::AlignedFloats Copy(const std::vector<float>& v) {
   return out;
 }
 
+PackedMatrix PackAs(WeightType type, const std::vector<float>& w, int out, int in) {
+  if (type == WeightType::kF32) return PackedMatrix(w.data(), out, in);
+  WeightMatrix m(w);
+  m.ConvertTo(type, out, in);
+  return PackedMatrix(type, m.bytes.data(), out, in);
+}
+
 }  // namespace
 
+WeightType MedusaHeadsCpu::BlockTypeFor(WeightType classifier, int dim) {
+  switch (classifier) {
+    case WeightType::kQ8_0:
+    case WeightType::kQ4_0:
+    case WeightType::kQ4_1:
+      return dim % kQuantBlock == 0 ? WeightType::kQ8_0 : WeightType::kF32;
+    case WeightType::kBF16:
+    case WeightType::kF16:
+      return classifier;
+    case WeightType::kF32:
+      break;
+  }
+  return WeightType::kF32;
+}
+
 absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
-                                  const PackedMatrix* classifier) {
+                                  const PackedMatrix* classifier, WeightType block_type) {
   RETURN_IF_ERROR(weights.ValidateFor(dim, vocab));
   if (!weights.has_projection() && (classifier == nullptr || classifier->empty())) {
     return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
@@ -26,7 +50,7 @@ absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, in
   for (const MedusaHead& in : weights.heads) {
     Head head;
     for (const MedusaResBlock& block : in.blocks) {
-      head.blocks.push_back({PackedMatrix(block.weight.data(), dim, dim), Copy(block.bias)});
+      head.blocks.push_back({PackAs(block_type, block.weight, dim, dim), Copy(block.bias)});
     }
     if (!in.projection.empty()) {
       head.projection = PackedMatrix(in.projection.data(), vocab, dim);

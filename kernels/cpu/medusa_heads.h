@@ -13,14 +13,23 @@
 #include "kernels/math/aligned_vector.h"
 #include "kernels/math/thread_pool.h"
 #include "kernels/model/medusa_heads_weights.h"
+#include "kernels/model/weight_format.h"
 
 namespace medusa::kernels::cpu {
 
 class MedusaHeadsCpu {
  public:
-  // Checks (MedusaHeadsWeights::ValidateFor) and packs the weights; `classifier` (the
-  // model's, kept alive by the caller) serves heads without their own projection.
-  absl::Status Load(const MedusaHeadsWeights& weights, int dim, int vocab, const PackedMatrix* classifier);
+  // Checks (MedusaHeadsWeights::ValidateFor) and packs the weights, the residual blocks'
+  // as `block_type`; `classifier` (the model's, kept alive by the caller) serves heads
+  // without their own projection.
+  absl::Status Load(const MedusaHeadsWeights& weights, int dim, int vocab, const PackedMatrix* classifier,
+                    WeightType block_type = WeightType::kF32);
+  // The type a model's heads' residual blocks take beside its classifier of type `classifier`:
+  // a quantized model's heads are Q8_0 (int8 products like the model's, at a quarter of
+  // float32's bytes: with four heads, float32 blocks are a tenth of a Q4_1 step's reads), a
+  // 16-bit model's 16-bit, a float32 model's float32. Float32 where `dim` is not whole
+  // 32-value blocks.
+  static WeightType BlockTypeFor(WeightType classifier, int dim);
   int num_heads() const { return static_cast<int>(heads_.size()); }
   absl::Span<const int32_t> draft_vocab() const { return draft_vocab_; }
 

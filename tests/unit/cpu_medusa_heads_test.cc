@@ -4,10 +4,12 @@
 
 #include "kernels/cpu/medusa_heads.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "gtest/gtest.h"
+#include "kernels/model/weight_format.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_heads.h"
 
@@ -87,6 +89,58 @@ TEST_P(CpuMedusaHeadsTest, MatchReferenceWithAndWithoutDraftVocabulary) {
 
 INSTANTIATE_TEST_SUITE_P(Projections, CpuMedusaHeadsTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Own" : "Shared"; });
+
+TEST(CpuMedusaHeadsBlockType, FollowsTheClassifiersFamily) {
+  EXPECT_EQ(MedusaHeadsCpu::BlockTypeFor(WeightType::kF32, 64), WeightType::kF32);
+  EXPECT_EQ(MedusaHeadsCpu::BlockTypeFor(WeightType::kBF16, 64), WeightType::kBF16);
+  EXPECT_EQ(MedusaHeadsCpu::BlockTypeFor(WeightType::kF16, 64), WeightType::kF16);
+  for (WeightType quantized : {WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kQ4_1}) {
+    EXPECT_EQ(MedusaHeadsCpu::BlockTypeFor(quantized, 64), WeightType::kQ8_0);
+    EXPECT_EQ(MedusaHeadsCpu::BlockTypeFor(quantized, kDim), WeightType::kF32);  // 40: not whole blocks
+  }
+}
+
+// Heads of a quantized model: Q8_0 blocks beside a Q8_0 classifier, int8 activations. Against
+// the float32 reference on the same rounded weights, every logit is within the error that
+// quantizing the activations to 8 bits per 32-value block allows.
+TEST(CpuMedusaHeadsBlockType, Q8BlocksMatchTheReferenceOnTheirRoundedWeights) {
+  constexpr int kDim64 = 64;
+  ModelConfig config = Config();
+  config.dim = kDim64;
+  const std::vector<uint8_t> classifier_q8 =
+      QuantizeMatrix(WeightType::kQ8_0, Random(size_t{kVocab} * kDim64, 1).data(), kVocab, kDim64);
+  const std::vector<float> classifier = DequantizeMatrix(WeightType::kQ8_0, classifier_q8.data(), kVocab, kDim64);
+  const PackedMatrix packed(WeightType::kQ8_0, classifier_q8.data(), kVocab, kDim64);
+  MedusaHeadsWeights heads = RandomMedusaHeads(config, 3, 2, /*own_projection=*/false, 2, 0.2f);
+  MedusaHeadsWeights rounded = heads;  // the block weights as Q8_0 stores them
+  for (MedusaHead& head : rounded.heads) {
+    for (MedusaResBlock& block : head.blocks) {
+      const std::vector<uint8_t> q8 = QuantizeMatrix(WeightType::kQ8_0, block.weight.data(), kDim64, kDim64);
+      block.weight = DequantizeMatrix(WeightType::kQ8_0, q8.data(), kDim64, kDim64);
+    }
+  }
+  const int rows = 3, num_heads = 3;
+  const std::vector<float> hidden = Random(static_cast<size_t>(rows) * kDim64, 3);
+  std::vector<float> want(static_cast<size_t>(rows) * num_heads * kVocab);
+  for (int r = 0; r < rows; ++r) {
+    ASSERT_TRUE(ComputeHeadLogits(rounded, classifier, absl::MakeConstSpan(hidden).subspan(r * kDim64, kDim64),
+                                  absl::MakeSpan(want).subspan(static_cast<size_t>(r) * num_heads * kVocab,
+                                                               static_cast<size_t>(num_heads) * kVocab))
+                    .ok());
+  }
+  MedusaHeadsCpu cpu;
+  ASSERT_TRUE(cpu.Load(heads, kDim64, kVocab, &packed, MedusaHeadsCpu::BlockTypeFor(packed.type(), kDim64)).ok());
+  ThreadPool pool(2);
+  std::vector<float> got;
+  ASSERT_TRUE(cpu.Compute(hidden, rows, num_heads, &pool, &got).ok());
+  ASSERT_EQ(got.size(), want.size());
+  float scale = 0.0f;
+  for (float w : want) scale = std::max(scale, std::fabs(w));
+  double worst = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i])));
+  EXPECT_LT(worst, 0.03 * scale);  // int8 activations: about 1/254 of each block's range per value
+  EXPECT_GT(worst, 0.0);           // int8 activations were used, not float32 products
+}
 
 TEST(CpuMedusaHeadsErrors, BadDraftTokensAndHeadCounts) {
   const std::vector<float> classifier = Random(static_cast<size_t>(kVocab) * kDim, 1);
