@@ -40,8 +40,8 @@ WeightType MedusaHeadsCpu::BlockTypeFor(WeightType classifier, int dim) {
   return WeightType::kF32;
 }
 
-absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab,
-                                  const PackedMatrix* classifier, WeightType block_type) {
+absl::Status MedusaHeadsCpu::Load(const MedusaHeadsWeights& weights, int dim, int vocab, const PackedMatrix* classifier,
+                                  WeightType block_type) {
   RETURN_IF_ERROR(weights.ValidateFor(dim, vocab));
   if (!weights.has_projection() && (classifier == nullptr || classifier->empty())) {
     return absl::FailedPreconditionError("Medusa heads without a projection need the model's classifier");
