@@ -31,7 +31,7 @@ struct TreeTimingOptions {
   std::vector<int> batch_sizes = {1, 2, 4, 8, 16};
   int context_tokens = 128;  // cached tokens per sequence before the step (cut to fit the model)
   int repeats = 5;           // timed runs per (batch size, tree); the median is kept
-  int warmup = 1;            // untimed runs first, per (batch size, tree)
+  int warmup = 0;            // untimed rounds first (each timed step already follows kLeadMs of its tree)
 };
 
 struct TreeTimings {
