@@ -25,7 +25,8 @@ absl::Status Calibrate(const CalibrateCommand& command) {
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> topk, EvaluateTopK(heads, classifier, held_out.set, 10));
   PrintAccuracies("", topk);
   ASSIGN_OR_RETURN(std::string path, WriteCalibration(heads_path, command.calibration,
-                                                      CalibrationJson(heads_path, command.calibration, held_out, topk)));
+                                                      CalibrationJson(heads_path, command.calibration, held_out, topk,
+                                                                      engine->backend().MachineId())));
   std::fprintf(stderr, "wrote %s\n", path.c_str());
   return absl::OkStatus();
 }

@@ -12,12 +12,14 @@
 namespace medusa::tools {
 
 nlohmann::json CalibrationJson(const std::string& heads_path, const CalibrationFlags& calibration,
-                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk) {
+                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk,
+                               const std::string& measured_on) {
   return {
       {"heads", std::filesystem::path(heads_path).filename().string()},
       {"prompts", std::filesystem::path(calibration.prompts_file).filename().string()},
       {"prompt_count", held_out.prompts},
       {"rows", held_out.set.rows()},
+      {"measured_on", measured_on},
       {"topk_accuracy", topk},
   };
 }

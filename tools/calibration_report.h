@@ -13,10 +13,13 @@
 
 namespace medusa::tools {
 
-// {"heads", "prompts", "prompt_count", "rows", "topk_accuracy"} for heads at `heads_path`,
-// measured on `held_out` (topk[head][k]: top-(k+1) accuracy).
+// {"heads", "prompts", "prompt_count", "rows", "measured_on", "topk_accuracy"} for heads at
+// `heads_path`, measured on `held_out` (topk[head][k]: top-(k+1) accuracy) from the hidden states
+// of the backend `measured_on` names (Backend::MachineId: its weight types change the accuracies,
+// so a tree for a mode is best built from that mode's calibration).
 nlohmann::json CalibrationJson(const std::string& heads_path, const CalibrationFlags& calibration,
-                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk);
+                               const DistillRun& held_out, const std::vector<std::vector<double>>& topk,
+                               const std::string& measured_on);
 
 // Writes the calibration beside the heads (or where --calibration-out says); returns the path.
 absl::StatusOr<std::string> WriteCalibration(const std::string& heads_path, const CalibrationFlags& calibration,

@@ -82,7 +82,7 @@ struct TreeCommand {
   bool automatic = false;  // --auto
   std::vector<std::string> batch_sizes;
   std::vector<std::string> tree_sizes;
-  int repeats = 5;
+  int repeats = 15;
   int context_tokens = 128;
 };
 

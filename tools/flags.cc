@@ -68,7 +68,9 @@ ABSL_FLAG(std::vector<std::string>, batch_sizes, std::vector<std::string>({"1", 
           "Comma-separated batch sizes to time (medusa tree --auto)");
 ABSL_FLAG(std::vector<std::string>, tree_sizes, std::vector<std::string>({"4", "8", "16", "32", "64"}),
           "Comma-separated tree sizes (nodes besides the root) to time (medusa tree --auto)");
-ABSL_FLAG(int32_t, repeats, 5, "Timed runs per measurement; the median is kept (after one warm-up)");
+ABSL_FLAG(int32_t, repeats, 15,
+          "Samples per measurement (each the mean step time over at least 15 ms, after 20 ms of untimed steps of "
+          "its tree); the median is kept");
 ABSL_FLAG(int32_t, context_tokens, 128, "Cached tokens per sequence when timing tree steps");
 
 // train, calibrate

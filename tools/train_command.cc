@@ -169,7 +169,8 @@ absl::Status Train(const TrainCommand& command) {
   };
   RETURN_IF_ERROR(SaveMedusaHeads(out, heads, settings, dtype));
   RETURN_IF_ERROR(WriteJson(BesideHeads(out, ".json"), settings));
-  nlohmann::json calibration = CalibrationJson(out, command.calibration, held_out, after);
+  nlohmann::json calibration =
+      CalibrationJson(out, command.calibration, held_out, after, engine->backend().MachineId());
   calibration["topk_accuracy_before_training"] = trained.topk_before;
   ASSIGN_OR_RETURN(std::string calibration_path, WriteCalibration(out, command.calibration, calibration));
   std::fprintf(stderr, "wrote %s, %s and %s\n", out.c_str(), BesideHeads(out, ".json").c_str(),

@@ -25,6 +25,9 @@ using Clock = std::chrono::steady_clock;
 // and 3.2 ms after four plain steps, so timing each step right after another tree's made every
 // small tree look cheaper than it is.
 constexpr double kLeadMs = 20.0;
+// A sample is the mean step time over at least this long: single steps of a few milliseconds
+// on a shared machine varied by 20% or more, and five of them did not rank trees 10% apart.
+constexpr double kSampleMs = 15.0;
 
 double Median(std::vector<double> values) {
   const size_t mid = values.size() / 2;
@@ -164,10 +167,16 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
         do {
           RETURN_IF_ERROR(run_step(t));
         } while (std::chrono::duration<double, std::milli>(Clock::now() - lead).count() < kLeadMs);
+        // One sample: the mean of consecutive steps filling kSampleMs (one step when it is longer).
         const Clock::time_point start = Clock::now();
-        RETURN_IF_ERROR(run_step(t));
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-        if (round >= options.warmup) samples[t].push_back(ms);
+        int steps = 0;
+        double ms = 0.0;
+        do {
+          RETURN_IF_ERROR(run_step(t));
+          ++steps;
+          ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        } while (ms < kSampleMs);
+        if (round >= options.warmup) samples[t].push_back(ms / steps);
       }
     }
     std::vector<double>& row = timings.step_ms.emplace_back();

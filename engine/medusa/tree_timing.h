@@ -30,7 +30,7 @@ struct TimingTarget {
 struct TreeTimingOptions {
   std::vector<int> batch_sizes = {1, 2, 4, 8, 16};
   int context_tokens = 128;  // cached tokens per sequence before the step (cut to fit the model)
-  int repeats = 5;           // timed runs per (batch size, tree); the median is kept
+  int repeats = 15;          // samples per (batch size, tree), each the mean step over 15 ms; the median is kept
   int warmup = 0;            // untimed rounds first (each timed step already follows kLeadMs of its tree)
 };
 

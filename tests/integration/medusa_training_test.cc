@@ -161,6 +161,10 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   EXPECT_GT(settings["cost"]["train_rows"].get<int>(), 0);
   nlohmann::json calibration = nlohmann::json::parse(std::ifstream(dir + "/heads.calibration.json"));
   ASSERT_EQ(calibration["topk_accuracy"].size(), 3u);
+  // Where the accuracies were measured: the backend and its weights (llama2.c files hold float32).
+  const std::string measured_on = calibration["measured_on"].get<std::string>();
+  EXPECT_EQ(measured_on.rfind("cpu ", 0), 0u) << measured_on;
+  EXPECT_NE(measured_on.find(", f32 weights, "), std::string::npos) << measured_on;
   for (const auto& head : calibration["topk_accuracy"]) {
     ASSERT_EQ(head.size(), 10u);
     for (size_t i = 1; i < head.size(); ++i) EXPECT_GE(head[i].get<double>(), head[i - 1].get<double>());
