@@ -1,6 +1,7 @@
 #include "engine/medusa/auto_tree_file.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -20,6 +21,14 @@ std::string MachineIdOf(const nlohmann::json& measurement) {
   const nlohmann::json& machine = measurement["machine"];
   if (!machine.is_object() || !machine.contains("id") || !machine["id"].is_string()) return "";
   return machine["id"].get<std::string>();
+}
+
+// The file name of the calibration a measurement was made with ("" when it does not say).
+std::string CalibrationFileOf(const nlohmann::json& measurement) {
+  if (!measurement.is_object() || !measurement.contains("calibration") || !measurement["calibration"].is_string()) {
+    return "";
+  }
+  return std::filesystem::path(measurement["calibration"].get<std::string>()).filename().string();
 }
 
 // The index of the measurement to use on `machine_id`: its own, else one naming no
@@ -112,10 +121,19 @@ absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& exist
   }
   const std::string id = MachineIdOf(measurement);
   const nlohmann::json accuracy = measurement.value("topk_accuracy", nlohmann::json());
+  const std::string calibration = CalibrationFileOf(measurement);
+  // Measured for other accuracies from the same calibration file (or without saying which): the
+  // heads changed since, and its choice is stale. Other accuracies from another calibration file
+  // are another weight mode's calibration, measured apart on purpose.
+  auto stale = [&](const nlohmann::json& m) {
+    if (!m.is_object()) return true;
+    if (m.value("topk_accuracy", nlohmann::json()) == accuracy) return false;
+    const std::string theirs = CalibrationFileOf(m);
+    return calibration.empty() || theirs.empty() || theirs == calibration;
+  };
   std::erase_if(kept, [&](const nlohmann::json& m) {
     if (MachineIdOf(m) == id) return true;  // replaced by the new measurement
-    // Measured for other heads' accuracies (or without saying): its choice is stale.
-    if (m.is_object() && m.value("topk_accuracy", nlohmann::json()) == accuracy) return false;
+    if (!stale(m)) return false;
     if (dropped != nullptr) dropped->push_back(MachineIdOf(m));
     return true;
   });

@@ -48,8 +48,10 @@ class AutoTree {
 // The auto-tree file `existing` (the text of one, or empty for none) with `measurement`
 // (MeasureAutoTree's report) in place of any earlier measurement of the same machine:
 // {"machines": [...]}, ordered by machine id. Other machines' measurements are kept when
-// they were made for the same head accuracies ("topk_accuracy"); the others are stale, and
-// their machine ids go to `dropped`. InvalidArgument when `existing` is not an auto-tree file.
+// they were made for the same head accuracies ("topk_accuracy"), or for others from another
+// calibration file ("calibration": another weight mode's); the others are stale (the heads
+// changed), and their machine ids go to `dropped`. InvalidArgument when `existing` is not an
+// auto-tree file.
 absl::StatusOr<nlohmann::json> MergeAutoTreeMeasurement(const std::string& existing, const nlohmann::json& measurement,
                                                         std::vector<std::string>* dropped = nullptr);
 

@@ -398,6 +398,34 @@ TEST(AutoTreeTest, MergeReplacesThisMachineAndKeepsOthersMeasuredForTheSameHeads
   EXPECT_THAT(MachineIds(*retrained), ElementsAre("B"));
   EXPECT_THAT(dropped, ElementsAre("A"));
 
+  // Another weight mode's measurement, made from its own calibration file (other accuracies on
+  // purpose), stays when this mode is measured again; one from the same file with other
+  // accuracies, or naming no file, is stale.
+  nlohmann::json f32 = Measurement("B f32", 2, 0.7);
+  f32["calibration"] = "heads/h.calibration.json";
+  nlohmann::json q4 = Measurement("B q4_1", 1, 0.6);
+  q4["calibration"] = "heads/h.calibration.q4_1.json";
+  absl::StatusOr<nlohmann::json> modes = MergeAutoTreeMeasurement(retrained->dump(), f32, &dropped);
+  ASSERT_TRUE(modes.ok()) << modes.status();
+  dropped.clear();
+  modes = MergeAutoTreeMeasurement(modes->dump(), q4, &dropped);
+  ASSERT_TRUE(modes.ok()) << modes.status();
+  EXPECT_THAT(MachineIds(*modes), ElementsAre("B f32", "B q4_1")) << "B said no calibration file: stale";
+  EXPECT_THAT(dropped, ElementsAre("B"));
+  nlohmann::json f32_again = Measurement("B f32", 3, 0.8);  // heads retrained: new accuracies, same file
+  f32_again["calibration"] = "elsewhere/h.calibration.json";
+  dropped.clear();
+  modes = MergeAutoTreeMeasurement(modes->dump(), f32_again, &dropped);
+  ASSERT_TRUE(modes.ok()) << modes.status();
+  EXPECT_THAT(MachineIds(*modes), ElementsAre("B f32", "B q4_1"));
+  EXPECT_TRUE(dropped.empty());
+  nlohmann::json q4_stale = Measurement("C q4_1", 1, 0.9);  // the q4_1 file recalibrated elsewhere
+  q4_stale["calibration"] = "h.calibration.q4_1.json";
+  modes = MergeAutoTreeMeasurement(modes->dump(), q4_stale, &dropped);
+  ASSERT_TRUE(modes.ok()) << modes.status();
+  EXPECT_THAT(MachineIds(*modes), ElementsAre("B f32", "C q4_1"));
+  EXPECT_THAT(dropped, ElementsAre("B q4_1"));
+
   absl::StatusOr<nlohmann::json> bad = MergeAutoTreeMeasurement("[1, 2]", Measurement("B", 1, 0.5));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Message(bad.status()), HasSubstr("not an auto-tree file"));
