@@ -115,9 +115,9 @@ absl::StatusOr<GreedyTree> BuildGreedyTree(const Calibration& calibration, int n
 
 int ChooseTreeIndex(absl::Span<const double> expected_speedup) {
   int best = -1;
-  double best_speedup = 1.0;
+  double best_speedup = 0.0;
   for (size_t i = 0; i < expected_speedup.size(); ++i) {
-    if (expected_speedup[i] > best_speedup) {
+    if (expected_speedup[i] >= kMinTreeSpeedup && expected_speedup[i] > best_speedup) {
       best = static_cast<int>(i);
       best_speedup = expected_speedup[i];
     }

@@ -246,6 +246,8 @@ TEST(ChooseTreeTest, PicksTheLargestSpeedupAboveOne) {
   EXPECT_EQ(ChooseTreeIndex(std::vector<double>{1.2, 1.5, 1.4}), 1);
   EXPECT_EQ(ChooseTreeIndex(std::vector<double>{0.9, 0.99}), -1);
   EXPECT_EQ(ChooseTreeIndex(std::vector<double>{1.0}), -1) << "a tie with plain decoding stays plain";
+  EXPECT_EQ(ChooseTreeIndex(std::vector<double>{1.04, 1.03}), -1) << "within the measurements' error: plain";
+  EXPECT_EQ(ChooseTreeIndex(std::vector<double>{1.04, 1.05}), 1);
   EXPECT_EQ(ChooseTreeIndex(std::vector<double>{1.3, 1.3}), 0) << "ties go to the smaller tree";
   EXPECT_EQ(ChooseTreeIndex(std::vector<double>{}), -1);
 }
