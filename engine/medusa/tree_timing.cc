@@ -28,6 +28,10 @@ constexpr double kLeadMs = 20.0;
 // A sample is the mean step time over at least this long: single steps of a few milliseconds
 // on a shared machine varied by 20% or more, and five of them did not rank trees 10% apart.
 constexpr double kSampleMs = 15.0;
+// A tree whose samples add up to this much time stops being sampled after kMinSamples: steps of
+// a second (a 64-node tree at batch 16) would otherwise make start-up measurement take minutes.
+constexpr double kEnoughMs = 1000.0;
+constexpr size_t kMinSamples = 5;
 
 double Median(std::vector<double> values) {
   const size_t mid = values.size() / 2;
@@ -159,14 +163,19 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
                                            &head_topk);
     };
     std::vector<std::vector<double>> samples(trees.size());
+    std::vector<double> step_ms(trees.size(), 0.0), timed_ms(trees.size(), 0.0);
     for (int round = 0; round < options.warmup + options.repeats; ++round) {
       for (size_t t = 0; t < trees.size(); ++t) {
+        // Big steps vary less: enough of them were timed.
+        if (samples[t].size() >= kMinSamples && timed_ms[t] >= kEnoughMs) continue;
         // Trees alternate so that drift falls on all alike, but a timed step follows untimed
-        // steps of its own tree, as in decoding.
-        const Clock::time_point lead = Clock::now();
-        do {
-          RETURN_IF_ERROR(run_step(t));
-        } while (std::chrono::duration<double, std::milli>(Clock::now() - lead).count() < kLeadMs);
+        // steps of its own tree, as in decoding (a step longer than that needs none).
+        if (step_ms[t] < kLeadMs) {
+          const Clock::time_point lead = Clock::now();
+          do {
+            RETURN_IF_ERROR(run_step(t));
+          } while (std::chrono::duration<double, std::milli>(Clock::now() - lead).count() < kLeadMs);
+        }
         // One sample: the mean of consecutive steps filling kSampleMs (one step when it is longer).
         const Clock::time_point start = Clock::now();
         int steps = 0;
@@ -176,7 +185,10 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
           ++steps;
           ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
         } while (ms < kSampleMs);
-        if (round >= options.warmup) samples[t].push_back(ms / steps);
+        step_ms[t] = ms / steps;
+        if (round < options.warmup) continue;
+        samples[t].push_back(step_ms[t]);
+        timed_ms[t] += ms;
       }
     }
     std::vector<double>& row = timings.step_ms.emplace_back();
