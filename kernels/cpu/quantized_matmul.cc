@@ -1,16 +1,24 @@
 #include "kernels/cpu/quantized_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "kernels/cpu/quantized_amx.h"
 #include "kernels/cpu/quantized_panels.h"
-
 #include "kernels/math/simd.h"  // <immintrin.h>, with GCC 12's false warnings silenced
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-#define MEDUSA_VNNI 1
+// The VNNI kernel is compiled wherever the build targets AVX-512 (x86-64-v4, or -march=native on
+// an AVX-512 machine) and chosen at run time when the processor has AVX-512 VNNI, so an image
+// built for x86-64-v4 uses it on our machines and still runs on AVX-512 processors without it.
+// The AVX2 kernel (x86-64-v3 and up) serves those and AVX2-only processors.
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__)
+#define MEDUSA_VNNI_BUILD 1
+#define MEDUSA_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#endif
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define MEDUSA_AVX2_BUILD 1
 #endif
 
 namespace medusa::kernels::cpu {
@@ -34,9 +42,9 @@ int QuantAt(WeightType type, const uint8_t* quants, int lane, int k) {
   return static_cast<int>(quants[(k / 4) * 64 + lane * 4 + k % 4]) - 128;
 }
 
-#if defined(MEDUSA_VNNI)
+#if defined(MEDUSA_VNNI_BUILD)
 
-inline __m512i Broadcast4(const int8_t* p) {
+MEDUSA_VNNI_TARGET inline __m512i Broadcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));
   return _mm512_set1_epi32(v);
@@ -46,8 +54,8 @@ inline __m512i Broadcast4(const int8_t* p) {
 // panels p0... The float operations per output are QuantizedLinearReference's,
 // in its order.
 template <int kRows, int kPanels, bool kQ4>
-void Tile(const QuantizedActivations& x, int row0, int b0, int b1, const PanelView& w, int p0, float* y, int ldy,
-          bool load_y, int cols) {
+MEDUSA_VNNI_TARGET void Tile(const QuantizedActivations& x, int row0, int b0, int b1, const PanelView& w, int p0,
+                             float* y, int ldy, bool load_y, int cols) {
   const int nb = x.blocks, in = nb * kQuantBlock;
   __mmask16 mask[kPanels];
   for (int j = 0; j < kPanels; ++j) {
@@ -140,8 +148,8 @@ constexpr TileFn kTiles[kTileRows][kTilePanels] = {
     {Tile<4, 1, kQ4>, Tile<4, 2, kQ4>},
 };
 
-void VnniLinearPanels(const QuantizedActivations& x, const PanelView& w, int out, int p_begin, int p_end, float* y,
-                      int ldy, bool accumulate) {
+MEDUSA_VNNI_TARGET void VnniLinearPanels(const QuantizedActivations& x, const PanelView& w, int out, int p_begin,
+                                         int p_end, float* y, int ldy, bool accumulate) {
   const bool q4 = IsQ4(w.type);
   const int chunk = x.rows <= kTileRows ? x.blocks : kBlockChunk;
   for (int pg = p_begin; pg < p_end; pg += kTilePanels) {
@@ -158,7 +166,116 @@ void VnniLinearPanels(const QuantizedActivations& x, const PanelView& w, int out
   }
 }
 
-#endif  // MEDUSA_VNNI
+#endif  // MEDUSA_VNNI_BUILD
+
+#if defined(MEDUSA_AVX2_BUILD)
+
+inline __m256i Broadcast4x8(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm256_set1_epi32(v);
+}
+
+// Lanes [8h, 8h + 8) of a panel that exist, as an AVX2 load/store mask (0: none).
+inline int HalfLanes(int cols, int h) { return std::clamp(cols - 8 * h, 0, 8); }
+inline __m256i HalfMask(int lanes) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Y [kRows][16] (+)= rows row0.. of `x` times panel p, on AVX2: `vpmaddubsw` multiplies unsigned
+// by signed bytes into 16-bit pair sums, `vpmaddwd` adds those into 32-bit lanes. Q4 weights
+// (0..15) times activations (|q| <= 127) keep a pair sum within 16 bits; Q8 weights are signed,
+// so they multiply as |w| times the activation with w's sign (a pair sum at most 2 * 128 * 127).
+// Each block's integer sum is exact, and the float operations are the reference's in its order:
+// the VNNI kernel's results, bit for bit.
+template <int kRows, bool kQ4>
+void Avx2Tile(const QuantizedActivations& x, int row0, const PanelView& w, int p, float* y, int ldy, bool load_y,
+              int cols) {
+  const int nb = x.blocks, in = nb * kQuantBlock;
+  const int lanes[2] = {HalfLanes(cols, 0), HalfLanes(cols, 1)};
+  const __m256i mask[2] = {HalfMask(lanes[0]), HalfMask(lanes[1])};
+  __m256 acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      acc[r][h] = load_y && lanes[h] > 0 ? _mm256_maskload_ps(y + r * ldy + 8 * h, mask[h]) : _mm256_setzero_ps();
+    }
+  }
+  const __m256i ones = _mm256_set1_epi16(1), low_nibbles = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8(-128);
+  for (int b = 0; b < nb; ++b) {
+    const uint8_t* quants = w.Quants(p, b);
+    for (int line = 0; line < QuantBytes(w.type); line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(quants) + w.panel_bytes + line, _MM_HINT_T0);
+    }
+    const int8_t* xq[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      xq[r] = reinterpret_cast<const int8_t*>(x.q.data()) + static_cast<size_t>(row0 + r) * in + b * kQuantBlock;
+    }
+    __m256i isum[kRows][2];
+    for (int r = 0; r < kRows; ++r) isum[r][0] = isum[r][1] = _mm256_setzero_si256();
+    auto add = [&](__m256i& sum, __m256i unsigned_w, __m256i signed_x) {
+      sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_w, signed_x), ones));
+    };
+    if constexpr (kQ4) {
+      for (int c = 0; c < 4; ++c) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i raw = _mm256_load_si256(reinterpret_cast<const __m256i*>(quants + c * 64 + h * 32));
+          const __m256i lo = _mm256_and_si256(raw, low_nibbles);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_nibbles);
+          for (int r = 0; r < kRows; ++r) {
+            add(isum[r][h], lo, Broadcast4x8(xq[r] + 4 * c));
+            add(isum[r][h], hi, Broadcast4x8(xq[r] + 16 + 4 * c));
+          }
+        }
+      }
+    } else {
+      for (int g = 0; g < 8; ++g) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i stored = _mm256_load_si256(reinterpret_cast<const __m256i*>(quants + g * 64 + h * 32));
+          const __m256i signed_w = _mm256_xor_si256(stored, flip);  // panels keep Q8 as w + 128
+          const __m256i magnitude = _mm256_abs_epi8(signed_w);
+          for (int r = 0; r < kRows; ++r)
+            add(isum[r][h], magnitude, _mm256_sign_epi8(Broadcast4x8(xq[r] + 4 * g), signed_w));
+        }
+      }
+    }
+    const uint8_t* scales = w.Scales(p, b);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 16 * h)));
+      const __m256 mw = kQ4 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 32 + 16 * h)))
+                            : _mm256_setzero_ps();
+      for (int r = 0; r < kRows; ++r) {
+        const __m256 dx = _mm256_set1_ps(x.d[(row0 + r) * nb + b]);
+        acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][h]), _mm256_mul_ps(dw, dx), acc[r][h]);
+        if constexpr (kQ4) acc[r][h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.dsum[(row0 + r) * nb + b]), acc[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      if (lanes[h] > 0) _mm256_maskstore_ps(y + r * ldy + 8 * h, mask[h], acc[r][h]);
+    }
+  }
+}
+
+void Avx2LinearPanels(const QuantizedActivations& x, const PanelView& w, int out, int p_begin, int p_end, float* y,
+                      int ldy, bool accumulate) {
+  const bool q4 = IsQ4(w.type);
+  for (int p = p_begin; p < p_end; ++p) {
+    const int cols = std::min(kQuantPanel, out - p * kQuantPanel);
+    float* yp = y + p * kQuantPanel;
+    int r = 0;
+    for (; r + 2 <= x.rows; r += 2) {
+      (q4 ? Avx2Tile<2, true> : Avx2Tile<2, false>)(x, r, w, p, yp + static_cast<size_t>(r) * ldy, ldy, accumulate,
+                                                    cols);
+    }
+    if (r < x.rows) {
+      (q4 ? Avx2Tile<1, true> : Avx2Tile<1, false>)(x, r, w, p, yp + static_cast<size_t>(r) * ldy, ldy, accumulate,
+                                                    cols);
+    }
+  }
+}
+
+#endif  // MEDUSA_AVX2_BUILD
 
 // One output of one row, blocks [0, blocks): QuantizedLinearReference's inner
 // loop.
@@ -196,7 +313,7 @@ namespace {
 // One block of 32 activations: q = round-to-even(x / d), d = max|x| / 127 (NaN values count as
 // 0 and quantize to 0). Returns the sum of q. The AVX-512 and plain versions agree bit for bit.
 int32_t QuantizeBlock(const float* v, int8_t* q, float* d_out) {
-#if defined(MEDUSA_VNNI)
+#if defined(MEDUSA_VNNI_BUILD)
   const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
   const __mmask16 ok0 = _mm512_cmp_ps_mask(v0, v0, _CMP_ORD_Q), ok1 = _mm512_cmp_ps_mask(v1, v1, _CMP_ORD_Q);
   const __m512 a =
@@ -305,15 +422,50 @@ void UnpackQuantizedRow(WeightType type, const uint8_t* panels, int /*out*/, int
   }
 }
 
+std::vector<QuantizedKernel> AvailableQuantizedKernels() {
+  std::vector<QuantizedKernel> kernels;
+#if defined(MEDUSA_VNNI_BUILD)
+  if (__builtin_cpu_supports("avx512vnni")) kernels.push_back(QuantizedKernel::kVnni);
+#endif
+#if defined(MEDUSA_AVX2_BUILD)
+  kernels.push_back(QuantizedKernel::kAvx2);
+#endif
+  kernels.push_back(QuantizedKernel::kReference);
+  return kernels;
+}
+
+namespace {
+std::atomic<QuantizedKernel>& ActiveKernel() {
+  static std::atomic<QuantizedKernel> active{AvailableQuantizedKernels().front()};
+  return active;
+}
+}  // namespace
+
+QuantizedKernel ActiveQuantizedKernel() { return ActiveKernel().load(std::memory_order_relaxed); }
+
+bool SetQuantizedKernel(QuantizedKernel kernel) {
+  const std::vector<QuantizedKernel> available = AvailableQuantizedKernels();
+  if (std::find(available.begin(), available.end(), kernel) == available.end()) return false;
+  ActiveKernel().store(kernel, std::memory_order_relaxed);
+  return true;
+}
+
 void QuantizedLinearPanels(const QuantizedActivations& x, WeightType type, const uint8_t* panels, int out, int in,
                            int p_begin, int p_end, float* y, int ldy, bool accumulate) {
   const PanelView w{type, panels, in / kQuantBlock, PanelBytes(type, in)};
-#if defined(MEDUSA_VNNI)
-  if (x.rows >= kAmxMinRows && AmxEnabled()) return AmxLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
-  VnniLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
-#else
-  ReferenceLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
+  switch (ActiveQuantizedKernel()) {
+#if defined(MEDUSA_VNNI_BUILD)
+    case QuantizedKernel::kVnni:
+      if (x.rows >= kAmxMinRows && AmxEnabled()) return AmxLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
+      return VnniLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
 #endif
+#if defined(MEDUSA_AVX2_BUILD)
+    case QuantizedKernel::kAvx2:
+      return Avx2LinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
+#endif
+    default:
+      return ReferenceLinearPanels(x, w, out, p_begin, p_end, y, ldy, accumulate);
+  }
 }
 
 void QuantizedLinearReference(const QuantizedActivations& x, WeightType type, const uint8_t* panels, int out, int in,
@@ -323,11 +475,15 @@ void QuantizedLinearReference(const QuantizedActivations& x, WeightType type, co
 }
 
 const char* QuantizedKernelName() {
-#if defined(MEDUSA_VNNI)
-  return AmxEnabled() ? "avx512-vnni, amx-int8 for 6+ rows" : "avx512-vnni";
-#else
+  switch (ActiveQuantizedKernel()) {
+    case QuantizedKernel::kVnni:
+      return AmxEnabled() ? "avx512-vnni, amx-int8 for 6+ rows" : "avx512-vnni";
+    case QuantizedKernel::kAvx2:
+      return "avx2";
+    case QuantizedKernel::kReference:
+      break;
+  }
   return "portable";
-#endif
 }
 
 }  // namespace medusa::kernels::cpu

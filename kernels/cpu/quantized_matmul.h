@@ -62,6 +62,15 @@ void QuantizedLinearReference(const QuantizedActivations& x, WeightType type, co
                               float* y, int ldy, bool accumulate);
 // Whether QuantizedLinearPanels runs the VNNI kernel ("avx512-vnni") or the
 // reference ("portable").
+// The integer kernels: AVX-512 VNNI (`vpdpbusd`), AVX2 (`vpmaddubsw`), and the plain C++
+// reference. All give the same results bit for bit.
+enum class QuantizedKernel { kVnni, kAvx2, kReference };
+// Those this build holds and this processor runs, fastest first.
+std::vector<QuantizedKernel> AvailableQuantizedKernels();
+// The one products use: the fastest available unless set (process-wide; for tests and
+// benchmarks). SetQuantizedKernel returns false, changing nothing, for one not available.
+QuantizedKernel ActiveQuantizedKernel();
+bool SetQuantizedKernel(QuantizedKernel kernel);
 const char* QuantizedKernelName();
 
 }  // namespace medusa::kernels::cpu

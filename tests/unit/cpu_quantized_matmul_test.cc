@@ -14,6 +14,7 @@
 #include <bit>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -77,18 +78,48 @@ TEST(QuantizedActivations, AreRoundedToEvenPerBlockOfThirtyTwo) {
   }
 }
 
-// Runs the rest of a test once with the VNNI kernel alone and, where the processor has AMX,
-// once more with AMX for the products of many rows.
-class QuantizedKernels : public ::testing::TestWithParam<bool> {
+// Runs the rest of a test once per SIMD kernel the processor runs: VNNI alone, VNNI with AMX for
+// the products of many rows, and AVX2 (which AVX-512 processors run too, so it is tested here).
+struct KernelCase {
+  QuantizedKernel kernel;
+  bool amx;
+  const char* name;
+};
+constexpr KernelCase kKernelCases[] = {{QuantizedKernel::kVnni, false, "Vnni"},
+                                       {QuantizedKernel::kVnni, true, "VnniAndAmx"},
+                                       {QuantizedKernel::kAvx2, false, "Avx2"}};
+
+class QuantizedKernels : public ::testing::TestWithParam<KernelCase> {
  protected:
   void SetUp() override {
-    if (GetParam() && !AmxSupported()) GTEST_SKIP() << "this processor (or kernel) gives no AMX tiles";
-    SetAmxEnabled(GetParam());
+    if (!SetQuantizedKernel(GetParam().kernel)) GTEST_SKIP() << "this build or processor has no " << GetParam().name;
+    if (GetParam().amx && !AmxSupported()) GTEST_SKIP() << "this processor (or kernel) gives no AMX tiles";
+    SetAmxEnabled(GetParam().amx);
     std::printf("quantized kernel: %s\n", QuantizedKernelName());
   }
-  void TearDown() override { SetAmxEnabled(false); }
+  void TearDown() override {
+    SetAmxEnabled(false);
+    SetQuantizedKernel(AvailableQuantizedKernels().front());
+  }
 };
-INSTANTIATE_TEST_SUITE_P(WithAndWithoutAmx, QuantizedKernels, ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(EveryKernel, QuantizedKernels, ::testing::ValuesIn(kKernelCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(QuantizedKernelChoice, TheFastestAvailableIsTheDefaultAndOthersCanBeChosen) {
+  const std::vector<QuantizedKernel> available = AvailableQuantizedKernels();
+  ASSERT_FALSE(available.empty());
+  EXPECT_EQ(available.back(), QuantizedKernel::kReference);
+  EXPECT_EQ(ActiveQuantizedKernel(), available.front());
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  EXPECT_NE(std::find(available.begin(), available.end(), QuantizedKernel::kAvx2), available.end());
+#endif
+#if defined(__AVX512VNNI__)
+  EXPECT_EQ(available.front(), QuantizedKernel::kVnni) << "a VNNI build on a VNNI processor";
+#endif
+  ASSERT_TRUE(SetQuantizedKernel(QuantizedKernel::kReference));
+  EXPECT_STREQ(QuantizedKernelName(), "portable");
+  ASSERT_TRUE(SetQuantizedKernel(available.front()));
+}
 
 TEST_P(QuantizedKernels, SimdKernelEqualsTheReferenceBitForBit) {
   ThreadPool one(1), two(2);
@@ -143,6 +174,38 @@ TEST_P(QuantizedKernels, RowResultDoesNotDependOnTheBatch) {
                                     << ", row " << i / out << " output " << i % out;
         }
       }
+    }
+  }
+}
+
+// The integer sums at their extremes: Q8_0 quants of -128 (a file may hold them, though quantizers
+// write -127..127) and 127, Q4 nibbles of 15, against activations of +-127, where a 16-bit pair
+// sum (AVX2's vpmaddubsw) would saturate if the weights were multiplied as stored (w + 128).
+TEST_P(QuantizedKernels, ExtremeWeightsAndActivationsStayExact) {
+  const int rows = 3, in = 128, out = 20;
+  std::vector<float> x(static_cast<size_t>(rows) * in);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (i / 3) % 2 == 0 ? 1.0f : -1.0f;  // quantized to +-127
+  for (WeightType type : kQuantized) {
+    std::vector<uint8_t> stored = QuantizeMatrix(type, Random(static_cast<size_t>(out) * in, 8).data(), out, in);
+    const size_t block = BlockBytes(type);
+    for (size_t b = 0; b < stored.size() / block; ++b) {
+      uint8_t* quants = stored.data() + b * block + (type == WeightType::kQ4_1 ? 4 : 2);
+      for (int k = 0; k < (type == WeightType::kQ8_0 ? 32 : 16); ++k) {
+        if (type == WeightType::kQ8_0)
+          quants[k] = (b + k) % 3 == 0 ? 0x7f : 0x80;  // 127 or -128
+        else
+          quants[k] = (b + k) % 3 == 0 ? 0x0f : 0xff;
+      }
+    }
+    const PackedMatrix packed(type, stored.data(), out, in);
+    QuantizedActivations xq;
+    QuantizeActivations(x.data(), rows, in, in, &xq);
+    std::vector<float> want(static_cast<size_t>(rows) * out), got(want.size());
+    QuantizedLinearReference(xq, type, packed.data(), out, in, want.data(), out, false);
+    ThreadPool pool(1);
+    Linear(x.data(), rows, in, packed, got.data(), out, false, &pool);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i])) << WeightTypeName(type) << " " << i;
     }
   }
 }
