@@ -24,9 +24,10 @@ absl::Status Calibrate(const CalibrateCommand& command) {
   ASSIGN_OR_RETURN(DistillRun held_out, CalibrationRows(*engine, heads.num_heads, command.distill, command.calibration));
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> topk, EvaluateTopK(heads, classifier, held_out.set, 10));
   PrintAccuracies("", topk);
-  ASSIGN_OR_RETURN(std::string path, WriteCalibration(heads_path, command.calibration,
-                                                      CalibrationJson(heads_path, command.calibration, held_out, topk,
-                                                                      engine->backend().MachineId())));
+  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures, FitHeadTemperatures(heads, classifier, held_out.set));
+  nlohmann::json json = CalibrationJson(heads_path, command.calibration, held_out, topk, engine->backend().MachineId());
+  AddTemperatures(temperatures, &json);
+  ASSIGN_OR_RETURN(std::string path, WriteCalibration(heads_path, command.calibration, json));
   std::fprintf(stderr, "wrote %s\n", path.c_str());
   return absl::OkStatus();
 }

@@ -45,4 +45,25 @@ void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& t
   }
 }
 
+void AddTemperatures(const std::vector<HeadTemperatureFit>& fits, nlohmann::json* calibration) {
+  nlohmann::json temperature = nlohmann::json::array(), fit = nlohmann::json::object();
+  for (const char* key : {"fit_rows", "eval_rows", "nll_before", "nll_after", "top1_ece_before", "top1_ece_after"}) {
+    fit[key] = nlohmann::json::array();
+  }
+  for (size_t k = 0; k < fits.size(); ++k) {
+    const HeadTemperatureFit& f = fits[k];
+    temperature.push_back(f.temperature);
+    fit["fit_rows"].push_back(f.fit_rows);
+    fit["eval_rows"].push_back(f.eval_rows);
+    fit["nll_before"].push_back(f.nll_before);
+    fit["nll_after"].push_back(f.nll_after);
+    fit["top1_ece_before"].push_back(f.ece_before);
+    fit["top1_ece_after"].push_back(f.ece_after);
+    std::fprintf(stderr, "head %zu: temperature %.3f, top-1 calibration error %.3f -> %.3f, NLL %.3f -> %.3f\n", k,
+                 f.temperature, f.ece_before, f.ece_after, f.nll_before, f.nll_after);
+  }
+  (*calibration)["temperature"] = temperature;
+  (*calibration)["temperature_fit"] = fit;
+}
+
 }  // namespace medusa::tools

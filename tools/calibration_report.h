@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/train/heads_evaluation.h"
 #include "nlohmann/json.hpp"
 #include "tools/command_options.h"
 #include "tools/training_data.h"
@@ -29,5 +30,10 @@ absl::Status WriteJson(const std::string& path, const nlohmann::json& value);
 
 // One line per head: top-1, top-5 and top-10 accuracy, after `what`.
 void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& topk);
+
+// Adds the heads' fitted temperatures to a calibration JSON: "temperature" [per head], and
+// "temperature_fit" {"fit_rows", "eval_rows", "nll_before", "nll_after", "top1_ece_before",
+// "top1_ece_after"} (lists per head, on held-out rows the fit did not see); prints them.
+void AddTemperatures(const std::vector<HeadTemperatureFit>& fits, nlohmann::json* calibration);
 
 }  // namespace medusa::tools

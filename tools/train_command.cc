@@ -172,6 +172,8 @@ absl::Status Train(const TrainCommand& command) {
   nlohmann::json calibration =
       CalibrationJson(out, command.calibration, held_out, after, engine->backend().MachineId());
   calibration["topk_accuracy_before_training"] = trained.topk_before;
+  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures, FitHeadTemperatures(heads, classifier, held_out.set));
+  AddTemperatures(temperatures, &calibration);
   ASSIGN_OR_RETURN(std::string calibration_path, WriteCalibration(out, command.calibration, calibration));
   std::fprintf(stderr, "wrote %s, %s and %s\n", out.c_str(), BesideHeads(out, ".json").c_str(),
                calibration_path.c_str());

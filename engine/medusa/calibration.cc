@@ -1,6 +1,7 @@
 #include "engine/medusa/calibration.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "engine/io/file_reader.h"
@@ -74,6 +75,20 @@ absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const
       top.push_back(x);
     }
     calibration.topk_accuracy.push_back(std::move(top));
+  }
+  if (doc.contains("temperature")) {
+    const nlohmann::json& t = doc["temperature"];
+    if (!t.is_array() || t.size() != heads.size()) {
+      return bad(absl::StrCat("\"temperature\" must be a list of ", heads.size(), " numbers (one per head), got ",
+                              JsonSnippet(t)));
+    }
+    for (size_t k = 0; k < t.size(); ++k) {
+      const double x = t[k].is_number() ? t[k].get<double>() : 0.0;
+      if (!(x > 0.0 && std::isfinite(x))) {
+        return bad(absl::StrCat("temperature[", k, "] is ", JsonSnippet(t[k]), ", not a positive number"));
+      }
+      calibration.temperature.push_back(x);
+    }
   }
   return calibration;
 }

@@ -16,6 +16,9 @@ struct Calibration {
   std::string heads;  // the heads file measured ("" when the JSON does not say)
   // [head][i]: fraction of positions whose true token was among the head's top i+1.
   std::vector<std::vector<double>> topk_accuracy;
+  // Per head: the temperature that calibrates its probabilities (`medusa calibrate`'s
+  // temperature scaling); empty when the JSON has none (1 for every head).
+  std::vector<double> temperature;
 
   int num_heads() const { return static_cast<int>(topk_accuracy.size()); }
   // Ranks with a measured accuracy for `head`.
@@ -27,7 +30,8 @@ struct Calibration {
 // Parses and checks a calibration: InvalidArgument naming the element for text that
 // is not JSON, a missing or non-list "topk_accuracy", a head that is not a non-empty
 // list of numbers, a value outside [0, 1], or top-k accuracies that decrease with k
-// (they are cumulative). `source` names the input in messages.
+// (they are cumulative), or a "temperature" that is not a list of positive numbers, one per
+// head. `source` names the input in messages.
 absl::StatusOr<Calibration> ParseCalibration(const std::string& json_text, const std::string& source);
 // Reads a calibration file; NotFound when it cannot be read.
 absl::StatusOr<Calibration> LoadCalibration(const std::string& path);

@@ -31,4 +31,24 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
                                                               const DistillSet& data, int max_k = 10,
                                                               int threads = 0);
 
+// How well a head's probabilities say how likely its proposals are, and the temperature that
+// makes them say it better (temperature scaling, Guo et al. 2017). The probabilities are the
+// softmax over the tokens the head proposes from (its draft vocabulary, or all), at logits / T.
+struct HeadTemperatureFit {
+  double temperature = 1.0;                  // minimizes the fit rows' negative log-likelihood of the target
+  double nll_before = 0.0, nll_after = 0.0;  // mean on the evaluation rows whose target it can propose
+  // Top-1 expected calibration error on the evaluation rows (15 equal-width confidence bins):
+  // the mean gap between the top proposal's probability and how often it is the target.
+  double ece_before = 0.0, ece_after = 0.0;
+  int fit_rows = 0, eval_rows = 0;
+};
+
+// Fits each head's temperature on half of up to `max_rows` rows of `data` (evenly spaced, taken
+// alternately for fitting and evaluating) and reports both errors on the other half, before
+// and after. InvalidArgument as EvaluateTopK; a head with no row to fit keeps temperature 1.
+absl::StatusOr<std::vector<HeadTemperatureFit>> FitHeadTemperatures(const MedusaHeadsWeights& heads,
+                                                                    absl::Span<const float> classifier,
+                                                                    const DistillSet& data, int max_rows = 1000,
+                                                                    int threads = 0);
+
 }  // namespace medusa

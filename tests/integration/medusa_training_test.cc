@@ -162,6 +162,12 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   nlohmann::json calibration = nlohmann::json::parse(std::ifstream(dir + "/heads.calibration.json"));
   ASSERT_EQ(calibration["topk_accuracy"].size(), 3u);
   // Where the accuracies were measured: the backend and its weights (llama2.c files hold float32).
+  // Each head's temperature, fitted on held-out rows and judged on others.
+  ASSERT_EQ(calibration["temperature"].size(), 3u);
+  for (const auto& t : calibration["temperature"]) EXPECT_GT(t.get<double>(), 0.0);
+  for (const char* key : {"fit_rows", "eval_rows", "nll_before", "nll_after", "top1_ece_before", "top1_ece_after"}) {
+    EXPECT_EQ(calibration["temperature_fit"][key].size(), 3u) << key;
+  }
   const std::string measured_on = calibration["measured_on"].get<std::string>();
   EXPECT_EQ(measured_on.rfind("cpu ", 0), 0u) << measured_on;
   EXPECT_NE(measured_on.find(", f32 weights, "), std::string::npos) << measured_on;

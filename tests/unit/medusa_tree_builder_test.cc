@@ -86,6 +86,14 @@ TEST(CalibrationTest, HeadsMemberIsOptional) {
   absl::StatusOr<Calibration> c = ParseCalibration(R"({"topk_accuracy": [[0.1]]})", "x");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->heads, "");
+  EXPECT_TRUE(c->temperature.empty());
+}
+
+TEST(CalibrationTest, ReadsTheHeadsTemperatures) {
+  absl::StatusOr<Calibration> c =
+      ParseCalibration(R"({"topk_accuracy": [[0.5], [0.25]], "temperature": [1.5, 0.75]})", "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->temperature, ElementsAre(1.5, 0.75));
 }
 
 TEST(CalibrationTest, BadInputNamesTheProblem) {
@@ -105,6 +113,10 @@ TEST(CalibrationTest, BadInputNamesTheProblem) {
            {R"({"topk_accuracy": [[-0.1]]})", "topk_accuracy[0][0] = -0.1 is outside [0, 1]"},
            {R"({"topk_accuracy": [[0.5, 0.6], [0.4, 0.3]]})", "topk_accuracy[1] decreases: top-2 = 0.3 < top-1 = 0.4"},
            {R"({"heads": 3, "topk_accuracy": [[0.5]]})", "\"heads\" must be a string"},
+           {R"({"topk_accuracy": [[0.5], [0.4]], "temperature": [1.0]})", "\"temperature\" must be a list of 2"},
+           {R"({"topk_accuracy": [[0.5]], "temperature": 1.0})", "\"temperature\" must be a list of 1"},
+           {R"({"topk_accuracy": [[0.5]], "temperature": [0]})", "temperature[0] is 0, not a positive number"},
+           {R"({"topk_accuracy": [[0.5]], "temperature": ["2"]})", "temperature[0] is \"2\", not a positive"},
        }) {
     absl::StatusOr<Calibration> parsed = ParseCalibration(c.json, "cal.json");
     ASSERT_FALSE(parsed.ok()) << c.json;
