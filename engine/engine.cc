@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     RETURN_IF_ERROR(engine->SetMedusa(std::move(heads), MedusaTree::Chain(num_heads)));
     ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
     engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
+    if (options.tree_budget > 0) RETURN_IF_ERROR(engine->SetUpDynamicTrees());
   }
   spdlog::debug("engine: {} on {} ({}), KV cache {} blocks of {} tokens ({} MiB)", engine->config().name,
                 engine->backend_->Name(), engine->backend_->MachineId(), spec.num_blocks, spec.block_size,
@@ -188,6 +189,31 @@ TimingTarget Engine::timing_target() {
           .kv_block_size = options_.kv_block_size,
           .prefill_chunk = options_.prefill_chunk,
           .threads = options_.backend.threads};
+}
+
+absl::Status Engine::SetUpDynamicTrees() {
+  if (auto_tree_) {
+    return absl::InvalidArgumentError(
+        "--tree-budget keeps nodes of the tree --tree names (the envelope): give a preset or a file of paths, "
+        "not an auto tree");
+  }
+  std::vector<double> temperature;
+  const std::string calibration_path = CalibrationPathFor(options_.heads_path);
+  if (fs::exists(calibration_path)) {
+    ASSIGN_OR_RETURN(Calibration calibration, LoadCalibration(calibration_path));
+    temperature = calibration.temperature;
+  }
+  if (temperature.empty()) {
+    spdlog::warn("dynamic trees: no head temperatures in '{}' (`medusa calibrate` fits them); using 1",
+                 calibration_path);
+  }
+  SetDynamicTrees(options_.tree_budget, std::move(temperature));
+  return absl::OkStatus();
+}
+
+void Engine::SetDynamicTrees(int budget, std::vector<double> temperature) {
+  tree_budget_ = std::max(0, budget);
+  head_temperature_ = std::move(temperature);
 }
 
 absl::Status Engine::SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree) {

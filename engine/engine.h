@@ -39,6 +39,9 @@ struct EngineOptions {
   // With tree "auto" measured at start-up: the batch sizes and tree sizes to time.
   std::vector<int> auto_tree_batch_sizes = {1};
   std::vector<int> auto_tree_sizes = {2, 4, 8, 16, 32};
+  // Dynamic trees (engine/medusa/dynamic_tree.h): > 0 keeps, each step, this many nodes of the
+  // tree (then the envelope) by the heads' probabilities for the step; 0: the tree as it is.
+  int tree_budget = 0;
 };
 
 class Engine {
@@ -62,6 +65,12 @@ class Engine {
   // Installs heads and a tree (the tree is cut to the heads' depth). Used by
   // Create for --heads, and by tests and tools that make heads in memory.
   absl::Status SetMedusa(MedusaHeadsWeights heads, const MedusaTree& tree);
+  // Dynamic trees: each step keeps `budget` nodes of the tree (0: off), estimating paths with
+  // the heads' probabilities at `temperature` (per head; missing ones are 1). Create sets it from
+  // options().tree_budget and the calibration beside the heads.
+  void SetDynamicTrees(int budget, std::vector<double> temperature);
+  int tree_budget() const { return tree_budget_; }
+  const std::vector<double>& head_temperature() const { return head_temperature_; }
 
   // A new, empty KV sequence drawing blocks from this engine's pool.
   kv::SequenceKv NewSequence() { return kv::SequenceKv(kv_allocator_.get(), options_.kv_block_size); }
@@ -76,6 +85,8 @@ class Engine {
   // Times trees from the heads' calibration on this machine (tree "auto" without a
   // measurement of this machine's).
   absl::StatusOr<AutoTree> MeasureAutoTreeNow(int num_heads);
+  // options_.tree_budget's dynamic trees, with the temperatures of the heads' calibration.
+  absl::Status SetUpDynamicTrees();
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;
@@ -83,6 +94,8 @@ class Engine {
   std::optional<MedusaTree> medusa_tree_;
   std::optional<AutoTree> auto_tree_;
   std::string tree_source_;
+  int tree_budget_ = 0;
+  std::vector<double> head_temperature_;
 };
 
 // Finds the tokenizer for a model: the explicit path if given (a SentencePiece

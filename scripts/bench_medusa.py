@@ -17,7 +17,7 @@ exactly the plain run's tokens.
       --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3] \
       [--weights auto] [--json-out docs/benchmarks/medusa.json]
 A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
-LABEL=VALUE. --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
+LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`). --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
 Markdown table and the raw numbers as JSON; --json-out also writes the medians per tree
 ({"machine", "threads", "weights", "trees": [{"tree", "nodes", "tokens_per_second",
 "plain_tokens_per_second", "speedup", "tokens_per_step", ...}]}), which
@@ -40,7 +40,13 @@ def run_config(args, prompts, tree):
         cmd += ["--heads", args.heads]
     if args.weights:
         cmd += ["--weights", args.weights]
-    cmd += ["--no-medusa"] if tree is None else ["--tree", tree]
+    if tree is None:
+        cmd += ["--no-medusa"]
+    elif "@" in tree:  # ENVELOPE@BUDGET: a dynamic tree of BUDGET nodes from ENVELOPE
+        envelope, budget = tree.rsplit("@", 1)
+        cmd += ["--tree", envelope, "--tree-budget", budget]
+    else:
+        cmd += ["--tree", tree]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     recs = [json.loads(line) for line in out.splitlines() if line.strip()]
     new = sum(r["new_tokens"] for r in recs)

@@ -17,6 +17,9 @@ ABSL_FLAG(std::string, tree, "",
           "Medusa tree: a preset name, a JSON file of paths or of `medusa tree --auto`'s choices, or auto (see "
           "README). Default: auto when the heads have a calibration or measured trees beside them, else "
           "mc_sim_7b_63");
+ABSL_FLAG(int32_t, tree_budget, 0,
+          "Dynamic Medusa trees: each step keeps this many nodes of --tree (a preset or file: the envelope), "
+          "those whose paths the heads' probabilities make most likely this step; 0: --tree as it is");
 ABSL_FLAG(std::string, device, "auto", "Compute device: cpu, cuda, or auto (cuda where a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
 ABSL_FLAG(std::string, weights, "auto",
@@ -44,6 +47,16 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   options.chat_template = absl::GetFlag(FLAGS_chat_template);
   options.heads_path = absl::GetFlag(FLAGS_heads);
   options.tree = absl::GetFlag(FLAGS_tree);
+  options.tree_budget = absl::GetFlag(FLAGS_tree_budget);
+  if (options.tree_budget < 0) return absl::InvalidArgumentError("--tree-budget must be >= 0");
+  if (options.tree_budget > 0 && options.heads_path.empty()) {
+    return absl::InvalidArgumentError("--tree-budget needs Medusa heads: give --heads PATH");
+  }
+  if (options.tree_budget > 0 && options.tree == "auto") {
+    return absl::InvalidArgumentError(
+        "--tree-budget keeps nodes of the tree --tree names (the envelope): give a preset or a file of paths, "
+        "not an auto tree");
+  }
   options.backend.device = absl::GetFlag(FLAGS_device);
   options.backend.threads = absl::GetFlag(FLAGS_threads);
   options.backend.weights = absl::GetFlag(FLAGS_weights);

@@ -1,5 +1,6 @@
 // `medusa generate`: in-process generation on the local engine.
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -38,9 +39,13 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
 
 nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool use_medusa) {
   const MedusaTree* tree = use_medusa ? engine.medusa_tree() : nullptr;
+  // With dynamic trees, the nodes verified per step (the budget), not the envelope's.
+  const int budget = engine.tree_budget();
+  const int nodes = !tree ? 1 : budget > 0 ? std::min(budget + 1, tree->num_nodes()) : tree->num_nodes();
   return {
-      {"mode", tree && tree->num_nodes() > 1 ? "medusa" : "plain"},
-      {"tree_nodes", tree ? tree->num_nodes() : 1},
+      {"mode", nodes > 1 ? "medusa" : "plain"},
+      {"tree_nodes", nodes},
+      {"tree_budget", tree ? budget : 0},
       {"accepted_tokens", r.accepted_tokens},
       {"accepted_per_position", r.accepted_per_position},
       {"accepted_length_counts", r.accepted_length_counts},

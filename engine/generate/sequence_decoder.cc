@@ -125,6 +125,32 @@ absl::Status SequenceDecoder::BuildCandidates(absl::Span<const int32_t> head_top
   return absl::OkStatus();
 }
 
+absl::Status SequenceDecoder::BuildDynamicCandidates(const HeadProposals& proposals, int budget) {
+  const MedusaTree& envelope = *planned_->tree;
+  const std::vector<std::vector<int>> paths = ChooseDynamicPaths(envelope, proposals, budget);
+  if (paths.empty()) {
+    planned_ = plain_.get();
+    return BuildCandidates({});
+  }
+  ASSIGN_OR_RETURN(MedusaTree chosen, MedusaTree::FromPaths(paths, envelope.num_heads_used()));
+  auto tree = std::make_unique<MedusaTree>(std::move(chosen));
+  ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(*tree, config_.vocab_size));
+  for (int h = 0; h < tree->num_heads_used(); ++h) {
+    const absl::Span<int32_t> ids = candidates.mutable_head_topk(h);
+    if (h >= static_cast<int>(proposals.ids.size()) || proposals.ids[h].size() < ids.size()) {
+      return absl::InternalError("the dynamic tree asks a head for more tokens than it proposed");
+    }
+    std::copy_n(proposals.ids[h].begin(), ids.size(), ids.begin());
+  }
+  candidates.AssignTokens(root_);
+  auto state = std::unique_ptr<TreeState>(
+      new TreeState{tree.get(), std::move(candidates), Acceptor(*tree, config_.vocab_size, request_.acceptance)});
+  dynamic_ = std::move(state);  // the last step's state goes before its tree
+  dynamic_tree_ = std::move(tree);
+  planned_ = dynamic_.get();
+  return absl::OkStatus();
+}
+
 void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch) {
   const MedusaTree& tree = *planned_->tree;
   const absl::Span<const int32_t> node_tokens = planned_->candidates.node_tokens();

@@ -24,6 +24,7 @@
 #include "engine/generate/text_stream.h"
 #include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
+#include "engine/medusa/dynamic_tree.h"
 #include "engine/sampling/sampler.h"
 #include "kernels/backend.h"
 
@@ -99,6 +100,9 @@ class SequenceDecoder {
   // its tree.topk(h) best, one after another: Backend::MedusaHeadTopK), the draft override, or
   // just the root.
   absl::Status BuildCandidates(absl::Span<const int32_t> head_topk);
+  // Dynamic trees instead: keeps `budget` nodes of the planned tree (the envelope) by the
+  // step's proposals (ChooseDynamicPaths) and plans that tree, with its tokens.
+  absl::Status BuildDynamicCandidates(const HeadProposals& proposals, int budget);
   // Adds the planned tree's nodes to the batch, one output row each.
   void AppendStep(kernels::ForwardBatch& batch);
 
@@ -161,6 +165,9 @@ class SequenceDecoder {
   MedusaTree root_only_;
   std::unique_ptr<TreeState> plain_;
   std::vector<std::unique_ptr<TreeState>> trees_;
+  // This step's dynamic tree and its state (made anew each step).
+  std::unique_ptr<MedusaTree> dynamic_tree_;
+  std::unique_ptr<TreeState> dynamic_;
   TreeState* planned_ = nullptr;
   Phase phase_ = Phase::kPrefill;
   absl::Status status_;

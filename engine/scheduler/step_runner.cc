@@ -63,6 +63,7 @@ void StepRunner::PlanDecoding() {
     ++rows;
   }
   head_topk_sizes_.clear();
+  if (rows > 0 && engine_.tree_budget() > 0) return BuildDynamicTrees(rows);
   if (rows > 0) {
     for (int h = 0; h < step_tree_->num_heads_used(); ++h) head_topk_sizes_.push_back(step_tree_->topk(h));
     if (absl::Status status = engine_.backend().MedusaHeadTopK(head_hidden_, rows, head_topk_sizes_, &head_topk_);
@@ -80,6 +81,32 @@ void StepRunner::PlanDecoding() {
     absl::Span<const int32_t> topk;
     if (rows > 0 && s->needs_head_topk()) topk = absl::MakeConstSpan(head_topk_).subspan(row++ * per_row, per_row);
     if (absl::Status status = s->BuildCandidates(topk); !status.ok()) s->Fail(status);
+  }
+  DropEnded(decoding_);
+}
+
+void StepRunner::BuildDynamicTrees(int rows) {
+  const int heads = step_tree_->num_heads_used();
+  const absl::Span<const int32_t> draft = engine_.backend().medusa_draft_vocab();
+  const int width = draft.empty() ? engine_.config().vocab_size : static_cast<int>(draft.size());
+  absl::Status status = engine_.backend().MedusaHeadLogits(head_hidden_, rows, heads, &head_logits_);
+  int row = 0;
+  for (SequenceDecoder* s : decoding_) {
+    if (!s->needs_head_topk()) {
+      if (absl::Status built = s->BuildCandidates({}); !built.ok()) s->Fail(built);
+      continue;
+    }
+    const size_t per_row = static_cast<size_t>(heads) * width;
+    absl::StatusOr<HeadProposals> proposals =
+        status.ok() ? ProposalsFromLogits(absl::MakeConstSpan(head_logits_).subspan(row * per_row, per_row), width,
+                                          draft, step_tree_->topk_per_head(), engine_.head_temperature())
+                    : absl::StatusOr<HeadProposals>(status);
+    ++row;
+    if (absl::Status built =
+            proposals.ok() ? s->BuildDynamicCandidates(*proposals, engine_.tree_budget()) : proposals.status();
+        !built.ok()) {
+      s->Fail(built);
+    }
   }
   DropEnded(decoding_);
 }

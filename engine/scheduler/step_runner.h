@@ -68,6 +68,9 @@ class StepRunner {
   // Reserves the decoding sequences' roots, plans their trees, asks the heads for their top
   // tokens for all of them in one call and builds their candidates.
   void PlanDecoding();
+  // PlanDecoding's end with dynamic trees: the heads' logits for the `rows` sequences that
+  // verify a tree, each one's proposals, and its tree of the engine's budget.
+  void BuildDynamicTrees(int rows);
   // Drops the sequences that have ended from `list`.
   static void DropEnded(std::vector<SequenceDecoder*>& list);
 
@@ -82,6 +85,7 @@ class StepRunner {
   std::vector<float> head_hidden_;
   std::vector<int> head_topk_sizes_;  // the step tree's k per head
   std::vector<int32_t> head_topk_;
+  std::vector<float> head_logits_;  // dynamic trees: [rows, heads, draft]
   StepReport report_;
 };
 

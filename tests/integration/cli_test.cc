@@ -119,7 +119,7 @@ TEST(CliTest, MedusaFlagsDecodeLosslesslyAndReportSteps) {
   nlohmann::json p = nlohmann::json::parse(plain.out);
   EXPECT_EQ(p["mode"], "plain");
   EXPECT_EQ(p["steps"], 40);
-  for (const std::string tree : {"", " --tree chain", " --tree mc_sim_7b_63"}) {
+  for (const std::string tree : {"", " --tree chain", " --tree mc_sim_7b_63", " --tree mc_sim_7b_63 --tree-budget 3"}) {
     CliRun run = RunMedusa(StoriesArgs() + " --heads " + heads + tree + prompt, false);
     ASSERT_EQ(run.exit_code, 0) << tree << "\n" << run.out;
     nlohmann::json j = nlohmann::json::parse(run.out);
@@ -131,6 +131,11 @@ TEST(CliTest, MedusaFlagsDecodeLosslesslyAndReportSteps) {
     EXPECT_LE(j["steps"].get<int>(), 40) << tree;
     EXPECT_EQ(j["new_tokens"].get<int>(), j["steps"].get<int>() + j["accepted_tokens"].get<int>()) << tree;
   }
+  // Dynamic trees keep nodes of an envelope tree: an auto tree is not one.
+  CliRun with_auto = RunMedusa(StoriesArgs() + " --heads " + heads + " --tree auto --tree-budget 3" + prompt);
+  EXPECT_NE(with_auto.exit_code, 0);
+  EXPECT_NE(with_auto.out.find("--tree-budget keeps nodes of the tree --tree names"), std::string::npos)
+      << with_auto.out;
 }
 
 TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
@@ -150,9 +155,12 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompts " + bad_jsonl, "bad.jsonl:2"},
            {"generate --model /nonexistent.gguf --prompt hi", "/nonexistent.gguf"},
            {StoriesArgs() + " --prompt hi --heads /nonexistent.safetensors", "/nonexistent.safetensors"},
-           {StoriesArgs() + " --prompt hi --heads " + testing::SourcePath("tests/fixtures/medusa_heads_proj.safetensors"),
+           {StoriesArgs() + " --prompt hi --heads " +
+                testing::SourcePath("tests/fixtures/medusa_heads_proj.safetensors"),
             "dim"},
            {StoriesArgs() + " --prompt hi --tree chain", "--heads"},
+           {StoriesArgs() + " --prompt hi --tree-budget 4", "--tree-budget needs Medusa heads"},
+           {StoriesArgs() + " --prompt hi --tree-budget -1", "--tree-budget must be >= 0"},
            {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {

@@ -179,6 +179,60 @@ TEST_P(MedusaLosslessPerWeightModeTest, MedusaGreedyEqualsPlainGreedy) {
 INSTANTIATE_TEST_SUITE_P(Modes, MedusaLosslessPerWeightModeTest,
                          ::testing::Values("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "auto"));
 
+// Dynamic trees (a new tree each step, kept from an envelope by the heads' probabilities):
+// identical greedy output with random heads (whose probabilities say little) and the shipped
+// ones (calibrated temperatures), at two budgets, on SmolLM2's Q4_1 blocks and stories260K's
+// float32; and sampled requests (typical acceptance, rejection sampling) run through them.
+TEST(MedusaDecodingTest, DynamicTreesGiveExactlyThePlainGreedyOutput) {
+  for (const std::string& model : {kStoriesModel, kSmolModel}) {
+    ASSERT_MODEL_PRESENT(model);
+    const bool smol = model == kSmolModel;
+    auto engine = MakeEngine(model);
+    ASSERT_NE(engine, nullptr);
+    for (bool shipped : {false, true}) {
+      if (shipped && !smol) continue;
+      if (shipped) {
+        absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine->config());
+        ASSERT_TRUE(heads.ok()) << heads.status();
+        ASSERT_TRUE(engine->SetMedusa(*std::move(heads), Preset("mc_sim_7b_63")).ok());
+      } else {
+        InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
+      }
+      for (int budget : {1, 8}) {
+        engine->SetDynamicTrees(budget, shipped ? std::vector<double>{1.44, 1.57, 1.59, 1.66} : std::vector<double>{});
+        int steps = 0, tokens = 0;
+        for (const std::string& prompt : AlpacaPrompts(4, smol ? 500 : 140)) {
+          auto ids = smol ? EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true)
+                          : EncodePrompt(engine->tokenizer(), prompt.substr(0, 40), false);
+          ASSERT_TRUE(ids.ok());
+          GenerationRequest request = Greedy(*ids, 24);
+          GenerationResult plain = Plain(*engine, request);
+          GenerationResult medusa = MustGenerate(*engine, request);
+          ASSERT_EQ(medusa.token_ids, plain.token_ids)
+              << model << ", shipped " << shipped << ", budget " << budget << ": " << prompt;
+          for (size_t kept = budget + 1; kept < medusa.accepted_length_counts.size(); ++kept) {
+            EXPECT_EQ(medusa.accepted_length_counts[kept], 0) << "a path longer than the budget";
+          }
+          steps += medusa.steps;
+          tokens += medusa.new_tokens();
+          if (budget == 1) continue;
+          for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
+            GenerationRequest sampled = request;
+            sampled.sampling.temperature = 0.8f;
+            sampled.sampling.seed = 11;
+            sampled.acceptance.rule = rule;
+            GenerationResult out = MustGenerate(*engine, sampled);
+            EXPECT_GT(out.new_tokens(), 0);
+          }
+        }
+        std::printf("%s, %s heads, budget %d: %.3f tokens per step\n", model.c_str(), shipped ? "shipped" : "random",
+                    budget, double(tokens) / steps);
+      }
+      engine->SetDynamicTrees(0, {});
+    }
+  }
+}
+
 // The shipped, trained heads: 50 AlpacaEval prompts, a chain and mc_sim_7b_63,
 // identical greedy output and a real acceleration.
 TEST(MedusaDecodingTest, ShippedSmolLM2HeadsAreLosslessAndAccelerate) {
