@@ -100,6 +100,22 @@ std::vector<int32_t> Concat(const std::vector<int32_t>& a, const std::vector<int
   return out;
 }
 
+// The shipped SmolLM2 heads or random ones, with mc_sim_7b_63.
+void InstallShippedOrRandomHeads(Engine& engine, bool shipped) {
+  if (!shipped) return InstallRandomHeads(engine, Preset("mc_sim_7b_63"));
+  absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine.config());
+  ASSERT_TRUE(heads.ok()) << heads.status();
+  ASSERT_TRUE(engine.SetMedusa(*std::move(heads), Preset("mc_sim_7b_63")).ok());
+}
+
+// A prompt as these tests send it: SmolLM2's in its chat template, stories260K's first 40 characters.
+std::vector<int32_t> TestPromptIds(Engine& engine, const std::string& prompt, bool smol) {
+  auto ids = smol ? EncodePrompt(engine.tokenizer(), prompt, /*chat=*/true)
+                  : EncodePrompt(engine.tokenizer(), prompt.substr(0, 40), false);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  return ids.ok() ? *std::move(ids) : std::vector<int32_t>{};
+}
+
 class MedusaLosslessTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 // Random heads, 50 prompts per model, several trees: identical greedy output.
@@ -150,19 +166,10 @@ TEST_P(MedusaLosslessPerWeightModeTest, MedusaGreedyEqualsPlainGreedy) {
     const bool smol = model == kSmolModel;
     for (bool shipped : {false, true}) {
       if (shipped && !smol) continue;
-      if (shipped) {
-        absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine->config());
-        ASSERT_TRUE(heads.ok()) << heads.status();
-        ASSERT_TRUE(engine->SetMedusa(*std::move(heads), Preset("mc_sim_7b_63")).ok());
-      } else {
-        InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
-      }
+      ASSERT_NO_FATAL_FAILURE(InstallShippedOrRandomHeads(*engine, shipped));
       int steps = 0, tokens = 0;
       for (const std::string& prompt : AlpacaPrompts(6, smol ? 500 : 140)) {
-        auto ids = smol ? EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true)
-                        : EncodePrompt(engine->tokenizer(), prompt.substr(0, 40), false);
-        ASSERT_TRUE(ids.ok());
-        GenerationRequest request = Greedy(*ids, 24);
+        GenerationRequest request = Greedy(TestPromptIds(*engine, prompt, smol), 24);
         GenerationResult plain = Plain(*engine, request);
         GenerationResult medusa = MustGenerate(*engine, request);
         ASSERT_EQ(medusa.token_ids, plain.token_ids)
@@ -191,21 +198,12 @@ TEST(MedusaDecodingTest, DynamicTreesGiveExactlyThePlainGreedyOutput) {
     ASSERT_NE(engine, nullptr);
     for (bool shipped : {false, true}) {
       if (shipped && !smol) continue;
-      if (shipped) {
-        absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(testing::kSmolHeads, engine->config());
-        ASSERT_TRUE(heads.ok()) << heads.status();
-        ASSERT_TRUE(engine->SetMedusa(*std::move(heads), Preset("mc_sim_7b_63")).ok());
-      } else {
-        InstallRandomHeads(*engine, Preset("mc_sim_7b_63"));
-      }
+      ASSERT_NO_FATAL_FAILURE(InstallShippedOrRandomHeads(*engine, shipped));
       for (int budget : {1, 8}) {
         engine->SetDynamicTrees(budget, shipped ? std::vector<double>{1.44, 1.57, 1.59, 1.66} : std::vector<double>{});
         int steps = 0, tokens = 0;
         for (const std::string& prompt : AlpacaPrompts(4, smol ? 500 : 140)) {
-          auto ids = smol ? EncodePrompt(engine->tokenizer(), prompt, /*chat=*/true)
-                          : EncodePrompt(engine->tokenizer(), prompt.substr(0, 40), false);
-          ASSERT_TRUE(ids.ok());
-          GenerationRequest request = Greedy(*ids, 24);
+          GenerationRequest request = Greedy(TestPromptIds(*engine, prompt, smol), 24);
           GenerationResult plain = Plain(*engine, request);
           GenerationResult medusa = MustGenerate(*engine, request);
           ASSERT_EQ(medusa.token_ids, plain.token_ids)
