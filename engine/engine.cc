@@ -21,6 +21,17 @@
 namespace medusa {
 namespace fs = std::filesystem;
 
+namespace {
+
+// Dynamic trees keep nodes of a fixed tree; an auto tree changes with the batch size.
+absl::Status NotAnEnvelope() {
+  return absl::InvalidArgumentError(
+      "--tree-budget keeps nodes of the tree --tree names (the envelope): give a preset or a file of paths, "
+      "not an auto tree");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& model_path,
                                                             const std::string& tokenizer_path,
                                                             const gguf::File* gguf_file,
@@ -101,6 +112,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     const int num_heads = heads.num_heads;
     // Installed with a chain first: resolving "auto" may time trees with these heads.
     RETURN_IF_ERROR(engine->SetMedusa(std::move(heads), MedusaTree::Chain(num_heads)));
+    // Checked before an auto tree is resolved (or measured) for nothing.
+    if (options.tree_budget > 0 && options.tree == "auto") return NotAnEnvelope();
     ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
     engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
     if (options.tree_budget > 0) RETURN_IF_ERROR(engine->SetUpDynamicTrees());
@@ -192,11 +205,7 @@ TimingTarget Engine::timing_target() {
 }
 
 absl::Status Engine::SetUpDynamicTrees() {
-  if (auto_tree_) {
-    return absl::InvalidArgumentError(
-        "--tree-budget keeps nodes of the tree --tree names (the envelope): give a preset or a file of paths, "
-        "not an auto tree");
-  }
+  if (auto_tree_) return NotAnEnvelope();
   std::vector<double> temperature;
   const std::string calibration_path = CalibrationPathFor(options_.heads_path);
   if (fs::exists(calibration_path)) {

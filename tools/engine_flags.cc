@@ -52,11 +52,6 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   if (options.tree_budget > 0 && options.heads_path.empty()) {
     return absl::InvalidArgumentError("--tree-budget needs Medusa heads: give --heads PATH");
   }
-  if (options.tree_budget > 0 && options.tree == "auto") {
-    return absl::InvalidArgumentError(
-        "--tree-budget keeps nodes of the tree --tree names (the envelope): give a preset or a file of paths, "
-        "not an auto tree");
-  }
   options.backend.device = absl::GetFlag(FLAGS_device);
   options.backend.threads = absl::GetFlag(FLAGS_threads);
   options.backend.weights = absl::GetFlag(FLAGS_weights);
