@@ -20,7 +20,7 @@ absl::Status MedusaHeadsWeights::Validate() const {
   if (static_cast<int>(heads.size()) != num_heads) {
     return Bad(absl::StrCat("num_heads is ", num_heads, " but there are ", heads.size(), " heads"));
   }
-  const size_t dd = static_cast<size_t>(dim) * dim;
+  if (kind == HeadKind::kHydra && num_layers < 1) return Bad("Hydra heads need at least one block");
   const size_t vd = static_cast<size_t>(vocab) * dim;
   for (int h = 0; h < num_heads; ++h) {
     const MedusaHead& head = heads[h];
@@ -28,6 +28,7 @@ absl::Status MedusaHeadsWeights::Validate() const {
       return Bad(absl::StrCat("head ", h, " has ", head.blocks.size(), " blocks, expected ", num_layers));
     }
     for (int l = 0; l < num_layers; ++l) {
+      const size_t dd = static_cast<size_t>(dim) * BlockInputs(h, l);
       if (head.blocks[l].weight.size() != dd || head.blocks[l].bias.size() != static_cast<size_t>(dim)) {
         return Bad(absl::StrCat("head ", h, " block ", l, ": weight has ", head.blocks[l].weight.size(),
                                 " values (expected ", dd, "), bias ", head.blocks[l].bias.size(), " (expected ",

@@ -15,7 +15,7 @@
 namespace medusa {
 
 struct MedusaResBlock {
-  std::vector<float> weight;  // [dim, dim], y = W x (nn.Linear layout)
+  std::vector<float> weight;  // [dim, inputs] (inputs: MedusaHeadsWeights::BlockInputs), y = W x (nn.Linear layout)
   std::vector<float> bias;    // [dim]
 };
 
@@ -24,7 +24,10 @@ struct MedusaHead {
   std::vector<float> projection;       // [vocab, dim]; empty: the base model's classifier
 };
 
+enum class HeadKind { kMedusa, kHydra };
+
 struct MedusaHeadsWeights {
+  HeadKind kind = HeadKind::kMedusa;
   int num_heads = 0;
   int num_layers = 0;  // residual blocks per head (the same for every head)
   int dim = 0;
@@ -34,6 +37,11 @@ struct MedusaHeadsWeights {
   // frequent first; empty: every token. A backend projects onto these rows only.
   std::vector<int32_t> draft_vocab;
 
+  // Input width of head `head`'s block `layer`: dim, or (head + 2) * dim for a Hydra head's
+  // first block.
+  int BlockInputs(int head, int layer) const {
+    return kind == HeadKind::kHydra && layer == 0 ? (head + 2) * dim : dim;
+  }
   // Whether the heads carry their own vocabulary projections (all do or none do).
   bool has_projection() const { return !heads.empty() && !heads[0].projection.empty(); }
   // Checks that every vector has the size the counts say and that the draft vocabulary is
