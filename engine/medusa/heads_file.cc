@@ -98,6 +98,7 @@ class HeadsLoader {
     RETURN_IF_ERROR(CollectNames());
     RETURN_IF_ERROR(CheckHeadNumbering());
     MedusaHeadsWeights weights;
+    ASSIGN_OR_RETURN(weights.kind, ReadKind());
     weights.num_heads = static_cast<int>(heads_.size());
     weights.dim = config_.dim;
     weights.vocab = config_.vocab_size;
@@ -121,9 +122,12 @@ class HeadsLoader {
             " has none; all heads must have one or none may"));
       }
     }
+    if (weights.kind == HeadKind::kHydra && weights.num_layers < 1) {
+      return Invalid("Hydra heads need at least one ResBlock (the first reads the path's tokens)");
+    }
     weights.heads.resize(weights.num_heads);
     for (int h = 0; h < weights.num_heads; ++h) {
-      RETURN_IF_ERROR(ReadHead(h, weights.num_layers, &weights.heads[h]));
+      RETURN_IF_ERROR(ReadHead(weights, h, &weights.heads[h]));
     }
     if (file_.metadata().contains(kDraftVocabKey)) {
       const nlohmann::json& text = file_.metadata()[kDraftVocabKey];
@@ -139,6 +143,14 @@ class HeadsLoader {
   absl::Status Invalid(absl::string_view what) const {
     return absl::InvalidArgumentError(
         absl::StrCat("Medusa heads '", file_.path(), "': ", what));
+  }
+  absl::StatusOr<HeadKind> ReadKind() const {
+    if (!file_.metadata().contains(kHeadTypeKey)) return HeadKind::kMedusa;
+    const nlohmann::json& type = file_.metadata()[kHeadTypeKey];
+    if (type == kHeadTypeMedusa) return HeadKind::kMedusa;
+    if (type == kHeadTypeHydra) return HeadKind::kHydra;
+    return Invalid(absl::StrCat("metadata '", kHeadTypeKey, "' is ", JsonSnippet(type), "; expected \"",
+                                kHeadTypeMedusa, "\" or \"", kHeadTypeHydra, "\""));
   }
   std::string FileName(const std::string& layout_name) const {
     return absl::StrCat(prefix_, layout_name);
@@ -238,13 +250,17 @@ class HeadsLoader {
     return file_.ReadTensor(name, out);
   }
 
-  absl::Status ReadHead(int h, int num_layers, MedusaHead* head) const {
+  absl::Status ReadHead(const MedusaHeadsWeights& weights, int h, MedusaHead* head) const {
     const int64_t dim = config_.dim;
     const std::string dims = absl::StrCat("the model's dim is ", dim);
-    head->blocks.resize(num_layers);
-    for (int l = 0; l < num_layers; ++l) {
+    head->blocks.resize(weights.num_layers);
+    for (int l = 0; l < weights.num_layers; ++l) {
       MedusaResBlock& block = head->blocks[l];
-      RETURN_IF_ERROR(ReadChecked(FileName(LinearWeightName(h, l)), {dim, dim}, dims, &block.weight));
+      const int64_t inputs = weights.BlockInputs(h, l);
+      const std::string why = inputs == dim ? dims
+                                            : absl::StrCat(dims, "; Hydra head ", h, "'s first block reads h and ",
+                                                           h + 1, " token embeddings");
+      RETURN_IF_ERROR(ReadChecked(FileName(LinearWeightName(h, l)), {dim, inputs}, why, &block.weight));
       RETURN_IF_ERROR(ReadChecked(FileName(LinearBiasName(h, l)), {dim}, dims, &block.bias));
     }
     if (!heads_.at(h).projections.empty()) {
@@ -349,12 +365,16 @@ absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& 
     meta["medusa_num_layers"] = std::to_string(weights.num_layers);
   }
   if (!weights.draft_vocab.empty()) meta[kDraftVocabKey] = DraftVocabToText(weights.draft_vocab);
+  // The weights' own type, whatever the caller's metadata says; Medusa heads' files name none, as
+  // the reference's.
+  meta.erase(kHeadTypeKey);
+  if (weights.kind == HeadKind::kHydra) meta[kHeadTypeKey] = kHeadTypeHydra;
   const int64_t dim = weights.dim;
   std::vector<safetensors::TensorToWrite> tensors;
   for (int h = 0; h < weights.num_heads; ++h) {
     const MedusaHead& head = weights.heads[h];
     for (int l = 0; l < weights.num_layers; ++l) {
-      tensors.push_back({LinearWeightName(h, l), {dim, dim}, head.blocks[l].weight, dtype});
+      tensors.push_back({LinearWeightName(h, l), {dim, weights.BlockInputs(h, l)}, head.blocks[l].weight, dtype});
       tensors.push_back({LinearBiasName(h, l), {dim}, head.blocks[l].bias, dtype});
     }
     if (weights.has_projection()) {

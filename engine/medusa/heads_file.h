@@ -13,6 +13,12 @@
 // changes no output, and projecting onto those rows instead of the whole vocabulary makes
 // a head's projection several times cheaper (FR-Spec, Zhao et al. 2025, does the same for
 // drafters). Absent: the whole vocabulary.
+//
+// Sequentially dependent (Hydra) heads (our extension, kernels/model/medusa_heads_weights.h):
+// metadata `medusa_head_type` = "hydra", and the same tensor names, except that head k's first
+// block `{k}.0.linear.weight` is [dim, (k + 2) * dim], its input columns h, then the
+// embeddings of the path's k + 1 tokens in path order. "medusa" or absent: Medusa-1 heads. A
+// reader of the reference layout refuses a Hydra file on that shape instead of misreading it.
 
 #include <cstdint>
 #include <string>
@@ -51,6 +57,11 @@ absl::Status SaveMedusaHeads(const std::string& path, const MedusaHeadsWeights& 
 // A file that belongs to a heads file: its path without ".safetensors", plus `suffix`
 // ("x/heads.safetensors", ".json" -> "x/heads.json").
 std::string BesideHeads(const std::string& heads_path, std::string_view suffix);
+
+// The metadata key of the head type and its values.
+inline constexpr char kHeadTypeKey[] = "medusa_head_type";
+inline constexpr char kHeadTypeMedusa[] = "medusa";
+inline constexpr char kHeadTypeHydra[] = "hydra";
 
 // The metadata key of the draft vocabulary, and its text form ("12 5 873 ...").
 inline constexpr char kDraftVocabKey[] = "medusa_draft_vocab";

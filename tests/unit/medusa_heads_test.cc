@@ -129,7 +129,8 @@ TEST(MedusaHeadsTest, MissingFileIsNotFound) {
 
 // Writes a file holding the named tensors with the shapes the fixture config wants
 // (projection-like names get [vocab, dim]).
-std::string WriteLayout(const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+std::string WriteLayout(const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
+                        const nlohmann::json& metadata = nullptr) {
   std::vector<std::vector<float>> storage;
   std::vector<safetensors::TensorToWrite> list;
   storage.reserve(tensors.size());
@@ -140,7 +141,7 @@ std::string WriteLayout(const std::vector<std::pair<std::string, std::vector<int
     list.push_back({name, shape, storage.back()});
   }
   const std::string path = WriteTemp("layout.safetensors", "");
-  EXPECT_TRUE(safetensors::WriteFile(path, list, nullptr).ok());
+  EXPECT_TRUE(safetensors::WriteFile(path, list, metadata).ok());
   return path;
 }
 
@@ -319,6 +320,48 @@ TEST(MedusaHeadsSaveTest, BadDraftVocabularyIsAClearError) {
   EXPECT_THAT(Message(heads.Validate()), HasSubstr("twice"));
   heads.draft_vocab = {config.vocab_size};
   EXPECT_THAT(Message(heads.Validate()), HasSubstr("outside the vocabulary"));
+}
+
+// Hydra heads: the head type in the metadata, head k's first block [dim, (k + 2) * dim].
+TEST(MedusaHeadsSaveTest, HydraHeadsRoundTripWithTheirTypeAndWiderFirstBlocks) {
+  ModelConfig config = FixtureConfig();
+  MedusaHeadsWeights heads = RandomMedusaHeads(config, 3, 2, /*with_projection=*/false, 5, 0.1f, HeadKind::kHydra);
+  const std::string path = WriteTemp("hydra.safetensors", "");
+  ASSERT_TRUE(SaveMedusaHeads(path, heads, nullptr).ok());
+  MedusaHeadsWeights loaded = LoadOrDie(path, config);
+  EXPECT_EQ(loaded.kind, HeadKind::kHydra);
+  for (int h = 0; h < 3; ++h) {
+    EXPECT_EQ(loaded.heads[h].blocks[0].weight.size(), static_cast<size_t>(config.dim) * (h + 2) * config.dim);
+    for (int l = 0; l < 2; ++l) EXPECT_EQ(loaded.heads[h].blocks[l].weight, heads.heads[h].blocks[l].weight);
+  }
+  absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(path);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*file)->metadata().value(kHeadTypeKey, ""), "hydra");
+  EXPECT_EQ((*file)->FindTensor("2.0.linear.weight")->shape, (std::vector<int64_t>{config.dim, 4 * config.dim}));
+  // Medusa heads' files say nothing of a type, as the reference's.
+  ASSERT_TRUE(SaveMedusaHeads(path, RandomMedusaHeads(config, 1, 1, false, 5, 0.1f), nullptr).ok());
+  file = safetensors::File::Open(path);
+  ASSERT_TRUE(file.ok());
+  EXPECT_FALSE((*file)->metadata().contains(kHeadTypeKey));
+  EXPECT_EQ(LoadOrDie(path, config).kind, HeadKind::kMedusa);
+}
+
+TEST(MedusaHeadsSaveTest, BadHeadTypeIsAClearError) {
+  const Layout medusa_shaped = Join({Block(0, 0), Block(1, 0)});
+  auto expect_invalid = [&](const std::string& type, const std::vector<std::string>& parts) {
+    absl::Status s = LoadMedusaHeads(WriteLayout(medusa_shaped, {{kHeadTypeKey, type}}), FixtureConfig()).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    for (const std::string& part : parts) EXPECT_THAT(Message(s), HasSubstr(part));
+  };
+  expect_invalid("eagle", {kHeadTypeKey, "\"eagle\"", "\"hydra\""});
+  // Medusa-shaped blocks under a Hydra type: refused on the shape, naming what it should be.
+  expect_invalid("hydra", {"0.0.linear.weight", "Hydra head 0's first block reads h and 1 token embeddings"});
+  EXPECT_TRUE(LoadMedusaHeads(WriteLayout(medusa_shaped, {{kHeadTypeKey, "medusa"}}), FixtureConfig()).ok());
+  // The saver writes the weights' own type, whatever the metadata it is given says.
+  const std::string path = WriteTemp("typed.safetensors", "");
+  ASSERT_TRUE(
+      SaveMedusaHeads(path, RandomMedusaHeads(FixtureConfig(), 1, 1, false, 5, 0.1f), {{kHeadTypeKey, "hydra"}}).ok());
+  EXPECT_EQ(LoadOrDie(path, FixtureConfig()).kind, HeadKind::kMedusa);
 }
 
 TEST(ChooseDraftVocabTest, SmallestMostFrequentSetThatCovers) {
