@@ -157,6 +157,16 @@ class Backend {
   // or a k outside [1, draft size].
   virtual absl::Status MedusaHeadTopK(absl::Span<const float> hidden, int rows, absl::Span<const int> topk,
                                       std::vector<int32_t>* ids) = 0;
+  // Whether the loaded heads are Medusa heads (MedusaHeadLogits, MedusaHeadTopK) or sequentially
+  // dependent Hydra heads (HydraHeadLogits; the Medusa calls refuse them).
+  virtual HeadKind medusa_head_kind() const = 0;
+  // Hydra head `head`'s logits [rows, draft] (entries as MedusaHeadLogits') for `rows` tree paths:
+  // hidden [rows, dim] (the sequence's final-normed hidden state, repeated per path) and
+  // path_tokens [rows, head + 1] (the base model's token, then the draft tokens of heads
+  // 0 .. head-1 on the path). InvalidArgument for a head not loaded or a token outside the
+  // vocabulary.
+  virtual absl::Status HydraHeadLogits(absl::Span<const float> hidden, absl::Span<const int32_t> path_tokens, int rows,
+                                       int head, std::vector<float>* head_logits) = 0;
   // The loaded heads' draft vocabulary (MedusaHeadsWeights::draft_vocab); empty: every token.
   virtual absl::Span<const int32_t> medusa_draft_vocab() const = 0;
 

@@ -123,9 +123,15 @@ class CpuBackend final : public Backend {
   absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) override {
     if (!loaded_) return absl::FailedPreconditionError("LoadMedusaHeads before LoadWeights");
     return medusa_heads_.Load(heads, config_.dim, config_.vocab_size, &classifier_,
-                              cpu::MedusaHeadsCpu::BlockTypeFor(classifier_.type(), config_.dim));
+                              cpu::MedusaHeadsCpu::BlockTypeFor(classifier_.type(), config_.dim),
+                              embedding_.empty() ? &classifier_ : &embedding_);
   }
   int num_medusa_heads() const override { return medusa_heads_.num_heads(); }
+  HeadKind medusa_head_kind() const override { return medusa_heads_.kind(); }
+  absl::Status HydraHeadLogits(absl::Span<const float> hidden, absl::Span<const int32_t> path_tokens, int rows,
+                               int head, std::vector<float>* head_logits) override {
+    return medusa_heads_.ComputeHydra(hidden, path_tokens, rows, head, &pool_, head_logits);
+  }
   absl::Span<const int32_t> medusa_draft_vocab() const override { return medusa_heads_.draft_vocab(); }
   absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                 std::vector<float>* head_logits) override {

@@ -86,6 +86,9 @@ class CudaBackend final : public Backend {
 
   absl::Status LoadMedusaHeads(MedusaHeadsWeights heads) override {
     if (!loaded_) return absl::FailedPreconditionError("LoadMedusaHeads before LoadWeights");
+    if (heads.kind == HeadKind::kHydra) {
+      return absl::UnimplementedError("Hydra heads run on the CPU backend only; the CUDA backend serves Medusa heads");
+    }
     CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     return heads_.Load(std::move(heads), config_.dim, config_.vocab_size, &model_.classifier, type_);
   }
@@ -96,6 +99,11 @@ class CudaBackend final : public Backend {
     return heads_.TopK(hidden, rows, topk, stream_, ids);
   }
   absl::Span<const int32_t> medusa_draft_vocab() const override { return heads_.draft_vocab(); }
+  HeadKind medusa_head_kind() const override { return HeadKind::kMedusa; }
+  absl::Status HydraHeadLogits(absl::Span<const float>, absl::Span<const int32_t>, int, int,
+                               std::vector<float>*) override {
+    return absl::UnimplementedError("Hydra heads run on the CPU backend only");
+  }
   absl::Status MedusaHeadLogits(absl::Span<const float> hidden, int rows, int num_heads,
                                 std::vector<float>* head_logits) override {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));

@@ -12,8 +12,8 @@
 
 namespace medusa {
 
-MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers,
-                                     bool with_projection, uint64_t seed, float scale) {
+MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers, bool with_projection,
+                                     uint64_t seed, float scale, HeadKind kind) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, scale > 0.0f ? scale : 1.0f);
   auto fill = [&](std::vector<float>& v, size_t n) {
@@ -23,17 +23,19 @@ MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, i
     }
   };
   MedusaHeadsWeights w;
+  w.kind = kind;
   w.num_heads = num_heads;
   w.num_layers = num_layers;
   w.dim = config.dim;
   w.vocab = config.vocab_size;
   w.heads.resize(num_heads);
   const size_t dim = config.dim;
-  for (MedusaHead& head : w.heads) {
+  for (int h = 0; h < num_heads; ++h) {
+    MedusaHead& head = w.heads[h];
     head.blocks.resize(num_layers);
-    for (MedusaResBlock& block : head.blocks) {
-      fill(block.weight, dim * dim);
-      fill(block.bias, dim);
+    for (int l = 0; l < num_layers; ++l) {
+      fill(head.blocks[l].weight, dim * w.BlockInputs(h, l));
+      fill(head.blocks[l].bias, dim);
     }
     if (with_projection) fill(head.projection, static_cast<size_t>(config.vocab_size) * dim);
   }

@@ -10,8 +10,9 @@
 namespace medusa {
 
 // Every value drawn from N(0, scale^2) (scale 0: all zeros). Same arguments, same weights.
-MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers,
-                                     bool with_projection, uint64_t seed, float scale);
+// `kind` kHydra: sequentially dependent heads (wider first blocks).
+MedusaHeadsWeights RandomMedusaHeads(const ModelConfig& config, int num_heads, int num_layers, bool with_projection,
+                                     uint64_t seed, float scale, HeadKind kind = HeadKind::kMedusa);
 
 namespace testing {
 

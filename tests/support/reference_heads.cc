@@ -90,4 +90,39 @@ absl::Status ComputeHeadLogits(const MedusaHeadsWeights& weights,
   return absl::OkStatus();
 }
 
+absl::Status ComputeHydraHeadLogits(const MedusaHeadsWeights& weights, absl::Span<const float> base_classifier,
+                                    absl::Span<const float> embedding, absl::Span<const float> hidden,
+                                    absl::Span<const int32_t> path_tokens, int head, std::vector<double>* out) {
+  RETURN_IF_ERROR(weights.Validate());
+  const size_t dim = weights.dim, vocab = weights.vocab;
+  if (weights.kind != HeadKind::kHydra || head < 0 || head >= weights.num_heads || hidden.size() != dim ||
+      path_tokens.size() != static_cast<size_t>(head) + 1 || embedding.size() != vocab * dim ||
+      (!weights.has_projection() && base_classifier.size() != vocab * dim)) {
+    return absl::InvalidArgumentError("Hydra reference: sizes disagree");
+  }
+  std::vector<double> u(hidden.begin(), hidden.end());
+  for (int32_t token : path_tokens) {
+    if (token < 0 || static_cast<size_t>(token) >= vocab) return absl::InvalidArgumentError("token outside vocab");
+    u.insert(u.end(), embedding.begin() + token * dim, embedding.begin() + (token + 1) * dim);
+  }
+  std::vector<double> r(hidden.begin(), hidden.end());
+  const MedusaHead& h = weights.heads[head];
+  for (size_t l = 0; l < h.blocks.size(); ++l) {
+    const std::vector<double> in = l == 0 ? u : r;
+    for (size_t o = 0; o < dim; ++o) {
+      double z = h.blocks[l].bias[o];
+      for (size_t i = 0; i < in.size(); ++i) z += static_cast<double>(h.blocks[l].weight[o * in.size() + i]) * in[i];
+      r[o] += z / (1.0 + std::exp(-z));  // SiLU
+    }
+  }
+  const float* projection = weights.has_projection() ? h.projection.data() : base_classifier.data();
+  out->assign(vocab, 0.0);
+  for (size_t t = 0; t < vocab; ++t) {
+    double acc = 0.0;
+    for (size_t i = 0; i < dim; ++i) acc += static_cast<double>(projection[t * dim + i]) * r[i];
+    (*out)[t] = acc;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace medusa

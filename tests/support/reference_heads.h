@@ -21,4 +21,12 @@ absl::Status ComputeHeadLogits(const MedusaHeadsWeights& weights, absl::Span<con
                                absl::Span<const float> hidden, absl::Span<float> out,
                                std::vector<float>* scratch = nullptr);
 
+// Hydra head `head` (weights.kind kHydra) on one tree path, in float64: its first block on
+// [hidden; embedding rows of path_tokens] (head + 1 tokens), its other blocks, then the
+// projection (its own, else `base_classifier`), into `out` [vocab]. `embedding` is the model's
+// input embeddings [vocab, dim]. InvalidArgument when sizes disagree.
+absl::Status ComputeHydraHeadLogits(const MedusaHeadsWeights& weights, absl::Span<const float> base_classifier,
+                                    absl::Span<const float> embedding, absl::Span<const float> hidden,
+                                    absl::Span<const int32_t> path_tokens, int head, std::vector<double>* out);
+
 }  // namespace medusa

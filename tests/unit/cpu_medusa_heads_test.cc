@@ -158,5 +158,72 @@ TEST(CpuMedusaHeadsErrors, BadDraftTokensAndHeadCounts) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Hydra heads (sequentially dependent) per tree path against the float64 reference: each
+// path's logits from h and its tokens' embeddings, shared and own projections, an untied
+// embedding table, a draft vocabulary, and a batch of paths equal to the paths one by one.
+TEST_P(CpuMedusaHeadsTest, HydraPathsMatchTheFloat64Reference) {
+  const bool own = GetParam();
+  const std::vector<float> classifier = Random(static_cast<size_t>(kVocab) * kDim, 1);
+  const std::vector<float> embedding = Random(static_cast<size_t>(kVocab) * kDim, 7);
+  const PackedMatrix packed(classifier.data(), kVocab, kDim);
+  const PackedMatrix packed_embedding(embedding.data(), kVocab, kDim);
+  MedusaHeadsWeights heads = RandomMedusaHeads(Config(), 3, 2, own, 2, 0.1f, HeadKind::kHydra);
+  const std::vector<int32_t> draft = {50, 3, 96, 0, 41, 7, 12};
+  heads.draft_vocab = draft;
+  MedusaHeadsCpu cpu;
+  ASSERT_TRUE(cpu.Load(heads, kDim, kVocab, &packed, WeightType::kF32, &packed_embedding).ok());
+  EXPECT_EQ(cpu.kind(), HeadKind::kHydra);
+  ThreadPool pool(2);
+  const int rows = 4;
+  const std::vector<float> hidden = Random(static_cast<size_t>(rows) * kDim, 3);
+  std::mt19937 rng(5);
+  for (int head = 0; head < 3; ++head) {
+    SCOPED_TRACE(head);
+    std::vector<int32_t> paths(static_cast<size_t>(rows) * (head + 1));
+    for (int32_t& t : paths) t = static_cast<int32_t>(rng() % kVocab);
+    std::vector<float> got;
+    ASSERT_TRUE(cpu.ComputeHydra(hidden, paths, rows, head, &pool, &got).ok());
+    ASSERT_EQ(got.size(), static_cast<size_t>(rows) * draft.size());
+    for (int r = 0; r < rows; ++r) {
+      const absl::Span<const int32_t> path = absl::MakeConstSpan(paths).subspan(r * (head + 1), head + 1);
+      std::vector<double> want;
+      ASSERT_TRUE(ComputeHydraHeadLogits(heads, classifier, embedding,
+                                         absl::MakeConstSpan(hidden).subspan(r * kDim, kDim), path, head, &want)
+                      .ok());
+      std::vector<float> alone;  // the same path by itself
+      ASSERT_TRUE(
+          cpu.ComputeHydra(absl::MakeConstSpan(hidden).subspan(r * kDim, kDim), path, 1, head, &pool, &alone).ok());
+      for (size_t i = 0; i < draft.size(); ++i) {
+        const double w = want[draft[i]];
+        const float g = got[r * draft.size() + i];
+        ASSERT_NEAR(g, w, 1e-4 * (1.0 + std::fabs(w))) << "row " << r << " token " << draft[i];
+        EXPECT_EQ(alone[i], g) << "a path's logits depend on the paths beside it";
+      }
+    }
+  }
+}
+
+TEST(CpuMedusaHeadsErrors, HydraAndMedusaCallsAreNotMixed) {
+  const std::vector<float> classifier = Random(static_cast<size_t>(kVocab) * kDim, 1);
+  const PackedMatrix packed(classifier.data(), kVocab, kDim);
+  ThreadPool pool(1);
+  std::vector<float> out;
+  MedusaHeadsCpu cpu;
+  const MedusaHeadsWeights hydra = RandomMedusaHeads(Config(), 2, 1, false, 2, 0.2f, HeadKind::kHydra);
+  EXPECT_EQ(cpu.Load(hydra, kDim, kVocab, &packed).code(), absl::StatusCode::kFailedPrecondition);  // no embeddings
+  ASSERT_TRUE(cpu.Load(hydra, kDim, kVocab, &packed, WeightType::kF32, &packed).ok());
+  EXPECT_EQ(cpu.Compute(std::vector<float>(kDim), 1, 1, &pool, &out).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cpu.ComputeHydra(std::vector<float>(kDim), std::vector<int32_t>{1, 2, 3}, 1, 2, &pool, &out).code(),
+            absl::StatusCode::kInvalidArgument);  // head 2 of 2
+  EXPECT_EQ(cpu.ComputeHydra(std::vector<float>(kDim), std::vector<int32_t>{1, kVocab}, 1, 1, &pool, &out).code(),
+            absl::StatusCode::kInvalidArgument);  // a token outside the vocabulary
+  EXPECT_EQ(cpu.ComputeHydra(std::vector<float>(kDim), std::vector<int32_t>{1}, 1, 1, &pool, &out).code(),
+            absl::StatusCode::kInvalidArgument);  // head 1 needs two tokens
+  ASSERT_TRUE(cpu.ComputeHydra(std::vector<float>(kDim), std::vector<int32_t>{1, 2}, 1, 1, &pool, &out).ok());
+  ASSERT_TRUE(cpu.Load(RandomMedusaHeads(Config(), 2, 1, false, 2, 0.2f), kDim, kVocab, &packed).ok());
+  EXPECT_EQ(cpu.ComputeHydra(std::vector<float>(kDim), std::vector<int32_t>{1}, 1, 0, &pool, &out).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace medusa::kernels::cpu
