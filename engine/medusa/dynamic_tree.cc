@@ -5,8 +5,31 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/softmax_stats.h"
 
 namespace medusa {
+
+absl::Status RowProposals(absl::Span<const float> logits, absl::Span<const int32_t> draft_vocab, int k,
+                          double temperature, kernels::TopK* selector, std::vector<int32_t>* ids,
+                          std::vector<double>* probability) {
+  const int width = static_cast<int>(logits.size());
+  if (k < 1 || k > width) return absl::InvalidArgumentError(absl::StrCat("asked for ", k, " of ", width, " tokens"));
+  if (!draft_vocab.empty() && draft_vocab.size() != logits.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a draft vocabulary of ", draft_vocab.size(), " tokens for head rows of ", width));
+  }
+  ids->resize(k);
+  selector->Select(logits, absl::MakeSpan(*ids));  // best first; equal logits by index, as the backends order them
+  // p_i = exp((z_i - max) / T - log_z), the normalizer summed with vectorized exponentials.
+  const kernels::SoftmaxStats stats = kernels::TemperedSoftmaxStats(logits, temperature);
+  probability->resize(k);
+  for (int r = 0; r < k; ++r) {
+    const float z = logits[(*ids)[r]];
+    (*probability)[r] = std::isfinite(stats.log_z) ? std::exp((z - stats.max_logit) / temperature - stats.log_z) : 0.0;
+    if (!draft_vocab.empty()) (*ids)[r] = draft_vocab[(*ids)[r]];
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<HeadProposals> ProposalsFromLogits(absl::Span<const float> head_logits, int width,
                                                   absl::Span<const int32_t> draft_vocab, absl::Span<const int> topk,
@@ -16,32 +39,15 @@ absl::StatusOr<HeadProposals> ProposalsFromLogits(absl::Span<const float> head_l
     return absl::InvalidArgumentError(
         absl::StrCat("head logits hold ", head_logits.size(), " values; ", heads, " heads of ", width, " are needed"));
   }
-  if (!draft_vocab.empty() && draft_vocab.size() != static_cast<size_t>(width)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a draft vocabulary of ", draft_vocab.size(), " tokens for head rows of ", width));
-  }
   HeadProposals proposals;
   proposals.ids.resize(heads);
   proposals.probability.resize(heads);
-  std::vector<int> order(width);
+  kernels::TopK selector;
   for (size_t h = 0; h < heads; ++h) {
-    if (topk[h] < 1 || topk[h] > width) {
-      return absl::InvalidArgumentError(absl::StrCat("head ", h, " asked for ", topk[h], " of ", width, " tokens"));
-    }
-    const float* z = head_logits.data() + h * width;
-    const double inv = 1.0 / (h < temperature.size() ? temperature[h] : 1.0);
-    std::iota(order.begin(), order.end(), 0);
-    // Best first; equal logits by index, as the backends' top-k order them.
-    std::partial_sort(order.begin(), order.begin() + topk[h], order.end(),
-                      [&](int a, int b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
-    const double top = z[order[0]];
-    double total = 0.0;
-    for (int i = 0; i < width; ++i) total += std::exp((z[i] - top) * inv);
-    for (int r = 0; r < topk[h]; ++r) {
-      const int i = order[r];
-      proposals.ids[h].push_back(draft_vocab.empty() ? i : draft_vocab[i]);
-      proposals.probability[h].push_back(std::exp((z[i] - top) * inv) / total);
-    }
+    const absl::Status status = RowProposals(head_logits.subspan(h * width, width), draft_vocab, topk[h],
+                                             h < temperature.size() ? temperature[h] : 1.0, &selector,
+                                             &proposals.ids[h], &proposals.probability[h]);
+    if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat("head ", h, ": ", status.message()));
   }
   return proposals;
 }

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/medusa/tree.h"
+#include "kernels/topk.h"
 
 namespace medusa {
 
@@ -21,6 +22,14 @@ struct HeadProposals {
   std::vector<std::vector<int32_t>> ids;
   std::vector<std::vector<double>> probability;
 };
+
+// One head row's proposals: its k best tokens (best first; draft entries mapped to token ids
+// when `draft_vocab` is not empty) and their probabilities under softmax(logits / temperature).
+// `selector` lends its buffers. InvalidArgument for k outside [1, row size] or a draft
+// vocabulary of another size.
+absl::Status RowProposals(absl::Span<const float> logits, absl::Span<const int32_t> draft_vocab, int k,
+                          double temperature, kernels::TopK* selector, std::vector<int32_t>* ids,
+                          std::vector<double>* probability);
 
 // Proposals from one sequence's head logits (Backend::MedusaHeadLogits: head h's row is
 // `width` values, entry i for token draft_vocab[i], or token i without a draft vocabulary):
