@@ -110,13 +110,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (!options.heads_path.empty()) {
     ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(options.heads_path, engine->config()));
     const int num_heads = heads.num_heads;
+    const bool hydra = heads.kind == HeadKind::kHydra;
     // Installed with a chain first: resolving "auto" may time trees with these heads.
     RETURN_IF_ERROR(engine->SetMedusa(std::move(heads), MedusaTree::Chain(num_heads)));
     // Checked before an auto tree is resolved (or measured) for nothing.
     if (options.tree_budget > 0 && options.tree == "auto") return NotAnEnvelope();
     ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
     engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
-    if (options.tree_budget > 0) RETURN_IF_ERROR(engine->SetUpDynamicTrees());
+    if (options.tree_budget > 0 || hydra) RETURN_IF_ERROR(engine->SetUpDynamicTrees(hydra));
   }
   spdlog::debug("engine: {} on {} ({}), KV cache {} blocks of {} tokens ({} MiB)", engine->config().name,
                 engine->backend_->Name(), engine->backend_->MachineId(), spec.num_blocks, spec.block_size,
@@ -204,8 +205,9 @@ TimingTarget Engine::timing_target() {
           .threads = options_.backend.threads};
 }
 
-absl::Status Engine::SetUpDynamicTrees() {
-  if (auto_tree_) return NotAnEnvelope();
+absl::Status Engine::SetUpDynamicTrees(bool hydra) {
+  // Hydra trees grow from the heads alone; the tree (auto's too) only sets their size.
+  if (auto_tree_ && !hydra) return NotAnEnvelope();
   std::vector<double> temperature;
   const std::string calibration_path = CalibrationPathFor(options_.heads_path);
   if (fs::exists(calibration_path)) {

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "engine/kv/block_allocator.h"
 #include "engine/medusa/auto_tree_file.h"
+#include "engine/medusa/hydra_tree.h"
 #include "engine/medusa/tree.h"
 #include "engine/medusa/tree_builder.h"
 #include "engine/medusa/tree_timing.h"
@@ -42,6 +43,10 @@ struct EngineOptions {
   // Dynamic trees (engine/medusa/dynamic_tree.h): > 0 keeps, each step, this many nodes of the
   // tree (then the envelope) by the heads' probabilities for the step; 0: the tree as it is.
   int tree_budget = 0;
+  // Hydra heads' trees: how many nodes each depth expands and how many children each takes
+  // (HydraTreeOptions; the budget is tree_budget's, or the tree's size).
+  int hydra_expand_width = 4;
+  int hydra_topk = 4;
 };
 
 class Engine {
@@ -70,6 +75,10 @@ class Engine {
   // options().tree_budget and the calibration beside the heads.
   void SetDynamicTrees(int budget, std::vector<double> temperature);
   int tree_budget() const { return tree_budget_; }
+  // Hydra heads' tree shape limits (budget and depth are the step's).
+  HydraTreeOptions hydra_tree_options() const {
+    return {.expand_width = options_.hydra_expand_width, .topk = options_.hydra_topk};
+  }
   const std::vector<double>& head_temperature() const { return head_temperature_; }
 
   // A new, empty KV sequence drawing blocks from this engine's pool.
@@ -85,8 +94,9 @@ class Engine {
   // Times trees from the heads' calibration on this machine (tree "auto" without a
   // measurement of this machine's).
   absl::StatusOr<AutoTree> MeasureAutoTreeNow(int num_heads);
-  // options_.tree_budget's dynamic trees, with the temperatures of the heads' calibration.
-  absl::Status SetUpDynamicTrees();
+  // options_.tree_budget's dynamic trees (also Hydra heads' trees), with the temperatures of the
+  // heads' calibration.
+  absl::Status SetUpDynamicTrees(bool hydra);
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;

@@ -1,7 +1,9 @@
 #include "engine/generate/sequence_decoder.h"
 
 #include <algorithm>
+#include <map>
 
+#include "absl/strings/str_cat.h"
 #include "engine/generate/batch_planner.h"
 #include "kernels/base/status_macros.h"
 
@@ -143,12 +145,46 @@ absl::Status SequenceDecoder::BuildDynamicCandidates(const HeadProposals& propos
     std::copy_n(proposals.ids[h].begin(), ids.size(), ids.begin());
   }
   candidates.AssignTokens(root_);
+  PlanStepTree(std::move(tree), std::move(candidates));
+  return absl::OkStatus();
+}
+
+absl::Status SequenceDecoder::BuildGrownCandidates(const std::vector<std::vector<int>>& paths,
+                                                   absl::Span<const int32_t> tokens) {
+  if (paths.size() != tokens.size()) {
+    return absl::InternalError(absl::StrCat("a grown tree of ", paths.size(), " paths and ", tokens.size(), " tokens"));
+  }
+  if (paths.empty()) {
+    planned_ = plain_.get();
+    return BuildCandidates({});
+  }
+  ASSIGN_OR_RETURN(MedusaTree chosen, MedusaTree::FromPaths(paths, /*num_heads=*/0));
+  if (chosen.num_nodes() > planned_->tree->num_nodes() || chosen.max_depth() > depth_room()) {
+    return absl::InternalError(absl::StrCat("a grown tree of ", chosen.num_nodes(), " nodes and depth ",
+                                            chosen.max_depth(), " where ", planned_->tree->num_nodes(),
+                                            " nodes and depth ", depth_room(), " were planned"));
+  }
+  auto tree = std::make_unique<MedusaTree>(std::move(chosen));
+  // The tree orders its nodes by (depth, path): find each one's token by its path.
+  std::map<std::vector<int>, int32_t> token_of;
+  for (size_t i = 0; i < paths.size(); ++i) token_of[paths[i]] = tokens[i];
+  std::vector<int32_t> node_tokens(tree->num_nodes(), root_);
+  for (int n = 1; n < tree->num_nodes(); ++n) {
+    const absl::Span<const int> path = tree->path(n);
+    node_tokens[n] = token_of.at(std::vector<int>(path.begin(), path.end()));
+  }
+  ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(*tree, config_.vocab_size));
+  RETURN_IF_ERROR(candidates.AssignNodeTokens(node_tokens));
+  PlanStepTree(std::move(tree), std::move(candidates));
+  return absl::OkStatus();
+}
+
+void SequenceDecoder::PlanStepTree(std::unique_ptr<MedusaTree> tree, CandidateBuilder candidates) {
   auto state = std::unique_ptr<TreeState>(
       new TreeState{tree.get(), std::move(candidates), Acceptor(*tree, config_.vocab_size, request_.acceptance)});
   dynamic_ = std::move(state);  // the last step's state goes before its tree
   dynamic_tree_ = std::move(tree);
   planned_ = dynamic_.get();
-  return absl::OkStatus();
 }
 
 void SequenceDecoder::AppendStep(kernels::ForwardBatch& batch) {

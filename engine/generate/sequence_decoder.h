@@ -103,6 +103,14 @@ class SequenceDecoder {
   // Dynamic trees instead: keeps `budget` nodes of the planned tree (the envelope) by the
   // step's proposals (ChooseDynamicPaths) and plans that tree, with its tokens.
   absl::Status BuildDynamicCandidates(const HeadProposals& proposals, int budget);
+  // Or a tree grown elsewhere (Hydra heads: HydraTreeBuilder): its draft nodes' rank paths
+  // and tokens, parents before children; no nodes: a plain step. At most as many nodes as the
+  // planned tree has, and at most depth_room() deep.
+  absl::Status BuildGrownCandidates(const std::vector<std::vector<int>>& paths, absl::Span<const int32_t> tokens);
+  // The token this step's tree starts from (the base model's last choice).
+  int32_t root() const { return root_; }
+  // How deep a tree this step may be: its deepest node must stay inside the model's context.
+  int depth_room() const { return config_.max_seq_len - 1 - context_; }
   // Adds the planned tree's nodes to the batch, one output row each.
   void AppendStep(kernels::ForwardBatch& batch);
 
@@ -135,6 +143,8 @@ class SequenceDecoder {
   SequenceDecoder(Engine& engine, GenerationRequest request, Options options);
   // The state for `tree`, made on first use (a handful of trees per request at most).
   absl::StatusOr<TreeState*> StateFor(const MedusaTree& tree);
+  // Plans a tree made for this step alone, with its candidates.
+  void PlanStepTree(std::unique_ptr<MedusaTree> tree, CandidateBuilder candidates);
   absl::Status FinishPrefill(const kernels::ForwardResult& forward);
   absl::Status FinishStep(const kernels::ForwardResult& forward, Clock::time_point step_start);
   // The step's accepted path, by the request's rule, from what the pass returned.

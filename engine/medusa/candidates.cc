@@ -78,6 +78,26 @@ void CandidateBuilder::AssignTokens(int32_t root_token) {
   for (int n = 1; n < tree.num_nodes(); ++n) {
     node_tokens_[n] = topk_ids_[topk_begin_[tree.head(n)] + tree.rank(n)];
   }
+  FillPathTokens();
+}
+
+absl::Status CandidateBuilder::AssignNodeTokens(absl::Span<const int32_t> tokens) {
+  if (tokens.size() != node_tokens_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tokens.size(), " node tokens for a tree of ", node_tokens_.size(), " nodes"));
+  }
+  for (int32_t token : tokens) {
+    if (token < 0 || token >= vocab_) {
+      return absl::InvalidArgumentError(absl::StrCat("node token ", token, " is outside the vocabulary"));
+    }
+  }
+  std::copy(tokens.begin(), tokens.end(), node_tokens_.begin());
+  FillPathTokens();
+  return absl::OkStatus();
+}
+
+void CandidateBuilder::FillPathTokens() {
+  const MedusaTree& tree = *tree_;
   const int width = tree.max_depth() + 1;
   for (int i = 0; i < tree.num_leaves(); ++i) {
     int32_t* row = path_tokens_.data() + static_cast<size_t>(i) * width;

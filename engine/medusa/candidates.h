@@ -34,6 +34,9 @@ class CandidateBuilder {
   // used head (tree.topk(h) ids, best first), then call AssignTokens.
   absl::Span<int32_t> mutable_head_topk(int head);
   void AssignTokens(int32_t root_token);
+  // For heads whose tokens depend on the path (Hydra): every node's token, root first, in the
+  // tree's node order. InvalidArgument for another count or a token outside the vocabulary.
+  absl::Status AssignNodeTokens(absl::Span<const int32_t> tokens);
 
   absl::Span<const int32_t> head_topk(int head) const;  // tree.topk(head) ids, best first
   // The token of every tree node, node 0 = root: the sequence to verify this step.
@@ -46,6 +49,7 @@ class CandidateBuilder {
 
  private:
   CandidateBuilder(const MedusaTree& tree, int vocab);
+  void FillPathTokens();  // path_tokens_ from node_tokens_
 
   const MedusaTree* tree_;
   int vocab_;

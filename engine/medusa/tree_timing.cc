@@ -122,6 +122,29 @@ kernels::ForwardBatch TreeStepBatch(const MedusaTree& tree, absl::Span<const kv:
   return batch;
 }
 
+// A Hydra step's head work for `tree`: a head call per depth on every node there that has
+// children (the expansions a grown tree of this size makes), for each of `batch` sequences.
+absl::Status RunHydraHeads(kernels::Backend& backend, const MedusaTree& tree, absl::Span<const float> hidden,
+                           int batch) {
+  const size_t dim = backend.config().dim;
+  std::vector<float> rows_hidden;
+  std::vector<int32_t> paths;
+  std::vector<float> logits;
+  for (int depth = 0; depth < tree.max_depth(); ++depth) {
+    int expanded = 0;
+    for (int n = 0; n < tree.num_nodes(); ++n) expanded += tree.depth(n) == depth && !tree.children(n).empty();
+    const int rows = expanded * batch;
+    rows_hidden.clear();
+    for (int r = 0; r < rows; ++r) {
+      const float* h = hidden.data() + (r % batch) * dim;
+      rows_hidden.insert(rows_hidden.end(), h, h + dim);
+    }
+    paths.assign(static_cast<size_t>(rows) * (depth + 1), 0);
+    RETURN_IF_ERROR(backend.HydraHeadLogits(rows_hidden, paths, rows, depth, &logits));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span<const MedusaTree> trees,
@@ -146,6 +169,7 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
 
   const int vocab = target.backend.config().vocab_size;
   const size_t dim = target.backend.config().dim;
+  const bool hydra = target.backend.medusa_head_kind() == HeadKind::kHydra;
   kernels::ForwardResult result;
   std::vector<int32_t> head_topk;
   for (int b : options.batch_sizes) {
@@ -159,6 +183,7 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
     auto run_step = [&](size_t t) -> absl::Status {
       RETURN_IF_ERROR(target.backend.Forward(batches[t], &result));
       if (trees[t].num_nodes() == 1) return absl::OkStatus();
+      if (hydra) return RunHydraHeads(target.backend, trees[t], absl::MakeConstSpan(result.hidden).first(b * dim), b);
       return target.backend.MedusaHeadTopK(absl::MakeConstSpan(result.hidden).first(b * dim), b, topk_sizes[t],
                                            &head_topk);
     };

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "absl/strings/str_format.h"
+#include "engine/medusa/hydra_tree.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa {
@@ -63,6 +64,7 @@ void StepRunner::PlanDecoding() {
     ++rows;
   }
   head_topk_sizes_.clear();
+  if (rows > 0 && engine_.backend().medusa_head_kind() == HeadKind::kHydra) return BuildHydraTrees();
   if (rows > 0 && engine_.tree_budget() > 0) return BuildDynamicTrees(rows);
   if (rows > 0) {
     for (int h = 0; h < step_tree_->num_heads_used(); ++h) head_topk_sizes_.push_back(step_tree_->topk(h));
@@ -107,6 +109,71 @@ void StepRunner::BuildDynamicTrees(int rows) {
         !built.ok()) {
       s->Fail(built);
     }
+  }
+  DropEnded(decoding_);
+}
+
+int StepRunner::HydraBudget() const {
+  const int planned = step_tree_->num_nodes() - 1;  // the nodes whose KV slots were reserved
+  return engine_.tree_budget() > 0 ? std::min(engine_.tree_budget(), planned) : planned;
+}
+
+void StepRunner::BuildHydraTrees() {
+  const absl::Span<const int32_t> draft = engine_.backend().medusa_draft_vocab();
+  const int width = draft.empty() ? engine_.config().vocab_size : static_cast<int>(draft.size());
+  const std::vector<double>& temperature = engine_.head_temperature();
+  HydraTreeOptions options = engine_.hydra_tree_options();
+  options.budget = HydraBudget();
+  options.topk = std::min(options.topk, width);
+  std::vector<SequenceDecoder*> growing;
+  std::vector<HydraTreeBuilder> trees;
+  for (SequenceDecoder* s : decoding_) {
+    if (!s->needs_head_topk()) continue;
+    HydraTreeOptions own = options;
+    own.max_depth = std::min(engine_.backend().num_medusa_heads(), s->depth_room());
+    growing.push_back(s);
+    trees.emplace_back(own, s->root());
+  }
+  kernels::TopK selector;
+  std::vector<int32_t> ids;
+  std::vector<double> probability;
+  absl::Status status;
+  for (int depth = 0; status.ok(); ++depth) {
+    head_hidden_.clear();
+    path_tokens_.clear();
+    int rows = 0;
+    for (size_t i = 0; i < trees.size(); ++i) {
+      for (int node : trees[i].Frontier()) {
+        head_hidden_.insert(head_hidden_.end(), growing[i]->hidden().begin(), growing[i]->hidden().end());
+        const std::vector<int32_t> path = trees[i].PathTokens(node);
+        path_tokens_.insert(path_tokens_.end(), path.begin(), path.end());
+        ++rows;
+      }
+    }
+    if (rows == 0) break;
+    status = engine_.backend().HydraHeadLogits(head_hidden_, path_tokens_, rows, depth, &head_logits_);
+    const double t = depth < static_cast<int>(temperature.size()) ? temperature[depth] : 1.0;
+    int row = 0;
+    for (HydraTreeBuilder& tree : trees) {
+      for (int node : tree.Frontier()) {
+        if (!status.ok()) break;
+        status = RowProposals(absl::MakeConstSpan(head_logits_).subspan(static_cast<size_t>(row++) * width, width),
+                              draft, options.topk, t, &selector, &ids, &probability);
+        if (status.ok()) status = tree.AddChildren(node, ids, probability);
+      }
+      tree.Advance();
+    }
+  }
+  size_t i = 0;
+  for (SequenceDecoder* s : decoding_) {
+    absl::Status built;
+    if (!s->needs_head_topk()) {
+      built = s->BuildCandidates({});
+    } else {
+      built = status.ok() ? s->BuildGrownCandidates(trees[i].Paths(), trees[i].Tokens()) : status;
+      ++i;
+    }
+    if (!built.ok()) s->Fail(built);
   }
   DropEnded(decoding_);
 }

@@ -71,6 +71,11 @@ class StepRunner {
   // PlanDecoding's end with dynamic trees: the heads' logits for the `rows` sequences that
   // verify a tree, each one's proposals, and its tree of the engine's budget.
   void BuildDynamicTrees(int rows);
+  // PlanDecoding's end with Hydra heads: grows every tree-verifying sequence's tree depth by
+  // depth (HydraTreeBuilder), each depth's expansions of all of them in one head call.
+  void BuildHydraTrees();
+  // The draft nodes a Hydra tree keeps this step: the engine's budget, or the step tree's size.
+  int HydraBudget() const;
   // Drops the sequences that have ended from `list`.
   static void DropEnded(std::vector<SequenceDecoder*>& list);
 
@@ -86,6 +91,7 @@ class StepRunner {
   std::vector<int> head_topk_sizes_;  // the step tree's k per head
   std::vector<int32_t> head_topk_;
   std::vector<float> head_logits_;  // dynamic trees: [rows, heads, draft]
+  std::vector<int32_t> path_tokens_;  // Hydra: [rows, depth + 1]
   StepReport report_;
 };
 

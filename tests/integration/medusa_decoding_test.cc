@@ -231,6 +231,56 @@ TEST(MedusaDecodingTest, DynamicTreesGiveExactlyThePlainGreedyOutput) {
   }
 }
 
+// Sequentially dependent (Hydra) heads: each step's tree grows depth by depth from the heads'
+// proposals given each node's path. Greedy output is the plain output, at budgets from one
+// node to the whole 63-node envelope (budget 0: the tree's size), and sampling runs.
+TEST(MedusaDecodingTest, HydraHeadsGiveExactlyThePlainGreedyOutput) {
+  for (const std::string& model : {kStoriesModel, kSmolModel}) {
+    ASSERT_MODEL_PRESENT(model);
+    const bool smol = model == kSmolModel;
+    auto engine = MakeEngine(model);
+    ASSERT_NE(engine, nullptr);
+    for (bool own_projection : {false, true}) {
+      if (own_projection && smol) continue;  // a 49k-row projection per head: slow, and stories covers it
+      MedusaHeadsWeights heads =
+          RandomMedusaHeads(engine->config(), 4, 1, own_projection, /*seed=*/9, 0.05f, HeadKind::kHydra);
+      ASSERT_TRUE(engine->SetMedusa(std::move(heads), Preset("mc_sim_7b_63")).ok());
+      ASSERT_EQ(engine->backend().medusa_head_kind(), HeadKind::kHydra);
+      for (int budget : smol ? std::vector<int>{4, 0} : std::vector<int>{1, 8, 0}) {
+        engine->SetDynamicTrees(budget, {});
+        int steps = 0, tokens = 0, deepest = 0;
+        for (const std::string& prompt : AlpacaPrompts(3, smol ? 510 : 150)) {
+          GenerationRequest request = Greedy(TestPromptIds(*engine, prompt, smol), 24);
+          GenerationResult plain = Plain(*engine, request);
+          GenerationResult hydra = MustGenerate(*engine, request);
+          ASSERT_EQ(hydra.token_ids, plain.token_ids) << model << ", budget " << budget << ": " << prompt;
+          if (budget > 0) {
+            for (size_t kept = budget + 1; kept < hydra.accepted_length_counts.size(); ++kept) {
+              EXPECT_EQ(hydra.accepted_length_counts[kept], 0) << "a path longer than the budget";
+            }
+          }
+          for (size_t kept = 0; kept < hydra.accepted_length_counts.size(); ++kept) {
+            if (hydra.accepted_length_counts[kept] > 0) deepest = std::max(deepest, static_cast<int>(kept));
+          }
+          steps += hydra.steps;
+          tokens += hydra.new_tokens();
+          if (smol) continue;  // sampling's paths are the same code on either model
+          for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
+            GenerationRequest sampled = request;
+            sampled.sampling.temperature = 0.8f;
+            sampled.sampling.seed = 11;
+            sampled.acceptance.rule = rule;
+            EXPECT_GT(MustGenerate(*engine, sampled).new_tokens(), 0);
+          }
+        }
+        std::printf("%s, random Hydra heads (own projection %d), budget %d: %.3f tokens per step, deepest %d\n",
+                    model.c_str(), own_projection, budget, double(tokens) / steps, deepest);
+      }
+      engine->SetDynamicTrees(0, {});
+    }
+  }
+}
+
 // The shipped, trained heads: 50 AlpacaEval prompts, a chain and mc_sim_7b_63,
 // identical greedy output and a real acceleration.
 TEST(MedusaDecodingTest, ShippedSmolLM2HeadsAreLosslessAndAccelerate) {
