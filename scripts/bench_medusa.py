@@ -17,7 +17,8 @@ exactly the plain run's tokens.
       --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3] \
       [--weights auto] [--json-out docs/benchmarks/medusa.json]
 A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
-LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`). --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
+LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`); NAME:VALUE runs
+VALUE with the heads given as --other-heads NAME=PATH (e.g. Hydra heads beside Medusa ones). --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
 Markdown table and the raw numbers as JSON; --json-out also writes the medians per tree
 ({"machine", "threads", "weights", "trees": [{"tree", "nodes", "tokens_per_second",
 "plain_tokens_per_second", "speedup", "tokens_per_step", ...}]}), which
@@ -36,8 +37,12 @@ from bench_common import ROOT, SMOL, machine, prompts_file
 def run_config(args, prompts, tree):
     cmd = [os.path.join(args.build, "bin", "medusa"), "generate", "--model", args.model, "--chat",
            "--prompts", prompts, "--max-tokens", str(args.max_tokens), "--threads", str(args.threads), "--json"]
-    if args.heads:
-        cmd += ["--heads", args.heads]
+    heads = args.heads
+    if tree is not None and ":" in tree and tree.split(":", 1)[0] in args.other_heads:
+        name, tree = tree.split(":", 1)
+        heads = args.other_heads[name]
+    if heads:
+        cmd += ["--heads", heads]
     if args.weights:
         cmd += ["--weights", args.weights]
     if tree is None:
@@ -68,6 +73,7 @@ def main():
     p.add_argument("--model", default=SMOL)
     p.add_argument("--heads", default="")
     p.add_argument("--tree", action="append", default=[], help="LABEL=VALUE or VALUE; repeatable")
+    p.add_argument("--other-heads", action="append", default=[], help="NAME=PATH: heads for trees NAME:VALUE")
     p.add_argument("--prompts", type=int, default=20)
     p.add_argument("--skip", type=int, default=400, help="first AlpacaEval prompt (past calibration's)")
     p.add_argument("--max-tokens", type=int, default=128)
@@ -76,6 +82,7 @@ def main():
     p.add_argument("--weights", default="", help="medusa generate's --weights (default: its own, auto)")
     p.add_argument("--json-out", help="also write the medians per tree here")
     args = p.parse_args()
+    args.other_heads = dict(h.split("=", 1) for h in args.other_heads)
     trees = [(t.split("=", 1) if "=" in t else (t, t)) for t in args.tree] or [("mc_sim_7b_63", "mc_sim_7b_63")]
     prompts = prompts_file(args.prompts, args.skip, chat=False)
     configs = [("plain", None)] + [(label, value) for label, value in trees]

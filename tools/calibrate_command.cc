@@ -20,11 +20,13 @@ absl::Status Calibrate(const CalibrateCommand& command) {
   const std::string& heads_path = command.heads;
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(command.engine));
   ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(heads_path, engine->config()));
-  ASSIGN_OR_RETURN(std::vector<float> classifier, LoadClassifier(command.engine.model_path));
+  ASSIGN_OR_RETURN(BaseMatrices base, LoadBaseMatrices(command.engine.model_path));
   ASSIGN_OR_RETURN(DistillRun held_out, CalibrationRows(*engine, heads.num_heads, command.distill, command.calibration));
-  ASSIGN_OR_RETURN(std::vector<std::vector<double>> topk, EvaluateTopK(heads, classifier, held_out.set, 10));
+  ASSIGN_OR_RETURN(std::vector<std::vector<double>> topk,
+                   EvaluateTopK(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
   PrintAccuracies("", topk);
-  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures, FitHeadTemperatures(heads, classifier, held_out.set));
+  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures,
+                   FitHeadTemperatures(heads, base.classifier, held_out.set, 1000, 0, base.embedding()));
   nlohmann::json json = CalibrationJson(heads_path, command.calibration, held_out, topk, engine->backend().MachineId());
   AddTemperatures(temperatures, &json);
   ASSIGN_OR_RETURN(std::string path, WriteCalibration(heads_path, command.calibration, json));

@@ -107,6 +107,7 @@ struct TrainCommand {
   int num_prompts = 1000;
   double gen_temperature = 0;
   int num_heads = 4;
+  std::string head_type = "medusa";  // or "hydra"
   int num_layers = 1;
   bool share_lm_head = false;
   int epochs = 1;

@@ -82,6 +82,9 @@ ABSL_FLAG(int32_t, gen_tokens, 192, "Most tokens the model writes per seed promp
 ABSL_FLAG(double, gen_temperature, 0.0, "Temperature of the model's own answers (0: greedy)");
 ABSL_FLAG(int32_t, num_heads, 4, "Medusa heads to train");
 ABSL_FLAG(int32_t, num_layers, 1, "Residual blocks per head");
+ABSL_FLAG(std::string, head_type, "medusa",
+          "medusa (Medusa-1 heads: each reads the last hidden state) or hydra (sequentially dependent "
+          "heads: each also reads the embeddings of the draft tokens before it on its tree path)");
 ABSL_FLAG(bool, share_lm_head, false,
           "Heads use the model's classifier as their vocabulary projection (small files) instead "
           "of their own (initialized from it)");
@@ -283,6 +286,7 @@ absl::StatusOr<TrainCommand> TrainFlags() {
   c.gen_temperature = absl::GetFlag(FLAGS_gen_temperature);
   c.num_heads = absl::GetFlag(FLAGS_num_heads);
   c.num_layers = absl::GetFlag(FLAGS_num_layers);
+  c.head_type = absl::GetFlag(FLAGS_head_type);
   c.share_lm_head = absl::GetFlag(FLAGS_share_lm_head);
   c.epochs = absl::GetFlag(FLAGS_epochs);
   c.batch_size = absl::GetFlag(FLAGS_batch_size);

@@ -27,7 +27,7 @@ constexpr char kUsage[] =
     "             [--threads N] [--json]\n"
     "  train      train Medusa heads by self-distillation: --model PATH --out HEADS.safetensors\n"
     "             [--seed-prompts FILE] [--num-prompts N] [--gen-tokens N] [--num-heads K]\n"
-    "             [--num-layers L] [--share-lm-head] [--epochs E] [--lr LR] [--seed S]\n"
+    "             [--head-type medusa|hydra] [--num-layers L] [--share-lm-head] [--epochs E] [--lr LR] [--seed S]\n"
     "             (writes the heads, HEADS.json with the settings, HEADS.calibration.json)\n"
     "  calibrate  per-head top-1..10 accuracy on held-out prompts: --model PATH --heads PATH\n"
     "             [--calibration-prompts FILE] [--calibration-count N] [--calibration-out FILE]\n"

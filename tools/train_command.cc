@@ -1,4 +1,5 @@
-// `medusa train`: Medusa-1 heads by self-distillation (Cai et al. 2024). The frozen model
+// `medusa train`: Medusa-1 heads (Cai et al. 2024), or Hydra heads with --head-type hydra
+// (Ankner et al. 2024), by self-distillation. The frozen model
 // answers seed prompts itself (training_data.h), its hidden states and the tokens that
 // followed become training rows, HeadsTrainer fits the heads, and the result is written in
 // the reference safetensors layout with a JSON of the settings and costs beside it, then
@@ -62,6 +63,7 @@ absl::StatusOr<DistillRun> TrainingRows(Engine& engine, const TrainCommand& comm
       {"gen_temperature", distill.sampling.temperature},
       {"seed", distill.sampling.seed},
       {"num_heads", distill.num_heads},
+      {"rows", "hidden, next, targets"},  // what the rows hold: caches of older rows are made afresh
   };
   const std::string cache =
       command.data_cache.empty() ? BesideHeads(command.out, ".distill.safetensors") : command.data_cache;
@@ -76,9 +78,10 @@ absl::StatusOr<DistillRun> TrainingRows(Engine& engine, const TrainCommand& comm
   return run;
 }
 
-TrainerOptions TrainerOptionsOf(const TrainCommand& command) {
+absl::StatusOr<TrainerOptions> TrainerOptionsOf(const TrainCommand& command) {
   TrainerOptions options;
   options.num_heads = command.num_heads;
+  ASSIGN_OR_RETURN(options.head_kind, HeadKindOf(command.head_type));
   options.num_layers = command.num_layers;
   options.share_lm_head = command.share_lm_head;
   options.batch_size = command.batch_size;
@@ -97,11 +100,12 @@ struct TrainedHeads {
 
 // 2. Training, with a progress bar and a checkpoint that Ctrl-C writes and a rerun resumes.
 absl::StatusOr<TrainedHeads> TrainHeads(const TrainerOptions& options, const ModelConfig& config,
-                                        const std::vector<float>& classifier, const DistillRun& data,
-                                        const DistillRun& held_out, const std::string& checkpoint) {
-  ASSIGN_OR_RETURN(HeadsTrainer trainer, HeadsTrainer::Create(options, config, classifier));
+                                        const BaseMatrices& base, const DistillRun& data, const DistillRun& held_out,
+                                        const std::string& checkpoint) {
+  ASSIGN_OR_RETURN(HeadsTrainer trainer, HeadsTrainer::Create(options, config, base.classifier, base.embedding()));
   TrainedHeads trained;
-  ASSIGN_OR_RETURN(trained.topk_before, EvaluateTopK(trainer.heads(), classifier, held_out.set, 10));
+  ASSIGN_OR_RETURN(trained.topk_before,
+                   EvaluateTopK(trainer.heads(), base.classifier, held_out.set, 10, 0, base.embedding()));
   ProgressBar bar("training");
   const auto start = std::chrono::steady_clock::now();
   TrainRunOptions run;
@@ -132,16 +136,15 @@ absl::StatusOr<TrainedHeads> TrainHeads(const TrainerOptions& options, const Mod
 absl::Status Train(const TrainCommand& command) {
   const std::string& out = command.out;
   ASSIGN_OR_RETURN(safetensors::DType dtype, HeadsDType(command.dtype));
+  ASSIGN_OR_RETURN(const TrainerOptions options, TrainerOptionsOf(command));
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(command.engine));
-  ASSIGN_OR_RETURN(std::vector<float> classifier, LoadClassifier(command.engine.model_path));
+  ASSIGN_OR_RETURN(BaseMatrices base, LoadBaseMatrices(command.engine.model_path));
   nlohmann::json data_settings;
   ASSIGN_OR_RETURN(DistillRun data, TrainingRows(*engine, command, &data_settings));
   ASSIGN_OR_RETURN(DistillRun held_out,
                    CalibrationRows(*engine, command.num_heads, command.distill, command.calibration));
-  const TrainerOptions options = TrainerOptionsOf(command);
   const std::string checkpoint = command.checkpoint.empty() ? out + ".ckpt" : command.checkpoint;
-  ASSIGN_OR_RETURN(TrainedHeads trained,
-                   TrainHeads(options, engine->config(), classifier, data, held_out, checkpoint));
+  ASSIGN_OR_RETURN(TrainedHeads trained, TrainHeads(options, engine->config(), base, data, held_out, checkpoint));
 
   MedusaHeadsWeights& heads = trained.heads;
   if (command.draft_coverage > 0) {
@@ -150,29 +153,43 @@ absl::Status Train(const TrainCommand& command) {
     std::fprintf(stderr, "draft vocabulary: %zu tokens cover %.2f%% of the answers' tokens\n",
                  heads.draft_vocab.size(), 100 * command.draft_coverage);
   }
-  ASSIGN_OR_RETURN(std::vector<std::vector<double>> after, EvaluateTopK(heads, classifier, held_out.set, 10));
+  ASSIGN_OR_RETURN(std::vector<std::vector<double>> after,
+                   EvaluateTopK(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
   PrintAccuracies("before training,", trained.topk_before);
   PrintAccuracies("after training, ", after);
   const nlohmann::json settings = {
       {"tool", "medusa train"},
       {"data", data_settings},
-      {"training", {{"num_heads", options.num_heads}, {"num_layers", options.num_layers},
-                    {"share_lm_head", options.share_lm_head}, {"epochs", options.epochs},
-                    {"batch_size", options.batch_size}, {"lr", options.lr},
-                    {"weight_decay", options.weight_decay}, {"seed", options.seed},
-                    {"draft_coverage", command.draft_coverage}, {"draft_vocab_size", heads.draft_vocab.size()},
-                    {"loss", "sum_k 0.8^k CE(head_k(h_t), x[t+k+1]), k = 1..K"}}},
-      {"cost", {{"distill_prompts", data.prompts}, {"distill_tokens", data.tokens},
-                {"distill_seconds", data.seconds}, {"train_rows", data.set.rows()},
-                {"train_row_epochs", static_cast<int64_t>(data.set.rows()) * options.epochs},
-                {"train_seconds", trained.seconds}}},
+      {"training",
+       {{"head_type", command.head_type},
+        {"num_heads", options.num_heads},
+        {"num_layers", options.num_layers},
+        {"share_lm_head", options.share_lm_head},
+        {"epochs", options.epochs},
+        {"batch_size", options.batch_size},
+        {"lr", options.lr},
+        {"weight_decay", options.weight_decay},
+        {"seed", options.seed},
+        {"draft_coverage", command.draft_coverage},
+        {"draft_vocab_size", heads.draft_vocab.size()},
+        {"loss", options.head_kind == HeadKind::kHydra
+                     ? "sum_k 0.8^k CE(head_k(h_t, E(x[t+1..t+k])), x[t+k+1]), k = 1..K"
+                     : "sum_k 0.8^k CE(head_k(h_t), x[t+k+1]), k = 1..K"}}},
+      {"cost",
+       {{"distill_prompts", data.prompts},
+        {"distill_tokens", data.tokens},
+        {"distill_seconds", data.seconds},
+        {"train_rows", data.set.rows()},
+        {"train_row_epochs", static_cast<int64_t>(data.set.rows()) * options.epochs},
+        {"train_seconds", trained.seconds}}},
   };
   RETURN_IF_ERROR(SaveMedusaHeads(out, heads, settings, dtype));
   RETURN_IF_ERROR(WriteJson(BesideHeads(out, ".json"), settings));
   nlohmann::json calibration =
       CalibrationJson(out, command.calibration, held_out, after, engine->backend().MachineId());
   calibration["topk_accuracy_before_training"] = trained.topk_before;
-  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures, FitHeadTemperatures(heads, classifier, held_out.set));
+  ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures,
+                   FitHeadTemperatures(heads, base.classifier, held_out.set, 1000, 0, base.embedding()));
   AddTemperatures(temperatures, &calibration);
   ASSIGN_OR_RETURN(std::string calibration_path, WriteCalibration(out, command.calibration, calibration));
   std::fprintf(stderr, "wrote %s, %s and %s\n", out.c_str(), BesideHeads(out, ".json").c_str(),

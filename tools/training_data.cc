@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/medusa/heads_file.h"
 #include "engine/model/loader.h"
 #include "engine/model/safetensors.h"
 #include "engine/tokenizer/chat_template.h"
@@ -17,10 +18,22 @@
 
 namespace medusa::tools {
 
-absl::StatusOr<std::vector<float>> LoadClassifier(const std::string& model_path) {
+absl::StatusOr<BaseMatrices> LoadBaseMatrices(const std::string& model_path) {
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(model_path));
-  return model.weights.classifier.empty() ? std::move(model.weights.token_embedding.values)
-                                          : std::move(model.weights.classifier.values);
+  BaseMatrices out;
+  if (model.weights.classifier.empty()) {
+    out.classifier = std::move(model.weights.token_embedding.values);
+  } else {
+    out.classifier = std::move(model.weights.classifier.values);
+    out.untied_embedding = std::move(model.weights.token_embedding.values);
+  }
+  return out;
+}
+
+absl::StatusOr<HeadKind> HeadKindOf(const std::string& name) {
+  if (name == kHeadTypeMedusa) return HeadKind::kMedusa;
+  if (name == kHeadTypeHydra) return HeadKind::kHydra;
+  return absl::InvalidArgumentError(absl::StrCat("--head-type must be medusa or hydra, got '", name, "'"));
 }
 
 std::vector<std::vector<int32_t>> EncodeSeeds(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
@@ -72,6 +85,8 @@ absl::Status SaveDistillCache(const std::string& path, const DistillRun& run, co
       {"hidden", {rows, run.set.dim}, run.set.hidden, safetensors::DType::kF32},
       {"targets", {rows, run.set.num_heads}, targets, safetensors::DType::kF32},
   };
+  std::vector<float> next(run.set.next.begin(), run.set.next.end());
+  if (run.set.has_next()) tensors.push_back({"next", {rows}, next, safetensors::DType::kF32});
   nlohmann::json metadata = {{"fingerprint", fingerprint.dump()},
                              {"prompts", std::to_string(run.prompts)},
                              {"tokens", std::to_string(run.tokens)},
@@ -101,6 +116,14 @@ std::optional<DistillRun> LoadDistillCache(const std::string& path, const nlohma
     return std::nullopt;
   }
   run.set.targets.assign(target_values.begin(), target_values.end());
+  // Caches written before next tokens were kept hold none: Medusa heads train on them as they are.
+  if (const safetensors::TensorInfo* next = (*file)->FindTensor("next"); next != nullptr) {
+    std::vector<float> next_values;
+    if (next->shape != std::vector<int64_t>{hidden->shape[0]} || !(*file)->ReadTensor("next", &next_values).ok()) {
+      return std::nullopt;
+    }
+    run.set.next.assign(next_values.begin(), next_values.end());
+  }
   // The counts are only reported; a cache whose metadata does not parse is not used (std::stoi
   // would throw on it and end the process).
   if (!absl::SimpleAtoi(meta.value("prompts", "0"), &run.prompts) ||

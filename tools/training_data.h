@@ -17,8 +17,17 @@
 
 namespace medusa::tools {
 
-// The model's classifier [vocab, dim] in float32 (the embedding when tied).
-absl::StatusOr<std::vector<float>> LoadClassifier(const std::string& model_path);
+// The model's classifier and input embedding [vocab, dim] in float32, which heads training
+// and evaluation read (Hydra heads read the embedding too).
+struct BaseMatrices {
+  std::vector<float> classifier;        // the embedding when tied
+  std::vector<float> untied_embedding;  // empty when tied
+  absl::Span<const float> embedding() const { return untied_embedding.empty() ? classifier : untied_embedding; }
+};
+absl::StatusOr<BaseMatrices> LoadBaseMatrices(const std::string& model_path);
+
+// The HeadKind of `--head-type` (medusa or hydra); InvalidArgument otherwise.
+absl::StatusOr<HeadKind> HeadKindOf(const std::string& name);
 
 // Prompt texts to token ids: the chat template when the model has one; prompts longer
 // than max_tokens are skipped, and at most `count` are kept (0: all).

@@ -8,16 +8,26 @@
 
 namespace medusa {
 
-absl::Status DistillSet::Append(absl::Span<const float> row_hidden,
-                                absl::Span<const int32_t> row_targets) {
+std::vector<int32_t> DistillSet::Path(int r, int k) const {
+  std::vector<int32_t> path = {next[r]};
+  for (int j = 0; j < k; ++j) path.push_back(targets[static_cast<size_t>(r) * num_heads + j]);
+  return path;
+}
+
+absl::Status DistillSet::Append(absl::Span<const float> row_hidden, absl::Span<const int32_t> row_targets,
+                                int32_t row_next) {
   if (static_cast<int64_t>(row_hidden.size()) != dim ||
       static_cast<int64_t>(row_targets.size()) != num_heads) {
     return absl::InvalidArgumentError(absl::StrCat(
         "distill set: a row has ", row_hidden.size(), " hidden values and ", row_targets.size(),
         " targets, expected dim ", dim, " and num_heads ", num_heads));
   }
+  if (rows() > 0 && has_next() != (row_next >= 0)) {
+    return absl::InvalidArgumentError("distill set: rows with and without next tokens cannot be mixed");
+  }
   hidden.insert(hidden.end(), row_hidden.begin(), row_hidden.end());
   targets.insert(targets.end(), row_targets.begin(), row_targets.end());
+  if (row_next >= 0) next.push_back(row_next);
   return absl::OkStatus();
 }
 
@@ -31,8 +41,12 @@ absl::Status DistillSet::Append(const DistillSet& other) {
         "distill set: cannot append a set with dim ", other.dim, " and num_heads ",
         other.num_heads, " to one with dim ", dim, " and num_heads ", num_heads));
   }
+  if (rows() > 0 && other.rows() > 0 && has_next() != other.has_next()) {
+    return absl::InvalidArgumentError("distill set: cannot append a set with next tokens to one without, or back");
+  }
   hidden.insert(hidden.end(), other.hidden.begin(), other.hidden.end());
   targets.insert(targets.end(), other.targets.begin(), other.targets.end());
+  next.insert(next.end(), other.next.begin(), other.next.end());
   return absl::OkStatus();
 }
 
@@ -50,6 +64,16 @@ absl::Status DistillSet::Validate(int vocab) const {
     return absl::InvalidArgumentError(absl::StrCat(
         "distill set: targets has ", targets.size(), " values, expected rows ", rows(),
         " x num_heads ", num_heads, " = ", want_targets));
+  }
+  if (!next.empty() && next.size() != static_cast<size_t>(rows())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("distill set: next has ", next.size(), " tokens, expected none or one per row (", rows(), ")"));
+  }
+  for (size_t r = 0; r < next.size(); ++r) {
+    if (next[r] < 0 || (vocab > 0 && next[r] >= vocab)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("distill set: row ", r, " has next token ", next[r], ", outside [0, vocab ", vocab, ")"));
+    }
   }
   if (vocab > 0) {
     for (size_t i = 0; i < targets.size(); ++i) {
@@ -90,6 +114,7 @@ std::pair<DistillSet, DistillSet> DistillSet::Split(double held_out_fraction,
                        hidden.begin() + static_cast<size_t>(r + 1) * dim);
     part.targets.insert(part.targets.end(), targets.begin() + static_cast<size_t>(r) * num_heads,
                         targets.begin() + static_cast<size_t>(r + 1) * num_heads);
+    if (!next.empty()) part.next.push_back(next[r]);
   }
   return out;
 }

@@ -23,8 +23,34 @@ float SiluGrad(float z) {
   return s * (1.0f + z * (1.0f - s));
 }
 
-// Head k's blocks on the batch: r <- r + SiLU(W r + b), keeping every input and
-// pre-activation for the backward pass; the result goes to the stacked final states.
+// Hydra head k's first-block input rows: h, then the embeddings of next and targets 0 .. k-1
+// (teacher forcing: the path the text took).
+void FillPathInputs(int k, HeadBatch& ws) {
+  const int rows = ws.rows, dim = ws.dim, width = (k + 2) * dim;
+  float* u = ws.path_inputs[k].data();
+  for (int i = 0; i < rows; ++i) {
+    float* row = u + static_cast<size_t>(i) * width;
+    std::copy_n(ws.hidden.data() + static_cast<size_t>(i) * dim, dim, row);
+    for (int j = 0; j <= k; ++j) {
+      const int32_t token = j == 0 ? ws.next[i] : ws.targets[static_cast<size_t>(j - 1) * rows + i];
+      float* slot = row + static_cast<size_t>(j + 1) * dim;
+      if (token < 0) {
+        std::fill_n(slot, dim, 0.0f);  // past the text's end: this head has no target either
+      } else {
+        std::copy_n(ws.embedding.data() + static_cast<size_t>(token) * dim, dim, slot);
+      }
+    }
+  }
+}
+
+// What block l of head k multiplies: its input rows, or a Hydra head's path inputs.
+const float* BlockOperand(const MedusaHeadsWeights& w, int k, int l, HeadBatch& ws) {
+  return w.kind == HeadKind::kHydra && l == 0 ? ws.path_inputs[k].data() : ws.Input(k, l);
+}
+
+// Head k's blocks on the batch: r <- r + SiLU(W x + b) (x = r, or a Hydra head's path input
+// in its first block), keeping every input and pre-activation for the backward pass; the
+// result goes to the stacked final states.
 void ForwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws) {
   const int rows = ws.rows, dim = ws.dim;
   const size_t n = static_cast<size_t>(rows) * dim;
@@ -34,13 +60,15 @@ void ForwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws) {
     return;
   }
   std::copy_n(ws.hidden.data(), n, ws.Input(k, 0));
+  if (w.kind == HeadKind::kHydra) FillPathInputs(k, ws);
   for (int l = 0; l < w.num_layers; ++l) {
     const MedusaResBlock& block = w.heads[k].blocks[l];
+    const int inputs = w.BlockInputs(k, l);
     const float* in = ws.Input(k, l);
     float* z = ws.Pre(k, l);
     for (int i = 0; i < rows; ++i) std::copy(block.bias.begin(), block.bias.end(), z + static_cast<size_t>(i) * dim);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, dim, dim, 1.0f, in, dim,
-                block.weight.data(), dim, 1.0f, z, dim);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, dim, inputs, 1.0f, BlockOperand(w, k, l, ws), inputs,
+                block.weight.data(), inputs, 1.0f, z, dim);
     float* out = l + 1 < w.num_layers ? ws.Input(k, l + 1) : final_state;
     for (size_t j = 0; j < n; ++j) out[j] = in[j] + Silu(z[j]);
   }
@@ -75,8 +103,8 @@ void ProjectColumns(const MedusaHeadsWeights& w, absl::Span<const float> classif
   });
 }
 
-// Head k's blocks backwards from d_final: dZ = dR' SiLU'(Z), dW = dZ^T R, db = sum dZ,
-// dR = dR' + dZ W.
+// Head k's blocks backwards from d_final: dZ = dR' SiLU'(Z), dW = dZ^T X, db = sum dZ,
+// dR = dR' + dZ W (not through the first block: h and the embeddings are not trained).
 void BackwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws, MedusaHeadsWeights& grads) {
   const int rows = ws.rows, dim = ws.dim;
   const size_t n = static_cast<size_t>(rows) * dim;
@@ -88,8 +116,9 @@ void BackwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws, MedusaHeads
     const float* z = ws.Pre(k, l);
     for (size_t j = 0; j < n; ++j) dz[j] = g[j] * SiluGrad(z[j]);
     MedusaResBlock& grad = grads.heads[k].blocks[l];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim, rows, 1.0f, dz, dim, ws.Input(k, l),
-                dim, 0.0f, grad.weight.data(), dim);
+    const int inputs = w.BlockInputs(k, l);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, inputs, rows, 1.0f, dz, dim, BlockOperand(w, k, l, ws),
+                inputs, 0.0f, grad.weight.data(), inputs);
     std::fill(grad.bias.begin(), grad.bias.end(), 0.0f);
     for (int i = 0; i < rows; ++i) {
       const float* dz_row = dz + static_cast<size_t>(i) * dim;
@@ -123,8 +152,17 @@ absl::Status CheckClassifier(absl::Span<const float> classifier, int vocab, int 
   return absl::OkStatus();
 }
 
-// Checks `data` against heads of this shape: InvalidArgument naming the mismatch.
-absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab) {
+absl::Status CheckEmbedding(HeadKind kind, absl::Span<const float> embedding, int vocab, int dim) {
+  if (kind != HeadKind::kHydra) return absl::OkStatus();
+  const size_t want = static_cast<size_t>(vocab) * static_cast<size_t>(dim);
+  if (embedding.size() != want) {
+    return absl::InvalidArgumentError(absl::StrCat("Hydra heads need the model's embedding [vocab ", vocab, ", dim ",
+                                                   dim, "]; it has ", embedding.size(), " values"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab, HeadKind kind) {
   if (data.hidden.empty()) {
     return absl::InvalidArgumentError("distill set is empty (no rows)");
   }
@@ -137,28 +175,36 @@ absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab
     return absl::InvalidArgumentError(absl::StrCat("distill set has targets for ", data.num_heads,
                                                    " heads, fewer than the ", num_heads, " heads"));
   }
+  if (kind == HeadKind::kHydra && !data.has_next()) {
+    return absl::InvalidArgumentError(
+        "Hydra heads train on each row's next token and this distill set has none (made before they were kept: "
+        "make the data afresh)");
+  }
   return absl::OkStatus();
 }
 
-MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, bool with_projection) {
+MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, bool with_projection, HeadKind kind) {
   MedusaHeadsWeights w;
+  w.kind = kind;
   w.num_heads = num_heads;
   w.num_layers = num_layers;
   w.dim = dim;
   w.vocab = vocab;
   w.heads.resize(num_heads);
-  for (MedusaHead& head : w.heads) {
+  for (int k = 0; k < num_heads; ++k) {
+    MedusaHead& head = w.heads[k];
     head.blocks.resize(num_layers);
-    for (MedusaResBlock& block : head.blocks) {
-      block.weight.assign(static_cast<size_t>(dim) * dim, 0.0f);
-      block.bias.assign(dim, 0.0f);
+    for (int l = 0; l < num_layers; ++l) {
+      head.blocks[l].weight.assign(static_cast<size_t>(dim) * w.BlockInputs(k, l), 0.0f);
+      head.blocks[l].bias.assign(dim, 0.0f);
     }
     if (with_projection) head.projection.assign(static_cast<size_t>(vocab) * dim, 0.0f);
   }
   return w;
 }
 
-void HeadBatch::Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows) {
+void HeadBatch::Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows,
+                         HeadKind kind) {
   heads = h, layers = l, dim = d, vocab = v, capacity = cap;
   const size_t rows_dim = static_cast<size_t>(cap) * d;
   const size_t stacked = static_cast<size_t>(h) * cap;
@@ -170,6 +216,11 @@ void HeadBatch::Allocate(int h, int l, int d, int v, int cap, int threads, bool 
   targets.resize(stacked);
   row_loss.resize(stacked);
   row_rank.resize(stacked);
+  if (kind == HeadKind::kHydra) {
+    next.resize(cap);
+    path_inputs.resize(h);
+    for (int k = 0; k < h; ++k) path_inputs[k].resize(rows_dim * (k + 2));
+  }
   if (training) {
     d_final.resize(stacked * d);
     d_partial.resize(static_cast<size_t>(threads - 1) * stacked * d);
@@ -185,6 +236,7 @@ void Gather(const DistillSet& data, const int64_t* rows, int count, HeadBatch& w
     std::copy(h.begin(), h.end(), ws.hidden.begin() + static_cast<size_t>(i) * ws.dim);
     absl::Span<const int32_t> t = data.Targets(static_cast<int>(rows[i]));
     for (int k = 0; k < ws.heads; ++k) ws.targets[static_cast<size_t>(k) * count + i] = t[k];
+    if (!ws.next.empty()) ws.next[i] = data.next[rows[i]];
   }
 }
 

@@ -36,12 +36,20 @@ struct HeadBatch {
   std::vector<float> d_state;       // [heads][capacity, dim]
   std::vector<float> d_pre;         // [heads][capacity, dim]
   std::vector<int32_t> targets;     // [heads * rows]
+  // Hydra heads: the model's input embeddings [vocab, dim] (set by the caller), each row's
+  // next token, and head k's first-block input [capacity, (k + 2) * dim] (h, then its path's
+  // embeddings; zeros for a token past the text's end).
+  absl::Span<const float> embedding;
+  std::vector<int32_t> next;                    // [capacity]
+  std::vector<std::vector<float>> path_inputs;  // [heads]
   std::vector<double> row_loss;     // [heads * rows]: cross-entropy (0 for no target)
   std::vector<int32_t> row_rank;    // [heads * rows]: logits above the target's
 
   // `training`: buffers for the backward pass too; `vocab_rows`: whether logits get a
   // buffer here (not when they go to the caller's).
-  void Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows = true);
+  // `kind` Hydra: the path inputs too.
+  void Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows = true,
+                HeadKind kind = HeadKind::kMedusa);
   float* Input(int k, int l) { return inputs.data() + Block(k, l); }
   float* Pre(int k, int l) { return pre.data() + Block(k, l); }
   float* Final(int k) { return final_states.data() + static_cast<size_t>(k) * rows * dim; }
@@ -59,12 +67,16 @@ int SliceBegin(int n, int t, int threads);
 
 // InvalidArgument unless the classifier is [vocab, dim].
 absl::Status CheckClassifier(absl::Span<const float> classifier, int vocab, int dim);
-// Checks `data` against heads of this shape: InvalidArgument naming the mismatch.
-absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab);
+// InvalidArgument unless Hydra heads have an embedding [vocab, dim] (anything goes for Medusa heads).
+absl::Status CheckEmbedding(HeadKind kind, absl::Span<const float> embedding, int vocab, int dim);
+// Checks `data` against heads of this shape: InvalidArgument naming the mismatch (Hydra heads
+// need the data's next tokens).
+absl::Status CheckData(const DistillSet& data, int num_heads, int dim, int vocab, HeadKind kind = HeadKind::kMedusa);
 // Heads whose every value is zero (own projections when `with_projection`).
-MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, bool with_projection);
+MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, bool with_projection,
+                             HeadKind kind = HeadKind::kMedusa);
 
-// Copies the rows' hidden states and head-major targets into the batch.
+// Copies the rows' hidden states, head-major targets and (Hydra) next tokens into the batch.
 void Gather(const DistillSet& data, const int64_t* rows, int count, HeadBatch& batch);
 // Every head's blocks on the batch, keeping each input and pre-activation for the backward
 // pass; the results go to the stacked final states.

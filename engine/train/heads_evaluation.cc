@@ -14,6 +14,7 @@ namespace {
 using math::ThreadPool;
 using train_internal::CheckClassifier;
 using train_internal::CheckData;
+using train_internal::CheckEmbedding;
 using train_internal::DraftRankOf;
 using train_internal::ForwardBlocks;
 using train_internal::Gather;
@@ -26,9 +27,11 @@ using train_internal::SliceBegin;
 // Rows per forward pass in evaluation.
 constexpr int kEvalBatch = 64;
 
-absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float> classifier) {
+absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
+                        absl::Span<const float> embedding = {}) {
   RETURN_IF_ERROR(heads.Validate());
   if (heads.num_heads < 1) return absl::InvalidArgumentError("Medusa heads: there are no heads");
+  RETURN_IF_ERROR(CheckEmbedding(heads.kind, embedding, heads.vocab, heads.dim));
   if (!heads.has_projection()) return CheckClassifier(classifier, heads.vocab, heads.dim);
   return absl::OkStatus();
 }
@@ -38,6 +41,9 @@ absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float>
 absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
                                     absl::Span<const float> hidden, int rows, absl::Span<float> out,
                                     int threads) {
+  if (heads.kind == HeadKind::kHydra) {
+    return absl::InvalidArgumentError("Hydra heads' logits depend on a path of tokens, not on hidden states alone");
+  }
   RETURN_IF_ERROR(CheckHeads(heads, classifier));
   if (rows < 1 || hidden.size() != static_cast<size_t>(rows) * heads.dim) {
     return absl::InvalidArgumentError(absl::StrCat("hidden has ", hidden.size(), " values, expected rows ", rows,
@@ -61,14 +67,17 @@ absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<
 
 absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
                                                               absl::Span<const float> classifier,
-                                                              const DistillSet& data, int max_k, int threads) {
-  RETURN_IF_ERROR(CheckHeads(heads, classifier));
-  RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab));
+                                                              const DistillSet& data, int max_k, int threads,
+                                                              absl::Span<const float> embedding) {
+  RETURN_IF_ERROR(CheckHeads(heads, classifier, embedding));
+  RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab, heads.kind));
   if (max_k < 1) return absl::InvalidArgumentError(absl::StrCat("max_k is ", max_k, ", must be >= 1"));
   const int K = heads.num_heads, vocab = heads.vocab;
   ThreadPool pool(ResolveThreads(threads));
   HeadBatch ws;
-  ws.Allocate(K, heads.num_layers, heads.dim, vocab, kEvalBatch, pool.size(), /*training=*/false);
+  ws.Allocate(K, heads.num_layers, heads.dim, vocab, kEvalBatch, pool.size(), /*training=*/false,
+              /*vocab_rows=*/true, heads.kind);
+  ws.embedding = embedding;
   std::vector<std::vector<int64_t>> at_rank(K, std::vector<int64_t>(max_k, 0));  // hits at each rank < max_k
   std::vector<int64_t> valid(K, 0);
   std::vector<int64_t> batch_rows(kEvalBatch);
@@ -194,9 +203,10 @@ double FitTemperature(const ProposalRows& rows, ThreadPool& pool) {
 
 absl::StatusOr<std::vector<HeadTemperatureFit>> FitHeadTemperatures(const MedusaHeadsWeights& heads,
                                                                     absl::Span<const float> classifier,
-                                                                    const DistillSet& data, int max_rows, int threads) {
-  RETURN_IF_ERROR(CheckHeads(heads, classifier));
-  RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab));
+                                                                    const DistillSet& data, int max_rows, int threads,
+                                                                    absl::Span<const float> embedding) {
+  RETURN_IF_ERROR(CheckHeads(heads, classifier, embedding));
+  RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab, heads.kind));
   if (max_rows < 2) return absl::InvalidArgumentError(absl::StrCat("max_rows is ", max_rows, ", must be >= 2"));
   const int K = heads.num_heads, vocab = heads.vocab;
   const absl::Span<const int32_t> draft = heads.draft_vocab;
@@ -213,7 +223,9 @@ absl::StatusOr<std::vector<HeadTemperatureFit>> FitHeadTemperatures(const Medusa
 
   ThreadPool pool(ResolveThreads(threads));
   HeadBatch ws;
-  ws.Allocate(K, heads.num_layers, heads.dim, vocab, kEvalBatch, pool.size(), /*training=*/false);
+  ws.Allocate(K, heads.num_layers, heads.dim, vocab, kEvalBatch, pool.size(), /*training=*/false,
+              /*vocab_rows=*/true, heads.kind);
+  ws.embedding = embedding;
   std::vector<ProposalRows> fit(K), eval(K);
   for (int k = 0; k < K; ++k) fit[k].width = eval[k].width = width;
   for (size_t begin = 0; begin < chosen.size(); begin += kEvalBatch) {

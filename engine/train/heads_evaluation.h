@@ -15,7 +15,8 @@ namespace medusa {
 
 // Head logits for `rows` hidden states [rows, dim] with the trainer's (BLAS) forward:
 // out [num_heads, rows, vocab]. `classifier` [vocab, dim] is needed when the heads have no
-// projection of their own. InvalidArgument naming the size that does not fit.
+// projection of their own. InvalidArgument naming the size that does not fit, or for Hydra
+// heads (their logits depend on a path, not on h alone).
 absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
                                     absl::Span<const float> hidden, int rows, absl::Span<float> out,
                                     int threads = 0);
@@ -26,10 +27,12 @@ absl::Status ComputeHeadLogitsBatch(const MedusaHeadsWeights& heads, absl::Span<
 // Heads with a draft vocabulary are ranked as they propose: among its tokens only, and a
 // target outside it is never within the top k.
 // A head with no valid target gets zeros. Uses data's first heads.num_heads target columns.
+// Hydra heads are evaluated teacher-forced (each on the path the text took, as trained) and
+// need `embedding` [vocab, dim], the model's input embeddings, and the data's next tokens.
 absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsWeights& heads,
                                                               absl::Span<const float> classifier,
-                                                              const DistillSet& data, int max_k = 10,
-                                                              int threads = 0);
+                                                              const DistillSet& data, int max_k = 10, int threads = 0,
+                                                              absl::Span<const float> embedding = {});
 
 // How well a head's probabilities say how likely its proposals are, and the temperature that
 // makes them say it better (temperature scaling, Guo et al. 2017). The probabilities are the
@@ -46,9 +49,11 @@ struct HeadTemperatureFit {
 // Fits each head's temperature on half of up to `max_rows` rows of `data` (evenly spaced, taken
 // alternately for fitting and evaluating) and reports both errors on the other half, before
 // and after. InvalidArgument as EvaluateTopK; a head with no row to fit keeps temperature 1.
+// Hydra heads as in EvaluateTopK.
 absl::StatusOr<std::vector<HeadTemperatureFit>> FitHeadTemperatures(const MedusaHeadsWeights& heads,
                                                                     absl::Span<const float> classifier,
                                                                     const DistillSet& data, int max_rows = 1000,
-                                                                    int threads = 0);
+                                                                    int threads = 0,
+                                                                    absl::Span<const float> embedding = {});
 
 }  // namespace medusa

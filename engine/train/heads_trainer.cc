@@ -24,6 +24,7 @@ using train_internal::BackpropProjection;
 using train_internal::BackwardBlocks;
 using train_internal::CheckClassifier;
 using train_internal::CheckData;
+using train_internal::CheckEmbedding;
 using train_internal::Checkpoint;
 using train_internal::ForwardBlocks;
 using train_internal::Gather;
@@ -44,6 +45,7 @@ struct HeadsTrainer::Impl {
   TrainerOptions options;
   ModelConfig config;
   absl::Span<const float> classifier;
+  absl::Span<const float> embedding;
   std::unique_ptr<ThreadPool> pool;
 
   MedusaHeadsWeights heads, grads, exp_avg, exp_avg_sq;
@@ -62,7 +64,7 @@ struct HeadsTrainer::Impl {
   // Zero gradients and moments, and the optimizer pointed at the heads as they are now.
   void ResetOptimizer() {
     const bool own = !options.share_lm_head;
-    grads = ZeroHeads(K(), options.num_layers, config.dim, config.vocab_size, own);
+    grads = ZeroHeads(K(), options.num_layers, config.dim, config.vocab_size, own, options.head_kind);
     exp_avg = grads;
     exp_avg_sq = grads;
     step = 0;
@@ -75,9 +77,9 @@ struct HeadsTrainer::Impl {
     const int64_t dim = config.dim;
     for (int k = 0; k < K(); ++k) {
       for (int l = 0; l < options.num_layers; ++l) {
-        add(absl::StrCat(k, ".", l, ".linear.weight"), {dim, dim}, heads.heads[k].blocks[l].weight,
-            grads.heads[k].blocks[l].weight, exp_avg.heads[k].blocks[l].weight,
-            exp_avg_sq.heads[k].blocks[l].weight, true);
+        add(absl::StrCat(k, ".", l, ".linear.weight"), {dim, heads.BlockInputs(k, l)}, heads.heads[k].blocks[l].weight,
+            grads.heads[k].blocks[l].weight, exp_avg.heads[k].blocks[l].weight, exp_avg_sq.heads[k].blocks[l].weight,
+            true);
         add(absl::StrCat(k, ".", l, ".linear.bias"), {dim}, heads.heads[k].blocks[l].bias,
             grads.heads[k].blocks[l].bias, exp_avg.heads[k].blocks[l].bias,
             exp_avg_sq.heads[k].blocks[l].bias, false);
@@ -150,27 +152,31 @@ HeadsTrainer& HeadsTrainer::operator=(HeadsTrainer&&) noexcept = default;
 HeadsTrainer::~HeadsTrainer() = default;
 
 absl::StatusOr<HeadsTrainer> HeadsTrainer::Create(const TrainerOptions& options, const ModelConfig& config,
-                                                  absl::Span<const float> classifier) {
+                                                  absl::Span<const float> classifier,
+                                                  absl::Span<const float> embedding) {
   RETURN_IF_ERROR(options.Validate());
   if (config.dim <= 0 || config.vocab_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("model config has dim ", config.dim, " and vocab_size ",
                                                    config.vocab_size, "; both must be positive"));
   }
   RETURN_IF_ERROR(CheckClassifier(classifier, config.vocab_size, config.dim));
+  RETURN_IF_ERROR(CheckEmbedding(options.head_kind, embedding, config.vocab_size, config.dim));
   math::PinBlasToOneThread();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->config = config;
   impl->classifier = classifier;
+  impl->embedding = embedding;
   impl->pool = std::make_unique<ThreadPool>(ResolveThreads(options.threads));
-  impl->heads = ZeroHeads(options.num_heads, options.num_layers, config.dim, config.vocab_size,
-                          !options.share_lm_head);
+  impl->heads = ZeroHeads(options.num_heads, options.num_layers, config.dim, config.vocab_size, !options.share_lm_head,
+                          options.head_kind);
   for (MedusaHead& head : impl->heads.heads) {
     if (!head.projection.empty()) std::copy(classifier.begin(), classifier.end(), head.projection.begin());
   }
   impl->ResetOptimizer();
   impl->ws.Allocate(options.num_heads, options.num_layers, config.dim, config.vocab_size, options.batch_size,
-                    impl->pool->size(), /*training=*/true);
+                    impl->pool->size(), /*training=*/true, /*vocab_rows=*/true, options.head_kind);
+  impl->ws.embedding = embedding;
   return HeadsTrainer(std::move(impl));
 }
 
@@ -183,13 +189,15 @@ absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
   RETURN_IF_ERROR(heads.Validate());
   const TrainerOptions& o = impl_->options;
   if (heads.num_heads != o.num_heads || heads.num_layers != o.num_layers || heads.dim != impl_->config.dim ||
-      heads.vocab != impl_->config.vocab_size || heads.has_projection() == o.share_lm_head) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "heads (", heads.num_heads, " heads, ", heads.num_layers, " blocks, dim ", heads.dim, ", vocab ",
-        heads.vocab, heads.has_projection() ? ", own projections" : ", shared projection",
-        ") do not match the trainer (", o.num_heads, " heads, ", o.num_layers, " blocks, dim ",
-        impl_->config.dim, ", vocab ", impl_->config.vocab_size,
-        o.share_lm_head ? ", shared projection)" : ", own projections)"));
+      heads.vocab != impl_->config.vocab_size || heads.has_projection() == o.share_lm_head ||
+      heads.kind != o.head_kind) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("heads (", heads.num_heads, " heads, ", heads.num_layers, " blocks, dim ", heads.dim, ", vocab ",
+                     heads.vocab, heads.has_projection() ? ", own projections" : ", shared projection",
+                     heads.kind == HeadKind::kHydra ? ", Hydra" : ", Medusa", ") do not match the trainer (",
+                     o.num_heads, " heads, ", o.num_layers, " blocks, dim ", impl_->config.dim, ", vocab ",
+                     impl_->config.vocab_size, o.share_lm_head ? ", shared projection" : ", own projections",
+                     o.head_kind == HeadKind::kHydra ? ", Hydra)" : ", Medusa)"));
   }
   impl_->heads = std::move(heads);
   impl_->ResetOptimizer();
@@ -199,7 +207,7 @@ absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
 absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& data,
                                                              absl::Span<const int64_t> rows) {
   Impl& impl = *impl_;
-  RETURN_IF_ERROR(CheckData(data, impl.K(), impl.config.dim, impl.config.vocab_size));
+  RETURN_IF_ERROR(CheckData(data, impl.K(), impl.config.dim, impl.config.vocab_size, impl.options.head_kind));
   if (rows.empty() || static_cast<int64_t>(rows.size()) > impl.options.batch_size) {
     return absl::InvalidArgumentError(absl::StrCat("a batch has ", rows.size(), " rows, expected 1 to batch_size ",
                                                    impl.options.batch_size));
@@ -215,7 +223,7 @@ absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& d
 absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& run) {
   Impl& impl = *impl_;
   const int K = impl.K();
-  RETURN_IF_ERROR(CheckData(data, K, impl.config.dim, impl.config.vocab_size));
+  RETURN_IF_ERROR(CheckData(data, K, impl.config.dim, impl.config.vocab_size, impl.options.head_kind));
   const int rows = data.rows();
   const int batch = impl.options.batch_size;
   const int64_t steps_per_epoch = (rows + batch - 1) / batch;

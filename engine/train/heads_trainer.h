@@ -1,11 +1,14 @@
 #pragma once
-// Training Medusa-1 heads (Cai et al. 2024) on self-distillation data, on the CPU. The
+// Training Medusa-1 heads (Cai et al. 2024), or sequentially dependent Hydra heads (Ankner et
+// al. 2024), on self-distillation data, on the CPU. The
 // batch math is head_batch.h's, the optimizer adamw.h's, checkpoints trainer_checkpoint.h's;
 // evaluation is heads_evaluation.h.
 //
 // Head k (0-based) is r = h; r = r + SiLU(W_l r + b_l) for each of its blocks; logits =
 // P r, with P the head's own projection (trained) or the base model's classifier (shared,
-// frozen). The loss of a batch is
+// frozen). A Hydra head's first block reads [h, E(x[t+1]), E(x[t+2]), .., E(x[t+k+1])] instead of
+// h (E the model's frozen input embedding): teacher forcing, the path the text took, which is
+// the path a tree node has when every draft before it was right. The loss of a batch is
 //
 //     L = sum_k lambda_k * mean over the batch's valid targets of head k of CE(logits_k, target_k)
 //
@@ -73,11 +76,14 @@ class HeadsTrainer {
  public:
   // Heads start with every W and b zero (each head starts as the base model's projection,
   // SiLU(0) = 0), and own projections as copies of the classifier.
-  // `classifier` [vocab, dim] (the base model's lm_head) must outlive the trainer.
+  // `classifier` [vocab, dim] (the base model's lm_head) must outlive the trainer, as must
+  // `embedding` [vocab, dim] (its input embeddings; the classifier when tied), which only
+  // Hydra heads need.
   // Sets OpenBLAS to one thread (process-wide, as the CPU backend does): the trainer splits
   // its products across its own threads.
   static absl::StatusOr<HeadsTrainer> Create(const TrainerOptions& options, const ModelConfig& config,
-                                             absl::Span<const float> classifier);
+                                             absl::Span<const float> classifier,
+                                             absl::Span<const float> embedding = {});
   HeadsTrainer(HeadsTrainer&&) noexcept;
   HeadsTrainer& operator=(HeadsTrainer&&) noexcept;
   ~HeadsTrainer();

@@ -19,7 +19,8 @@ namespace {
 
 // The training rows of one answer: `hidden` holds, per generated token, the final-normed
 // hidden state of the position whose logits chose it (the prompt's last position first).
-// Rows t = prompt_len - 1 .. n - 3 keep hidden h_t with targets x[t+k+2] (-1 past the end),
+// Rows t = prompt_len - 1 .. n - 3 keep hidden h_t, the next token x[t+1] and targets
+// x[t+k+2] (-1 past the end),
 // n counting prompt and answer; row n - 2 would predict only the last token, which the
 // base model does (no head target), so it is dropped.
 DistillSet AnswerRows(const std::vector<int32_t>& prompt, const GenerationResult& answer,
@@ -34,8 +35,10 @@ DistillSet AnswerRows(const std::vector<int32_t>& prompt, const GenerationResult
   set.num_heads = num_heads;
   set.hidden.assign(hidden.begin(), hidden.begin() + static_cast<size_t>(rows) * dim);
   set.targets.resize(static_cast<size_t>(rows) * num_heads);
+  set.next.resize(rows);
   for (int r = 0; r < rows; ++r) {
     const int t = first + r;
+    set.next[r] = tokens[t + 1];
     for (int k = 0; k < num_heads; ++k) {
       const int target = t + k + 2;
       set.targets[static_cast<size_t>(r) * num_heads + k] = target < n ? tokens[target] : -1;
@@ -130,6 +133,7 @@ absl::StatusOr<DistillSet> SelfDistill(Engine& engine, const std::vector<std::ve
   for (const DistillSet& set : per_prompt) {
     all.hidden.insert(all.hidden.end(), set.hidden.begin(), set.hidden.end());
     all.targets.insert(all.targets.end(), set.targets.begin(), set.targets.end());
+    all.next.insert(all.next.end(), set.next.begin(), set.next.end());
   }
   return all;
 }

@@ -43,19 +43,31 @@ std::string DataFingerprint(const DistillSet& data) {
   uint64_t h = Fingerprint(shape, sizeof(shape), 1);
   h = Fingerprint(data.hidden.data(), data.hidden.size() * sizeof(float), h);
   h = Fingerprint(data.targets.data(), data.targets.size() * sizeof(int32_t), h);
+  if (!data.next.empty()) h = Fingerprint(data.next.data(), data.next.size() * sizeof(int32_t), h);
   return Hex(h);
 }
 
 // The options a checkpoint must share with the run resuming it.
 nlohmann::json OptionsJson(const TrainerOptions& o) {
-  return {{"num_heads", o.num_heads},       {"num_layers", o.num_layers},
-          {"share_lm_head", o.share_lm_head}, {"batch_size", o.batch_size},
-          {"epochs", o.epochs},             {"lr", o.lr},
-          {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
-          {"min_lr_ratio", o.min_lr_ratio}, {"grad_clip", o.grad_clip},
-          {"seed", o.seed},                 {"loss_decay", o.loss_decay},
-          {"adam_beta1", o.adam_beta1},     {"adam_beta2", o.adam_beta2},
-          {"adam_eps", o.adam_eps}};
+  nlohmann::json options = {{"num_heads", o.num_heads},
+                            {"num_layers", o.num_layers},
+                            {"share_lm_head", o.share_lm_head},
+                            {"batch_size", o.batch_size},
+                            {"epochs", o.epochs},
+                            {"lr", o.lr},
+                            {"weight_decay", o.weight_decay},
+                            {"warmup_steps", o.warmup_steps},
+                            {"min_lr_ratio", o.min_lr_ratio},
+                            {"grad_clip", o.grad_clip},
+                            {"seed", o.seed},
+                            {"loss_decay", o.loss_decay},
+                            {"adam_beta1", o.adam_beta1},
+                            {"adam_beta2", o.adam_beta2},
+                            {"adam_eps", o.adam_eps}};
+  // Only Hydra runs name their type, so checkpoints of Medusa runs made before there was a
+  // choice still resume.
+  if (o.head_kind == HeadKind::kHydra) options["head_type"] = kHeadTypeHydra;
+  return options;
 }
 
 // Checks a checkpoint's state against this run: FailedPrecondition naming what differs. The
@@ -80,6 +92,13 @@ absl::Status CheckState(const std::string& path, const nlohmann::json& saved, co
         saved_value != value) {
       return mismatch(
           absl::StrCat("it was written with ", key, " = ", JsonSnippet(saved_value), ", this run has ", value.dump()));
+    }
+  }
+  if (options.is_object()) {
+    for (const auto& [key, value] : options.items()) {
+      if (!now["options"].contains(key)) {
+        return mismatch(absl::StrCat("it was written with ", key, " = ", JsonSnippet(value), ", this run has none"));
+      }
     }
   }
   if (const nlohmann::json& classifier = field(saved, "classifier"); classifier != now["classifier"]) {
@@ -122,7 +141,8 @@ absl::Status SaveCheckpoint(const std::string& path, absl::Span<const ParamTenso
   }
   nlohmann::json meta = {{kStateKey, state.dump()},
                          {"medusa_num_heads", std::to_string(options.num_heads)},
-                         {"medusa_num_layers", std::to_string(options.num_layers)}};
+                         {"medusa_num_layers", std::to_string(options.num_layers)},
+                         {kHeadTypeKey, options.head_kind == HeadKind::kHydra ? kHeadTypeHydra : kHeadTypeMedusa}};
   return safetensors::WriteFile(path, tensors, meta);
 }
 
@@ -144,11 +164,13 @@ absl::StatusOr<Checkpoint> OpenCheckpoint(const std::string& path, const nlohman
   ASSIGN_OR_RETURN(checkpoint.heads, LoadMedusaHeads(*checkpoint.file, config));
   const MedusaHeadsWeights& heads = checkpoint.heads;
   if (heads.num_heads != options.num_heads || heads.num_layers != options.num_layers ||
-      heads.has_projection() == options.share_lm_head) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint '", path, "' holds ", heads.num_heads, " heads of ", heads.num_layers, " blocks",
-        heads.has_projection() ? " with" : " without", " own projections; the options want ", options.num_heads,
-        " of ", options.num_layers, options.share_lm_head ? " without" : " with"));
+      heads.has_projection() == options.share_lm_head || heads.kind != options.head_kind) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint '", path, "' holds ", heads.num_heads, " heads of ", heads.num_layers, " blocks",
+                     heads.has_projection() ? " with" : " without", " own projections",
+                     heads.kind == HeadKind::kHydra ? " (Hydra)" : "", "; the options want ", options.num_heads, " of ",
+                     options.num_layers, options.share_lm_head ? " without" : " with",
+                     options.head_kind == HeadKind::kHydra ? " (Hydra)" : ""));
   }
   checkpoint.step = (*saved)["step"].get<int64_t>();
   return checkpoint;

@@ -4,11 +4,16 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/model/medusa_heads_weights.h"
 
 namespace medusa {
 
 struct TrainerOptions {
   int num_heads = 4;
+  // Medusa-1 heads read h alone; Hydra heads' first block also reads the embeddings of the
+  // tokens before the target on its path (teacher-forced: the data's own next token and the
+  // earlier heads' targets).
+  HeadKind head_kind = HeadKind::kMedusa;
   int num_layers = 1;          // ResBlocks per head
   bool share_lm_head = true;   // true: project with the base classifier (frozen); false: own copies (trained)
   int batch_size = 64;         // rows per step (the last batch of an epoch may be smaller)
