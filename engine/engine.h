@@ -45,8 +45,8 @@ struct EngineOptions {
   int tree_budget = 0;
   // Hydra heads' trees: how many nodes each depth expands and how many children each takes
   // (HydraTreeOptions; the budget is tree_budget's, or the tree's size).
-  int hydra_expand_width = 4;
-  int hydra_topk = 4;
+  int hydra_expand_width = 8;
+  int hydra_topk = 8;
 };
 
 class Engine {

@@ -20,6 +20,9 @@ ABSL_FLAG(std::string, tree, "",
 ABSL_FLAG(int32_t, tree_budget, 0,
           "Dynamic Medusa trees: each step keeps this many nodes of --tree (a preset or file: the envelope), "
           "those whose paths the heads' probabilities make most likely this step; 0: --tree as it is");
+ABSL_FLAG(int32_t, hydra_expand_width, 8,
+          "Hydra heads' trees: how many of each depth's most likely nodes get children from the next head");
+ABSL_FLAG(int32_t, hydra_topk, 8, "Hydra heads' trees: children proposed per expanded node (the head's top tokens)");
 ABSL_FLAG(std::string, device, "auto", "Compute device: cpu, cuda, or auto (cuda where a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
 ABSL_FLAG(std::string, weights, "auto",
@@ -51,6 +54,11 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   if (options.tree_budget < 0) return absl::InvalidArgumentError("--tree-budget must be >= 0");
   if (options.tree_budget > 0 && options.heads_path.empty()) {
     return absl::InvalidArgumentError("--tree-budget needs Medusa heads: give --heads PATH");
+  }
+  options.hydra_expand_width = absl::GetFlag(FLAGS_hydra_expand_width);
+  options.hydra_topk = absl::GetFlag(FLAGS_hydra_topk);
+  if (options.hydra_expand_width < 1 || options.hydra_topk < 1) {
+    return absl::InvalidArgumentError("--hydra-expand-width and --hydra-topk must be >= 1");
   }
   options.backend.device = absl::GetFlag(FLAGS_device);
   options.backend.threads = absl::GetFlag(FLAGS_threads);

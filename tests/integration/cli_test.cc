@@ -161,6 +161,7 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --tree chain", "--heads"},
            {StoriesArgs() + " --prompt hi --tree-budget 4", "--tree-budget needs Medusa heads"},
            {StoriesArgs() + " --prompt hi --tree-budget -1", "--tree-budget must be >= 0"},
+           {StoriesArgs() + " --prompt hi --hydra-topk 0", "--hydra-expand-width and --hydra-topk must be >= 1"},
            {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {
