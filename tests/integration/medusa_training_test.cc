@@ -178,5 +178,59 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   EXPECT_FALSE(std::filesystem::exists(out + ".ckpt"));  // removed once training finished
 }
 
+// `medusa train --head-type hydra`: Hydra heads that the engine loads as such and that leave
+// greedy output unchanged; an unknown head type is refused before any work.
+TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string dir = ::testing::TempDir() + "/train_hydra";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string seeds = dir + "/seeds.json";
+  std::ofstream(seeds) << R"(["Once upon a time", "The dog ran", "Lily had a", "One day, Tom", "The sun"])";
+  const std::string out = dir + "/hydra.safetensors";
+  auto run = [&](const std::string& head_type, std::string* log) {
+    const std::string command = testing::BinaryPath("bin/medusa") + " train --model " + kStoriesModel +
+                                " --tokenizer " + kStoriesTokenizer + " --seed-prompts " + seeds +
+                                " --calibration-prompts " + seeds + " --num-heads 3 --gen-tokens 64 --out " + out +
+                                " --share-lm-head --num-layers 2 --head-type " + head_type + " 2>&1";
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) return -1;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) log->append(buf, n);
+    return pclose(pipe);
+  };
+  std::string log;
+  EXPECT_NE(run("eagle", &log), 0);
+  EXPECT_NE(log.find("--head-type must be medusa or hydra, got 'eagle'"), std::string::npos) << log;
+  log.clear();
+  ASSERT_EQ(run("hydra", &log), 0) << log;
+  auto engine = StoriesEngine();
+  ASSERT_NE(engine, nullptr);
+  absl::StatusOr<MedusaHeadsWeights> heads = LoadMedusaHeads(out, engine->config());
+  ASSERT_TRUE(heads.ok()) << heads.status();
+  EXPECT_EQ(heads->kind, HeadKind::kHydra);
+  nlohmann::json settings = nlohmann::json::parse(std::ifstream(dir + "/hydra.json"));
+  EXPECT_EQ(settings["training"]["head_type"], "hydra");
+  nlohmann::json calibration = nlohmann::json::parse(std::ifstream(dir + "/hydra.calibration.json"));
+  ASSERT_EQ(calibration["topk_accuracy"].size(), 3u);
+  absl::StatusOr<MedusaTree> tree = LoadTree("mc_sim_7b_63", 3);
+  ASSERT_TRUE(tree.ok());
+  ASSERT_TRUE(engine->SetMedusa(*std::move(heads), *tree).ok());
+  engine->SetDynamicTrees(8, {});
+  for (const std::vector<int32_t>& prompt : SampledOpenings(*engine, 300000, 5)) {
+    GenerationRequest request;
+    request.prompt_ids = prompt;
+    request.max_tokens = 60;
+    request.use_medusa = false;
+    absl::StatusOr<GenerationResult> plain = Generate(*engine, request);
+    ASSERT_TRUE(plain.ok());
+    request.use_medusa = true;
+    absl::StatusOr<GenerationResult> hydra = Generate(*engine, request);
+    ASSERT_TRUE(hydra.ok()) << hydra.status();
+    EXPECT_EQ(hydra->token_ids, plain->token_ids);
+  }
+}
+
 }  // namespace
 }  // namespace medusa

@@ -27,6 +27,8 @@ inline const std::string kSmolModel = SourcePath("models/smollm2/SmolLM2-135M-In
 inline const std::string kSmolCutModel = SourcePath("models/smollm2/SmolLM2-135M-Instruct.cut6.gguf");
 // Medusa heads for SmolLM2 trained by `medusa train` and shipped in the repository.
 inline const std::string kSmolHeads = SourcePath("heads/SmolLM2-135M-Instruct.medusa.safetensors");
+// Hydra heads for SmolLM2 trained by `medusa train --head-type hydra`, shipped beside them.
+inline const std::string kSmolHydraHeads = SourcePath("heads/SmolLM2-135M-Instruct.hydra.safetensors");
 
 // Model files are test inputs the set-up script always provides: their absence is a failure.
 #define ASSERT_MODEL_PRESENT(path)           \
