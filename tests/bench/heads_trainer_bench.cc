@@ -12,6 +12,7 @@
 
 #include "engine/train/distill_set.h"
 #include "engine/train/heads_trainer.h"
+#include "tests/support/gradient_check.h"
 
 namespace {
 
@@ -22,13 +23,7 @@ using medusa::TrainerOptions;
 using medusa::TrainProgress;
 using medusa::TrainRunOptions;
 
-std::vector<float> RandomVector(size_t n, uint64_t seed, float scale) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+using medusa::testing::RandomVector;
 
 DistillSet RandomData(int rows, int dim, int heads, int vocab, uint64_t seed) {
   DistillSet data;

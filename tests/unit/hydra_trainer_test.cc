@@ -18,27 +18,24 @@
 #include "engine/train/heads_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/gradient_check.h"
 #include "tests/support/random_heads.h"
 #include "tests/support/reference_heads.h"
 
 namespace medusa {
 namespace {
 
+using testing::CheckTensor;
+using testing::DoubleHeads;
 using ::testing::HasSubstr;
+using testing::RandomVector;
+using testing::ToDouble;
 
 ModelConfig Config(int dim, int vocab) {
   ModelConfig config;
   config.dim = dim;
   config.vocab_size = vocab;
   return config;
-}
-
-std::vector<float> RandomVector(size_t n, uint64_t seed, float scale) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
 }
 
 // Random rows as self-distillation makes them: hidden states, next tokens and targets, a
@@ -92,29 +89,6 @@ bool SameWeights(const MedusaHeadsWeights& a, const MedusaHeadsWeights& b) {
 
 // ------------------------------------------------------------------ gradients
 
-// The heads' parameters in double, so the reference loss and its central differences carry
-// no float32 rounding.
-struct DoubleHeads {
-  int heads, layers, dim, vocab;
-  std::vector<std::vector<std::vector<double>>> w, b;  // [head][layer][...]
-  std::vector<std::vector<double>> p;                  // [head][vocab * dim]
-};
-
-DoubleHeads ToDouble(const MedusaHeadsWeights& f, const std::vector<float>& classifier) {
-  DoubleHeads d{f.num_heads, f.num_layers, f.dim, f.vocab, {}, {}, {}};
-  for (const MedusaHead& head : f.heads) {
-    d.w.emplace_back();
-    d.b.emplace_back();
-    for (const MedusaResBlock& block : head.blocks) {
-      d.w.back().emplace_back(block.weight.begin(), block.weight.end());
-      d.b.back().emplace_back(block.bias.begin(), block.bias.end());
-    }
-    const std::vector<float>& p = f.has_projection() ? head.projection : classifier;
-    d.p.emplace_back(p.begin(), p.end());
-  }
-  return d;
-}
-
 // The loss of heads_trainer.h for Hydra heads, written plainly in double: head k's first block
 // reads [h, E(next), E(target 0), .., E(target k-1)], a token past the text's end reading zeros.
 double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& embedding, const DistillSet& data,
@@ -158,25 +132,6 @@ double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& embedding, 
     if (valid > 0) loss += std::pow(decay, k + 1) * sum / valid;
   }
   return loss;
-}
-
-void CheckTensor(const std::string& what, const std::vector<float>& analytic, std::vector<double>& param,
-                 const std::function<double()>& loss) {
-  ASSERT_EQ(analytic.size(), param.size()) << what;
-  constexpr double kEps = 1e-5;
-  double largest = 0.0;
-  for (size_t i = 0; i < param.size(); ++i) {
-    const double saved = param[i];
-    param[i] = saved + kEps;
-    const double up = loss();
-    param[i] = saved - kEps;
-    const double down = loss();
-    param[i] = saved;
-    const double numeric = (up - down) / (2 * kEps);
-    largest = std::max(largest, std::fabs(numeric));
-    EXPECT_NEAR(analytic[i], numeric, 2e-4 * std::fabs(numeric) + 2e-6) << what << " entry " << i;
-  }
-  EXPECT_GT(largest, 1e-3) << what << ": all gradients ~0, the check would prove nothing";
 }
 
 void GradientCheck(bool share) {
