@@ -1,13 +1,12 @@
 #include "engine/train/head_batch.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
+#include "kernels/math/blas.h"
 #include "kernels/math/vector_ops.h"
 
 namespace medusa::train_internal {
@@ -67,8 +66,8 @@ void ForwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws) {
     const float* in = ws.Input(k, l);
     float* z = ws.Pre(k, l);
     for (int i = 0; i < rows; ++i) std::copy(block.bias.begin(), block.bias.end(), z + static_cast<size_t>(i) * dim);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, dim, inputs, 1.0f, BlockOperand(w, k, l, ws), inputs,
-                block.weight.data(), inputs, 1.0f, z, dim);
+    math::Sgemm(false, true, rows, dim, inputs, 1.0f, BlockOperand(w, k, l, ws), inputs, block.weight.data(), inputs,
+                1.0f, z, dim);
     float* out = l + 1 < w.num_layers ? ws.Input(k, l + 1) : final_state;
     for (size_t j = 0; j < n; ++j) out[j] = in[j] + Silu(z[j]);
   }
@@ -97,9 +96,9 @@ void ProjectColumns(const MedusaHeadsWeights& w, absl::Span<const float> classif
   if (v0 >= v1) return;
   const int dim = ws.dim, vocab = ws.vocab;
   ForEachProjection(w, classifier, ws.rows, 0, ws.heads * ws.rows, [&](const float* p, int begin, int end) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, end - begin, v1 - v0, dim, 1.0f,
-                ws.final_states.data() + static_cast<size_t>(begin) * dim, dim, p + static_cast<size_t>(v0) * dim,
-                dim, 0.0f, logits + static_cast<size_t>(begin) * vocab + v0, vocab);
+    math::Sgemm(false, true, end - begin, v1 - v0, dim, 1.0f, ws.final_states.data() + static_cast<size_t>(begin) * dim,
+                dim, p + static_cast<size_t>(v0) * dim, dim, 0.0f, logits + static_cast<size_t>(begin) * vocab + v0,
+                vocab);
   });
 }
 
@@ -117,16 +116,15 @@ void BackwardHead(const MedusaHeadsWeights& w, int k, HeadBatch& ws, MedusaHeads
     for (size_t j = 0; j < n; ++j) dz[j] = g[j] * SiluGrad(z[j]);
     MedusaResBlock& grad = grads.heads[k].blocks[l];
     const int inputs = w.BlockInputs(k, l);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, inputs, rows, 1.0f, dz, dim, BlockOperand(w, k, l, ws),
-                inputs, 0.0f, grad.weight.data(), inputs);
+    math::Sgemm(true, false, dim, inputs, rows, 1.0f, dz, dim, BlockOperand(w, k, l, ws), inputs, 0.0f,
+                grad.weight.data(), inputs);
     std::fill(grad.bias.begin(), grad.bias.end(), 0.0f);
     for (int i = 0; i < rows; ++i) {
       const float* dz_row = dz + static_cast<size_t>(i) * dim;
       for (int d = 0; d < dim; ++d) grad.bias[d] += dz_row[d];
     }
     if (l > 0) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dim, dim, 1.0f, dz, dim,
-                  w.heads[k].blocks[l].weight.data(), dim, 1.0f, g, dim);
+      math::Sgemm(false, false, rows, dim, dim, 1.0f, dz, dim, w.heads[k].blocks[l].weight.data(), dim, 1.0f, g, dim);
     }
   }
 }
@@ -266,9 +264,9 @@ void BackpropProjection(const MedusaHeadsWeights& w, absl::Span<const float> cla
       return;
     }
     ForEachProjection(w, classifier, ws.rows, 0, ws.heads * ws.rows, [&](const float* p, int begin, int end) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, end - begin, dim, v1 - v0, 1.0f,
-                  ws.logits.data() + static_cast<size_t>(begin) * vocab + v0, vocab,
-                  p + static_cast<size_t>(v0) * dim, dim, 0.0f, partial + static_cast<size_t>(begin) * dim, dim);
+      math::Sgemm(false, false, end - begin, dim, v1 - v0, 1.0f,
+                  ws.logits.data() + static_cast<size_t>(begin) * vocab + v0, vocab, p + static_cast<size_t>(v0) * dim,
+                  dim, 0.0f, partial + static_cast<size_t>(begin) * dim, dim);
     });
   });
   if (threads == 1) return;
@@ -318,9 +316,8 @@ void ProjectionGradients(HeadBatch& ws, MedusaHeadsWeights& grads, ThreadPool& p
     const int v0 = SliceBegin(vocab, t, n), v1 = SliceBegin(vocab, t + 1, n);
     if (v0 >= v1) return;
     for (int k = 0; k < ws.heads; ++k) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, v1 - v0, dim, rows, 1.0f,
-                  ws.logits.data() + static_cast<size_t>(k) * rows * vocab + v0, vocab, ws.Final(k), dim,
-                  0.0f, grads.heads[k].projection.data() + static_cast<size_t>(v0) * dim, dim);
+      math::Sgemm(true, false, v1 - v0, dim, rows, 1.0f, ws.logits.data() + static_cast<size_t>(k) * rows * vocab + v0,
+                  vocab, ws.Final(k), dim, 0.0f, grads.heads[k].projection.data() + static_cast<size_t>(v0) * dim, dim);
     }
   });
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/train/head_batch.h"
 #include "kernels/base/status_macros.h"
+#include "kernels/math/blas.h"
 #include "kernels/math/thread_pool.h"
 
 namespace medusa {
@@ -32,8 +33,8 @@ absl::Status CheckHeads(const MedusaHeadsWeights& heads, absl::Span<const float>
   RETURN_IF_ERROR(heads.Validate());
   if (heads.num_heads < 1) return absl::InvalidArgumentError("Medusa heads: there are no heads");
   RETURN_IF_ERROR(CheckEmbedding(heads.kind, embedding, heads.vocab, heads.dim));
-  if (!heads.has_projection()) return CheckClassifier(classifier, heads.vocab, heads.dim);
-  return absl::OkStatus();
+  if (!heads.has_projection()) RETURN_IF_ERROR(CheckClassifier(classifier, heads.vocab, heads.dim));
+  return math::LoadBlas();  // the batch products (head_batch.h)
 }
 
 }  // namespace

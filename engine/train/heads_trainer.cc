@@ -12,7 +12,7 @@
 #include "engine/train/head_batch.h"
 #include "engine/train/trainer_checkpoint.h"
 #include "kernels/base/status_macros.h"
-#include "kernels/math/blas_threads.h"
+#include "kernels/math/blas.h"
 #include "kernels/math/thread_pool.h"
 #include "nlohmann/json.hpp"
 
@@ -161,7 +161,7 @@ absl::StatusOr<HeadsTrainer> HeadsTrainer::Create(const TrainerOptions& options,
   }
   RETURN_IF_ERROR(CheckClassifier(classifier, config.vocab_size, config.dim));
   RETURN_IF_ERROR(CheckEmbedding(options.head_kind, embedding, config.vocab_size, config.dim));
-  math::PinBlasToOneThread();
+  RETURN_IF_ERROR(math::LoadBlas());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->config = config;

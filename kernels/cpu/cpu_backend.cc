@@ -21,7 +21,6 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/medusa_heads.h"
 #include "kernels/math/aligned_vector.h"
-#include "kernels/math/blas_threads.h"
 #include "kernels/math/simd.h"
 #include "kernels/math/thread_pool.h"
 #include "kernels/math/zeroed_buffer.h"
@@ -107,10 +106,7 @@ int UsableCores() {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads)
-      : pool_(threads > 0 ? threads : UsableCores()) {
-    math::PinBlasToOneThread();
-  }
+  explicit CpuBackend(int threads) : pool_(threads > 0 ? threads : UsableCores()) {}
 
   std::string Name() const override { return "cpu"; }
   // The weights' types are part of it: a step's cost, and so the best tree, depends on them.
