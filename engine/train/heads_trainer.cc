@@ -44,7 +44,12 @@ using train_internal::ZeroHeads;
 struct HeadsTrainer::Impl {
   TrainerOptions options;
   ModelConfig config;
-  absl::Span<const float> classifier;
+  absl::Span<const float> classifier;  // the model's [vocab, dim]
+  // What shared heads project with: the classifier, or its draft vocabulary's rows (and each
+  // token's row there, -1 outside it).
+  absl::Span<const float> projection;
+  std::vector<float> draft_rows;
+  std::vector<int32_t> draft_index;
   absl::Span<const float> embedding;
   std::unique_ptr<ThreadPool> pool;
 
@@ -60,6 +65,36 @@ struct HeadsTrainer::Impl {
   std::vector<int64_t> batch_valid, batch_hits;
 
   int K() const { return options.num_heads; }
+
+  // What row m of the stacked batch is scored against: its target's column in the logits, -1 for none.
+  int32_t LossTarget(size_t m) const {
+    const int32_t t = ws.targets[m];
+    return t < 0 || draft_index.empty() ? t : draft_index[t];
+  }
+
+  // The projection over the draft vocabulary's rows, when there is one.
+  absl::Status UseDraftVocab() {
+    projection = classifier;
+    const std::vector<int32_t>& draft = options.draft_vocab;
+    if (draft.empty()) return absl::OkStatus();
+    const int vocab = config.vocab_size, dim = config.dim;
+    draft_index.assign(vocab, -1);
+    draft_rows.resize(draft.size() * dim);
+    for (size_t i = 0; i < draft.size(); ++i) {
+      const int32_t id = draft[i];
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("draft vocabulary entry ", i, " is token ", id, ", outside the vocabulary of ", vocab));
+      }
+      if (draft_index[id] >= 0) {
+        return absl::InvalidArgumentError(absl::StrCat("draft vocabulary lists token ", id, " twice"));
+      }
+      draft_index[id] = static_cast<int32_t>(i);
+      std::copy_n(classifier.data() + static_cast<size_t>(id) * dim, dim, draft_rows.data() + i * dim);
+    }
+    projection = draft_rows;
+    return absl::OkStatus();
+  }
 
   // Zero gradients and moments, and the optimizer pointed at the heads as they are now.
   void ResetOptimizer() {
@@ -102,25 +137,25 @@ struct HeadsTrainer::Impl {
     batch_hits.assign(K(), 0);
     batch_loss_sum.assign(K(), 0.0);
     for (int k = 0; k < K(); ++k) {
-      for (int i = 0; i < count; ++i) batch_valid[k] += ws.targets[static_cast<size_t>(k) * count + i] >= 0;
+      for (int i = 0; i < count; ++i) batch_valid[k] += LossTarget(static_cast<size_t>(k) * count + i) >= 0;
       scale[k] = batch_valid[k] > 0
                      ? static_cast<float>(std::pow(static_cast<double>(options.loss_decay), k + 1) /
                                           batch_valid[k])
                      : 0.0f;
     }
     ForwardBlocks(heads, ws, *pool);
-    Project(heads, classifier, ws, ws.logits.data(), *pool);
+    Project(heads, projection, ws, ws.logits.data(), *pool);
     const int stacked = K() * count;
-    const int vocab = config.vocab_size;
+    const int width = ws.vocab;
     pool->Run(pool->size(), [&](int t, int n) {
       for (int m = SliceBegin(stacked, t, n); m < SliceBegin(stacked, t + 1, n); ++m) {
         bool top1 = false;
-        ws.row_loss[m] = LossRow(ws.logits.data() + static_cast<size_t>(m) * vocab, vocab, ws.targets[m],
-                                 scale[m / count], &top1);
+        ws.row_loss[m] =
+            LossRow(ws.logits.data() + static_cast<size_t>(m) * width, width, LossTarget(m), scale[m / count], &top1);
         ws.row_rank[m] = top1 ? 0 : 1;  // only top-1 is tracked while training
       }
     });
-    BackpropProjection(heads, classifier, ws, *pool);
+    BackpropProjection(heads, projection, ws, *pool);
     if (heads.has_projection()) ProjectionGradients(ws, grads, *pool);
     BackwardBlocks(heads, ws, grads, *pool);
     double loss = 0.0;
@@ -139,6 +174,7 @@ struct HeadsTrainer::Impl {
   absl::Status Resume(const std::string& path, const nlohmann::json& state) {
     ASSIGN_OR_RETURN(Checkpoint checkpoint, OpenCheckpoint(path, state, config, options));
     heads = std::move(checkpoint.heads);
+    heads.draft_vocab = options.draft_vocab;
     ResetOptimizer();  // points the optimizer at the loaded heads
     RETURN_IF_ERROR(RestoreMoments(checkpoint, path, optimizer.params()));
     step = checkpoint.step;
@@ -166,16 +202,19 @@ absl::StatusOr<HeadsTrainer> HeadsTrainer::Create(const TrainerOptions& options,
   impl->options = options;
   impl->config = config;
   impl->classifier = classifier;
+  RETURN_IF_ERROR(impl->UseDraftVocab());
   impl->embedding = embedding;
   impl->pool = std::make_unique<ThreadPool>(ResolveThreads(options.threads));
   impl->heads = ZeroHeads(options.num_heads, options.num_layers, config.dim, config.vocab_size, !options.share_lm_head,
                           options.head_kind);
+  impl->heads.draft_vocab = options.draft_vocab;
   for (MedusaHead& head : impl->heads.heads) {
     if (!head.projection.empty()) std::copy(classifier.begin(), classifier.end(), head.projection.begin());
   }
   impl->ResetOptimizer();
-  impl->ws.Allocate(options.num_heads, options.num_layers, config.dim, config.vocab_size, options.batch_size,
-                    impl->pool->size(), /*training=*/true, /*vocab_rows=*/true, options.head_kind);
+  impl->ws.Allocate(options.num_heads, options.num_layers, config.dim,
+                    static_cast<int>(impl->projection.size() / config.dim), options.batch_size, impl->pool->size(),
+                    /*training=*/true, /*vocab_rows=*/true, options.head_kind);
   impl->ws.embedding = embedding;
   return HeadsTrainer(std::move(impl));
 }
@@ -200,6 +239,7 @@ absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
                      o.head_kind == HeadKind::kHydra ? ", Hydra)" : ", Medusa)"));
   }
   impl_->heads = std::move(heads);
+  if (!o.draft_vocab.empty()) impl_->heads.draft_vocab = o.draft_vocab;  // what they train over
   impl_->ResetOptimizer();
   return absl::OkStatus();
 }

@@ -32,6 +32,10 @@ absl::Status TrainerOptions::Validate() const {
   }
   if (!(adam_eps > 0.0f)) return bad(absl::StrCat("adam_eps is ", adam_eps, ", must be > 0"));
   if (threads < 0) return bad(absl::StrCat("threads is ", threads, ", must be >= 0"));
+  if (!draft_vocab.empty() && !share_lm_head) {
+    return bad(
+        "a draft vocabulary is for heads sharing the classifier; own projections train over the whole vocabulary");
+  }
   return absl::OkStatus();
 }
 

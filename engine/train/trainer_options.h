@@ -2,6 +2,7 @@
 // The settings of Medusa-1 heads training (heads_trainer.h), and its learning-rate schedule.
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "kernels/model/medusa_heads_weights.h"
@@ -29,6 +30,11 @@ struct TrainerOptions {
   float adam_beta2 = 0.999f;
   float adam_eps = 1e-8f;
   int threads = 0;             // 0: all hardware threads (results depend on this count)
+  // Heads sharing the classifier train over these tokens alone: the draft vocabulary they will
+  // propose from (heads_file.h), a softmax over its logits as at inference. Targets outside it
+  // carry no loss (the heads can never propose them). Empty: the whole vocabulary. Ids are
+  // checked against the model's vocabulary when the trainer is made.
+  std::vector<int32_t> draft_vocab;
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;

@@ -89,16 +89,21 @@ HeadsTrainer CreateOrDie(const TrainerOptions& options, const ModelConfig& confi
 
 // ------------------------------------------------------------------ double reference
 
-// The loss as documented in heads_trainer.h, written plainly in double.
-double ReferenceLoss(const DoubleHeads& h, const DistillSet& data, const std::vector<int64_t>& rows,
-                     double decay) {
+// The loss as documented in heads_trainer.h, written plainly in double; over a draft
+// vocabulary, the softmax covers its tokens alone and targets outside it carry no loss.
+double ReferenceLoss(const DoubleHeads& h, const DistillSet& data, const std::vector<int64_t>& rows, double decay,
+                     const std::vector<int32_t>& draft = {}) {
   const int dim = h.dim;
   double loss = 0.0;
   for (int k = 0; k < h.heads; ++k) {
     double sum = 0.0;
     int valid = 0;
     for (int64_t row : rows) {
-      const int target = data.targets[row * data.num_heads + k];
+      int target = data.targets[row * data.num_heads + k];
+      if (target >= 0 && !draft.empty()) {
+        const auto it = std::find(draft.begin(), draft.end(), target);
+        target = it == draft.end() ? -1 : static_cast<int>(it - draft.begin());
+      }
       if (target < 0) continue;
       std::vector<double> r(data.hidden.begin() + row * dim, data.hidden.begin() + (row + 1) * dim);
       for (int l = 0; l < h.layers; ++l) {
@@ -110,12 +115,14 @@ double ReferenceLoss(const DoubleHeads& h, const DistillSet& data, const std::ve
         }
         r = next;
       }
-      std::vector<double> logits(h.vocab);
+      const int width = draft.empty() ? h.vocab : static_cast<int>(draft.size());
+      std::vector<double> logits(width);
       double max = -1e300;
-      for (int v = 0; v < h.vocab; ++v) {
+      for (int i = 0; i < width; ++i) {
+        const int v = draft.empty() ? i : draft[i];
         double s = 0.0;
         for (int j = 0; j < dim; ++j) s += h.p[k][v * dim + j] * r[j];
-        logits[v] = s;
+        logits[i] = s;
         max = std::max(max, s);
       }
       double z = 0.0;
@@ -128,7 +135,7 @@ double ReferenceLoss(const DoubleHeads& h, const DistillSet& data, const std::ve
   return loss;
 }
 
-void GradientCheck(bool share) {
+void GradientCheck(bool share, const std::vector<int32_t>& draft = {}) {
   const int dim = 8, vocab = 13, heads = 3, layers = 2;
   const ModelConfig config = Config(dim, vocab);
   const std::vector<float> classifier = RandomVector(static_cast<size_t>(vocab) * dim, 11, 0.7f);
@@ -138,6 +145,7 @@ void GradientCheck(bool share) {
   options.share_lm_head = share;
   options.batch_size = 7;
   options.threads = 2;
+  options.draft_vocab = draft;
   HeadsTrainer trainer = CreateOrDie(options, config, classifier);
   // Non-zero parameters, so SiLU' varies and every product in the chain matters.
   ASSERT_TRUE(trainer.SetHeads(RandomMedusaHeads(config, heads, layers, !share, 5, 0.4f)).ok());
@@ -148,7 +156,7 @@ void GradientCheck(bool share) {
   ASSERT_TRUE(loss.ok()) << loss.status();
 
   DoubleHeads ref = ToDouble(trainer.heads(), classifier);
-  auto ref_loss = [&] { return ReferenceLoss(ref, data, rows, options.loss_decay); };
+  auto ref_loss = [&] { return ReferenceLoss(ref, data, rows, options.loss_decay, draft); };
   EXPECT_NEAR(*loss, ref_loss(), 1e-5 * ref_loss());
   const MedusaHeadsWeights& grads = trainer.gradients();
   for (int k = 0; k < heads; ++k) {
@@ -166,6 +174,29 @@ void GradientCheck(bool share) {
 
 TEST(HeadsTrainerTest, GradientsMatchCentralDifferencesSharedProjection) { GradientCheck(true); }
 TEST(HeadsTrainerTest, GradientsMatchCentralDifferencesOwnProjection) { GradientCheck(false); }
+// Seven of the 13 tokens, out of order: the data's other targets carry no loss.
+TEST(HeadsTrainerTest, GradientsMatchCentralDifferencesOverADraftVocabulary) {
+  GradientCheck(true, {12, 3, 7, 0, 9, 5, 10});
+}
+
+TEST(HeadsTrainerTest, DraftVocabularyTrainingNamesItsHeadsDraftAndRefusesBadLists) {
+  const ModelConfig config = Config(8, 13);
+  const std::vector<float> classifier = RandomVector(13 * 8, 11, 0.7f);
+  TrainerOptions options;
+  options.num_layers = 1;
+  options.draft_vocab = {4, 2, 9};
+  EXPECT_EQ(CreateOrDie(options, config, classifier).heads().draft_vocab, options.draft_vocab);
+  auto status_of = [&](std::vector<int32_t> draft, bool share) {
+    TrainerOptions bad = options;
+    bad.draft_vocab = std::move(draft);
+    bad.share_lm_head = share;
+    return HeadsTrainer::Create(bad, config, classifier).status();
+  };
+  EXPECT_THAT(status_of({4, 2, 9}, false).message(), HasSubstr("own projections"));
+  EXPECT_THAT(status_of({4, 13}, true).message(), HasSubstr("token 13, outside the vocabulary of 13"));
+  EXPECT_THAT(status_of({4, -1}, true).message(), HasSubstr("token -1"));
+  EXPECT_THAT(status_of({4, 2, 4}, true).message(), HasSubstr("token 4 twice"));
+}
 
 // ------------------------------------------------------------------ forward
 

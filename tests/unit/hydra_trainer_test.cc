@@ -92,14 +92,20 @@ bool SameWeights(const MedusaHeadsWeights& a, const MedusaHeadsWeights& b) {
 // The loss of heads_trainer.h for Hydra heads, written plainly in double: head k's first block
 // reads [h, E(next), E(target 0), .., E(target k-1)], a token past the text's end reading zeros.
 double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& embedding, const DistillSet& data,
-                     const std::vector<int64_t>& rows, double decay) {
+                     const std::vector<int64_t>& rows, double decay, const std::vector<int32_t>& draft = {}) {
   const int dim = h.dim;
   double loss = 0.0;
   for (int k = 0; k < h.heads; ++k) {
     double sum = 0.0;
     int valid = 0;
     for (int64_t row : rows) {
-      const int target = data.targets[row * data.num_heads + k];
+      // Over a draft vocabulary the softmax covers its tokens alone, and targets outside it carry
+      // no loss; the path still reads every token's own embedding.
+      int target = data.targets[row * data.num_heads + k];
+      if (target >= 0 && !draft.empty()) {
+        const auto it = std::find(draft.begin(), draft.end(), target);
+        target = it == draft.end() ? -1 : static_cast<int>(it - draft.begin());
+      }
       if (target < 0) continue;
       std::vector<double> r(data.hidden.begin() + row * dim, data.hidden.begin() + (row + 1) * dim);
       std::vector<double> u = r;
@@ -116,12 +122,14 @@ double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& embedding, 
         }
         r = out;
       }
-      std::vector<double> logits(h.vocab);
+      const int width = draft.empty() ? h.vocab : static_cast<int>(draft.size());
+      std::vector<double> logits(width);
       double max = -1e300;
-      for (int v = 0; v < h.vocab; ++v) {
+      for (int i = 0; i < width; ++i) {
+        const int v = draft.empty() ? i : draft[i];
         double s = 0.0;
         for (int j = 0; j < dim; ++j) s += h.p[k][v * dim + j] * r[j];
-        logits[v] = s;
+        logits[i] = s;
         max = std::max(max, s);
       }
       double z = 0.0;
@@ -134,13 +142,14 @@ double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& embedding, 
   return loss;
 }
 
-void GradientCheck(bool share) {
+void GradientCheck(bool share, const std::vector<int32_t>& draft = {}) {
   const int dim = 6, vocab = 11, heads = 3, layers = 2;
   const ModelConfig config = Config(dim, vocab);
   const std::vector<float> classifier = RandomVector(static_cast<size_t>(vocab) * dim, 11, 0.7f);
   const std::vector<float> embedding = RandomVector(static_cast<size_t>(vocab) * dim, 12, 0.8f);
   TrainerOptions options = HydraOptions(heads, layers, share);
   options.batch_size = 7;
+  options.draft_vocab = draft;
   HeadsTrainer trainer = CreateOrDie(options, config, classifier, embedding);
   ASSERT_TRUE(trainer.SetHeads(RandomMedusaHeads(config, heads, layers, !share, 5, 0.3f, HeadKind::kHydra)).ok());
   const DistillSet data = RandomData(9, dim, heads, vocab, 21, 0.4);
@@ -149,7 +158,7 @@ void GradientCheck(bool share) {
   ASSERT_TRUE(loss.ok()) << loss.status();
 
   DoubleHeads ref = ToDouble(trainer.heads(), classifier);
-  auto ref_loss = [&] { return ReferenceLoss(ref, embedding, data, rows, options.loss_decay); };
+  auto ref_loss = [&] { return ReferenceLoss(ref, embedding, data, rows, options.loss_decay, draft); };
   EXPECT_NEAR(*loss, ref_loss(), 1e-5 * ref_loss());
   const MedusaHeadsWeights& grads = trainer.gradients();
   for (int k = 0; k < heads; ++k) {
@@ -164,6 +173,7 @@ void GradientCheck(bool share) {
 
 TEST(HydraTrainerTest, GradientsMatchCentralDifferencesSharedProjection) { GradientCheck(true); }
 TEST(HydraTrainerTest, GradientsMatchCentralDifferencesOwnProjection) { GradientCheck(false); }
+TEST(HydraTrainerTest, GradientsMatchCentralDifferencesOverADraftVocabulary) { GradientCheck(true, {8, 1, 4, 10, 6}); }
 
 // ------------------------------------------------------------------ forward
 
