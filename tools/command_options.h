@@ -105,6 +105,7 @@ struct TrainCommand {
   std::string out;
   std::string seed_prompts;
   int num_prompts = 1000;
+  int train_rows = 0;  // the first rows of the answers alone; 0: all
   double gen_temperature = 0;
   int num_heads = 4;
   std::string head_type = "medusa";  // or "hydra"

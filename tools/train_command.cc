@@ -141,6 +141,10 @@ absl::Status Train(const TrainCommand& command) {
   ASSIGN_OR_RETURN(BaseMatrices base, LoadBaseMatrices(command.engine.model_path));
   nlohmann::json data_settings;
   ASSIGN_OR_RETURN(DistillRun data, TrainingRows(*engine, command, &data_settings));
+  if (command.train_rows > 0 && command.train_rows < data.set.rows()) {
+    data.set.KeepFirst(command.train_rows);
+    std::fprintf(stderr, "training on the first %d rows\n", data.set.rows());
+  }
   ASSIGN_OR_RETURN(DistillRun held_out,
                    CalibrationRows(*engine, command.num_heads, command.distill, command.calibration));
   std::vector<int32_t> draft_vocab;

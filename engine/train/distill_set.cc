@@ -87,6 +87,14 @@ absl::Status DistillSet::Validate(int vocab) const {
   return absl::OkStatus();
 }
 
+void DistillSet::KeepFirst(int keep) {
+  if (keep < 0 || keep >= rows()) return;
+  const bool with_next = has_next();
+  hidden.resize(static_cast<size_t>(keep) * dim);
+  targets.resize(static_cast<size_t>(keep) * num_heads);
+  if (with_next) next.resize(keep);
+}
+
 std::pair<DistillSet, DistillSet> DistillSet::Split(double held_out_fraction,
                                                     uint64_t seed) const {
   const int n = rows();

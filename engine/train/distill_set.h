@@ -46,6 +46,9 @@ struct DistillSet {
   // InvalidArgument naming the field, or the row and head of a bad target.
   absl::Status Validate(int vocab = 0) const;
 
+  // Keeps the first `rows` rows (all of them when there are no more).
+  void KeepFirst(int rows);
+
   // Splits off a held-out set: a seeded random choice of round(fraction * rows) rows
   // (order kept in both parts). Returns {train, held_out}.
   std::pair<DistillSet, DistillSet> Split(double held_out_fraction, uint64_t seed) const;

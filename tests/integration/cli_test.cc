@@ -162,6 +162,7 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --tree-budget 4", "--tree-budget needs Medusa heads"},
            {StoriesArgs() + " --prompt hi --tree-budget -1", "--tree-budget must be >= 0"},
            {StoriesArgs() + " --prompt hi --hydra-topk 0", "--hydra-expand-width and --hydra-topk must be >= 1"},
+           {"train --model x --out y --train-rows -1", "--train-rows must be >= 0"},
            {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {

@@ -331,6 +331,16 @@ TEST(HydraTrainerTest, DistillSetKeepsNextTokensThroughSplitAndAppend) {
   EXPECT_EQ(a, b);
   EXPECT_EQ(data.Path(5, 2), (std::vector<int32_t>{data.next[5], data.Targets(5)[0], data.Targets(5)[1]}));
 
+  DistillSet first = data;  // the first rows, whole: hidden, targets and next tokens together
+  first.KeepFirst(15);
+  ASSERT_TRUE(first.Validate(9).ok());
+  ASSERT_EQ(first.rows(), 15);
+  EXPECT_TRUE(first.has_next());
+  EXPECT_EQ(first.Hidden(14)[3], data.Hidden(14)[3]);
+  EXPECT_EQ(first.Path(14, 2), data.Path(14, 2));
+  first.KeepFirst(99);  // more than there are: all kept
+  EXPECT_EQ(first.rows(), 15);
+
   DistillSet without = data;
   without.next.clear();
   EXPECT_FALSE(joined.Append(without).ok()) << "rows with and without next tokens do not mix";
