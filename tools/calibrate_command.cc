@@ -22,12 +22,14 @@ absl::Status Calibrate(const CalibrateCommand& command) {
   ASSIGN_OR_RETURN(MedusaHeadsWeights heads, LoadMedusaHeads(heads_path, engine->config()));
   ASSIGN_OR_RETURN(BaseMatrices base, LoadBaseMatrices(command.engine.model_path));
   ASSIGN_OR_RETURN(DistillRun held_out, CalibrationRows(*engine, heads.num_heads, command.distill, command.calibration));
-  ASSIGN_OR_RETURN(std::vector<std::vector<double>> topk,
-                   EvaluateTopK(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
+  ASSIGN_OR_RETURN(HeadsAccuracy accuracy,
+                   EvaluateHeads(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
+  const std::vector<std::vector<double>>& topk = accuracy.topk;
   PrintAccuracies("", topk);
   ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures,
                    FitHeadTemperatures(heads, base.classifier, held_out.set, 1000, 0, base.embedding()));
   nlohmann::json json = CalibrationJson(heads_path, command.calibration, held_out, topk, engine->backend().MachineId());
+  AddChainAccuracy(accuracy, &json);
   AddTemperatures(temperatures, &json);
   ASSIGN_OR_RETURN(std::string path, WriteCalibration(heads_path, command.calibration, json));
   std::fprintf(stderr, "wrote %s\n", path.c_str());

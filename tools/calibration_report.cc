@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/medusa/tree_builder.h"
 #include "kernels/base/status_macros.h"
 
@@ -43,6 +44,22 @@ void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& t
     std::fprintf(stderr, "%s head %zu: top-1 %.3f  top-5 %.3f  top-10 %.3f\n", what, k, topk[k][0],
                  topk[k][std::min<size_t>(4, topk[k].size() - 1)], topk[k].back());
   }
+}
+
+void AddChainAccuracy(const HeadsAccuracy& accuracy, nlohmann::json* calibration) {
+  std::vector<double> independent;
+  double product = 1.0;
+  std::string chain_text, independent_text;
+  for (size_t k = 0; k < accuracy.chain_top1.size(); ++k) {
+    product *= accuracy.topk[k][0];
+    independent.push_back(product);
+    chain_text += absl::StrFormat(" %.3f", accuracy.chain_top1[k]);
+    independent_text += absl::StrFormat(" %.3f", product);
+  }
+  (*calibration)["chain_top1"] = accuracy.chain_top1;
+  (*calibration)["chain_top1_if_independent"] = independent;
+  std::fprintf(stderr, "heads 0..k all right (top-1 chain):%s; if their errors were independent:%s\n",
+               chain_text.c_str(), independent_text.c_str());
 }
 
 void AddTemperatures(const std::vector<HeadTemperatureFit>& fits, nlohmann::json* calibration) {

@@ -31,6 +31,10 @@ absl::Status WriteJson(const std::string& path, const nlohmann::json& value);
 // One line per head: top-1, top-5 and top-10 accuracy, after `what`.
 void PrintAccuracies(const char* what, const std::vector<std::vector<double>>& topk);
 
+// Adds how often the heads are right together: "chain_top1" [per head] (HeadsAccuracy's) and
+// "chain_top1_if_independent" [per head] (the products of the top-1 accuracies); prints both.
+void AddChainAccuracy(const HeadsAccuracy& accuracy, nlohmann::json* calibration);
+
 // Adds the heads' fitted temperatures to a calibration JSON: "temperature" [per head], and
 // "temperature_fit" {"fit_rows", "eval_rows", "nll_before", "nll_after", "top1_ece_before",
 // "top1_ece_after"} (lists per head, on held-out rows the fit did not see); prints them.

@@ -161,8 +161,9 @@ absl::Status Train(const TrainCommand& command) {
 
   MedusaHeadsWeights& heads = trained.heads;
   heads.draft_vocab = draft_vocab;
-  ASSIGN_OR_RETURN(std::vector<std::vector<double>> after,
-                   EvaluateTopK(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
+  ASSIGN_OR_RETURN(HeadsAccuracy accuracy,
+                   EvaluateHeads(heads, base.classifier, held_out.set, 10, 0, base.embedding()));
+  const std::vector<std::vector<double>>& after = accuracy.topk;
   PrintAccuracies("before training,", trained.topk_before);
   PrintAccuracies("after training, ", after);
   const nlohmann::json settings = {
@@ -197,6 +198,7 @@ absl::Status Train(const TrainCommand& command) {
   nlohmann::json calibration =
       CalibrationJson(out, command.calibration, held_out, after, engine->backend().MachineId());
   calibration["topk_accuracy_before_training"] = trained.topk_before;
+  AddChainAccuracy(accuracy, &calibration);
   ASSIGN_OR_RETURN(std::vector<HeadTemperatureFit> temperatures,
                    FitHeadTemperatures(heads, base.classifier, held_out.set, 1000, 0, base.embedding()));
   AddTemperatures(temperatures, &calibration);

@@ -70,6 +70,13 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
                                                               absl::Span<const float> classifier,
                                                               const DistillSet& data, int max_k, int threads,
                                                               absl::Span<const float> embedding) {
+  ASSIGN_OR_RETURN(HeadsAccuracy accuracy, EvaluateHeads(heads, classifier, data, max_k, threads, embedding));
+  return std::move(accuracy.topk);
+}
+
+absl::StatusOr<HeadsAccuracy> EvaluateHeads(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
+                                            const DistillSet& data, int max_k, int threads,
+                                            absl::Span<const float> embedding) {
   RETURN_IF_ERROR(CheckHeads(heads, classifier, embedding));
   RETURN_IF_ERROR(CheckData(data, heads.num_heads, heads.dim, heads.vocab, heads.kind));
   if (max_k < 1) return absl::InvalidArgumentError(absl::StrCat("max_k is ", max_k, ", must be >= 1"));
@@ -81,6 +88,7 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
   ws.embedding = embedding;
   std::vector<std::vector<int64_t>> at_rank(K, std::vector<int64_t>(max_k, 0));  // hits at each rank < max_k
   std::vector<int64_t> valid(K, 0);
+  std::vector<int64_t> chain_valid(K, 0), chain_hits(K, 0);
   std::vector<int64_t> batch_rows(kEvalBatch);
   // With a draft vocabulary a head proposes only its tokens: rank among them.
   const absl::Span<const int32_t> draft = heads.draft_vocab;
@@ -112,14 +120,25 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
       ++valid[k];
       if (ws.row_rank[m] < max_k) ++at_rank[k][ws.row_rank[m]];
     }
+    for (int i = 0; i < count; ++i) {  // the chain of heads 0..k on row i
+      bool right = true;
+      for (int k = 0; k < K && ws.targets[static_cast<size_t>(k) * count + i] >= 0; ++k) {
+        right = right && ws.row_rank[static_cast<size_t>(k) * count + i] == 0;
+        ++chain_valid[k];
+        chain_hits[k] += right;
+      }
+    }
   }
-  std::vector<std::vector<double>> accuracy(K, std::vector<double>(max_k, 0.0));
+  HeadsAccuracy accuracy;
+  accuracy.topk.assign(K, std::vector<double>(max_k, 0.0));
+  accuracy.chain_top1.assign(K, 0.0);
   for (int k = 0; k < K; ++k) {
     int64_t within = 0;
     for (int j = 0; j < max_k; ++j) {
       within += at_rank[k][j];
-      accuracy[k][j] = valid[k] > 0 ? static_cast<double>(within) / valid[k] : 0.0;
+      accuracy.topk[k][j] = valid[k] > 0 ? static_cast<double>(within) / valid[k] : 0.0;
     }
+    if (chain_valid[k] > 0) accuracy.chain_top1[k] = static_cast<double>(chain_hits[k]) / chain_valid[k];
   }
   return accuracy;
 }

@@ -34,6 +34,20 @@ absl::StatusOr<std::vector<std::vector<double>>> EvaluateTopK(const MedusaHeadsW
                                                               const DistillSet& data, int max_k = 10, int threads = 0,
                                                               absl::Span<const float> embedding = {});
 
+// EvaluateTopK's accuracies, and how often the heads are right together.
+struct HeadsAccuracy {
+  std::vector<std::vector<double>> topk;  // EvaluateTopK's
+  // [k]: of the positions where the text goes on past head k's target, the fraction where heads
+  // 0..k all rank their target first: how often a chain of top-1 proposals is accepted to depth
+  // k + 1 (Hydra heads each reading the path the text took). Equal to the product of the heads'
+  // top-1 accuracies when their errors are independent; above it when a head is more often right
+  // where the heads before it were.
+  std::vector<double> chain_top1;
+};
+absl::StatusOr<HeadsAccuracy> EvaluateHeads(const MedusaHeadsWeights& heads, absl::Span<const float> classifier,
+                                            const DistillSet& data, int max_k = 10, int threads = 0,
+                                            absl::Span<const float> embedding = {});
+
 // How well a head's probabilities say how likely its proposals are, and the temperature that
 // makes them say it better (temperature scaling, Guo et al. 2017). The probabilities are the
 // softmax over the tokens the head proposes from (its draft vocabulary, or all), at logits / T.

@@ -527,6 +527,44 @@ TEST(HeadsTrainerTest, EvaluateTopKIsMonotoneAndEqualsBruteForce) {
   }
 }
 
+// Targets set to each head's own top token on some rows and to another on others, so chains of
+// every length occur; the chain accuracy must count them exactly.
+TEST(HeadsTrainerTest, EvaluateHeadsCountsChainsOfRightHeads) {
+  const int dim = 10, vocab = 50, heads = 3;
+  const ModelConfig config = Config(dim, vocab);
+  const std::vector<float> classifier = RandomVector(static_cast<size_t>(vocab) * dim, 5, 1.0f);
+  DistillSet data = RandomData(120, dim, heads, vocab, 6, 0.0);
+  const MedusaHeadsWeights w = RandomMedusaHeads(config, heads, 1, false, 12, 0.3f);
+  std::vector<float> logits(static_cast<size_t>(heads) * vocab);
+  std::mt19937 rng(3);
+  std::vector<int> valid(heads, 0), chain(heads, 0), right(heads, 0);
+  for (int r = 0; r < data.rows(); ++r) {
+    ASSERT_TRUE(ComputeHeadLogits(w, classifier, data.Hidden(r), absl::MakeSpan(logits)).ok());
+    const int end = static_cast<int>(rng() % (heads + 1));  // the text ends after `end` targets
+    bool all = true;
+    for (int k = 0; k < heads; ++k) {
+      const float* z = logits.data() + static_cast<size_t>(k) * vocab;
+      const int best = static_cast<int>(std::max_element(z, z + vocab) - z);
+      const bool hit = rng() % 3 != 0;
+      int32_t& target = data.targets[static_cast<size_t>(r) * heads + k];
+      target = k >= end ? -1 : hit ? best : (best + 1) % vocab;
+      if (target < 0) continue;
+      ++valid[k];
+      right[k] += hit;
+      all = all && hit;
+      chain[k] += all;
+    }
+  }
+  absl::StatusOr<HeadsAccuracy> acc = EvaluateHeads(w, classifier, data, 5, 2);
+  ASSERT_TRUE(acc.ok()) << acc.status();
+  ASSERT_EQ(acc->chain_top1.size(), static_cast<size_t>(heads));
+  for (int k = 0; k < heads; ++k) {
+    EXPECT_DOUBLE_EQ(acc->topk[k][0], static_cast<double>(right[k]) / valid[k]) << "head " << k;
+    EXPECT_DOUBLE_EQ(acc->chain_top1[k], static_cast<double>(chain[k]) / valid[k]) << "head " << k;
+  }
+  EXPECT_LT(acc->chain_top1[2], acc->chain_top1[0]) << "chains must shorten for the test to mean something";
+}
+
 // ------------------------------------------------------------------ bad input
 
 TEST(HeadsTrainerTest, BadInputIsInvalidArgumentNamingTheProblem) {
