@@ -11,6 +11,7 @@ with a message.
   medusa*.json (one run, or a    scripts/bench_medusa.py --json-out         medusa_speedup.png
     list of runs, per file)        (one file per --weights mode)
   server.json                    scripts/bench_server.py --json-out         server_tokens_per_second.png
+  heads_data_curve.json          scripts/heads_data_curve.py --json-out     heads_accuracy_vs_data.png
 
   python3 scripts/plot_benchmarks.py [--in-dir docs/benchmarks] [--out-dir docs/images/benchmarks]
 
@@ -199,13 +200,40 @@ def plot_server(in_dir, out_dir):
            os.path.join(out_dir, "server_tokens_per_second.png"))
 
 
+def plot_heads_data_curve(in_dir, out_dir):
+    """(5) Held-out top-1 accuracy (heads 0 and 1, and the chain of both) against positions trained on."""
+    data = load(os.path.join(in_dir, "heads_data_curve.json"))
+    if data is None:
+        return
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = {"hydra": "tab:red", "medusa": "tab:blue"}
+    for head_type in sorted({r["head_type"] for r in data["runs"]}):
+        runs = sorted((r for r in data["runs"] if r["head_type"] == head_type), key=lambda r: r["train_rows"])
+        rows = [r["train_rows"] for r in runs]
+        for series, style, label in (("top1", "-", "head 0 top-1"), ("top1", "--", "head 1 top-1"),
+                                     ("chain_top1", ":", "heads 0 and 1 both right")):
+            index = 0 if label.startswith("head 0") else 1
+            ax.plot(rows, [r[series][index] for r in runs], linestyle=style, marker="o", color=colors[head_type],
+                    label=f"{head_type}: {label}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("positions trained on (self-distilled answers, 2 epochs)")
+    ax.set_ylabel("held-out accuracy (100 AlpacaEval prompts)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    held_out = data["runs"][0].get("held_out_rows", "?")
+    finish(fig, "Heads' held-out accuracy vs training data (SmolLM2-135M, Q4_1)",
+           f"2 ResBlocks per head, shared classifier, 2 epochs; held out: 100 AlpacaEval prompts ({held_out} positions)",
+           os.path.join(out_dir, "heads_accuracy_vs_data.png"))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--in-dir", default=os.path.join(ROOT, "docs", "benchmarks"))
     p.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "images", "benchmarks"))
     args = p.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
-    for plot in (plot_plain, plot_verify, plot_medusa, plot_server):
+    for plot in (plot_plain, plot_verify, plot_medusa, plot_server, plot_heads_data_curve):
         plot(args.in_dir, args.out_dir)
 
 
