@@ -30,7 +30,9 @@ absl::Status HydraTreeBuilder::AddChildren(int node, absl::Span<const int32_t> i
     return absl::InvalidArgumentError(
         absl::StrCat(ids.size(), " proposals with ", probability.size(), " probabilities"));
   }
-  const int count = std::min(static_cast<int>(ids.size()), options_.topk);
+  // A child ranked r among its siblings is kept only with its r better siblings and the node's
+  // own path (depth nodes, the root aside): a rank past budget - depth - 1 never is.
+  const int count = std::min({static_cast<int>(ids.size()), options_.topk, options_.budget - nodes_[node].depth});
   for (int r = 0; r < count; ++r) {
     last_.push_back(static_cast<int>(nodes_.size()));
     nodes_.push_back({node, nodes_[node].depth + 1, r, ids[r], nodes_[node].estimate * probability[r]});
@@ -58,7 +60,8 @@ void HydraTreeBuilder::Advance() {
   frontier_.clear();
   std::vector<int> last = std::move(last_);
   last_.clear();
-  if (depth_ >= options_.max_depth || last.empty()) return;
+  // Children at depth_ + 1 need that many kept nodes on their path: none past the budget.
+  if (depth_ >= options_.max_depth || depth_ >= options_.budget || last.empty()) return;
   // Children of a node outside the budget best so far could never be kept.
   const std::vector<int> kept = Kept();
   const bool full = static_cast<int>(kept.size()) >= options_.budget;

@@ -35,7 +35,9 @@ class HydraTreeBuilder {
   int depth() const { return depth_; }
   // The nodes to expand next: of the last depth's nodes, at most expand_width with the
   // largest estimates that can still be kept (an estimate among the budget largest so far);
-  // empty when the tree is done (budget reached, no head left, or nothing worth expanding).
+  // empty when the tree is done (no head left, the budget's depth reached, or nothing worth
+  // expanding). Nothing that could never be kept is grown (no deeper than the budget, no child
+  // ranked past what the budget can hold), so a head call is never spent on it.
   absl::Span<const int> Frontier() const { return frontier_; }
   // The tokens of `node`'s path from the root, root included (head d's input path).
   std::vector<int32_t> PathTokens(int node) const;

@@ -1,7 +1,10 @@
 // Hydra trees grown depth by depth: which nodes each depth expands, what the step keeps (the
 // budget's most likely paths, always a tree), and the tokens of every kept node.
 
+#include <algorithm>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "engine/medusa/hydra_tree.h"
 #include "engine/medusa/tree.h"
@@ -76,6 +79,70 @@ TEST(HydraTree, AlwaysAValidTree) {
     const std::vector<int32_t> tokens = tree.Tokens();
     for (size_t i = 0; i < paths.size(); ++i) {
       EXPECT_EQ(tokens[i] % 10, paths[i].back()) << "a kept node's token is its own proposal";
+    }
+  }
+}
+
+// With room to expand every node that might be kept, the builder keeps exactly the budget's
+// most likely nodes of the whole tree the heads would grow (brute force below), while growing no
+// node deeper than the budget and no child ranked past it: what it skips could never be kept.
+TEST(HydraTree, SkipsOnlyWhatCouldNeverBeKept) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    const HydraTreeOptions options{.budget = 1 + static_cast<int>(rng() % 6),
+                                   .max_depth = 1 + static_cast<int>(rng() % 4),
+                                   .expand_width = 1000,
+                                   .topk = 1 + static_cast<int>(rng() % 4)};
+    // The heads' proposals for a node: topk + 2 tokens with distinct random probabilities,
+    // a function of the node's path (so the brute force sees the same ones).
+    auto proposals = [&](const std::vector<int32_t>& path) {
+      std::seed_seq seed(path.begin(), path.end());
+      std::mt19937 node_rng(seed);
+      std::vector<double> p(options.topk + 2);
+      for (double& x : p) x = std::uniform_real_distribution<double>(0.01, 1)(node_rng);
+      std::sort(p.rbegin(), p.rend());
+      std::vector<int32_t> ids(p.size());
+      for (size_t k = 0; k < ids.size(); ++k) ids[k] = static_cast<int32_t>(path.back() * 10 + k + 1);
+      return std::make_pair(ids, p);
+    };
+    // Brute force: every node up to max_depth with topk children each, then the budget best.
+    std::vector<std::pair<double, std::vector<int32_t>>> all;
+    std::vector<std::pair<double, std::vector<int32_t>>> level = {{1.0, {0}}};
+    for (int depth = 1; depth <= options.max_depth; ++depth) {
+      std::vector<std::pair<double, std::vector<int32_t>>> next;
+      for (const auto& [estimate, path] : level) {
+        const auto [ids, p] = proposals(path);
+        for (int k = 0; k < options.topk; ++k) {
+          std::vector<int32_t> child = path;
+          child.push_back(ids[k]);
+          next.push_back({estimate * p[k], child});
+        }
+      }
+      all.insert(all.end(), next.begin(), next.end());
+      level = std::move(next);
+    }
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::vector<int32_t> want;
+    for (int i = 0; i < std::min<int>(options.budget, all.size()); ++i) want.push_back(all[i].second.back());
+    std::sort(want.begin(), want.end());
+
+    HydraTreeBuilder tree(options, 0);
+    int head_rows = 0;
+    while (!tree.Frontier().empty()) {
+      for (int node : tree.Frontier()) {
+        const std::vector<int32_t> path = tree.PathTokens(node);
+        ASSERT_LT(static_cast<int>(path.size()) - 1, options.budget) << "a node at the budget's depth expanded";
+        const auto [ids, p] = proposals(path);
+        ASSERT_TRUE(tree.AddChildren(node, ids, p).ok());
+        ++head_rows;
+      }
+      tree.Advance();
+    }
+    std::vector<int32_t> got = tree.Tokens();
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << "trial " << trial << ", budget " << options.budget;
+    if (options.budget == 1) {
+      EXPECT_EQ(head_rows, 1) << "one node: only the root's children can be kept";
     }
   }
 }
