@@ -345,7 +345,7 @@ TEST(MedusaDecodingTest, ShippedSmolLM2HydraHeadsAreLosslessAndAccelerate) {
     }
     const double acceleration = double(tokens) / steps;
     std::printf("SmolLM2, shipped Hydra heads, budget %d: acceleration %.3f\n", budget, acceleration);
-    EXPECT_GT(acceleration, 1.5) << "budget " << budget;  // measured 1.63 (budget 4) and 1.88 (16)
+    EXPECT_GT(acceleration, 1.5) << "budget " << budget;  // measured 1.66 (budget 4) and 1.87 (16)
   }
 }
 
