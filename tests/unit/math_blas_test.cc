@@ -6,26 +6,20 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "kernels/math/blas.h"
+#include "tests/support/gradient_check.h"
 
 namespace medusa::math {
 namespace {
 
+using ::medusa::testing::RandomVector;
+
 // Whatever the user's environment named before the library loaded (read before any test loads it).
 const char* const kUserCoreType = std::getenv("OPENBLAS_CORETYPE");
-
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
 
 TEST(BlasTest, LoadsAndMultipliesLikeFloat64InEveryTransposition) {
   ASSERT_TRUE(LoadBlas().ok()) << LoadBlas();
@@ -33,9 +27,9 @@ TEST(BlasTest, LoadsAndMultipliesLikeFloat64InEveryTransposition) {
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {
       const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-      const std::vector<float> a = Random(static_cast<size_t>(ta ? k : m) * lda, 1);
-      const std::vector<float> b = Random(static_cast<size_t>(tb ? n : k) * ldb, 2);
-      std::vector<float> c = Random(static_cast<size_t>(m) * ldc, 3);
+      const std::vector<float> a = RandomVector(static_cast<size_t>(ta ? k : m) * lda, 1, 1.0f);
+      const std::vector<float> b = RandomVector(static_cast<size_t>(tb ? n : k) * ldb, 2, 1.0f);
+      std::vector<float> c = RandomVector(static_cast<size_t>(m) * ldc, 3, 1.0f);
       const std::vector<float> c0 = c;
       const float alpha = 0.75f, beta = -0.5f;
       Sgemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
