@@ -6,9 +6,9 @@
 //
 // Prints the median over runs of decode tokens/s (one token at a time after a prefill of
 // `context` tokens), prefill tokens/s (one batch of `prefill` tokens, last row's logits), and
-// the time of one forward of a Medusa-style verification batch of T tokens after `context`
-// (logits for every token), for T in --verify (default 1,4,8,16,32,64), median of --verify-runs
-// (default --runs).
+// the time of one forward of a Medusa verification batch of T tokens after `context` (a
+// chain: each node attends to the context and its ancestors; logits for every token), for T in --verify (default
+// 1,4,8,16,32,64), median of --verify-runs (default --runs).
 
 #include <algorithm>
 #include <chrono>
@@ -145,6 +145,24 @@ int main(int argc, char** argv) {
     }
     batch->output_rows.push_back(count - 1);
   };
+  // A Medusa verification batch: a chain of `count` nodes after `context`, each attending to
+  // the context and, as extras, its ancestors and itself (all logits returned).
+  auto tree_batch = [&](int count, ForwardBatch* batch) {
+    batch->Clear();
+    batch->block_tables.push_back(table);
+    for (int i = 0; i < count; ++i) {
+      BatchToken t;
+      t.token = ((context + i) * 7919) % config.vocab_size;
+      t.position = context + i;
+      t.kv_index = context + i;
+      t.attend_prefix = context;
+      t.extra_begin = static_cast<int32_t>(batch->extra_indices.size());
+      t.extra_count = i + 1;
+      for (int a = 0; a <= i; ++a) batch->extra_indices.push_back(context + a);
+      batch->tokens.push_back(t);
+      batch->output_rows.push_back(i);
+    }
+  };
 
   ForwardBatch batch;
   ForwardResult result;
@@ -167,9 +185,7 @@ int main(int argc, char** argv) {
   for (int size : verify_sizes) {
     std::vector<double> times;
     for (int run = 0; run < verify_runs; ++run) {
-      causal_batch(context, size, &batch);
-      batch.output_rows.clear();
-      for (int r = 0; r < size; ++r) batch.output_rows.push_back(r);
+      tree_batch(size, &batch);
       const double t0 = Seconds();
       Check(backend.Forward(batch, &result));
       times.push_back(Seconds() - t0);
