@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/softmax_stats.h"
+
 namespace medusa::kernels {
 namespace {
 
@@ -87,11 +89,25 @@ void TopK::SelectByPartition(absl::Span<const float> row, absl::Span<int32_t> ou
 }
 
 int32_t Argmax(absl::Span<const float> row) {
-  int32_t best = 0;
-  for (size_t i = 1; i < row.size(); ++i) {
-    if (row[i] > row[best] || (std::isnan(row[best]) && !std::isnan(row[i]))) best = static_cast<int32_t>(i);
+  // Vectorized block maxima (MaxLogit skips NaN), then a scan of the first block reaching the
+  // maximum for its position: a vocabulary row is read about once instead of compared entry
+  // by entry.
+  constexpr int kBlock = 256;
+  const float* data = row.data();
+  const int n = static_cast<int>(row.size());
+  float best = -std::numeric_limits<float>::infinity();
+  int best_block = 0;
+  for (int b = 0; b < n; b += kBlock) {
+    const float m = MaxLogit(absl::MakeConstSpan(data + b, std::min(kBlock, n - b)));
+    if (m > best) {  // strictly: the earliest block holding the maximum wins
+      best = m;
+      best_block = b;
+    }
   }
-  return best;
+  for (int i = best_block; i < n; ++i) {
+    if (data[i] == best) return i;
+  }
+  return 0;  // every entry NaN
 }
 
 void SelectHeadTopK(absl::Span<const float> head_logits, int rows, int width, absl::Span<const int> topk,

@@ -7,34 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/base/status_macros.h"
 #include "kernels/softmax_stats.h"
+#include "kernels/topk.h"
 
 namespace medusa {
-
-namespace {
-
-// Index of the largest value, the first on ties: the same answer as Argmax (the
-// sampler's, used by plain decoding) for rows without NaN. Block maxima are vectorized;
-// only the first block reaching the maximum is scanned for its position.
-int32_t FastArgmax(absl::Span<const float> row) {
-  constexpr int kBlock = 256;
-  const float* data = row.data();
-  const int n = static_cast<int>(row.size());
-  float best = -std::numeric_limits<float>::infinity();
-  int best_block = 0;
-  for (int b = 0; b < n; b += kBlock) {
-    const float m = kernels::MaxLogit(absl::MakeConstSpan(data + b, std::min(kBlock, n - b)));
-    if (m > best) {  // strictly: the earliest block holding the maximum wins
-      best = m;
-      best_block = b;
-    }
-  }
-  for (int i = best_block; i < n; ++i) {
-    if (data[i] == best) return i;
-  }
-  return 0;  // nothing above -inf
-}
-
-}  // namespace
 
 TypicalRowStats ComputeTypicalRowStats(absl::Span<const float> row, double temperature,
                                        const AcceptanceOptions& options) {
@@ -122,7 +97,7 @@ absl::StatusOr<const AcceptedPath*> Acceptor::AcceptGreedy(absl::Span<const int3
   RETURN_IF_ERROR(CheckSizes(node_tokens, logits));
   std::fill(argmax_.begin(), argmax_.end(), -1);
   return GreedyPath(node_tokens, [&](int node) {
-    if (argmax_[node] < 0) argmax_[node] = FastArgmax(Row(logits, node));
+    if (argmax_[node] < 0) argmax_[node] = kernels::Argmax(Row(logits, node));
     return argmax_[node];
   });
 }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -19,6 +20,33 @@ TEST(ArgmaxTest, FirstOfTheLargestAndNaNSkipped) {
   EXPECT_EQ(Argmax(std::vector<float>{nan, -1, 4, nan, 4}), 2);
   EXPECT_EQ(Argmax(std::vector<float>{-std::numeric_limits<float>::infinity(), nan}), 0);
   EXPECT_EQ(Argmax(std::vector<float>{nan, nan}), 0);
+}
+
+// The entry-by-entry definition: the first of the largest numbers, NaN below every number.
+int32_t ScalarArgmax(const std::vector<float>& row) {
+  int32_t best = 0;
+  for (size_t i = 1; i < row.size(); ++i) {
+    if (row[i] > row[best] || (std::isnan(row[best]) && !std::isnan(row[i]))) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+TEST(ArgmaxTest, VocabularyRowsAgreeWithTheEntryByEntryDefinition) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-3, 3);  // few distinct values: ties across blocks
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = 1 + static_cast<int>(rng() % 2000);
+    std::vector<float> row(n);
+    for (float& v : row) {
+      const int kind = static_cast<int>(rng() % 20);
+      v = kind == 0 ? nan : kind == 1 ? -inf : static_cast<float>(small(rng));
+    }
+    if (trial % 7 == 0) std::fill(row.begin(), row.end(), trial % 2 ? nan : -inf);
+    if (trial % 11 == 0) row[rng() % n] = inf;
+    EXPECT_EQ(Argmax(row), ScalarArgmax(row)) << "trial " << trial << ", " << n << " entries";
+  }
 }
 
 TEST(SelectHeadTopKTest, RowsThenHeadsEachHeadsBestFirstThroughTheDraft) {
