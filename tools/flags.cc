@@ -66,7 +66,7 @@ ABSL_FLAG(bool, auto, false,
           "and pick the fastest per batch size (what --tree auto reads)");
 ABSL_FLAG(std::vector<std::string>, batch_sizes, std::vector<std::string>({"1", "2", "4", "8", "16"}),
           "Comma-separated batch sizes to time (medusa tree --auto)");
-ABSL_FLAG(std::vector<std::string>, tree_sizes, std::vector<std::string>({"4", "8", "16", "32", "64"}),
+ABSL_FLAG(std::vector<std::string>, tree_sizes, std::vector<std::string>({"1", "2", "4", "8", "16", "32", "64"}),
           "Comma-separated tree sizes (nodes besides the root) to time (medusa tree --auto)");
 ABSL_FLAG(int32_t, repeats, 15,
           "Samples per measurement (each the mean step time over at least 15 ms, after 20 ms of untimed steps of "

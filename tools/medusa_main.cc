@@ -45,7 +45,7 @@ constexpr char kUsage[] =
     "             the process is up, loading and draining included)\n"
     "  tree       Medusa trees from the heads' calibration: --calibration FILE.json --nodes N [--out FILE]\n"
     "             (the greedy tree), or --auto --model PATH --heads PATH --calibration FILE.json\n"
-    "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--out FILE] (time trees on\n"
+    "             [--batch-sizes 1,2,4,8,16] [--tree-sizes 1,2,4,8,16,32,64] [--out FILE] (time trees on\n"
     "             this machine and pick one per batch size, for --tree auto)\n"
     "  make-model write a random-weight Hugging Face checkpoint of a known shape (--shape NAME), or a model\n"
     "             in Hugging Face's layout (--from MODEL): --out DIR\n"

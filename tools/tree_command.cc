@@ -3,7 +3,7 @@
 //   medusa tree --calibration C.json --nodes N [--out FILE]
 //     the greedy tree of N nodes (JSON; stdout without --out)
 //   medusa tree --auto --model M [--tokenizer T] --heads H --calibration C.json
-//               [--batch-sizes 1,2,4,8,16] [--tree-sizes 4,8,16,32,64] [--repeats 5]
+//               [--batch-sizes 1,2,4,8,16] [--tree-sizes 1,2,4,8,16,32,64] [--repeats 15]
 //               [--context-tokens 128] [--threads N] [--out FILE]
 //     times each greedy tree's verification step against a plain step at each batch
 //     size on this machine and writes the per-batch-size choice that `--tree auto` reads

@@ -53,7 +53,7 @@ absl::StatusOr<TreeTimings> TimeTreeSteps(const TimingTarget& target, absl::Span
                                           const TreeTimingOptions& options);
 
 struct AutoTreeOptions {
-  std::vector<int> tree_sizes = {4, 8, 16, 32, 64};  // nodes besides the root
+  std::vector<int> tree_sizes = {1, 2, 4, 8, 16, 32, 64};  // nodes besides the root
   TreeTimingOptions timing;
 };
 
