@@ -78,17 +78,11 @@ struct HeadsTrainer::Impl {
     const std::vector<int32_t>& draft = options.draft_vocab;
     if (draft.empty()) return absl::OkStatus();
     const int vocab = config.vocab_size, dim = config.dim;
+    RETURN_IF_ERROR(CheckDraftVocab(draft, vocab));
     draft_index.assign(vocab, -1);
     draft_rows.resize(draft.size() * dim);
     for (size_t i = 0; i < draft.size(); ++i) {
       const int32_t id = draft[i];
-      if (id < 0 || id >= vocab) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("draft vocabulary entry ", i, " is token ", id, ", outside the vocabulary of ", vocab));
-      }
-      if (draft_index[id] >= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("draft vocabulary lists token ", id, " twice"));
-      }
       draft_index[id] = static_cast<int32_t>(i);
       std::copy_n(classifier.data() + static_cast<size_t>(id) * dim, dim, draft_rows.data() + i * dim);
     }

@@ -1,5 +1,6 @@
 #include "kernels/model/medusa_heads_weights.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -40,16 +41,20 @@ absl::Status MedusaHeadsWeights::Validate() const {
                               has_projection() ? vd : 0, " (all heads have a projection or none does)"));
     }
   }
-  if (!draft_vocab.empty()) {
-    std::vector<bool> seen(vocab, false);
-    for (size_t i = 0; i < draft_vocab.size(); ++i) {
-      const int32_t id = draft_vocab[i];
-      if (id < 0 || id >= vocab) {
-        return Bad(absl::StrCat("draft_vocab[", i, "] = ", id, " is outside the vocabulary [0, ", vocab, ")"));
-      }
-      if (seen[id]) return Bad(absl::StrCat("draft_vocab lists token ", id, " twice"));
-      seen[id] = true;
+  if (absl::Status draft = CheckDraftVocab(draft_vocab, vocab); !draft.ok()) return Bad(std::string(draft.message()));
+  return absl::OkStatus();
+}
+
+absl::Status CheckDraftVocab(absl::Span<const int32_t> ids, int vocab) {
+  std::vector<bool> seen(std::max(vocab, 0), false);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t id = ids[i];
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("draft vocabulary entry ", i, " is token ", id, ", outside the vocabulary of ", vocab));
     }
+    if (seen[id]) return absl::InvalidArgumentError(absl::StrCat("draft vocabulary lists token ", id, " twice"));
+    seen[id] = true;
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 
 namespace medusa {
 
@@ -51,5 +52,9 @@ struct MedusaHeadsWeights {
   // Validate(), and that the heads fit a model of this width and vocabulary.
   absl::Status ValidateFor(int model_dim, int model_vocab) const;
 };
+
+// A draft vocabulary must list distinct ids inside [0, vocab): InvalidArgument naming the
+// entry otherwise.
+absl::Status CheckDraftVocab(absl::Span<const int32_t> ids, int vocab);
 
 }  // namespace medusa
