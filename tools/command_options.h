@@ -107,6 +107,8 @@ struct TrainCommand {
   int num_prompts = 1000;
   int train_rows = 0;  // the first rows of the answers alone; 0: all
   double gen_temperature = 0;
+  int answers_per_prompt = 1;  // the first at gen_temperature, the others sampled at extra_answer_temperature
+  double extra_answer_temperature = 0.7;
   int num_heads = 4;
   std::string head_type = "medusa";  // or "hydra"
   int num_layers = 1;

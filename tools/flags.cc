@@ -83,6 +83,10 @@ ABSL_FLAG(int32_t, train_rows, 0,
 ABSL_FLAG(int32_t, max_prompt_tokens, 512, "Skip seed prompts longer than this (tokens, template included)");
 ABSL_FLAG(int32_t, gen_tokens, 192, "Most tokens the model writes per seed prompt");
 ABSL_FLAG(double, gen_temperature, 0.0, "Temperature of the model's own answers (0: greedy)");
+ABSL_FLAG(int32_t, answers_per_prompt, 1,
+          "Answers the model writes to each seed prompt: the first at --gen-temperature, the others sampled at "
+          "--extra-answer-temperature (more training rows from the same prompts; each answer is cached on its own)");
+ABSL_FLAG(double, extra_answer_temperature, 0.7, "Temperature of the answers after the first (--answers-per-prompt)");
 ABSL_FLAG(int32_t, num_heads, 4, "Medusa heads to train");
 ABSL_FLAG(int32_t, num_layers, 1, "Residual blocks per head");
 ABSL_FLAG(std::string, head_type, "medusa",
@@ -290,6 +294,17 @@ absl::StatusOr<TrainCommand> TrainFlags() {
   if (c.train_rows < 0)
     return absl::InvalidArgumentError(absl::StrFormat("--train-rows must be >= 0, got %d", c.train_rows));
   c.gen_temperature = absl::GetFlag(FLAGS_gen_temperature);
+  c.answers_per_prompt = absl::GetFlag(FLAGS_answers_per_prompt);
+  c.extra_answer_temperature = absl::GetFlag(FLAGS_extra_answer_temperature);
+  if (c.answers_per_prompt < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--answers-per-prompt must be >= 1, got %d", c.answers_per_prompt));
+  }
+  if (c.answers_per_prompt > 1 && !(c.extra_answer_temperature > 0)) {
+    return absl::InvalidArgumentError(
+        "--extra-answer-temperature must be > 0 with --answers-per-prompt above 1 (greedy answers would repeat the "
+        "first)");
+  }
   c.num_heads = absl::GetFlag(FLAGS_num_heads);
   c.num_layers = absl::GetFlag(FLAGS_num_layers);
   c.head_type = absl::GetFlag(FLAGS_head_type);

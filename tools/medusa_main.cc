@@ -26,7 +26,7 @@ constexpr char kUsage[] =
     "             [--typical-epsilon E] [--typical-delta D] [--top-k K] [--seed S] [--stop A,B] [--device cpu|cuda]\n"
     "             [--threads N] [--json]\n"
     "  train      train Medusa heads by self-distillation: --model PATH --out HEADS.safetensors\n"
-    "             [--seed-prompts FILE] [--num-prompts N] [--gen-tokens N] [--num-heads K]\n"
+    "             [--seed-prompts FILE] [--num-prompts N] [--gen-tokens N] [--answers-per-prompt N] [--num-heads K]\n"
     "             [--head-type medusa|hydra] [--num-layers L] [--share-lm-head] [--epochs E] [--lr LR] [--seed S]\n"
     "             (writes the heads, HEADS.json with the settings, HEADS.calibration.json)\n"
     "  calibrate  per-head top-1..10 accuracy on held-out prompts: --model PATH --heads PATH\n"

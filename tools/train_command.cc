@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
@@ -40,17 +41,26 @@ absl::StatusOr<safetensors::DType> HeadsDType(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("--dtype must be f32, f16 or bf16, got '", name, "'"));
 }
 
-// 1. The training rows: the model's answers to the seed prompts, or the cache of them made
-// with the same settings (`settings` says which, for the cache and the heads' JSON).
-absl::StatusOr<DistillRun> TrainingRows(Engine& engine, const TrainCommand& command, nlohmann::json* settings) {
-  ASSIGN_OR_RETURN(std::vector<std::string> texts, LoadSeedPrompts(command.seed_prompts));
-  std::vector<std::vector<int32_t>> prompts =
-      EncodeSeeds(engine.tokenizer(), texts, command.num_prompts, command.distill.max_prompt_tokens);
+// Where answer `answer` > 0 is cached: beside the first answer's cache, named for it.
+std::string AnswerCachePath(const std::string& cache, int answer) {
+  const std::string tag = absl::StrCat(".answer", answer);
+  constexpr absl::string_view kExtension = ".safetensors";
+  if (!absl::EndsWith(cache, kExtension)) return cache + tag;
+  return absl::StrCat(cache.substr(0, cache.size() - kExtension.size()), tag, kExtension);
+}
+
+// The rows of one answer to every seed prompt, or its cache made with the same settings
+// (`settings` says which): answer 0 at --gen-temperature with --seed, later ones sampled at
+// --extra-answer-temperature with seeds of their own.
+absl::StatusOr<DistillRun> AnswerRows(Engine& engine, const TrainCommand& command,
+                                      const std::vector<std::vector<int32_t>>& prompts, int answer,
+                                      nlohmann::json* settings) {
   SelfDistillOptions distill;
   distill.num_heads = command.num_heads;
   distill.max_new_tokens = command.distill.gen_tokens;
-  distill.sampling.temperature = static_cast<float>(command.gen_temperature);
-  distill.sampling.seed = command.seed;
+  distill.sampling.temperature =
+      static_cast<float>(answer == 0 ? command.gen_temperature : command.extra_answer_temperature);
+  distill.sampling.seed = command.seed + static_cast<uint64_t>(answer) * prompts.size();  // one seed per answer
   distill.concurrency = command.distill.concurrency;
   const std::string& model = command.engine.model_path;
   *settings = {
@@ -65,16 +75,38 @@ absl::StatusOr<DistillRun> TrainingRows(Engine& engine, const TrainCommand& comm
       {"num_heads", distill.num_heads},
       {"rows", "hidden, next, targets"},  // what the rows hold: caches of older rows are made afresh
   };
-  const std::string cache =
+  std::string cache =
       command.data_cache.empty() ? BesideHeads(command.out, ".distill.safetensors") : command.data_cache;
+  if (cache != "none" && answer > 0) cache = AnswerCachePath(cache, answer);
   if (cache != "none") {
     if (std::optional<DistillRun> cached = LoadDistillCache(cache, *settings)) {
       std::fprintf(stderr, "self-distillation rows from %s (%d rows)\n", cache.c_str(), cached->set.rows());
       return *std::move(cached);
     }
   }
-  ASSIGN_OR_RETURN(DistillRun run, Distill(engine, prompts, distill, "self-distillation"));
+  ASSIGN_OR_RETURN(DistillRun run, Distill(engine, prompts, distill,
+                                           answer == 0 ? "self-distillation" : absl::StrCat("answer ", answer + 1)));
   if (cache != "none") RETURN_IF_ERROR(SaveDistillCache(cache, run, *settings));
+  return run;
+}
+
+// 1. The training rows: the model's answers to the seed prompts (--answers-per-prompt of them),
+// each answer's rows cached on their own. `settings` records how they were made, for the heads' JSON.
+absl::StatusOr<DistillRun> TrainingRows(Engine& engine, const TrainCommand& command, nlohmann::json* settings) {
+  ASSIGN_OR_RETURN(std::vector<std::string> texts, LoadSeedPrompts(command.seed_prompts));
+  const std::vector<std::vector<int32_t>> prompts =
+      EncodeSeeds(engine.tokenizer(), texts, command.num_prompts, command.distill.max_prompt_tokens);
+  ASSIGN_OR_RETURN(DistillRun run, AnswerRows(engine, command, prompts, 0, settings));
+  for (int answer = 1; answer < command.answers_per_prompt; ++answer) {
+    nlohmann::json more_settings;
+    ASSIGN_OR_RETURN(DistillRun more, AnswerRows(engine, command, prompts, answer, &more_settings));
+    RETURN_IF_ERROR(run.set.Append(more.set));
+    run.tokens += more.tokens;
+    run.seconds += more.seconds;
+    run.from_cache = run.from_cache && more.from_cache;
+    (*settings)["extra_answers"].push_back(
+        {{"gen_temperature", more_settings["gen_temperature"]}, {"seed", more_settings["seed"]}});
+  }
   return run;
 }
 

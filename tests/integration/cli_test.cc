@@ -163,6 +163,9 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --tree-budget -1", "--tree-budget must be >= 0"},
            {StoriesArgs() + " --prompt hi --hydra-topk 0", "--hydra-expand-width and --hydra-topk must be >= 1"},
            {"train --model x --out y --train-rows -1", "--train-rows must be >= 0"},
+           {"train --model x --out y --answers-per-prompt 0", "--answers-per-prompt must be >= 1"},
+           {"train --model x --out y --answers-per-prompt 2 --extra-answer-temperature 0",
+            "--extra-answer-temperature must be > 0"},
            {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {

@@ -10,6 +10,7 @@
 #include "engine/generate/generator.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/model/loader.h"
+#include "engine/model/safetensors.h"
 #include "engine/train/heads_evaluation.h"
 #include "engine/train/heads_trainer.h"
 #include "engine/train/self_distill.h"
@@ -189,10 +190,10 @@ TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
   std::ofstream(seeds) << R"(["Once upon a time", "The dog ran", "Lily had a", "One day, Tom", "The sun"])";
   const std::string out = dir + "/hydra.safetensors";
   auto run = [&](const std::string& head_type, std::string* log) {
-    const std::string command = testing::BinaryPath("bin/medusa") + " train --model " + kStoriesModel +
-                                " --tokenizer " + kStoriesTokenizer + " --seed-prompts " + seeds +
-                                " --calibration-prompts " + seeds + " --num-heads 3 --gen-tokens 64 --out " + out +
-                                " --share-lm-head --num-layers 2 --head-type " + head_type + " 2>&1";
+    const std::string command =
+        testing::BinaryPath("bin/medusa") + " train --model " + kStoriesModel + " --tokenizer " + kStoriesTokenizer +
+        " --seed-prompts " + seeds + " --calibration-prompts " + seeds + " --num-heads 3 --gen-tokens 64 --out " + out +
+        " --share-lm-head --num-layers 2 --answers-per-prompt 2 --head-type " + head_type + " 2>&1";
     FILE* pipe = popen(command.c_str(), "r");
     if (pipe == nullptr) return -1;
     char buf[4096];
@@ -212,6 +213,17 @@ TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
   EXPECT_EQ(heads->kind, HeadKind::kHydra);
   nlohmann::json settings = nlohmann::json::parse(std::ifstream(dir + "/hydra.json"));
   EXPECT_EQ(settings["training"]["head_type"], "hydra");
+  // A second, sampled answer to every prompt (its own seeds, its own cache), trained on too.
+  ASSERT_EQ(settings["data"]["extra_answers"].size(), 1u);
+  EXPECT_NEAR(settings["data"]["extra_answers"][0]["gen_temperature"].get<double>(), 0.7, 1e-6);
+  EXPECT_EQ(settings["data"]["extra_answers"][0]["seed"], 5);  // --seed 0 plus one per prompt of the first answer
+  int64_t cached_rows = 0;
+  for (const char* cache : {"/hydra.distill.safetensors", "/hydra.distill.answer1.safetensors"}) {
+    absl::StatusOr<std::unique_ptr<safetensors::File>> file = safetensors::File::Open(dir + cache);
+    ASSERT_TRUE(file.ok()) << cache << ": " << file.status();
+    cached_rows += (*file)->FindTensor("hidden")->shape[0];
+  }
+  EXPECT_EQ(settings["cost"]["train_rows"].get<int64_t>(), cached_rows);
   nlohmann::json calibration = nlohmann::json::parse(std::ifstream(dir + "/hydra.calibration.json"));
   ASSERT_EQ(calibration["topk_accuracy"].size(), 3u);
   absl::StatusOr<MedusaTree> tree = LoadTree("mc_sim_7b_63", 3);
