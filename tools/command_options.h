@@ -117,6 +117,7 @@ struct TrainCommand {
   int batch_size = 64;
   double lr = 1e-3;
   double weight_decay = 0;
+  double teacher_weight = 0;  // TrainerOptions::teacher_weight
   uint64_t seed = 0;
   std::string dtype = "f16";
   double draft_coverage = 0.995;

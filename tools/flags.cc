@@ -99,6 +99,9 @@ ABSL_FLAG(int32_t, epochs, 1, "Passes over the training rows");
 ABSL_FLAG(int32_t, batch_size, 64, "Rows per optimizer step");
 ABSL_FLAG(double, lr, 1e-3, "Peak learning rate (AdamW; linear warm-up, then cosine decay)");
 ABSL_FLAG(double, weight_decay, 0.0, "AdamW decoupled weight decay");
+ABSL_FLAG(double, teacher_weight, 0.0,
+          "What the heads learn: 0, the token the model wrote at each position; 1, the model's own distribution "
+          "over it (Hydra++'s teacher objective); in between, that mix of the two");
 ABSL_FLAG(std::string, dtype, "f16", "Heads file precision (medusa train), checkpoint precision (medusa make-model): "
           "f32, f16 or bf16");
 ABSL_FLAG(std::string, shape, "", "medusa make-model: the model shape (llama-2-7b, llama-3-8b, mistral-7b, "
@@ -313,6 +316,10 @@ absl::StatusOr<TrainCommand> TrainFlags() {
   c.batch_size = absl::GetFlag(FLAGS_batch_size);
   c.lr = absl::GetFlag(FLAGS_lr);
   c.weight_decay = absl::GetFlag(FLAGS_weight_decay);
+  c.teacher_weight = absl::GetFlag(FLAGS_teacher_weight);
+  if (!(c.teacher_weight >= 0 && c.teacher_weight <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--teacher-weight must be in [0, 1], got %g", c.teacher_weight));
+  }
   c.seed = absl::GetFlag(FLAGS_seed);
   c.dtype = absl::GetFlag(FLAGS_dtype);
   c.draft_coverage = absl::GetFlag(FLAGS_draft_coverage);

@@ -120,8 +120,19 @@ absl::StatusOr<TrainerOptions> TrainerOptionsOf(const TrainCommand& command) {
   options.epochs = command.epochs;
   options.lr = static_cast<float>(command.lr);
   options.weight_decay = static_cast<float>(command.weight_decay);
+  options.teacher_weight = static_cast<float>(command.teacher_weight);
   options.seed = command.seed;
   return options;
+}
+
+// The objective, for the heads' JSON.
+std::string LossFormula(const TrainerOptions& options) {
+  const std::string head = options.head_kind == HeadKind::kHydra ? "head_k(h_t, E(x[t+1..t+k]))" : "head_k(h_t)";
+  const std::string target = options.teacher_weight > 0.0f
+                                 ? absl::StrFormat("%g onehot(x[t+k+1]) + %g softmax(C h_{t+k})",
+                                                   1.0f - options.teacher_weight, options.teacher_weight)
+                                 : "x[t+k+1]";
+  return absl::StrCat("sum_k 0.8^k CE(", head, ", ", target, "), k = 1..K");
 }
 
 struct TrainedHeads {
@@ -210,13 +221,12 @@ absl::Status Train(const TrainCommand& command) {
         {"batch_size", options.batch_size},
         {"lr", options.lr},
         {"weight_decay", options.weight_decay},
+        {"teacher_weight", options.teacher_weight},
         {"seed", options.seed},
         {"draft_coverage", command.draft_coverage},
         {"draft_vocab_size", heads.draft_vocab.size()},
         {"trained_over", options.draft_vocab.empty() ? "vocabulary" : "draft vocabulary"},
-        {"loss", options.head_kind == HeadKind::kHydra
-                     ? "sum_k 0.8^k CE(head_k(h_t, E(x[t+1..t+k])), x[t+k+1]), k = 1..K"
-                     : "sum_k 0.8^k CE(head_k(h_t), x[t+k+1]), k = 1..K"}}},
+        {"loss", LossFormula(options)}}},
       {"cost",
        {{"distill_prompts", data.prompts},
         {"distill_tokens", data.tokens},

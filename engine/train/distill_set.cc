@@ -14,6 +14,16 @@ std::vector<int32_t> DistillSet::Path(int r, int k) const {
   return path;
 }
 
+int DistillSet::RowAhead(int r, int j) const {
+  if (j < 1 || num_heads < 2 || !has_next() || r < 0 || r + j >= rows()) return -1;
+  for (int a = r; a < r + j; ++a) {
+    const int32_t* here = targets.data() + static_cast<size_t>(a) * num_heads;
+    const int32_t* after = here + num_heads;
+    if (next[a + 1] != here[0] || !std::equal(after, after + num_heads - 1, here + 1)) return -1;
+  }
+  return r + j;
+}
+
 absl::Status DistillSet::Append(absl::Span<const float> row_hidden, absl::Span<const int32_t> row_targets,
                                 int32_t row_next) {
   if (static_cast<int64_t>(row_hidden.size()) != dim ||

@@ -34,6 +34,14 @@ struct DistillSet {
   // Hydra head k's path tokens for row r [k + 1]: next, then targets 0 .. k-1 (needs has_next()).
   std::vector<int32_t> Path(int r, int k) const;
 
+  // The row of the same text `j` >= 1 positions after row r's, or -1 when the text ends first.
+  // Self-distillation writes each answer's rows consecutively (Append and KeepFirst keep that
+  // order; Split's parts do not), so row r + 1 continues row r exactly when their tokens agree
+  // wherever they overlap: its next token is r's first target, and its targets are r's from the
+  // second on. At the end of an answer that fails, as r's second target is past the end (-1)
+  // while every row has a first target. Needs has_next() and num_heads >= 2 (-1 otherwise).
+  int RowAhead(int r, int j) const;
+
   // Appends one row (`row_next` < 0: a set without next tokens). InvalidArgument when the
   // sizes are not dim / num_heads or rows with and without next tokens are mixed.
   absl::Status Append(absl::Span<const float> row_hidden, absl::Span<const int32_t> row_targets, int32_t row_next = -1);

@@ -202,7 +202,7 @@ MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, 
 }
 
 void HeadBatch::Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows,
-                         HeadKind kind) {
+                         HeadKind kind, bool teacher) {
   heads = h, layers = l, dim = d, vocab = v, capacity = cap;
   const size_t rows_dim = static_cast<size_t>(cap) * d;
   const size_t stacked = static_cast<size_t>(h) * cap;
@@ -218,6 +218,11 @@ void HeadBatch::Allocate(int h, int l, int d, int v, int cap, int threads, bool 
     next.resize(cap);
     path_inputs.resize(h);
     for (int k = 0; k < h; ++k) path_inputs[k].resize(rows_dim * (k + 2));
+  }
+  if (teacher) {
+    teacher_states.resize(stacked * d);
+    teacher_logits.resize(stacked * v);
+    has_teacher.resize(stacked);
   }
   if (training) {
     d_final.resize(stacked * d);
@@ -236,6 +241,33 @@ void Gather(const DistillSet& data, const int64_t* rows, int count, HeadBatch& w
     for (int k = 0; k < ws.heads; ++k) ws.targets[static_cast<size_t>(k) * count + i] = t[k];
     if (!ws.next.empty()) ws.next[i] = data.next[rows[i]];
   }
+}
+
+void GatherTeacher(const DistillSet& data, const int64_t* rows, int count, HeadBatch& ws) {
+  for (int k = 0; k < ws.heads; ++k) {
+    for (int i = 0; i < count; ++i) {
+      const size_t m = static_cast<size_t>(k) * count + i;
+      const int ahead = data.RowAhead(static_cast<int>(rows[i]), k + 1);
+      ws.has_teacher[m] = ahead >= 0;
+      float* state = ws.teacher_states.data() + m * ws.dim;
+      if (ahead < 0) {
+        std::fill_n(state, ws.dim, 0.0f);
+      } else {
+        absl::Span<const float> h = data.Hidden(ahead);
+        std::copy(h.begin(), h.end(), state);
+      }
+    }
+  }
+}
+
+void ProjectTeacher(absl::Span<const float> projection, HeadBatch& ws, ThreadPool& pool) {
+  const int dim = ws.dim, vocab = ws.vocab, stacked = ws.heads * ws.rows;
+  pool.Run(pool.size(), [&](int t, int n) {
+    const int v0 = SliceBegin(vocab, t, n), v1 = SliceBegin(vocab, t + 1, n);
+    if (v0 >= v1) return;
+    math::Sgemm(false, true, stacked, v1 - v0, dim, 1.0f, ws.teacher_states.data(), dim,
+                projection.data() + static_cast<size_t>(v0) * dim, dim, 0.0f, ws.teacher_logits.data() + v0, vocab);
+  });
 }
 
 void ForwardBlocks(const MedusaHeadsWeights& w, HeadBatch& ws, ThreadPool& pool) {
@@ -279,7 +311,7 @@ void BackpropProjection(const MedusaHeadsWeights& w, absl::Span<const float> cla
   });
 }
 
-double LossRow(float* row, int vocab, int target, float scale, bool* top1) {
+double LossRow(float* row, int vocab, int target, float scale, bool* top1, float* teacher, float teacher_weight) {
   if (target < 0) {
     std::fill_n(row, vocab, 0.0f);
     *top1 = false;
@@ -288,10 +320,22 @@ double LossRow(float* row, int vocab, int target, float scale, bool* top1) {
   const float max = math::Max(row, vocab);
   const float target_logit = row[target];
   *top1 = target_logit >= max;
+  const double hard = teacher != nullptr ? 1.0 - teacher_weight : 1.0;
+  // CE = log sum exp(z) - sum_v q_v z_v, with q the target distribution.
+  double expected_logit = hard * target_logit;
+  if (teacher != nullptr) {
+    const float teacher_sum = math::ExpShiftedSum(teacher, vocab, math::Max(teacher, vocab));
+    math::Scale(1.0f / teacher_sum, teacher, vocab);
+    double soft = 0.0;
+    for (int j = 0; j < vocab; ++j) soft += static_cast<double>(teacher[j]) * row[j];
+    expected_logit += teacher_weight * soft;
+  }
   const float sum = math::ExpShiftedSum(row, vocab, max);
   math::Scale(scale / sum, row, vocab);
-  row[target] -= scale;
-  return std::log(static_cast<double>(sum)) + static_cast<double>(max) - target_logit;
+  // dCE/dz = softmax(z) - q.
+  if (teacher != nullptr) math::Axpy(-scale * teacher_weight, teacher, row, vocab);
+  row[target] -= static_cast<float>(scale * hard);
+  return std::log(static_cast<double>(sum)) + static_cast<double>(max) - expected_logit;
 }
 
 int32_t RankOf(const float* row, int vocab, int target) {

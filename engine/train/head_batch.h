@@ -42,14 +42,20 @@ struct HeadBatch {
   absl::Span<const float> embedding;
   std::vector<int32_t> next;                    // [capacity]
   std::vector<std::vector<float>> path_inputs;  // [heads]
+  // Teacher targets (TrainerOptions::teacher_weight): stacked row m = k * rows + i holds the
+  // model's final state at the position before head k's target, when the text reaches it
+  // (has_teacher[m]), and the logits of that state after ProjectTeacher.
+  std::vector<float> teacher_states;  // [heads * rows, dim]
+  std::vector<float> teacher_logits;  // [heads * rows, vocab]
+  std::vector<char> has_teacher;      // [heads * rows]
   std::vector<double> row_loss;     // [heads * rows]: cross-entropy (0 for no target)
   std::vector<int32_t> row_rank;    // [heads * rows]: logits above the target's
 
   // `training`: buffers for the backward pass too; `vocab_rows`: whether logits get a
   // buffer here (not when they go to the caller's).
-  // `kind` Hydra: the path inputs too.
+  // `kind` Hydra: the path inputs too; `teacher`: the teacher targets' buffers.
   void Allocate(int h, int l, int d, int v, int cap, int threads, bool training, bool vocab_rows = true,
-                HeadKind kind = HeadKind::kMedusa);
+                HeadKind kind = HeadKind::kMedusa, bool teacher = false);
   float* Input(int k, int l) { return inputs.data() + Block(k, l); }
   float* Pre(int k, int l) { return pre.data() + Block(k, l); }
   float* Final(int k) { return final_states.data() + static_cast<size_t>(k) * rows * dim; }
@@ -78,16 +84,23 @@ MedusaHeadsWeights ZeroHeads(int num_heads, int num_layers, int dim, int vocab, 
 
 // Copies the rows' hidden states, head-major targets and (Hydra) next tokens into the batch.
 void Gather(const DistillSet& data, const int64_t* rows, int count, HeadBatch& batch);
+// The teacher states of the rows Gather took (data.RowAhead finds each head's position).
+void GatherTeacher(const DistillSet& data, const int64_t* rows, int count, HeadBatch& batch);
+// teacher_logits = teacher_states `projection`^T (a [vocab, dim] matrix shared by every head).
+void ProjectTeacher(absl::Span<const float> projection, HeadBatch& batch, math::ThreadPool& pool);
 // Every head's blocks on the batch, keeping each input and pre-activation for the backward
 // pass; the results go to the stacked final states.
 void ForwardBlocks(const MedusaHeadsWeights& w, HeadBatch& batch, math::ThreadPool& pool);
 // Every head's logits (after ForwardBlocks) into `logits` [heads * rows, vocab].
 void Project(const MedusaHeadsWeights& w, absl::Span<const float> classifier, HeadBatch& batch, float* logits,
              math::ThreadPool& pool);
-// One row's softmax, cross-entropy and dLogits, in place. `scale` is the row's weight in the
-// loss; returns the cross-entropy, and `top1` says whether no logit exceeds the target's.
-// A row without target (-1) gets zero gradients and loss.
-double LossRow(float* row, int vocab, int target, float scale, bool* top1);
+// One row's softmax, cross-entropy and dLogits, in place. The row's target distribution is
+// (1 - teacher_weight) on `target` plus teacher_weight times softmax(`teacher`), or all on
+// `target` when `teacher` is null; `teacher` is overwritten with that softmax. `scale` is the
+// row's weight in the loss; returns the cross-entropy, and `top1` says whether no logit exceeds
+// the target's. A row without target (-1) gets zero gradients and loss.
+double LossRow(float* row, int vocab, int target, float scale, bool* top1, float* teacher = nullptr,
+               float teacher_weight = 0.0f);
 // d_final = dLogits P, from the logits' gradients LossRow left in the batch.
 void BackpropProjection(const MedusaHeadsWeights& w, absl::Span<const float> classifier, HeadBatch& batch,
                         math::ThreadPool& pool);

@@ -28,12 +28,14 @@ using train_internal::CheckEmbedding;
 using train_internal::Checkpoint;
 using train_internal::ForwardBlocks;
 using train_internal::Gather;
+using train_internal::GatherTeacher;
 using train_internal::HeadBatch;
 using train_internal::LossRow;
 using train_internal::OpenCheckpoint;
 using train_internal::ParamTensor;
 using train_internal::Project;
 using train_internal::ProjectionGradients;
+using train_internal::ProjectTeacher;
 using train_internal::ResolveThreads;
 using train_internal::RestoreMoments;
 using train_internal::SaveCheckpoint;
@@ -90,6 +92,18 @@ struct HeadsTrainer::Impl {
     return absl::OkStatus();
   }
 
+  // The data's shape for these heads, and what teacher targets need of it.
+  absl::Status CheckTrainingData(const DistillSet& data) const {
+    RETURN_IF_ERROR(CheckData(data, K(), config.dim, config.vocab_size, options.head_kind));
+    if (options.teacher_weight > 0.0f && (!data.has_next() || data.num_heads < 2)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "teacher targets find each position's row by the tokens of its neighbours: they need data with next "
+          "tokens and at least 2 target columns (this set has ",
+          data.has_next() ? "next tokens" : "no next tokens", " and ", data.num_heads, ")"));
+    }
+    return absl::OkStatus();
+  }
+
   // Zero gradients and moments, and the optimizer pointed at the heads as they are now.
   void ResetOptimizer() {
     const bool own = !options.share_lm_head;
@@ -139,13 +153,20 @@ struct HeadsTrainer::Impl {
     }
     ForwardBlocks(heads, ws, *pool);
     Project(heads, projection, ws, ws.logits.data(), *pool);
+    const bool teacher = options.teacher_weight > 0.0f;
+    if (teacher) {
+      GatherTeacher(data, rows, count, ws);
+      ProjectTeacher(projection, ws, *pool);
+    }
     const int stacked = K() * count;
     const int width = ws.vocab;
     pool->Run(pool->size(), [&](int t, int n) {
       for (int m = SliceBegin(stacked, t, n); m < SliceBegin(stacked, t + 1, n); ++m) {
         bool top1 = false;
-        ws.row_loss[m] =
-            LossRow(ws.logits.data() + static_cast<size_t>(m) * width, width, LossTarget(m), scale[m / count], &top1);
+        const size_t offset = static_cast<size_t>(m) * width;
+        float* teacher_row = teacher && ws.has_teacher[m] ? ws.teacher_logits.data() + offset : nullptr;
+        ws.row_loss[m] = LossRow(ws.logits.data() + offset, width, LossTarget(m), scale[m / count], &top1, teacher_row,
+                                 options.teacher_weight);
         ws.row_rank[m] = top1 ? 0 : 1;  // only top-1 is tracked while training
       }
     });
@@ -208,7 +229,8 @@ absl::StatusOr<HeadsTrainer> HeadsTrainer::Create(const TrainerOptions& options,
   impl->ResetOptimizer();
   impl->ws.Allocate(options.num_heads, options.num_layers, config.dim,
                     static_cast<int>(impl->projection.size() / config.dim), options.batch_size, impl->pool->size(),
-                    /*training=*/true, /*vocab_rows=*/true, options.head_kind);
+                    /*training=*/true, /*vocab_rows=*/true, options.head_kind,
+                    /*teacher=*/options.teacher_weight > 0.0f);
   impl->ws.embedding = embedding;
   return HeadsTrainer(std::move(impl));
 }
@@ -241,7 +263,7 @@ absl::Status HeadsTrainer::SetHeads(MedusaHeadsWeights heads) {
 absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& data,
                                                              absl::Span<const int64_t> rows) {
   Impl& impl = *impl_;
-  RETURN_IF_ERROR(CheckData(data, impl.K(), impl.config.dim, impl.config.vocab_size, impl.options.head_kind));
+  RETURN_IF_ERROR(impl.CheckTrainingData(data));
   if (rows.empty() || static_cast<int64_t>(rows.size()) > impl.options.batch_size) {
     return absl::InvalidArgumentError(absl::StrCat("a batch has ", rows.size(), " rows, expected 1 to batch_size ",
                                                    impl.options.batch_size));
@@ -257,7 +279,7 @@ absl::StatusOr<double> HeadsTrainer::ComputeLossAndGradients(const DistillSet& d
 absl::Status HeadsTrainer::Train(const DistillSet& data, const TrainRunOptions& run) {
   Impl& impl = *impl_;
   const int K = impl.K();
-  RETURN_IF_ERROR(CheckData(data, K, impl.config.dim, impl.config.vocab_size, impl.options.head_kind));
+  RETURN_IF_ERROR(impl.CheckTrainingData(data));
   const int rows = data.rows();
   const int batch = impl.options.batch_size;
   const int64_t steps_per_epoch = (rows + batch - 1) / batch;

@@ -12,9 +12,12 @@
 //
 //     L = sum_k lambda_k * mean over the batch's valid targets of head k of CE(logits_k, target_k)
 //
-// with lambda_k = loss_decay^(k+1) (the paper's 0.8^k, k counted from 1). Each head is
-// normalized by its own count of valid targets (target -1 marks the text's end: no loss,
-// not counted; a head with no valid target in a batch contributes nothing), as PyTorch's
+// with lambda_k = loss_decay^(k+1) (the paper's 0.8^k, k counted from 1). With teacher_weight w > 0
+// (trainer_options.h), CE(logits_k, target_k) becomes the cross-entropy with the distribution
+// (1 - w) onehot(target_k) + w softmax(C h') (C over the columns the heads train over), h' the
+// data's final state at the position before the target (the model's own distribution of that
+// token; Hydra++), when the text reaches that row. Each head is normalized by its own count of valid targets (target -1
+// marks the text's end: no loss, not counted; a head with no valid target in a batch contributes nothing), as PyTorch's
 // CrossEntropyLoss with ignore_index does in the reference trainer.
 //
 // Gradients are written by hand on top of sgemm. The batch is one [heads * rows, dim]

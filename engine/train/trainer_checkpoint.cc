@@ -67,6 +67,7 @@ nlohmann::json OptionsJson(const TrainerOptions& o) {
   // Only Hydra runs name their type, so checkpoints of Medusa runs made before there was a
   // choice still resume.
   if (o.head_kind == HeadKind::kHydra) options["head_type"] = kHeadTypeHydra;
+  if (o.teacher_weight > 0.0f) options["teacher_weight"] = o.teacher_weight;  // likewise
   if (!o.draft_vocab.empty()) {  // likewise: only runs over a draft vocabulary name one
     options["draft_vocab"] = {
         {"size", o.draft_vocab.size()},

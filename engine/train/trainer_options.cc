@@ -26,6 +26,9 @@ absl::Status TrainerOptions::Validate() const {
   if (!(min_lr_ratio >= 0.0f && min_lr_ratio <= 1.0f)) {
     return bad(absl::StrCat("min_lr_ratio is ", min_lr_ratio, ", must be in [0, 1]"));
   }
+  if (!(teacher_weight >= 0.0f && teacher_weight <= 1.0f)) {
+    return bad(absl::StrCat("teacher_weight is ", teacher_weight, ", must be in [0, 1]"));
+  }
   if (!(loss_decay > 0.0f)) return bad(absl::StrCat("loss_decay is ", loss_decay, ", must be > 0"));
   if (!(adam_beta1 >= 0.0f && adam_beta1 < 1.0f) || !(adam_beta2 >= 0.0f && adam_beta2 < 1.0f)) {
     return bad(absl::StrCat("adam betas are ", adam_beta1, " and ", adam_beta2, ", must be in [0, 1)"));

@@ -26,6 +26,11 @@ struct TrainerOptions {
   float grad_clip = 1.0f;      // max global gradient norm; <= 0: no clipping
   uint64_t seed = 0;           // row shuffling
   float loss_decay = 0.8f;     // lambda_k = loss_decay^(k+1)
+  // What a head learns at each position: 0, the token the model wrote (cross-entropy with it);
+  // 1, the model's own distribution over that token, softmax(classifier h) at the position
+  // before it (Hydra++'s teacher objective; where the text ends before that position, the
+  // token); in between, that mix of the two targets. Needs the data's next tokens.
+  float teacher_weight = 0.0f;
   float adam_beta1 = 0.9f;
   float adam_beta2 = 0.999f;
   float adam_eps = 1e-8f;

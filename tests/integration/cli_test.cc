@@ -166,6 +166,7 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {"train --model x --out y --answers-per-prompt 0", "--answers-per-prompt must be >= 1"},
            {"train --model x --out y --answers-per-prompt 2 --extra-answer-temperature 0",
             "--extra-answer-temperature must be > 0"},
+           {"train --model x --out y --teacher-weight 1.5", "--teacher-weight must be in [0, 1], got 1.5"},
            {StoriesArgs() + " --prompt hi --typical-epsilon 2", "epsilon"},
            {"frobnicate", "unknown command"},
        }) {

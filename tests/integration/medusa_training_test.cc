@@ -179,8 +179,9 @@ TEST(MedusaTrainingTest, TrainCommandWritesHeadsSettingsAndCalibration) {
   EXPECT_FALSE(std::filesystem::exists(out + ".ckpt"));  // removed once training finished
 }
 
-// `medusa train --head-type hydra`: Hydra heads that the engine loads as such and that leave
-// greedy output unchanged; an unknown head type is refused before any work.
+// `medusa train --head-type hydra`: Hydra heads (here with half of the teacher objective) that
+// the engine loads as such and that leave greedy output unchanged; an unknown head type is
+// refused before any work.
 TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   const std::string dir = ::testing::TempDir() + "/train_hydra";
@@ -193,7 +194,8 @@ TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
     const std::string command =
         testing::BinaryPath("bin/medusa") + " train --model " + kStoriesModel + " --tokenizer " + kStoriesTokenizer +
         " --seed-prompts " + seeds + " --calibration-prompts " + seeds + " --num-heads 3 --gen-tokens 64 --out " + out +
-        " --share-lm-head --num-layers 2 --answers-per-prompt 2 --head-type " + head_type + " 2>&1";
+        " --share-lm-head --num-layers 2 --answers-per-prompt 2 --teacher-weight 0.5 --head-type " + head_type +
+        " 2>&1";
     FILE* pipe = popen(command.c_str(), "r");
     if (pipe == nullptr) return -1;
     char buf[4096];
@@ -213,6 +215,9 @@ TEST(MedusaTrainingTest, TrainCommandMakesHydraHeads) {
   EXPECT_EQ(heads->kind, HeadKind::kHydra);
   nlohmann::json settings = nlohmann::json::parse(std::ifstream(dir + "/hydra.json"));
   EXPECT_EQ(settings["training"]["head_type"], "hydra");
+  EXPECT_EQ(settings["training"]["teacher_weight"], 0.5);
+  EXPECT_EQ(settings["training"]["loss"],
+            "sum_k 0.8^k CE(head_k(h_t, E(x[t+1..t+k])), 0.5 onehot(x[t+k+1]) + 0.5 softmax(C h_{t+k})), k = 1..K");
   // A second, sampled answer to every prompt (its own seeds, its own cache), trained on too.
   ASSERT_EQ(settings["data"]["extra_answers"].size(), 1u);
   EXPECT_NEAR(settings["data"]["extra_answers"][0]["gen_temperature"].get<double>(), 0.7, 1e-6);
