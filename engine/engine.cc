@@ -118,6 +118,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     ASSIGN_OR_RETURN(MedusaTree tree, engine->ResolveTree(num_heads));
     engine->medusa_tree_ = tree.TruncateToDepth(num_heads);
     if (options.tree_budget > 0 || hydra) RETURN_IF_ERROR(engine->SetUpDynamicTrees(hydra));
+    if (options.dynamic_tree && !hydra) RETURN_IF_ERROR(engine->SetUpAutoDynamicTrees());
   }
   spdlog::debug("engine: {} on {} ({}), KV cache {} blocks of {} tokens ({} MiB)", engine->config().name,
                 engine->backend_->Name(), engine->backend_->MachineId(), spec.num_blocks, spec.block_size,
@@ -219,6 +220,27 @@ absl::Status Engine::SetUpDynamicTrees(bool hydra) {
                  calibration_path);
   }
   SetDynamicTrees(options_.tree_budget, std::move(temperature));
+  return absl::OkStatus();
+}
+
+absl::Status Engine::SetUpAutoDynamicTrees() {
+  if (!auto_tree_) {
+    return absl::InvalidArgumentError(
+        "--dynamic-tree sizes each step's tree by the auto tree's choice for the batch size: it needs --tree auto "
+        "(or an auto tree file); for a fixed size, give --tree-budget");
+  }
+  const std::string calibration_path = CalibrationPathFor(options_.heads_path);
+  absl::StatusOr<Calibration> calibration = LoadCalibration(calibration_path);
+  if (!calibration.ok()) {
+    return absl::Status(calibration.status().code(),
+                        absl::StrCat("--dynamic-tree grows its envelope from the heads' calibration: ",
+                                     calibration.status().message()));
+  }
+  const int nodes = std::min(kDynamicEnvelopeNodes, MaxGreedyNodes(*calibration, backend_->num_medusa_heads()));
+  ASSIGN_OR_RETURN(GreedyTree grown, BuildGreedyTree(*calibration, nodes, backend_->num_medusa_heads()));
+  ASSIGN_OR_RETURN(MedusaTree envelope, MedusaTree::FromPaths(grown.paths, backend_->num_medusa_heads()));
+  dynamic_envelope_ = std::move(envelope);
+  SetDynamicTrees(0, calibration->temperature);
   return absl::OkStatus();
 }
 

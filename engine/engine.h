@@ -45,6 +45,11 @@ struct EngineOptions {
   // Dynamic trees (engine/medusa/dynamic_tree.h): > 0 keeps, each step, this many nodes of the
   // tree (then the envelope) by the heads' probabilities for the step; 0: the tree as it is.
   int tree_budget = 0;
+  // Medusa-1 heads with tree "auto": dynamic trees whose budget is, per batch size, the node count
+  // of the planner's tree for it (plain decoding where it chooses that), kept out of an envelope
+  // of kDynamicEnvelopeNodes nodes grown from the heads' calibration. Hydra heads' trees are
+  // dynamic and sized by the planner already.
+  bool dynamic_tree = false;
   // Hydra heads' trees: how many nodes each depth expands and how many children each takes
   // (HydraTreeOptions; the budget is tree_budget's, or the tree's size).
   int hydra_expand_width = 8;
@@ -77,6 +82,10 @@ class Engine {
   // options().tree_budget and the calibration beside the heads.
   void SetDynamicTrees(int budget, std::vector<double> temperature);
   int tree_budget() const { return tree_budget_; }
+  // With options().dynamic_tree: the tree each step keeps its budget's nodes of; nullptr otherwise.
+  const MedusaTree* dynamic_envelope() const { return dynamic_envelope_ ? &*dynamic_envelope_ : nullptr; }
+  // The envelope's size, root excluded: twice the largest tree `medusa tree --auto` times.
+  static constexpr int kDynamicEnvelopeNodes = 128;
   // Hydra heads' tree shape limits (budget and depth are the step's).
   HydraTreeOptions hydra_tree_options() const {
     return {.expand_width = options_.hydra_expand_width, .topk = options_.hydra_topk};
@@ -99,12 +108,15 @@ class Engine {
   // options_.tree_budget's dynamic trees (also Hydra heads' trees), with the temperatures of the
   // heads' calibration.
   absl::Status SetUpDynamicTrees(bool hydra);
+  // options_.dynamic_tree's envelope and temperatures, from the heads' calibration.
+  absl::Status SetUpAutoDynamicTrees();
   EngineOptions options_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<kv::BlockAllocator> kv_allocator_;
   std::optional<MedusaTree> medusa_tree_;
   std::optional<AutoTree> auto_tree_;
+  std::optional<MedusaTree> dynamic_envelope_;
   std::string tree_source_;
   int tree_budget_ = 0;
   std::vector<double> head_temperature_;

@@ -17,7 +17,8 @@ exactly the plain run's tokens.
       --tree chain --tree 8=trees/8.json --tree mc_sim_7b_63 [--prompts 20] [--rounds 3] \
       [--weights auto] [--json-out docs/benchmarks/medusa.json]
 A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
-LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`); NAME:VALUE runs
+LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`), auto-dynamic the auto
+tree's sizes with dynamic trees (`--tree auto --dynamic-tree`); NAME:VALUE runs
 VALUE with the heads given as --other-heads NAME=PATH (e.g. Hydra heads beside Medusa ones). --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
 Markdown table and the raw numbers as JSON; --json-out also writes the medians per tree
 ({"machine", "threads", "weights", "trees": [{"tree", "nodes", "tokens_per_second",
@@ -47,6 +48,8 @@ def run_config(args, prompts, tree):
         cmd += ["--weights", args.weights]
     if tree is None:
         cmd += ["--no-medusa"]
+    elif tree == "auto-dynamic":  # the auto tree's sizes, each step's nodes chosen dynamically
+        cmd += ["--tree", "auto", "--dynamic-tree"]
     elif "@" in tree:  # ENVELOPE@BUDGET: a dynamic tree of BUDGET nodes from ENVELOPE
         envelope, budget = tree.rsplit("@", 1)
         cmd += ["--tree", envelope, "--tree-budget", budget]

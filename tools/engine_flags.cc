@@ -20,6 +20,9 @@ ABSL_FLAG(std::string, tree, "",
 ABSL_FLAG(int32_t, tree_budget, 0,
           "Dynamic Medusa trees: each step keeps this many nodes of --tree (a preset or file: the envelope), "
           "those whose paths the heads' probabilities make most likely this step; 0: --tree as it is");
+ABSL_FLAG(bool, dynamic_tree, false,
+          "Medusa heads with --tree auto: dynamic trees (as --tree-budget's) whose size per batch size is the "
+          "auto tree's choice for it, kept out of a 128-node tree grown from the heads' calibration");
 ABSL_FLAG(int32_t, hydra_expand_width, 8,
           "Hydra heads' trees: how many of each depth's most likely nodes get children from the next head");
 ABSL_FLAG(int32_t, hydra_topk, 8, "Hydra heads' trees: children proposed per expanded node (the head's top tokens)");
@@ -54,6 +57,14 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   if (options.tree_budget < 0) return absl::InvalidArgumentError("--tree-budget must be >= 0");
   if (options.tree_budget > 0 && options.heads_path.empty()) {
     return absl::InvalidArgumentError("--tree-budget needs Medusa heads: give --heads PATH");
+  }
+  options.dynamic_tree = absl::GetFlag(FLAGS_dynamic_tree);
+  if (options.dynamic_tree && options.heads_path.empty()) {
+    return absl::InvalidArgumentError("--dynamic-tree needs Medusa heads: give --heads PATH");
+  }
+  if (options.dynamic_tree && options.tree_budget > 0) {
+    return absl::InvalidArgumentError(
+        "--dynamic-tree takes each step's budget from the auto tree; --tree-budget fixes one: give one of them");
   }
   options.hydra_expand_width = absl::GetFlag(FLAGS_hydra_expand_width);
   options.hydra_topk = absl::GetFlag(FLAGS_hydra_topk);

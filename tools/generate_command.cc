@@ -40,7 +40,7 @@ absl::StatusOr<GenerationRequest> BuildRequest(const Tokenizer& tokenizer, const
 nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool use_medusa) {
   const MedusaTree* tree = use_medusa ? engine.medusa_tree() : nullptr;
   // With dynamic trees, the nodes verified per step (the budget), not the envelope's.
-  const int budget = engine.tree_budget();
+  const int budget = engine.dynamic_envelope() != nullptr && tree ? tree->num_nodes() - 1 : engine.tree_budget();
   const int nodes = !tree ? 1 : budget > 0 ? std::min(budget + 1, tree->num_nodes()) : tree->num_nodes();
   return {
       {"mode", nodes > 1 ? "medusa" : "plain"},

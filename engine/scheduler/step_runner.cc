@@ -18,7 +18,10 @@ StepRunner::StepRunner(Engine& engine, const StepOptions& options)
       }()) {
   for (int b = 1; b <= options_.max_batch; ++b) {
     const MedusaTree* tree = TreeFor(b);
-    if (tree != nullptr && tree->num_nodes() > 1) max_tree_depth_ = std::max(max_tree_depth_, tree->max_depth());
+    if (tree != nullptr && tree->num_nodes() > 1) {
+      const MedusaTree* envelope = engine_.dynamic_envelope();
+      max_tree_depth_ = std::max(max_tree_depth_, (envelope != nullptr ? envelope : tree)->max_depth());
+    }
   }
 }
 
@@ -44,6 +47,12 @@ void StepRunner::PlanDecoding() {
   }
   DropEnded(decoding_);
   step_tree_ = TreeFor(static_cast<int>(decoding_.size()));
+  step_budget_ = engine_.tree_budget();
+  // Dynamic trees sized by the planner: its tree's node count, kept out of the envelope.
+  if (engine_.dynamic_envelope() != nullptr && step_tree_ != nullptr && step_tree_->num_nodes() > 1) {
+    step_budget_ = step_tree_->num_nodes() - 1;
+    step_tree_ = engine_.dynamic_envelope();
+  }
   if (options_.plain_probe_every > 0 && step_tree_ != nullptr && step_tree_->num_nodes() > 1 &&
       std::all_of(decoding_.begin(), decoding_.end(),
                   [](const SequenceDecoder* s) { return s->request().sampling.greedy(); }) &&
@@ -65,7 +74,7 @@ void StepRunner::PlanDecoding() {
   }
   head_topk_sizes_.clear();
   if (rows > 0 && engine_.backend().medusa_head_kind() == HeadKind::kHydra) return BuildHydraTrees();
-  if (rows > 0 && engine_.tree_budget() > 0) return BuildDynamicTrees(rows);
+  if (rows > 0 && step_budget_ > 0) return BuildDynamicTrees(rows);
   if (rows > 0) {
     for (int h = 0; h < step_tree_->num_heads_used(); ++h) head_topk_sizes_.push_back(step_tree_->topk(h));
     if (absl::Status status = engine_.backend().MedusaHeadTopK(head_hidden_, rows, head_topk_sizes_, &head_topk_);
@@ -104,8 +113,7 @@ void StepRunner::BuildDynamicTrees(int rows) {
                                           draft, step_tree_->topk_per_head(), engine_.head_temperature())
                     : absl::StatusOr<HeadProposals>(status);
     ++row;
-    if (absl::Status built =
-            proposals.ok() ? s->BuildDynamicCandidates(*proposals, engine_.tree_budget()) : proposals.status();
+    if (absl::Status built = proposals.ok() ? s->BuildDynamicCandidates(*proposals, step_budget_) : proposals.status();
         !built.ok()) {
       s->Fail(built);
     }

@@ -85,6 +85,7 @@ class StepRunner {
   int tree_steps_since_probe_ = 0;  // plain_probe_every's count
   std::vector<SequenceDecoder*> decoding_, prefilling_;
   const MedusaTree* step_tree_ = nullptr;
+  int step_budget_ = 0;  // nodes a dynamic tree keeps this step (0: the whole tree)
   kernels::ForwardBatch batch_;
   kernels::ForwardResult forward_;
   std::vector<float> head_hidden_;

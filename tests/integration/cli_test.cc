@@ -161,6 +161,10 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --tree chain", "--heads"},
            {StoriesArgs() + " --prompt hi --tree-budget 4", "--tree-budget needs Medusa heads"},
            {StoriesArgs() + " --prompt hi --tree-budget -1", "--tree-budget must be >= 0"},
+           {StoriesArgs() + " --prompt hi --dynamic-tree", "--dynamic-tree needs Medusa heads"},
+           {StoriesArgs() + " --prompt hi --dynamic-tree --tree-budget 4 --heads " +
+                testing::SourcePath("tests/fixtures/medusa_heads_proj.safetensors"),
+            "--tree-budget fixes one"},
            {StoriesArgs() + " --prompt hi --hydra-topk 0", "--hydra-expand-width and --hydra-topk must be >= 1"},
            {"train --model x --out y --train-rows -1", "--train-rows must be >= 0"},
            {"train --model x --out y --answers-per-prompt 0", "--answers-per-prompt must be >= 1"},

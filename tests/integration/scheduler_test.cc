@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -620,6 +622,108 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
   EXPECT_GT(medusa_alone, 5);
   EXPECT_GT(plain_batched, 5);
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
+}
+
+// 6b. Medusa heads' dynamic trees sized by the auto tree (EngineOptions::dynamic_tree): each step
+// keeps as many nodes as the planner's tree for the batch size has (3 alone, 2 at batch 2, none
+// above), chosen out of an envelope grown from the calibration; outputs do not change.
+TEST(SchedulerTest, DynamicTreesTakeTheirSizeFromTheAutoTreePerBatchSize) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = ::testing::TempDir() + "/scheduler_dynamic_auto_heads.safetensors";
+  {
+    auto probe = MakeEngine(kStoriesModel, 1 << 20);
+    ASSERT_NE(probe, nullptr);
+    ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads(probe->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
+  }
+  std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {
+      "1": {"nodes": 3, "paths": [[0], [1], [0, 0]]},
+      "2": {"nodes": 2, "paths": [[0], [1]]},
+      "3": {"nodes": 0, "paths": []}}})";
+  std::ofstream(CalibrationPathFor(heads)) << R"({"topk_accuracy": [
+      [0.4, 0.5, 0.55, 0.6], [0.2, 0.3, 0.35, 0.4], [0.1, 0.2, 0.25, 0.3], [0.05, 0.1, 0.15, 0.2]],
+      "temperature": [1.5, 1.5, 1.5, 1.5]})";
+  EngineOptions options;
+  options.model_path = kStoriesModel;
+  options.tokenizer_path = kStoriesTokenizer;
+  options.kv_cache_bytes = 16ll << 20;
+  options.heads_path = heads;
+  options.tree = "auto";
+  options.dynamic_tree = true;
+  absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  ASSERT_NE(engine.dynamic_envelope(), nullptr);
+  EXPECT_GT(engine.dynamic_envelope()->num_nodes(), 4) << "an envelope bigger than any budget";
+
+  const std::vector<GenerationRequest> all = SixteenRequests(engine);
+  const std::vector<GenerationRequest> requests = {all[2], all[6], all[10]};  // 94-110 tokens, no stop strings
+  std::vector<GenerationResult> alone;
+  for (GenerationRequest r : requests) {
+    r.use_medusa = false;
+    alone.push_back(Alone(engine, r));
+  }
+  StepLog log;
+  {
+    Scheduler scheduler(engine, SchedulerOptions{.step_observer = log.Observer()});
+    Collector first;
+    MustSubmit(scheduler, requests[0], first);
+    ASSERT_TRUE(first.WaitDone());
+    ExpectSameAsAlone(first, alone[0], "alone");
+    for (int together : {2, 3}) {
+      std::vector<std::unique_ptr<Collector>> collectors;
+      for (int i = 0; i < together; ++i) {
+        collectors.push_back(std::make_unique<Collector>());
+        MustSubmit(scheduler, requests[i], *collectors.back());
+      }
+      for (int i = 0; i < together; ++i) {
+        ASSERT_TRUE(collectors[i]->WaitDone());
+        ExpectSameAsAlone(*collectors[i], alone[i], absl::StrCat(together, " together, ", i));
+      }
+    }
+  }
+  std::map<int, std::set<int>> nodes_by_batch;
+  for (const StepReport& s : log.Take()) {
+    if (s.batch_size > 0) nodes_by_batch[s.batch_size].insert(s.tree_nodes);
+  }
+  // A step may verify fewer nodes than the budget (a dynamic tree keeps only paths it can fill),
+  // never more, and most steps fill it.
+  std::string seen;
+  for (const auto& [batch, nodes] : nodes_by_batch) {
+    for (int n : nodes) absl::StrAppend(&seen, " batch ", batch, ": ", n, " nodes;");
+  }
+  ASSERT_TRUE(nodes_by_batch.count(1) && nodes_by_batch.count(2) && nodes_by_batch.count(3)) << seen;
+  EXPECT_EQ(*nodes_by_batch[1].rbegin(), 4);
+  EXPECT_EQ(*nodes_by_batch[2].rbegin(), 3);
+  EXPECT_EQ(nodes_by_batch[3], std::set<int>{1}) << "plain decoding where the auto tree chose it";
+  EXPECT_EQ(engine.kv_allocator().num_used(), 0);
+
+  // The nodes are the step's most likely ones, not the planner's: the same heads with the auto
+  // tree's own paths accept differently (same output).
+  options.dynamic_tree = false;
+  absl::StatusOr<std::unique_ptr<Engine>> fixed = Engine::Create(options);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  int differ = 0;
+  for (const GenerationRequest& r : requests) {
+    const GenerationResult grown = Alone(engine, r), planned = Alone(**fixed, r);
+    EXPECT_EQ(grown.token_ids, planned.token_ids);
+    std::vector<int> a = grown.accepted_per_position, b = planned.accepted_per_position;
+    a.resize(std::max(a.size(), b.size()));  // counted to each engine's deepest tree
+    b.resize(a.size());
+    differ += a != b ? 1 : 0;
+  }
+  EXPECT_GT(differ, 0);
+  options.dynamic_tree = true;
+
+  // It needs an auto tree to size it, and a calibration to grow its envelope from.
+  options.tree = "mc_sim_7b_63";
+  absl::Status s = Engine::Create(options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("--tree auto"), std::string::npos) << s;
+  options.tree = "auto";
+  std::filesystem::remove(CalibrationPathFor(heads));
+  s = Engine::Create(options).status();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("calibration"), std::string::npos) << s;
 }
 
 // Plain probe steps (StepOptions::plain_probe_every, the server's --overhead-probe-every): with
