@@ -70,6 +70,17 @@ std::string TreeSourceShown(const std::string& source, bool expose_file_paths) {
   return file && !expose_file_paths ? "file" : source;
 }
 
+// What a request decoding alone verifies, for the start-up log: draft nodes besides the
+// base model's own token, or plain decoding (an auto tree may choose it).
+std::string MedusaSummary(const Engine& engine) {
+  const MedusaTree* tree = engine.medusa_tree();
+  if (tree == nullptr) return "off";
+  const int drafts = tree->num_nodes() - 1;
+  const std::string alone =
+      drafts == 0 ? std::string("plain decoding") : absl::StrCat(drafts, drafts == 1 ? " draft node" : " draft nodes");
+  return engine.auto_tree() != nullptr ? absl::StrCat("auto tree: ", alone, " at batch size 1") : alone;
+}
+
 }  // namespace
 
 MedusaServer::MedusaServer(const ServerOptions& options)
@@ -202,11 +213,10 @@ absl::Status MedusaServer::LoadModel() {
   SetServing(true);
   // After SERVING: a scrape that shows medusa_model_info finds the server answering.
   metrics_->SetModelInfo(model_name, tree_source);
-  spdlog::info(
-      "serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s", engine_->config().name,
-      engine_->backend().Name(), engine_->backend().MachineId(),
-      engine_->medusa_tree() ? absl::StrCat(engine_->medusa_tree()->num_nodes(), "-node tree") : std::string("off"),
-      port_, absl::ToDoubleSeconds(load_time), absl::ToDoubleSeconds(absl::Now() - start - load_time));
+  spdlog::info("serving {} ({}: {}, Medusa {}) on port {}: loaded in {:.2f} s, warmed up in {:.2f} s",
+               engine_->config().name, engine_->backend().Name(), engine_->backend().MachineId(),
+               MedusaSummary(*engine_), port_, absl::ToDoubleSeconds(load_time),
+               absl::ToDoubleSeconds(absl::Now() - start - load_time));
   return absl::OkStatus();
 }
 
