@@ -31,6 +31,50 @@ DoubleHeads ToDouble(const MedusaHeadsWeights& f, const std::vector<float>& clas
   return d;
 }
 
+int DraftColumn(int32_t target, const std::vector<int32_t>& draft) {
+  if (target < 0 || draft.empty()) return target;
+  const auto it = std::find(draft.begin(), draft.end(), target);
+  return it == draft.end() ? -1 : static_cast<int>(it - draft.begin());
+}
+
+double LogSumExp(const std::vector<double>& x) {
+  const double max = *std::max_element(x.begin(), x.end());
+  double z = 0.0;
+  for (double v : x) z += std::exp(v - max);
+  return std::log(z) + max;
+}
+
+std::vector<double> ReferenceLogits(const DoubleHeads& h, const DistillSet& data, int64_t row, int k,
+                                    const std::vector<float>& embedding, const std::vector<int32_t>& draft) {
+  const int dim = h.dim;
+  std::vector<double> r(data.hidden.begin() + row * dim, data.hidden.begin() + (row + 1) * dim);
+  std::vector<double> u = r;
+  if (!embedding.empty()) {
+    for (int32_t token : data.Path(static_cast<int>(row), k)) {
+      for (int j = 0; j < dim; ++j) u.push_back(token < 0 ? 0.0 : embedding[token * dim + j]);
+    }
+  }
+  for (int l = 0; l < h.layers; ++l) {
+    const std::vector<double>& in = l == 0 ? u : r;
+    std::vector<double> out = r;
+    for (int i = 0; i < dim; ++i) {
+      double z = h.b[k][l][i];
+      for (size_t j = 0; j < in.size(); ++j) z += h.w[k][l][i * in.size() + j] * in[j];
+      out[i] += z / (1.0 + std::exp(-z));
+    }
+    r = out;
+  }
+  const int width = draft.empty() ? h.vocab : static_cast<int>(draft.size());
+  std::vector<double> logits(width);
+  for (int i = 0; i < width; ++i) {
+    const int v = draft.empty() ? i : draft[i];
+    double s = 0.0;
+    for (int j = 0; j < dim; ++j) s += h.p[k][v * dim + j] * r[j];
+    logits[i] = s;
+  }
+  return logits;
+}
+
 void CheckTensor(const std::string& what, const std::vector<float>& analytic, std::vector<double>& param,
                  const std::function<double()>& loss) {
   ASSERT_EQ(analytic.size(), param.size()) << what;

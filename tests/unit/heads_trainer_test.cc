@@ -30,8 +30,11 @@ namespace {
 
 using testing::CheckTensor;
 using testing::DoubleHeads;
+using testing::DraftColumn;
 using ::testing::HasSubstr;
+using testing::LogSumExp;
 using testing::RandomVector;
+using testing::ReferenceLogits;
 using testing::ToDouble;
 
 ModelConfig Config(int dim, int vocab) {
@@ -93,41 +96,15 @@ HeadsTrainer CreateOrDie(const TrainerOptions& options, const ModelConfig& confi
 // vocabulary, the softmax covers its tokens alone and targets outside it carry no loss.
 double ReferenceLoss(const DoubleHeads& h, const DistillSet& data, const std::vector<int64_t>& rows, double decay,
                      const std::vector<int32_t>& draft = {}) {
-  const int dim = h.dim;
   double loss = 0.0;
   for (int k = 0; k < h.heads; ++k) {
     double sum = 0.0;
     int valid = 0;
     for (int64_t row : rows) {
-      int target = data.targets[row * data.num_heads + k];
-      if (target >= 0 && !draft.empty()) {
-        const auto it = std::find(draft.begin(), draft.end(), target);
-        target = it == draft.end() ? -1 : static_cast<int>(it - draft.begin());
-      }
+      const int target = DraftColumn(data.targets[row * data.num_heads + k], draft);
       if (target < 0) continue;
-      std::vector<double> r(data.hidden.begin() + row * dim, data.hidden.begin() + (row + 1) * dim);
-      for (int l = 0; l < h.layers; ++l) {
-        std::vector<double> next = r;
-        for (int i = 0; i < dim; ++i) {
-          double z = h.b[k][l][i];
-          for (int j = 0; j < dim; ++j) z += h.w[k][l][i * dim + j] * r[j];
-          next[i] += z / (1.0 + std::exp(-z));
-        }
-        r = next;
-      }
-      const int width = draft.empty() ? h.vocab : static_cast<int>(draft.size());
-      std::vector<double> logits(width);
-      double max = -1e300;
-      for (int i = 0; i < width; ++i) {
-        const int v = draft.empty() ? i : draft[i];
-        double s = 0.0;
-        for (int j = 0; j < dim; ++j) s += h.p[k][v * dim + j] * r[j];
-        logits[i] = s;
-        max = std::max(max, s);
-      }
-      double z = 0.0;
-      for (double x : logits) z += std::exp(x - max);
-      sum += std::log(z) + max - logits[target];
+      const std::vector<double> logits = ReferenceLogits(h, data, row, k, {}, draft);
+      sum += LogSumExp(logits) - logits[target];
       ++valid;
     }
     if (valid > 0) loss += std::pow(decay, k + 1) * sum / valid;

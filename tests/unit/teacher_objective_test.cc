@@ -23,8 +23,11 @@ namespace {
 
 using testing::CheckTensor;
 using testing::DoubleHeads;
+using testing::DraftColumn;
 using ::testing::HasSubstr;
+using testing::LogSumExp;
 using testing::RandomVector;
+using testing::ReferenceLogits;
 using testing::ToDouble;
 
 // Rows as self-distillation writes them (self_distill.cc), one text after another, the whole
@@ -89,71 +92,40 @@ std::vector<std::vector<int32_t>> RandomTexts(int vocab, uint64_t seed) {
 }
 
 // The loss of heads_trainer.h in double, with teacher rows from the texts' layout: head k of
-// row r learns (1 - w) onehot(target) + w softmax(C h_{r+k+1}) when row r + k + 1 is in r's text.
+// row r learns (1 - w) onehot(target) + w softmax(C h_{r+k+1}) when row r + k + 1 is in r's text
+// (C over the draft vocabulary's rows).
 double ReferenceLoss(const DoubleHeads& h, const std::vector<float>& classifier, const std::vector<float>& embedding,
                      const DistillSet& data, const std::vector<int>& last_row, const std::vector<int64_t>& rows,
                      double decay, double w, bool hydra, const std::vector<int32_t>& draft) {
   const int dim = h.dim;
-  const int width = draft.empty() ? h.vocab : static_cast<int>(draft.size());
-  auto column_token = [&](int i) { return draft.empty() ? i : draft[i]; };
   double loss = 0.0;
   for (int k = 0; k < h.heads; ++k) {
     double sum = 0.0;
     int valid = 0;
     for (int64_t row : rows) {
-      int target = data.targets[row * data.num_heads + k];
-      if (target >= 0 && !draft.empty()) {
-        const auto it = std::find(draft.begin(), draft.end(), target);
-        target = it == draft.end() ? -1 : static_cast<int>(it - draft.begin());
-      }
+      const int target = DraftColumn(data.targets[row * data.num_heads + k], draft);
       if (target < 0) continue;
-      std::vector<double> r(data.hidden.begin() + row * dim, data.hidden.begin() + (row + 1) * dim);
-      std::vector<double> u = r;
-      if (hydra) {
-        for (int32_t token : data.Path(static_cast<int>(row), k)) {
-          for (int j = 0; j < dim; ++j) u.push_back(token < 0 ? 0.0 : embedding[token * dim + j]);
-        }
-      }
-      for (int l = 0; l < h.layers; ++l) {
-        const std::vector<double>& in = l == 0 ? u : r;
-        std::vector<double> out = r;
-        for (int i = 0; i < dim; ++i) {
-          double z = h.b[k][l][i];
-          for (size_t j = 0; j < in.size(); ++j) z += h.w[k][l][i * in.size() + j] * in[j];
-          out[i] += z / (1.0 + std::exp(-z));
-        }
-        r = out;
-      }
-      std::vector<double> logits(width), q(width, 0.0);
-      double max = -1e300;
-      for (int i = 0; i < width; ++i) {
-        double s = 0.0;
-        for (int j = 0; j < dim; ++j) s += h.p[k][column_token(i) * dim + j] * r[j];
-        logits[i] = s;
-        max = std::max(max, s);
-      }
+      const std::vector<double> logits =
+          ReferenceLogits(h, data, row, k, hydra ? embedding : std::vector<float>{}, draft);
+      const double log_z = LogSumExp(logits);
+      double expected = logits[target];  // sum_v q_v z_v, q the target distribution
       const int64_t teacher_row = row + k + 1;
-      const bool has_teacher = teacher_row <= last_row[row];
-      if (has_teacher) {  // the frozen classifier on the teacher's state, whatever the heads project with
-        double total = 0.0;
-        for (int i = 0; i < width; ++i) {
+      if (teacher_row <=
+          last_row[row]) {  // the frozen classifier on the teacher's state, whatever the heads project with
+        std::vector<double> q;
+        for (size_t i = 0; i < logits.size(); ++i) {
+          const int v = draft.empty() ? static_cast<int>(i) : draft[i];
           double s = 0.0;
-          for (int j = 0; j < dim; ++j) {
-            s += static_cast<double>(classifier[column_token(i) * dim + j]) * data.hidden[teacher_row * dim + j];
-          }
-          q[i] = s;
+          for (int j = 0; j < dim; ++j)
+            s += static_cast<double>(classifier[v * dim + j]) * data.hidden[teacher_row * dim + j];
+          q.push_back(s);
         }
-        const double q_max = *std::max_element(q.begin(), q.end());
-        for (double& v : q) total += v = std::exp(v - q_max);
-        for (double& v : q) v /= total;
+        const double q_log_z = LogSumExp(q);
+        double soft = 0.0;
+        for (size_t i = 0; i < q.size(); ++i) soft += std::exp(q[i] - q_log_z) * logits[i];
+        expected = (1.0 - w) * logits[target] + w * soft;
       }
-      const double hard = has_teacher ? 1.0 - w : 1.0;
-      double z = 0.0, expected = hard * logits[target];
-      for (int i = 0; i < width; ++i) {
-        z += std::exp(logits[i] - max);
-        if (has_teacher) expected += w * q[i] * logits[i];
-      }
-      sum += std::log(z) + max - expected;
+      sum += log_z - expected;
       ++valid;
     }
     if (valid > 0) loss += std::pow(decay, k + 1) * sum / valid;
