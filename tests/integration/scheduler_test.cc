@@ -568,19 +568,23 @@ TEST(SchedulerTest, SmallKvPoolUnderLoad) {
   EXPECT_GE(max_batch, 2) << "requests that fit together should run together";
 }
 
+// Random Medusa heads for stories260K at `heads`, with `auto_tree` (a `medusa tree --auto`
+// choice, written by hand) beside them.
+void SaveHeadsWithAutoTree(const std::string& heads, const std::string& auto_tree) {
+  auto probe = MakeEngine(kStoriesModel, 1 << 20);
+  ASSERT_NE(probe, nullptr);
+  ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads(probe->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
+  std::ofstream(AutoTreePathFor(heads)) << auto_tree;
+}
+
 // 6. Load-adaptive Medusa from an auto tree whose choice is a chain at batch size 1 and
 // plain decoding above: the steps say so, and the outputs do not change.
 TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   const std::string heads = ::testing::TempDir() + "/scheduler_auto_heads.safetensors";
-  {
-    auto probe = MakeEngine(kStoriesModel, 1 << 20);
-    ASSERT_NE(probe, nullptr);
-    ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads(probe->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
-  }
-  std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {
+  ASSERT_NO_FATAL_FAILURE(SaveHeadsWithAutoTree(heads, R"({"choice": {
       "1": {"nodes": 3, "paths": [[0], [1], [0, 0]]},
-      "2": {"nodes": 0, "paths": []}}})";
+      "2": {"nodes": 0, "paths": []}}})"));
   auto engine = MakeEngine(kStoriesModel, 16ll << 20, heads, "auto");
   ASSERT_NE(engine, nullptr);
   ASSERT_NE(engine->auto_tree(), nullptr);
@@ -630,15 +634,10 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
 TEST(SchedulerTest, DynamicTreesTakeTheirSizeFromTheAutoTreePerBatchSize) {
   ASSERT_MODEL_PRESENT(kStoriesModel);
   const std::string heads = ::testing::TempDir() + "/scheduler_dynamic_auto_heads.safetensors";
-  {
-    auto probe = MakeEngine(kStoriesModel, 1 << 20);
-    ASSERT_NE(probe, nullptr);
-    ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads(probe->config(), 4, 1, false, 21, 0.05f), nullptr).ok());
-  }
-  std::ofstream(AutoTreePathFor(heads)) << R"({"choice": {
+  ASSERT_NO_FATAL_FAILURE(SaveHeadsWithAutoTree(heads, R"({"choice": {
       "1": {"nodes": 3, "paths": [[0], [1], [0, 0]]},
       "2": {"nodes": 2, "paths": [[0], [1]]},
-      "3": {"nodes": 0, "paths": []}}})";
+      "3": {"nodes": 0, "paths": []}}})"));
   std::ofstream(CalibrationPathFor(heads)) << R"({"topk_accuracy": [
       [0.4, 0.5, 0.55, 0.6], [0.2, 0.3, 0.35, 0.4], [0.1, 0.2, 0.25, 0.3], [0.05, 0.1, 0.15, 0.2]],
       "temperature": [1.5, 1.5, 1.5, 1.5]})";
