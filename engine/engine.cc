@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "engine/medusa/context_lookup.h"
 #include "engine/medusa/heads_file.h"
 #include "engine/medusa/tree_timing.h"
 #include "engine/model/loader.h"
@@ -68,6 +69,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFor(const std::string& m
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   if (options.kv_block_size <= 0 || options.prefill_chunk <= 0) {
     return absl::InvalidArgumentError("kv_block_size and prefill_chunk must be positive");
+  }
+  if (options.lookup_tokens < 0 || options.lookup_min_ngram < 1 ||
+      options.lookup_max_ngram < options.lookup_min_ngram || options.lookup_max_ngram > ContextLookup::kMaxNgram) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "context lookup drafts: lookup_tokens must be >= 0 and 1 <= lookup_min_ngram <= lookup_max_ngram <= %d",
+        ContextLookup::kMaxNgram));
   }
   std::unique_ptr<Engine> engine(new Engine());
   engine->options_ = options;

@@ -54,6 +54,13 @@ struct EngineOptions {
   // (HydraTreeOptions; the budget is tree_budget's, or the tree's size).
   int hydra_expand_width = 8;
   int hydra_topk = 8;
+  // Context lookup drafts (engine/medusa/context_lookup.h): > 0 lets a step whose planned tree
+  // has nodes verify instead a chain of up to this many tokens that followed an earlier
+  // occurrence of the context's last lookup_max_ngram..lookup_min_ngram tokens, when there is
+  // one (the heads then are not called for that sequence); 0: heads only.
+  int lookup_tokens = 0;
+  int lookup_min_ngram = 2;
+  int lookup_max_ngram = 3;
 };
 
 class Engine {

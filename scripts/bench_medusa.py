@@ -18,7 +18,8 @@ exactly the plain run's tokens.
       [--weights auto] [--json-out docs/benchmarks/medusa.json]
 A --tree value is a preset name, a JSON file of paths, or auto, optionally labelled
 LABEL=VALUE; ENVELOPE@N is a dynamic tree (`--tree ENVELOPE --tree-budget N`), auto-dynamic the auto
-tree's sizes with dynamic trees (`--tree auto --dynamic-tree`); NAME:VALUE runs
+tree's sizes with dynamic trees (`--tree auto --dynamic-tree`); VALUE+lookupN adds context lookup
+drafts of up to N tokens (`--lookup-tokens N`); NAME:VALUE runs
 VALUE with the heads given as --other-heads NAME=PATH (e.g. Hydra heads beside Medusa ones). --weights is passed to `medusa generate` (f32, bf16, q8_0, auto, ...). Prints a
 Markdown table and the raw numbers as JSON; --json-out also writes the medians per tree
 ({"machine", "threads", "weights", "trees": [{"tree", "nodes", "tokens_per_second",
@@ -46,6 +47,9 @@ def run_config(args, prompts, tree):
         cmd += ["--heads", heads]
     if args.weights:
         cmd += ["--weights", args.weights]
+    if tree is not None and "+lookup" in tree:  # VALUE+lookupN: context lookup drafts beside the heads
+        tree, tokens = tree.rsplit("+lookup", 1)
+        cmd += ["--lookup-tokens", tokens]
     if tree is None:
         cmd += ["--no-medusa"]
     elif tree == "auto-dynamic":  # the auto tree's sizes, each step's nodes chosen dynamically
@@ -65,6 +69,9 @@ def run_config(args, prompts, tree):
         "step_ms": 1e3 * decode / sum(r["steps"] - 1 for r in recs),
         "tokens_per_second": sum(r["new_tokens"] - 1 for r in recs) / decode,
         "tree_nodes": recs[0].get("tree_nodes", 1),
+        "lookup_steps": sum(r.get("lookup_steps", 0) for r in recs),
+        "lookup_accepted_tokens": sum(r.get("lookup_accepted_tokens", 0) for r in recs),
+        "steps": steps,
         "new_tokens": new,
         "token_ids": [r["token_ids"] for r in recs],
     }

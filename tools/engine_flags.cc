@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 
 ABSL_FLAG(std::string, model, "", "Model file: GGUF or llama2.c .bin");
 ABSL_FLAG(std::string, tokenizer, "",
@@ -26,6 +27,10 @@ ABSL_FLAG(bool, dynamic_tree, false,
 ABSL_FLAG(int32_t, hydra_expand_width, 8,
           "Hydra heads' trees: how many of each depth's most likely nodes get children from the next head");
 ABSL_FLAG(int32_t, hydra_topk, 8, "Hydra heads' trees: children proposed per expanded node (the head's top tokens)");
+ABSL_FLAG(int32_t, lookup_tokens, 0,
+          "Context lookup drafts (prompt lookup decoding): where the step runs a Medusa tree, verify instead up to "
+          "this many tokens that followed an earlier occurrence of the context's last 3 or 2 tokens, when there is "
+          "one; 0: the heads' trees only");
 ABSL_FLAG(std::string, device, "auto", "Compute device: cpu, cuda, or auto (cuda where a GPU is visible, else cpu)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for the model; 0 for every core");
 ABSL_FLAG(std::string, weights, "auto",
@@ -45,6 +50,12 @@ ABSL_FLAG(int32_t, kv_cache_mb, 0,
 ABSL_FLAG(int32_t, kv_block_size, 16, "Tokens per KV cache block");
 
 namespace medusa::tools {
+namespace {
+
+// A chain's nodes are rows of the step, as a tree's are: the largest tree the auto tree times.
+constexpr int kMaxLookupTokens = 64;
+
+}  // namespace
 
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   EngineOptions options;
@@ -70,6 +81,14 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   options.hydra_topk = absl::GetFlag(FLAGS_hydra_topk);
   if (options.hydra_expand_width < 1 || options.hydra_topk < 1) {
     return absl::InvalidArgumentError("--hydra-expand-width and --hydra-topk must be >= 1");
+  }
+  options.lookup_tokens = absl::GetFlag(FLAGS_lookup_tokens);
+  if (options.lookup_tokens < 0 || options.lookup_tokens > kMaxLookupTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--lookup-tokens must be in [0, ", kMaxLookupTokens, "]"));
+  }
+  if (options.lookup_tokens > 0 && options.heads_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--lookup-tokens drafts where Medusa trees run, and they need heads: give --heads PATH");
   }
   options.backend.device = absl::GetFlag(FLAGS_device);
   options.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -49,6 +49,8 @@ nlohmann::json ResultJson(const GenerationResult& r, const Engine& engine, bool 
       {"accepted_tokens", r.accepted_tokens},
       {"accepted_per_position", r.accepted_per_position},
       {"accepted_length_counts", r.accepted_length_counts},
+      {"lookup_steps", r.lookup_steps},
+      {"lookup_accepted_tokens", r.lookup_accepted_tokens},
       {"prompt_tokens", r.prompt_tokens},
       {"new_tokens", r.new_tokens()},
       {"token_ids", r.token_ids},

@@ -52,6 +52,10 @@ struct GenerationResult {
   int accepted_tokens = 0;
   std::vector<int> accepted_per_position;
   std::vector<int> accepted_length_counts;
+  // Steps that verified a chain looked up in the context (EngineOptions::lookup_tokens) rather
+  // than the heads' tree, and the draft tokens they kept (also counted in accepted_tokens).
+  int lookup_steps = 0;
+  int lookup_accepted_tokens = 0;
   // Wall time of every decoding step after the first (heads, verification,
   // acceptance and compaction), in order.
   std::vector<double> step_seconds;

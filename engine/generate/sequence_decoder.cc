@@ -46,6 +46,10 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(Engine&
   }
   d->tokens_.reserve(d->prompt_len_ + d->max_tokens_);
   d->tokens_ = d->request_.prompt_ids;
+  const EngineOptions& engine_options = engine.options();
+  if (d->options_.use_medusa && engine_options.lookup_tokens > 0) {
+    d->lookup_.emplace(engine_options.lookup_min_ngram, engine_options.lookup_max_ngram);
+  }
   return d;
 }
 
@@ -93,6 +97,7 @@ absl::Status SequenceDecoder::ReserveRoot() {
 
 absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
   planned_ = plain_.get();
+  lookup_drafted_ = false;
   // A tree when it can pay: more than one token still wanted, and its deepest node
   // inside the model's context. Without KV room for the tree, a plain step.
   const int remaining = max_tokens_ - result_.new_tokens();
@@ -104,11 +109,34 @@ absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
   return absl::OkStatus();
 }
 
+absl::Status SequenceDecoder::PlanLookupDraft() {
+  if (!lookup_ || planned_->tree->num_nodes() <= 1 || (options_.hooks && options_.hooks->draft_override)) {
+    return absl::OkStatus();
+  }
+  // Each kept draft token is one more token out; the deepest node must stay inside the context.
+  const int remaining = max_tokens_ - result_.new_tokens();
+  const int most = std::min({engine_.options().lookup_tokens, remaining - 1, depth_room()});
+  const std::vector<int32_t> chain = lookup_->Propose(tokens_, most);
+  if (chain.empty() || !seq_.Reserve(context_ + 1 + static_cast<int>(chain.size())).ok()) return absl::OkStatus();
+  std::vector<std::vector<int>> paths;
+  for (size_t depth = 1; depth <= chain.size(); ++depth) paths.emplace_back(depth, 0);
+  ASSIGN_OR_RETURN(MedusaTree chosen, MedusaTree::FromPaths(paths, /*num_heads=*/0));
+  auto tree = std::make_unique<MedusaTree>(std::move(chosen));
+  std::vector<int32_t> node_tokens = {root_};
+  node_tokens.insert(node_tokens.end(), chain.begin(), chain.end());
+  ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(*tree, config_.vocab_size));
+  RETURN_IF_ERROR(candidates.AssignNodeTokens(node_tokens));
+  PlanStepTree(std::move(tree), std::move(candidates));
+  lookup_drafted_ = true;
+  return absl::OkStatus();
+}
+
 bool SequenceDecoder::needs_head_topk() const {
-  return planned_->tree->num_nodes() > 1 && !(options_.hooks && options_.hooks->draft_override);
+  return !lookup_drafted_ && planned_->tree->num_nodes() > 1 && !(options_.hooks && options_.hooks->draft_override);
 }
 
 absl::Status SequenceDecoder::BuildCandidates(absl::Span<const int32_t> head_topk) {
+  if (lookup_drafted_) return absl::OkStatus();  // the chain's tokens are set
   CandidateBuilder& candidates = planned_->candidates;
   const MedusaTree& tree = *planned_->tree;
   if (tree.num_nodes() > 1 && options_.hooks && options_.hooks->draft_override) {
@@ -323,6 +351,10 @@ absl::Status SequenceDecoder::FinishStep(const kernels::ForwardResult& forward, 
   if (options_.hooks && options_.hooks->after_step) options_.hooks->after_step(seq_);
   last_accepted_ = path->accepted();
   CountAccepted(last_accepted_);
+  if (lookup_drafted_) {
+    ++result_.lookup_steps;
+    result_.lookup_accepted_tokens += last_accepted_;
+  }
   bool stop = false;
   // Token i was chosen by the logits of path node i (the bonus token by the last node's).
   for (size_t i = 0; i < path->tokens.size() && !stop; ++i) {

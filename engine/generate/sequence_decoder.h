@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "engine/generate/text_stream.h"
 #include "engine/medusa/acceptance.h"
 #include "engine/medusa/candidates.h"
+#include "engine/medusa/context_lookup.h"
 #include "engine/medusa/dynamic_tree.h"
 #include "engine/sampling/sampler.h"
 #include "kernels/backend.h"
@@ -92,13 +94,18 @@ class SequenceDecoder {
   // blocks for every node can be had; else the root alone. Call after ReserveRoot.
   absl::Status PlanTree(const MedusaTree* tree);
   const MedusaTree& planned_tree() const { return *planned_->tree; }
-  // Whether BuildCandidates wants the heads' top tokens (a tree and no draft override).
+  // Where a tree was planned and the engine looks up drafts in the context
+  // (EngineOptions::lookup_tokens): verifies instead the chain that followed an earlier
+  // occurrence of the context's last tokens, when there is one. Call after PlanTree.
+  absl::Status PlanLookupDraft();
+  // Whether BuildCandidates wants the heads' top tokens (a tree, not drafted from the context,
+  // and no draft override).
   bool needs_head_topk() const;
   // Final-normed hidden state of the last kept position: the heads' input.
   absl::Span<const float> hidden() const { return hidden_; }
   // Node tokens from the heads' top tokens (for each of planned_tree().num_heads_used() heads
   // its tree.topk(h) best, one after another: Backend::MedusaHeadTopK), the draft override, or
-  // just the root.
+  // just the root. A step drafted from the context keeps its chain.
   absl::Status BuildCandidates(absl::Span<const int32_t> head_topk);
   // Dynamic trees instead: keeps `budget` nodes of the planned tree (the envelope) by the
   // step's proposals (ChooseDynamicPaths) and plans that tree, with its tokens.
@@ -179,6 +186,8 @@ class SequenceDecoder {
   std::unique_ptr<MedusaTree> dynamic_tree_;
   std::unique_ptr<TreeState> dynamic_;
   TreeState* planned_ = nullptr;
+  std::optional<ContextLookup> lookup_;  // with EngineOptions::lookup_tokens
+  bool lookup_drafted_ = false;          // this step verifies a chain from the context
   Phase phase_ = Phase::kPrefill;
   absl::Status status_;
   int prefilled_ = 0;         // prompt tokens handed to passes

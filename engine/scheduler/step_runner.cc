@@ -61,7 +61,9 @@ void StepRunner::PlanDecoding() {
     step_tree_ = nullptr;  // a plain probe step
   }
   for (SequenceDecoder* s : decoding_) {
-    if (absl::Status status = s->PlanTree(step_tree_); !status.ok()) s->Fail(status);
+    absl::Status status = s->PlanTree(step_tree_);
+    if (status.ok()) status = s->PlanLookupDraft();
+    if (!status.ok()) s->Fail(status);
   }
   DropEnded(decoding_);
   // The heads' top tokens for every sequence verifying the step's tree, in one call.

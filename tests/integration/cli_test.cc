@@ -113,13 +113,16 @@ TEST(CliTest, MedusaFlagsDecodeLosslesslyAndReportSteps) {
   ASSERT_TRUE(SaveMedusaHeads(heads, RandomMedusaHeads((*engine)->config(), 4, 1, false, 3, 0.05f),
                               nullptr)
                   .ok());
-  const std::string prompt = " --prompt 'Once upon a time' --max-tokens 40 --json";
+  // A prompt that repeats itself, so context lookup drafts have something to find.
+  const std::string prompt =
+      " --prompt 'Once upon a time, there was a little girl named Lily. Once upon a time' --max-tokens 40 --json";
   CliRun plain = RunMedusa(StoriesArgs() + " --heads " + heads + " --no-medusa" + prompt, false);
   ASSERT_EQ(plain.exit_code, 0) << plain.out;
   nlohmann::json p = nlohmann::json::parse(plain.out);
   EXPECT_EQ(p["mode"], "plain");
   EXPECT_EQ(p["steps"], 40);
-  for (const std::string tree : {"", " --tree chain", " --tree mc_sim_7b_63", " --tree mc_sim_7b_63 --tree-budget 3"}) {
+  for (const std::string tree : {"", " --tree chain", " --tree mc_sim_7b_63", " --tree mc_sim_7b_63 --tree-budget 3",
+                                 " --tree chain --lookup-tokens 4"}) {
     CliRun run = RunMedusa(StoriesArgs() + " --heads " + heads + tree + prompt, false);
     ASSERT_EQ(run.exit_code, 0) << tree << "\n" << run.out;
     nlohmann::json j = nlohmann::json::parse(run.out);
@@ -130,6 +133,9 @@ TEST(CliTest, MedusaFlagsDecodeLosslesslyAndReportSteps) {
     EXPECT_EQ(j["text"], p["text"]) << tree;
     EXPECT_LE(j["steps"].get<int>(), 40) << tree;
     EXPECT_EQ(j["new_tokens"].get<int>(), j["steps"].get<int>() + j["accepted_tokens"].get<int>()) << tree;
+    const bool lookup = tree.find("lookup") != std::string::npos;
+    EXPECT_EQ(j["lookup_steps"].get<int>() > 0, lookup) << tree;
+    EXPECT_LE(j["lookup_accepted_tokens"].get<int>(), j["accepted_tokens"].get<int>()) << tree;
   }
   // Dynamic trees keep nodes of an envelope tree: an auto tree is not one.
   CliRun with_auto = RunMedusa(StoriesArgs() + " --heads " + heads + " --tree auto --tree-budget 3" + prompt);
@@ -165,6 +171,9 @@ TEST(CliTest, BadInputGivesAClearErrorAndExitCode) {
            {StoriesArgs() + " --prompt hi --dynamic-tree --tree-budget 4 --heads " +
                 testing::SourcePath("tests/fixtures/medusa_heads_proj.safetensors"),
             "--tree-budget fixes one"},
+           {StoriesArgs() + " --prompt hi --lookup-tokens 2", "--lookup-tokens drafts where Medusa trees run"},
+           {StoriesArgs() + " --prompt hi --lookup-tokens -1", "--lookup-tokens must be in [0, 64]"},
+           {StoriesArgs() + " --prompt hi --lookup-tokens 65", "--lookup-tokens must be in [0, 64]"},
            {StoriesArgs() + " --prompt hi --hydra-topk 0", "--hydra-expand-width and --hydra-topk must be >= 1"},
            {"train --model x --out y --train-rows -1", "--train-rows must be >= 0"},
            {"train --model x --out y --answers-per-prompt 0", "--answers-per-prompt must be >= 1"},

@@ -281,6 +281,65 @@ TEST(MedusaDecodingTest, HydraHeadsGiveExactlyThePlainGreedyOutput) {
   }
 }
 
+// Context lookup drafts (EngineOptions::lookup_tokens): where a step would verify the heads'
+// tree, a chain that followed an earlier occurrence of the context's last tokens is verified
+// instead. Greedy output stays the plain output, with Medusa-1 and Hydra heads, chains of one
+// token and several; the chains are used and accepted; sampling runs and leaks nothing.
+TEST(MedusaDecodingTest, ContextLookupDraftsGiveExactlyThePlainGreedyOutput) {
+  for (const std::string& model : {kStoriesModel, kSmolModel}) {
+    ASSERT_MODEL_PRESENT(model);
+    const bool smol = model == kSmolModel;
+    for (int lookup_tokens : {0, 1, 5}) {
+      EngineOptions options;
+      options.model_path = model;
+      if (!smol) options.tokenizer_path = kStoriesTokenizer;
+      options.kv_cache_bytes = 64ll << 20;
+      options.lookup_tokens = lookup_tokens;
+      auto created = Engine::Create(options);
+      ASSERT_TRUE(created.ok()) << created.status();
+      Engine& engine = **created;
+      for (HeadKind kind : {HeadKind::kMedusa, HeadKind::kHydra}) {
+        const int num_heads = kind == HeadKind::kHydra ? 4 : 5;
+        MedusaHeadsWeights heads = RandomMedusaHeads(engine.config(), num_heads, 1, false, /*seed=*/9, 0.05f, kind);
+        ASSERT_TRUE(engine.SetMedusa(std::move(heads), Preset("mc_sim_7b_63")).ok());
+        engine.SetDynamicTrees(kind == HeadKind::kHydra ? 1 : 0, {});
+        int steps = 0, tokens = 0, lookup_steps = 0, lookup_accepted = 0;
+        for (const std::string& prompt : AlpacaPrompts(3, smol ? 520 : 160)) {
+          GenerationRequest request = Greedy(TestPromptIds(engine, prompt, smol), smol ? 32 : 64);
+          GenerationResult plain = Plain(engine, request);
+          GenerationResult drafted = MustGenerate(engine, request);
+          ASSERT_EQ(drafted.token_ids, plain.token_ids) << model << ", lookup " << lookup_tokens << ": " << prompt;
+          steps += drafted.steps;
+          tokens += drafted.new_tokens();
+          lookup_steps += drafted.lookup_steps;
+          lookup_accepted += drafted.lookup_accepted_tokens;
+          EXPECT_LE(drafted.lookup_accepted_tokens, drafted.accepted_tokens);
+          if (smol) continue;  // sampling's paths are the same code on either model
+          for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
+            GenerationRequest sampled = request;
+            sampled.sampling.temperature = 0.8f;
+            sampled.sampling.seed = 11;
+            sampled.acceptance.rule = rule;
+            EXPECT_GT(MustGenerate(engine, sampled).new_tokens(), 0);
+          }
+        }
+        std::printf(
+            "%s, random %s heads, lookup %d: %.3f tokens per step, %d steps drafted from the context "
+            "kept %d tokens\n",
+            model.c_str(), kind == HeadKind::kHydra ? "Hydra" : "Medusa", lookup_tokens, double(tokens) / steps,
+            lookup_steps, lookup_accepted);
+        if (lookup_tokens == 0) {
+          EXPECT_EQ(lookup_steps, 0);
+        } else {
+          EXPECT_GT(lookup_steps, 0) << "the answers repeat themselves: chains should be found";
+          EXPECT_GT(lookup_accepted, 0) << "and some of them kept";
+          EXPECT_LE(lookup_accepted, lookup_steps * lookup_tokens);
+        }
+      }
+    }
+  }
+}
+
 // The shipped, trained heads: 50 AlpacaEval prompts, a chain and mc_sim_7b_63,
 // identical greedy output and a real acceleration.
 TEST(MedusaDecodingTest, ShippedSmolLM2HeadsAreLosslessAndAccelerate) {

@@ -267,6 +267,47 @@ TEST(SchedulerTest, SixteenConcurrentGreedyRequestsMatchGenerateAlone) {
   }
 }
 
+// Context lookup drafts in a batch: some sequences verify a chain from their own context, others
+// the heads' tree, in the same passes; each request is still exactly plain decoding alone.
+TEST(SchedulerTest, ContextLookupDraftsInABatchMatchPlainDecodingAlone) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  EngineOptions engine_options;
+  engine_options.model_path = kStoriesModel;
+  engine_options.tokenizer_path = kStoriesTokenizer;
+  engine_options.kv_cache_bytes = 16ll << 20;
+  engine_options.lookup_tokens = 4;
+  auto engine = Engine::Create(engine_options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  InstallRandomHeads(**engine);
+  const std::vector<GenerationRequest> requests = SixteenRequests(**engine);
+  std::vector<GenerationResult> plain;
+  for (GenerationRequest r : requests) {
+    r.use_medusa = false;
+    plain.push_back(Alone(**engine, r));
+  }
+  std::vector<std::unique_ptr<Collector>> collectors;
+  {
+    SchedulerOptions options;
+    options.medusa_max_batch = 16;
+    Scheduler scheduler(**engine, options);
+    for (const GenerationRequest& r : requests) {
+      collectors.push_back(std::make_unique<Collector>());
+      MustSubmit(scheduler, r, *collectors.back());
+    }
+    int lookup_steps = 0, other_steps = 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      ASSERT_TRUE(collectors[i]->WaitDone()) << "request " << i;
+      ExpectSameAsAlone(*collectors[i], plain[i], "request " + std::to_string(i));
+      const GenerationResult result = collectors[i]->result();
+      lookup_steps += result.lookup_steps;
+      other_steps += result.steps - 1 - result.lookup_steps;  // the first token comes from the prompt's pass
+    }
+    EXPECT_GT(lookup_steps, 0);
+    EXPECT_GT(other_steps, 0) << "steps without a repeat verify the heads' tree";
+  }
+  EXPECT_EQ((*engine)->kv_allocator().num_used(), 0);
+}
+
 // Seeded sampling: each request owns its sampler, so batching does not change what it
 // samples (with Medusa too, while the tree stays the same at every batch size).
 TEST(SchedulerTest, SeededSamplingIsTheSameAsAlone) {
