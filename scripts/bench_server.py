@@ -15,6 +15,7 @@ the server reports vs the JSON generate prints).
                                   [--generate-prompts 8] [--overhead-rounds 4]
   python3 scripts/bench_server.py --concurrency "" --overhead-rounds 6    # the overhead check only
   python3 scripts/bench_server.py --overhead-rounds 0 --json-out docs/benchmarks/server.json  # for the plot
+  python3 scripts/bench_server.py --server-arg=--lookup-tokens=2 ...   # more medusa-server flags
 
 Prints a Markdown table (medians over rounds) and the raw results as JSON. --json-out also writes
 the medians per concurrency and mode, which scripts/plot_benchmarks.py reads:
@@ -54,7 +55,11 @@ def main():
     p.add_argument("--generate-prompts", type=int, default=8, help="prompts of the server-vs-generate check")
     p.add_argument("--overhead-rounds", type=int, default=4, help="rounds of the server-vs-generate check; 0: none")
     p.add_argument("--json-out", help="also write the medians per concurrency and mode here")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="one more medusa-server flag, e.g. --server-arg=--lookup-tokens=2; repeatable")
     args = p.parse_args()
+    if args.server_arg and args.overhead_rounds > 0:
+        p.error("--server-arg changes only the server: give --overhead-rounds 0 (the check compares it with generate)")
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]  # empty: only the overhead check
     prompts = prompts_file(max(max(levels, default=1) * args.requests_per_stream, args.min_requests, args.generate_prompts),
                            args.skip)
@@ -64,7 +69,8 @@ def main():
     server = subprocess.Popen([os.path.join(args.build, "bin", "medusa-server"), "--model", args.model, "--heads",
                                args.heads, "--tree", args.tree, "--port", str(port), "--metrics-port",
                                str(metrics_port), "--host", "127.0.0.1", "--threads", str(args.threads),
-                               "--max-running", str(max(levels, default=1)), "--max-waiting", "256", "--kv-cache-mb", "1024"],
+                               "--max-running", str(max(levels, default=1)), "--max-waiting", "256", "--kv-cache-mb", "1024",
+                               *args.server_arg],
                               stdout=log, stderr=log, text=True)
     try:
         try:

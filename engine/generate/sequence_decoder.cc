@@ -109,13 +109,13 @@ absl::Status SequenceDecoder::PlanTree(const MedusaTree* tree) {
   return absl::OkStatus();
 }
 
-absl::Status SequenceDecoder::PlanLookupDraft() {
+absl::Status SequenceDecoder::PlanLookupDraft(int max_tokens) {
   if (!lookup_ || planned_->tree->num_nodes() <= 1 || (options_.hooks && options_.hooks->draft_override)) {
     return absl::OkStatus();
   }
   // Each kept draft token is one more token out; the deepest node must stay inside the context.
   const int remaining = max_tokens_ - result_.new_tokens();
-  const int most = std::min({engine_.options().lookup_tokens, remaining - 1, depth_room()});
+  const int most = std::min({max_tokens, remaining - 1, depth_room()});
   const std::vector<int32_t> chain = lookup_->Propose(tokens_, most);
   if (chain.empty() || !seq_.Reserve(context_ + 1 + static_cast<int>(chain.size())).ok()) return absl::OkStatus();
   std::vector<std::vector<int>> paths;

@@ -95,9 +95,11 @@ class SequenceDecoder {
   absl::Status PlanTree(const MedusaTree* tree);
   const MedusaTree& planned_tree() const { return *planned_->tree; }
   // Where a tree was planned and the engine looks up drafts in the context
-  // (EngineOptions::lookup_tokens): verifies instead the chain that followed an earlier
-  // occurrence of the context's last tokens, when there is one. Call after PlanTree.
-  absl::Status PlanLookupDraft();
+  // (EngineOptions::lookup_tokens): verifies instead the up to `max_tokens` tokens that followed
+  // an earlier occurrence of the context's last tokens, when there is one. Call after PlanTree.
+  absl::Status PlanLookupDraft(int max_tokens);
+  // Whether this step verifies such a chain (planned_tree() is the chain).
+  bool lookup_drafted() const { return lookup_drafted_; }
   // Whether BuildCandidates wants the heads' top tokens (a tree, not drafted from the context,
   // and no draft override).
   bool needs_head_topk() const;

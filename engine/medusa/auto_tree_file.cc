@@ -1,6 +1,7 @@
 #include "engine/medusa/auto_tree_file.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <utility>
 
@@ -41,6 +42,31 @@ size_t PickMeasurement(const nlohmann::json& machines, const std::string& machin
     if (MachineIdOf(machines[i]).empty()) return i;
   }
   return 0;
+}
+
+// "measurements": [{"batch_size", "nodes", "overhead", "expected_speedup"}, ...] (other fields
+// are the report's own) by batch size and node count.
+absl::StatusOr<std::map<int, std::map<int, TreeCost>>> ParseCosts(const nlohmann::json& list) {
+  if (!list.is_array()) return absl::InvalidArgumentError("\"measurements\" must be a list");
+  std::map<int, std::map<int, TreeCost>> costs;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const nlohmann::json& e = list[i];
+    const bool valid = e.is_object() && e.contains("batch_size") && e["batch_size"].is_number_integer() &&
+                       e["batch_size"].get<int64_t>() >= 1 && e["batch_size"].get<int64_t>() <= (1 << 20) &&
+                       e.contains("nodes") && e["nodes"].is_number_integer() && e["nodes"].get<int64_t>() >= 0 &&
+                       e["nodes"].get<int64_t>() <= (1 << 20) && e.contains("overhead") && e["overhead"].is_number() &&
+                       e["overhead"].get<double>() > 0 && std::isfinite(e["overhead"].get<double>()) &&
+                       e.contains("expected_speedup") && e["expected_speedup"].is_number() &&
+                       e["expected_speedup"].get<double>() > 0 && std::isfinite(e["expected_speedup"].get<double>());
+    if (!valid) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("measurements[", i, "] must have integer \"batch_size\" >= 1 and \"nodes\" >= 0 and positive ",
+                       "\"overhead\" and \"expected_speedup\", got ", JsonSnippet(e)));
+    }
+    costs[e["batch_size"].get<int>()][e["nodes"].get<int>()] = {e["overhead"].get<double>(),
+                                                                e["expected_speedup"].get<double>()};
+  }
+  return costs;
 }
 
 }  // namespace
@@ -89,6 +115,11 @@ absl::StatusOr<AutoTree> AutoTree::Parse(const std::string& json_text, const std
     absl::StatusOr<MedusaTree> tree = MedusaTree::FromPaths(paths, num_heads);
     if (!tree.ok()) return bad(absl::StrCat(where, ": ", tree.status().message()));
     result.choice_.emplace(batch, *std::move(tree));
+  }
+  if (m.contains("measurements")) {
+    absl::StatusOr<std::map<int, std::map<int, TreeCost>>> costs = ParseCosts(m["measurements"]);
+    if (!costs.ok()) return bad(std::string(costs.status().message()));
+    result.costs_ = *std::move(costs);
   }
   return result;
 }
@@ -150,10 +181,18 @@ std::vector<int> AutoTree::batch_sizes() const {
   return sizes;
 }
 
-const MedusaTree& AutoTree::TreeForBatch(int batch) const {
+int AutoTree::MeasuredBatchFor(int batch) const {
   auto it = choice_.lower_bound(batch);
   if (it == choice_.end()) it = std::prev(choice_.end());
-  return it->second;
+  return it->first;
+}
+
+const MedusaTree& AutoTree::TreeForBatch(int batch) const { return choice_.at(MeasuredBatchFor(batch)); }
+
+const std::map<int, TreeCost>& AutoTree::CostsForBatch(int batch) const {
+  static const std::map<int, TreeCost> kNone;
+  const auto it = costs_.find(MeasuredBatchFor(batch));
+  return it != costs_.end() ? it->second : kNone;
 }
 
 bool IsAutoTreeFile(const std::string& path) {

@@ -12,6 +12,14 @@
 
 namespace medusa {
 
+// What `medusa tree --auto` measured for one tree size at one batch size: its step time over a
+// plain step's, and the speedup it expected (tokens per step from the heads' accuracies over
+// that overhead).
+struct TreeCost {
+  double overhead = 1.0;
+  double expected_speedup = 1.0;
+};
+
 // The trees `medusa tree --auto` chose, one per measured batch size.
 //   {"machine": {"id": ...}, "choice": {"1": {"nodes": N, "paths": [...]}, "2": {...}, ...}, ...}
 // "nodes": 0 with no paths means plain decoding was faster at that batch size. Timings
@@ -39,9 +47,17 @@ class AutoTree {
   // size >= batch, else of the largest one (step overhead grows with the batch, so the
   // nearest larger measurement is the cautious one). Root-only means plain decoding.
   const MedusaTree& TreeForBatch(int batch) const;
+  // The costs measured at the batch size TreeForBatch(batch) takes its tree from ("measurements":
+  // [{"batch_size", "nodes", "overhead", "expected_speedup"}, ...]), by draft node count; empty
+  // when the file lists none (a hand-written choice).
+  const std::map<int, TreeCost>& CostsForBatch(int batch) const;
 
  private:
+  // The measured batch size TreeForBatch(batch) and CostsForBatch(batch) read.
+  int MeasuredBatchFor(int batch) const;
+
   std::map<int, MedusaTree> choice_;  // batch size -> tree
+  std::map<int, std::map<int, TreeCost>> costs_;  // batch size -> draft nodes -> cost
   std::string machine_id_;
 };
 

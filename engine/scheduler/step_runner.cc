@@ -2,12 +2,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 
 #include "absl/strings/str_format.h"
 #include "engine/medusa/hydra_tree.h"
 #include "spdlog/spdlog.h"
 
 namespace medusa {
+namespace {
+
+// Context chains are assumed to keep each next token with this chance until measured (optimistic:
+// a repeated 2- or 3-gram's continuation usually is the model's), weighted as this many chains.
+constexpr double kLookupPriorKeep = 0.8;
+constexpr double kLookupPriorWeight = 16;
+
+}  // namespace
 
 StepRunner::StepRunner(Engine& engine, const StepOptions& options)
     : engine_(engine), options_([&] {
@@ -60,9 +70,10 @@ void StepRunner::PlanDecoding() {
     tree_steps_since_probe_ = 0;
     step_tree_ = nullptr;  // a plain probe step
   }
+  const int lookup_budget = step_tree_ != nullptr ? LookupBudget(static_cast<int>(decoding_.size())) : 0;
   for (SequenceDecoder* s : decoding_) {
     absl::Status status = s->PlanTree(step_tree_);
-    if (status.ok()) status = s->PlanLookupDraft();
+    if (status.ok() && lookup_budget > 0) status = s->PlanLookupDraft(lookup_budget);
     if (!status.ok()) s->Fail(status);
   }
   DropEnded(decoding_);
@@ -121,6 +132,50 @@ void StepRunner::BuildDynamicTrees(int rows) {
     }
   }
   DropEnded(decoding_);
+}
+
+int StepRunner::LookupBudget(int batch) const {
+  const int most = engine_.options().lookup_tokens;
+  const MedusaTree* chosen = TreeFor(batch);
+  if (most <= 0 || chosen == nullptr || chosen->num_nodes() <= 1) return 0;
+  const AutoTree* automatic = engine_.auto_tree();
+  if (automatic == nullptr) return most;
+  const std::map<int, TreeCost>& costs = automatic->CostsForBatch(batch);
+  if (costs.empty()) return std::min(most, chosen->num_nodes() - 1);
+  const auto heads = costs.find(chosen->num_nodes() - 1);
+  double best_speedup = heads != costs.end() ? heads->second.expected_speedup : 1.0;
+  int best = 0;
+  double tokens = 1.0;  // expected tokens of a step verifying a chain of n
+  for (int n = 1; n <= most; ++n) {
+    tokens += LookupKeepRate(n);
+    const auto cost = costs.find(n);
+    if (cost == costs.end()) continue;  // a size the auto tree did not time
+    if (tokens / cost->second.overhead > best_speedup) {
+      best_speedup = tokens / cost->second.overhead;
+      best = n;
+    }
+  }
+  return best;
+}
+
+double StepRunner::LookupKeepRate(int depth) const {
+  const size_t d = depth - 1;
+  const double drafted = d < lookup_drafted_.size() ? lookup_drafted_[d] : 0;
+  const double kept = d < lookup_kept_.size() ? lookup_kept_[d] : 0;
+  return (kept + kLookupPriorWeight * std::pow(kLookupPriorKeep, depth)) / (drafted + kLookupPriorWeight);
+}
+
+void StepRunner::CountLookupKept(const SequenceDecoder& s) {
+  if (!s.lookup_drafted()) return;
+  const int chain = s.planned_tree().num_nodes() - 1;
+  if (static_cast<int>(lookup_drafted_.size()) < chain) {
+    lookup_drafted_.resize(chain, 0);
+    lookup_kept_.resize(chain, 0);
+  }
+  for (int d = 0; d < chain; ++d) {
+    ++lookup_drafted_[d];
+    lookup_kept_[d] += s.last_accepted() > d;
+  }
 }
 
 int StepRunner::HydraBudget() const {
@@ -201,8 +256,10 @@ const StepReport* StepRunner::Run(absl::Span<SequenceDecoder* const> sequences) 
   bool want_hidden = false;
   report_.medusa = false;
   report_.tree_nodes = 1;
+  report_.lookup_chains = 0;
   for (SequenceDecoder* s : decoding_) {
     s->AppendStep(batch_);
+    report_.lookup_chains += s->lookup_drafted();
     want_hidden |= s->wants_hidden();
     if (s->planned_tree().num_nodes() > 1) {
       report_.medusa = true;
@@ -237,6 +294,7 @@ const StepReport* StepRunner::Run(absl::Span<SequenceDecoder* const> sequences) 
   report_.accepted.clear();
   for (SequenceDecoder* s : decoding_) {
     if (absl::Status status = s->AfterForward(forward_, start); !status.ok()) s->Fail(status);
+    CountLookupKept(*s);
     report_.tokens += s->last_emitted();
     report_.accepted.push_back(s->last_accepted());
   }

@@ -27,6 +27,7 @@ struct StepReport {
   double seconds = 0;        // wall time of the step (heads, forward, acceptance)
   int tokens = 0;            // tokens emitted by all sequences
   std::vector<int> accepted; // per sequence: draft tokens kept
+  int lookup_chains = 0;     // sequences that verified a chain looked up in their context
   int prefill_tokens = 0;    // prompt tokens of newcomers processed in the same forward
   int first_tokens = 0;      // newcomers whose prompt ended here (their first token is in `tokens`)
 };
@@ -76,6 +77,18 @@ class StepRunner {
   void BuildHydraTrees();
   // The draft nodes a Hydra tree keeps this step: the engine's budget, or the step tree's size.
   int HydraBudget() const;
+  // How long a chain looked up in the context a step of `batch` sequences may verify instead of
+  // the heads' tree (0: none). Under an auto tree with timings, the length whose expected
+  // speedup (1 + the chance of keeping each depth, summed, over the measured step overhead of
+  // that many nodes at this batch size) is largest, and only when it beats the heads' tree's
+  // expected speedup; without timings, the planner's tree size; for a tree the user chose,
+  // EngineOptions::lookup_tokens. Never more than lookup_tokens.
+  int LookupBudget(int batch) const;
+  // The chance that a context chain's first `depth` tokens are all kept, from the chains verified
+  // so far (kLookupPriorWeight optimistic pseudo-chains first, so that chains get tried).
+  double LookupKeepRate(int depth) const;
+  // Counts what each context chain of the step kept.
+  void CountLookupKept(const SequenceDecoder& s);
   // Drops the sequences that have ended from `list`.
   static void DropEnded(std::vector<SequenceDecoder*>& list);
 
@@ -83,6 +96,9 @@ class StepRunner {
   const StepOptions options_;
   int max_tree_depth_ = 0;
   int tree_steps_since_probe_ = 0;  // plain_probe_every's count
+  // Context chains: per depth d (index d - 1), how many chains reached depth d and how many of
+  // those kept their first d tokens.
+  std::vector<int64_t> lookup_drafted_, lookup_kept_;
   std::vector<SequenceDecoder*> decoding_, prefilling_;
   const MedusaTree* step_tree_ = nullptr;
   int step_budget_ = 0;  // nodes a dynamic tree keeps this step (0: the whole tree)

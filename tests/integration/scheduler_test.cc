@@ -669,6 +669,97 @@ TEST(SchedulerTest, AutoTreeShrinksToPlainAsTheBatchGrows) {
   EXPECT_EQ(engine->kv_allocator().num_used(), 0);
 }
 
+// Under an auto tree with timings, a context chain is as long as pays at the batch size: the
+// expected tokens (from the chains' keep rates) over the measured overhead of that many nodes,
+// against the heads' tree's expected speedup. Here at batch 1 four nodes are too dear and at
+// batch 2 no chain beats the heads; with a tree chosen by hand, chains of up to --lookup-tokens
+// (8) run, and keep four tokens and more on these stories.
+TEST(SchedulerTest, ContextChainsAreAsLongAsTheAutoTreesTimingsPay) {
+  ASSERT_MODEL_PRESENT(kStoriesModel);
+  const std::string heads = ::testing::TempDir() + "/scheduler_lookup_heads.safetensors";
+  ASSERT_NO_FATAL_FAILURE(SaveHeadsWithAutoTree(heads, R"({"choice": {
+      "1": {"nodes": 1, "paths": [[0]]}, "2": {"nodes": 1, "paths": [[0]]}},
+      "measurements": [
+        {"batch_size": 1, "nodes": 1, "overhead": 1.1, "expected_speedup": 1.2},
+        {"batch_size": 1, "nodes": 2, "overhead": 1.2, "expected_speedup": 1.1},
+        {"batch_size": 1, "nodes": 3, "overhead": 1.3, "expected_speedup": 1.0},
+        {"batch_size": 1, "nodes": 4, "overhead": 5.0, "expected_speedup": 0.3},
+        {"batch_size": 2, "nodes": 1, "overhead": 3.0, "expected_speedup": 1.3}]})"));
+  auto run = [&](const std::string& tree, int concurrent, std::vector<StepReport>* steps) {
+    EngineOptions engine_options;
+    engine_options.model_path = kStoriesModel;
+    engine_options.tokenizer_path = kStoriesTokenizer;
+    engine_options.kv_cache_bytes = 16ll << 20;
+    engine_options.heads_path = heads;
+    engine_options.tree = tree;
+    engine_options.lookup_tokens = 8;
+    auto engine = Engine::Create(engine_options);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return std::vector<GenerationResult>{};
+    // Prompts the model goes on repeating.
+    std::vector<GenerationRequest> requests = {Request(**engine, "It is a small box. It is a small box. It is", 120),
+                                               Request(**engine, "Tom and Sam play. Tom and Sam play. Tom", 120)};
+    requests.resize(concurrent);
+    std::vector<GenerationResult> results;
+    for (GenerationRequest& r : requests) {
+      r.ignore_eos = true;
+      GenerationRequest plain = r;
+      plain.use_medusa = false;
+      results.push_back(Alone(**engine, plain));
+    }
+    StepLog log;
+    {
+      std::vector<std::unique_ptr<Collector>> collectors;
+      SchedulerOptions options;
+      options.medusa_max_batch = 16;
+      options.step_observer = log.Observer();
+      Scheduler scheduler(**engine, options);
+      for (const GenerationRequest& r : requests) {
+        collectors.push_back(std::make_unique<Collector>());
+        MustSubmit(scheduler, r, *collectors.back());
+      }
+      for (size_t i = 0; i < requests.size(); ++i) {
+        EXPECT_TRUE(collectors[i]->WaitDone());
+        ExpectSameAsAlone(*collectors[i], results[i], tree + " request " + std::to_string(i));
+        results[i] = collectors[i]->result();
+      }
+    }
+    *steps = log.Take();
+    for (const GenerationResult& r : results) {
+      std::printf("%s x%d: %d steps, %d from the context keeping %d; longest kept", tree.c_str(), concurrent, r.steps,
+                  r.lookup_steps, r.lookup_accepted_tokens);
+      for (int c : r.accepted_length_counts) std::printf(" %d", c);
+      std::printf("\n");
+    }
+    return results;
+  };
+  auto longest_kept = [](const std::vector<GenerationResult>& results) {
+    size_t longest = 0;
+    for (const GenerationResult& r : results) {
+      for (size_t kept = 0; kept < r.accepted_length_counts.size(); ++kept) {
+        if (r.accepted_length_counts[kept] > 0) longest = std::max(longest, kept);
+      }
+    }
+    return longest;
+  };
+  std::vector<StepReport> steps;
+  // A hand-chosen one-node tree: chains of up to 8.
+  EXPECT_GE(longest_kept(run("chain", 1, &steps)), 4u);
+  // The auto tree's timings: at most 3 at batch 1 (4 nodes cost 5x a plain step).
+  const std::vector<GenerationResult> alone = run("auto", 1, &steps);
+  EXPECT_GT(alone[0].lookup_steps, 0);
+  EXPECT_LE(longest_kept(alone), 3u);
+  // At batch 2 the heads' tree is expected to do better than any chain: none is verified.
+  run("auto", 2, &steps);
+  int batch_two = 0;
+  for (const StepReport& s : steps) {
+    if (s.batch_size != 2) continue;
+    ++batch_two;
+    EXPECT_EQ(s.lookup_chains, 0);
+  }
+  EXPECT_GT(batch_two, 50);
+}
+
 // 6b. Medusa heads' dynamic trees sized by the auto tree (EngineOptions::dynamic_tree): each step
 // keeps as many nodes as the planner's tree for the batch size has (3 alone, 2 at batch 2, none
 // above), chosen out of an envelope grown from the calibration; outputs do not change.

@@ -3,13 +3,13 @@
 // paths, growth by prefixes), the auto-tree file and its per-batch-size lookup, the
 // tree choice, and tree-step timing on stories260K (every KV block returned).
 
-#include "engine/medusa/auto_tree_file.h"
-#include "engine/medusa/tree_builder.h"
-
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "engine/engine.h"
+#include "engine/medusa/auto_tree_file.h"
+#include "engine/medusa/tree_builder.h"
 #include "engine/medusa/tree_timing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -282,6 +282,22 @@ TEST(AutoTreeTest, PicksTheNearestMeasuredBatchSizeAtOrAbove) {
   EXPECT_EQ(a->TreeForBatch(0).num_nodes(), 4);
 }
 
+TEST(AutoTreeTest, KeepsTheMeasuredCostsOfTheBatchSizeItReads) {
+  absl::StatusOr<AutoTree> a = AutoTree::Parse(R"({"choice": {
+      "1": {"nodes": 1, "paths": [[0]]}, "4": {"nodes": 0, "paths": []}},
+      "measurements": [
+        {"batch_size": 1, "nodes": 0, "overhead": 1.0, "expected_speedup": 1.0, "step_ms": 2.0},
+        {"batch_size": 1, "nodes": 1, "overhead": 1.2, "expected_speedup": 1.15},
+        {"batch_size": 4, "nodes": 2, "overhead": 2.5, "expected_speedup": 0.6}]})",
+                                               "auto.json", 2);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->CostsForBatch(1).size(), 2u);
+  EXPECT_DOUBLE_EQ(a->CostsForBatch(1).at(1).overhead, 1.2);
+  EXPECT_DOUBLE_EQ(a->CostsForBatch(1).at(1).expected_speedup, 1.15);
+  EXPECT_DOUBLE_EQ(a->CostsForBatch(3).at(2).overhead, 2.5) << "batch 3 reads batch 4's, as TreeForBatch does";
+  EXPECT_TRUE(AutoTree::Parse(kAutoJson, "auto.json", 4)->CostsForBatch(1).empty()) << "a hand-written choice";
+}
+
 TEST(AutoTreeTest, BadFilesNameTheProblem) {
   struct Case {
     std::string json, expect;
@@ -298,6 +314,12 @@ TEST(AutoTreeTest, BadFilesNameTheProblem) {
            {R"({"choice": {"2": {"nodes": 1, "paths": [[0, 0]]}}})", "needs its prefix [0]", 2},
            {R"({"choice": {"2": {"nodes": 2, "paths": [[0], [0, 0]]}}})", "only 1 Medusa heads are available"},
            {R"({"choice": {"2": {"nodes": 1, "paths": [["a"]]}}})", "choice[\"2\"]"},
+           {R"({"choice": {"1": {"nodes": 0, "paths": []}}, "measurements": {}})", "\"measurements\" must be a list"},
+           {R"({"choice": {"1": {"nodes": 0, "paths": []}}, "measurements": [{"batch_size": 1, "nodes": 0}]})",
+            "measurements[0] must have"},
+           {R"({"choice": {"1": {"nodes": 0, "paths": []}},
+               "measurements": [{"batch_size": 1, "nodes": 1, "overhead": -1, "expected_speedup": 1}]})",
+            "measurements[0] must have"},
        }) {
     absl::StatusOr<AutoTree> a = AutoTree::Parse(c.json, "auto.json", c.heads);
     ASSERT_FALSE(a.ok()) << c.json;
@@ -558,7 +580,14 @@ TEST(MeasureAutoTreeTest, ReportHasEveryMeasurementAndAChoicePerBatchSize) {
     EXPECT_DOUBLE_EQ(c["expected_speedup"].get<double>(), best);
   }
   absl::StatusOr<AutoTree> parsed = AutoTree::Parse(report->dump(), "report", 4);
-  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  // The timings come back per measured batch size and node count.
+  for (const auto& row : m) {
+    const std::map<int, TreeCost>& costs = parsed->CostsForBatch(row["batch_size"].get<int>());
+    ASSERT_TRUE(costs.contains(row["nodes"].get<int>())) << row.dump();
+    EXPECT_DOUBLE_EQ(costs.at(row["nodes"].get<int>()).overhead, row["overhead"].get<double>());
+    EXPECT_DOUBLE_EQ(costs.at(row["nodes"].get<int>()).expected_speedup, row["expected_speedup"].get<double>());
+  }
 }
 
 }  // namespace
