@@ -69,6 +69,17 @@ GenerationResult Plain(Engine& engine, GenerationRequest request) {
   return MustGenerate(engine, request);
 }
 
+// The request sampled at temperature 0.8 with each acceptance rule: it runs and leaks nothing.
+void ExpectSamplingRuns(Engine& engine, const GenerationRequest& request) {
+  for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
+    GenerationRequest sampled = request;
+    sampled.sampling.temperature = 0.8f;
+    sampled.sampling.seed = 11;
+    sampled.acceptance.rule = rule;
+    EXPECT_GT(MustGenerate(engine, sampled).new_tokens(), 0);
+  }
+}
+
 // Drafts that know the answer: for the token `d` positions past the root, head d-1
 // puts the true token (from a plain run) at a rank that changes every step, and
 // random tokens elsewhere, so accepted paths are long and often leave the first branch.
@@ -265,13 +276,7 @@ TEST(MedusaDecodingTest, HydraHeadsGiveExactlyThePlainGreedyOutput) {
           steps += hydra.steps;
           tokens += hydra.new_tokens();
           if (smol) continue;  // sampling's paths are the same code on either model
-          for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
-            GenerationRequest sampled = request;
-            sampled.sampling.temperature = 0.8f;
-            sampled.sampling.seed = 11;
-            sampled.acceptance.rule = rule;
-            EXPECT_GT(MustGenerate(*engine, sampled).new_tokens(), 0);
-          }
+          ExpectSamplingRuns(*engine, request);
         }
         std::printf("%s, random Hydra heads (own projection %d), budget %d: %.3f tokens per step, deepest %d\n",
                     model.c_str(), own_projection, budget, double(tokens) / steps, deepest);
@@ -315,13 +320,7 @@ TEST(MedusaDecodingTest, ContextLookupDraftsGiveExactlyThePlainGreedyOutput) {
           lookup_accepted += drafted.lookup_accepted_tokens;
           EXPECT_LE(drafted.lookup_accepted_tokens, drafted.accepted_tokens);
           if (smol) continue;  // sampling's paths are the same code on either model
-          for (SamplingAcceptance rule : {SamplingAcceptance::kTypical, SamplingAcceptance::kRejection}) {
-            GenerationRequest sampled = request;
-            sampled.sampling.temperature = 0.8f;
-            sampled.sampling.seed = 11;
-            sampled.acceptance.rule = rule;
-            EXPECT_GT(MustGenerate(engine, sampled).new_tokens(), 0);
-          }
+          ExpectSamplingRuns(engine, request);
         }
         std::printf(
             "%s, random %s heads, lookup %d: %.3f tokens per step, %d steps drafted from the context "
