@@ -115,13 +115,10 @@ absl::Status SequenceDecoder::PlanLookupDraft(int max_tokens) {
   }
   // Each kept draft token is one more token out; the deepest node must stay inside the context.
   const int remaining = max_tokens_ - result_.new_tokens();
-  const int most = std::min({max_tokens, remaining - 1, depth_room()});
+  const int most = std::min({max_tokens, remaining - 1, depth_room(), MedusaTree::kMaxDepth});
   const std::vector<int32_t> chain = lookup_->Propose(tokens_, most);
   if (chain.empty() || !seq_.Reserve(context_ + 1 + static_cast<int>(chain.size())).ok()) return absl::OkStatus();
-  std::vector<std::vector<int>> paths;
-  for (size_t depth = 1; depth <= chain.size(); ++depth) paths.emplace_back(depth, 0);
-  ASSIGN_OR_RETURN(MedusaTree chosen, MedusaTree::FromPaths(paths, /*num_heads=*/0));
-  auto tree = std::make_unique<MedusaTree>(std::move(chosen));
+  auto tree = std::make_unique<MedusaTree>(MedusaTree::Chain(static_cast<int>(chain.size())));
   std::vector<int32_t> node_tokens = {root_};
   node_tokens.insert(node_tokens.end(), chain.begin(), chain.end());
   ASSIGN_OR_RETURN(CandidateBuilder candidates, CandidateBuilder::Create(*tree, config_.vocab_size));

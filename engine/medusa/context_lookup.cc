@@ -30,7 +30,10 @@ void ContextLookup::Index(absl::Span<const int32_t> context, int end) {
 
 std::vector<int32_t> ContextLookup::Propose(absl::Span<const int32_t> context, int max_tokens) {
   const int size = static_cast<int>(context.size());
-  if (size < indexed_) indexed_ = 0, last_end_.assign(kMaxNgram, {});  // a different context: start over
+  if (size < indexed_) {  // not an extension of the last context: index this one afresh
+    indexed_ = 0;
+    last_end_.assign(kMaxNgram, {});
+  }
   // Occurrences ending before the last token: the suffix itself must not match itself.
   Index(context, size - 1);
   if (max_tokens <= 0 || size == 0) return {};
